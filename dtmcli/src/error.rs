@@ -1,0 +1,154 @@
+//! The one error type of the SDK.
+
+use std::fmt;
+
+/// Convenient alias for results carrying [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong when talking to DTM or to a branch.
+///
+/// DTM gives three outcomes a first-class meaning, and this type keeps them apart:
+/// [`Error::Failure`] (the transaction must roll back), [`Error::Ongoing`] (not finished yet,
+/// retry at the same interval) and every other variant (a retryable error, retried with
+/// backoff by the server). [`Error::Duplicated`] is the outcome of a 2-phase message whose
+/// back-check ran before its local transaction.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The operation failed for good: DTM answered 409 / `FAILURE`, or a branch did.
+    /// A saga or TCC that receives it rolls back.
+    #[error("FAILURE: {0}")]
+    Failure(String),
+
+    /// The operation is not finished yet (HTTP 425 / `ONGOING`): DTM will ask again.
+    #[error("ONGOING: {0}")]
+    Ongoing(String),
+
+    /// A 2-phase message's back-check ran before its local transaction, which therefore must
+    /// not commit (the message has been or will be marked failed).
+    #[error("DUPLICATED: the msg back-check already ran for this gid")]
+    Duplicated,
+
+    /// The request could not be sent or its response not read (connection refused,
+    /// timeout, reset...).
+    #[error("transport error calling {url}: {source}")]
+    Transport {
+        /// The URL that was called.
+        url: String,
+        /// The underlying error.
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// The peer answered with a status that is neither success nor one of DTM's outcomes.
+    #[error("{url} answered HTTP {status}: {body}")]
+    Status {
+        /// The URL that was called.
+        url: String,
+        /// The HTTP status code.
+        status: u16,
+        /// The response body (truncated to a few KiB).
+        body: String,
+    },
+
+    /// The peer answered 200 with a body that is not what the protocol says.
+    #[error("{url} answered an unexpected body ({reason}): {body}")]
+    Decode {
+        /// The URL that was called.
+        url: String,
+        /// What was wrong with it.
+        reason: String,
+        /// The response body (truncated to a few KiB).
+        body: String,
+    },
+
+    /// The caller passed something the protocol cannot carry: a missing query field, an
+    /// unknown transaction type, a branch-id overflow, a payload that does not serialize...
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// An error raised by application code (a business closure) that is neither a failure nor
+    /// ongoing. DTM treats it as retryable.
+    #[error("{0}")]
+    Other(Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+impl Error {
+    /// A [`Error::Failure`] with this message.
+    pub fn failure(msg: impl fmt::Display) -> Self {
+        Error::Failure(msg.to_string())
+    }
+
+    /// An [`Error::Ongoing`] with this message.
+    pub fn ongoing(msg: impl fmt::Display) -> Self {
+        Error::Ongoing(msg.to_string())
+    }
+
+    /// Wraps an application error as [`Error::Other`] (retryable).
+    pub fn other(err: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Error::Other(err.into())
+    }
+
+    /// An [`Error::InvalidInput`] with this message.
+    pub fn invalid(msg: impl fmt::Display) -> Self {
+        Error::InvalidInput(msg.to_string())
+    }
+
+    /// True for [`Error::Failure`].
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Error::Failure(_))
+    }
+
+    /// True for [`Error::Ongoing`].
+    pub fn is_ongoing(&self) -> bool {
+        matches!(self, Error::Ongoing(_))
+    }
+
+    /// True for [`Error::Duplicated`].
+    pub fn is_duplicated(&self) -> bool {
+        matches!(self, Error::Duplicated)
+    }
+
+    /// True when the request never got an answer because the peer could not be reached or
+    /// timed out.
+    pub fn is_transport(&self) -> bool {
+        matches!(self, Error::Transport { .. })
+    }
+
+    /// The outcome class DTM gives this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Failure(_) => ErrorKind::Failure,
+            Error::Ongoing(_) => ErrorKind::Ongoing,
+            Error::Duplicated => ErrorKind::Duplicated,
+            _ => ErrorKind::Retryable,
+        }
+    }
+}
+
+/// The class of an [`Error`] as DTM sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Roll back.
+    Failure,
+    /// Ask again at the same interval.
+    Ongoing,
+    /// msg back-check won the race against the local transaction.
+    Duplicated,
+    /// Anything else: retried with backoff.
+    Retryable,
+}
+
+/// Cuts a response body for inclusion in an error message.
+pub(crate) fn truncate_body(body: &str) -> String {
+    const MAX: usize = 4096;
+    if body.len() <= MAX {
+        return body.to_string();
+    }
+    let mut end = MAX;
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...({} bytes)", &body[..end], body.len())
+}

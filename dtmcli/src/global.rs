@@ -1,0 +1,231 @@
+//! TCC and XA global transactions: prepare, run the user's code, then submit or abort.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+
+use futures_util::FutureExt;
+use serde::Serialize;
+
+use crate::branch_id::BranchIdGen;
+use crate::client::{BranchResponse, DtmClient};
+use crate::error::{Error, Result};
+use crate::options::TransOptions;
+use crate::types::{Op, TransInfo, TransType};
+use crate::wire::TransRequest;
+
+#[derive(Debug)]
+struct Global {
+    client: DtmClient,
+    gid: String,
+    trans_type: TransType,
+    options: TransOptions,
+    ids: Mutex<BranchIdGen>,
+}
+
+impl Global {
+    fn new(
+        client: &DtmClient,
+        gid: &str,
+        tt: TransType,
+        options: TransOptions,
+        parent: &str,
+    ) -> Self {
+        Global {
+            client: client.clone(),
+            gid: gid.to_string(),
+            trans_type: tt,
+            options,
+            ids: Mutex::new(BranchIdGen::new(parent)),
+        }
+    }
+
+    fn request(&self) -> TransRequest {
+        TransRequest::new(&self.gid, self.trans_type, &self.options)
+    }
+
+    fn next_branch_id(&self) -> Result<String> {
+        self.ids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .new_sub_branch_id()
+    }
+
+    fn branch_info(&self, branch_id: String, op: Op) -> TransInfo {
+        let mut info = TransInfo::new(self.gid.clone(), self.trans_type, branch_id, op);
+        info.dtm = Some(self.client.server().to_string());
+        info
+    }
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_string()
+    }
+}
+
+/// prepare → f → submit, or abort (with the error as rollback reason) on error or panic.
+async fn run_global<H, T, F, Fut>(global: Arc<Global>, handle: H, f: F) -> Result<T>
+where
+    F: FnOnce(H) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let req = global.request();
+    global.client.prepare(&req).await?;
+    let outcome = AssertUnwindSafe(f(handle)).catch_unwind().await;
+    let (reason, result) = match outcome {
+        Ok(Ok(v)) => {
+            global.client.submit(&req).await?;
+            return Ok(v);
+        }
+        Ok(Err(e)) => (e.to_string(), Ok(Err(e))),
+        Err(panic) => (panic_text(&*panic), Err(panic)),
+    };
+    let mut abort = req;
+    abort.rollback_reason = reason;
+    if let Err(e) = global.client.abort(&abort).await {
+        tracing::warn!(gid = %global.gid, error = %e, "abort failed; DTM will time the transaction out");
+    }
+    match result {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// A TCC global transaction, handed to the closure of [`DtmClient::tcc_global_transaction`],
+/// or rebuilt inside a try handler with [`Tcc::nested`]. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Tcc(Arc<Global>);
+
+impl DtmClient {
+    /// Runs a TCC global transaction: `prepare`, then `f` (which calls
+    /// [`Tcc::call_branch`] for each branch), then `submit` if `f` succeeded. If `f` returns
+    /// an error or panics, the transaction is aborted with the error text as
+    /// `rollback_reason` (DTM then cancels every registered branch), and the error is
+    /// returned or the panic resumed.
+    pub async fn tcc_global_transaction<T, F, Fut>(
+        &self,
+        gid: &str,
+        options: TransOptions,
+        f: F,
+    ) -> Result<T>
+    where
+        F: FnOnce(Tcc) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let g = Arc::new(Global::new(self, gid, TransType::Tcc, options, ""));
+        run_global(g.clone(), Tcc(g), f).await
+    }
+}
+
+impl Tcc {
+    /// Rebuilds the TCC inside a try handler so that it can open sub-branches (`0201`,
+    /// `0202`...). `info` is the incoming request's transaction info; it must carry `dtm`
+    /// (the SDK always sends it when calling a try).
+    pub fn nested(client: &DtmClient, info: &TransInfo) -> Result<Tcc> {
+        let dtm = info
+            .dtm
+            .as_deref()
+            .ok_or_else(|| Error::invalid("nested TCC needs the `dtm` query parameter"))?;
+        let client = client.with_server(dtm)?;
+        Ok(Tcc(Arc::new(Global::new(
+            &client,
+            &info.gid,
+            TransType::Tcc,
+            TransOptions::default(),
+            &info.branch_id,
+        ))))
+    }
+
+    /// The global id.
+    pub fn gid(&self) -> &str {
+        &self.0.gid
+    }
+
+    /// The options (branch headers go on every try call).
+    pub fn options(&self) -> &TransOptions {
+        &self.0.options
+    }
+
+    /// Registers a branch (its confirm and cancel URLs, and `body` which they will receive)
+    /// and then calls its try URL with `body`. The try's failure is returned as
+    /// [`Error::Failure`]; return it from the closure to roll the transaction back.
+    pub async fn call_branch(
+        &self,
+        body: &impl Serialize,
+        try_url: &str,
+        confirm_url: &str,
+        cancel_url: &str,
+    ) -> Result<BranchResponse> {
+        let data = serde_json::to_string(body)
+            .map_err(|e| Error::invalid(format!("tcc branch body: {e}")))?;
+        let g = &self.0;
+        let branch_id = g.next_branch_id()?;
+        let fields = [
+            ("gid", g.gid.as_str()),
+            ("trans_type", "tcc"),
+            ("branch_id", branch_id.as_str()),
+            ("data", data.as_str()),
+            ("confirm", confirm_url),
+            ("cancel", cancel_url),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        g.client.register_branch(&fields).await?;
+        let info = g.branch_info(branch_id, Op::Try);
+        g.client
+            .call_branch(try_url, &info, &g.options.branch_headers, Some(data))
+            .await
+    }
+}
+
+/// The global side of an XA transaction, handed to the closure of
+/// [`DtmClient::xa_global_transaction`]. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Xa(Arc<Global>);
+
+impl DtmClient {
+    /// Runs an XA global transaction: `prepare`, then `f` (which calls
+    /// [`Xa::call_branch`] for each branch; each branch prepares its local XA transaction
+    /// and registers itself), then `submit` (DTM commits every branch) or, on error or panic,
+    /// `abort` (DTM rolls every branch back).
+    pub async fn xa_global_transaction<T, F, Fut>(
+        &self,
+        gid: &str,
+        options: TransOptions,
+        f: F,
+    ) -> Result<T>
+    where
+        F: FnOnce(Xa) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let g = Arc::new(Global::new(self, gid, TransType::Xa, options, ""));
+        run_global(g.clone(), Xa(g), f).await
+    }
+}
+
+impl Xa {
+    /// The global id.
+    pub fn gid(&self) -> &str {
+        &self.0.gid
+    }
+
+    /// Calls an XA branch: POST `url` with `op=action`, a new branch id, `phase2_url=url`
+    /// and `dtm`, so the branch can register itself; DTM later calls the same URL with
+    /// `op=commit` or `op=rollback`.
+    pub async fn call_branch(&self, body: &impl Serialize, url: &str) -> Result<BranchResponse> {
+        let data = serde_json::to_string(body)
+            .map_err(|e| Error::invalid(format!("xa branch body: {e}")))?;
+        let g = &self.0;
+        let mut info = g.branch_info(g.next_branch_id()?, Op::Action);
+        info.phase2_url = Some(url.to_string());
+        g.client
+            .call_branch(url, &info, &g.options.branch_headers, Some(data))
+            .await
+    }
+}

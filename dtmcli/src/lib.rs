@@ -1,0 +1,59 @@
+//! # dtmcli: distributed transactions with DTM over HTTP
+//!
+//! A client of the [DTM](https://github.com/dtm-labs/dtm) transaction manager, wire-compatible
+//! with the Go SDK: a Rust service and a Go service can take part in the same global
+//! transaction.
+//!
+//! - [`DtmClient`]: one per DTM server; new gids, queries, and the transaction builders.
+//! - [`Saga`]: actions and compensations, sequential or concurrent with branch orders.
+//! - [`Msg`]: 2-phase messages, topics, delay, and the outbox helper [`Msg::do_and_submit`].
+//! - [`Tcc`]: try/confirm/cancel with [`DtmClient::tcc_global_transaction`], nested TCC.
+//! - [`Xa`]: the global side of XA ([`DtmClient::xa_global_transaction`]).
+//! - [`branch`]: the result convention for branch handlers, and [`TransInfo`] from a query.
+//!
+//! Errors keep DTM's outcomes apart: [`Error::Failure`], [`Error::Ongoing`],
+//! [`Error::Duplicated`], and retryable kinds (transport, status, decode...).
+//!
+//! ## Feature flags
+//! - `axum`: an axum extractor for [`TransInfo`] and `IntoResponse` for [`Error`].
+//! - `rustls`: TLS (rustls) for `https://` DTM servers and branches.
+//!
+//! ## Example
+//! ```no_run
+//! use dtmcli::{DtmClient, TransOptions};
+//! use std::time::Duration;
+//!
+//! # async fn run() -> dtmcli::Result<()> {
+//! let dtm = DtmClient::new("http://localhost:36789/api/dtmsvr")?;
+//! let gid = dtm.new_gid().await?;
+//! let body = serde_json::json!({"amount": 30});
+//! dtm.saga(&gid)
+//!     .add("http://localhost:8081/api/busi/TransOut", "http://localhost:8081/api/busi/TransOutCompensate", &body)
+//!     .add("http://localhost:8081/api/busi/TransIn", "http://localhost:8081/api/busi/TransInCompensate", &body)
+//!     .with_options(TransOptions::default().wait_result(true).retry_interval(Duration::from_secs(5)))
+//!     .submit()
+//!     .await?;
+//! let status = dtm.query(&gid).await?.transaction.map(|t| t.status);
+//! # Ok(()) }
+//! ```
+
+pub mod branch;
+mod branch_id;
+mod client;
+mod error;
+mod global;
+mod msg;
+mod options;
+mod saga;
+mod types;
+pub mod wire;
+
+pub use branch_id::BranchIdGen;
+pub use client::{BranchResponse, DtmClient, DtmClientBuilder, DEFAULT_SERVER};
+pub use error::{Error, ErrorKind, Result};
+pub use global::{Tcc, Xa};
+pub use msg::Msg;
+pub use options::TransOptions;
+pub use saga::Saga;
+pub use types::{Op, TransInfo, TransType};
+pub use wire::{QueryResult, TransBranch, TransGlobal, TransRequest, TransStatus};

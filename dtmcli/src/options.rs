@@ -1,0 +1,86 @@
+//! Per-transaction options.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Options DTM applies to one global transaction.
+///
+/// Durations travel as whole seconds; a non-zero duration below one second is rounded up to
+/// one second (DTM has no finer unit). Zero / `None` means "use the server's default".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransOptions {
+    /// Ask the server to run the transaction inside the submit (or abort) request and answer
+    /// with its outcome: a saga that does not succeed returns [`crate::Error::Failure`].
+    pub wait_result: bool,
+    /// Abort after this long (TCC/XA), back-check after this long (msg), compensate after this
+    /// long (saga; sagas have no default timeout).
+    pub timeout_to_fail: Option<Duration>,
+    /// Base interval between retries of a failing branch (doubled on errors, kept on ONGOING).
+    pub retry_interval: Option<Duration>,
+    /// Timeout of each call the server makes to a branch. Also the SDK's own timeout when it
+    /// calls DTM for this transaction.
+    pub request_timeout: Option<Duration>,
+    /// Saga only: how many times a branch that is ongoing or erroring is retried before the
+    /// saga aborts.
+    pub retry_limit: Option<u32>,
+    /// Headers sent on every call to a branch, by the server and by this SDK.
+    pub branch_headers: BTreeMap<String, String>,
+}
+
+impl TransOptions {
+    /// Sets [`TransOptions::wait_result`].
+    pub fn wait_result(mut self, yes: bool) -> Self {
+        self.wait_result = yes;
+        self
+    }
+    /// Sets [`TransOptions::timeout_to_fail`].
+    pub fn timeout_to_fail(mut self, d: Duration) -> Self {
+        self.timeout_to_fail = Some(d);
+        self
+    }
+    /// Sets [`TransOptions::retry_interval`].
+    pub fn retry_interval(mut self, d: Duration) -> Self {
+        self.retry_interval = Some(d);
+        self
+    }
+    /// Sets [`TransOptions::request_timeout`].
+    pub fn request_timeout(mut self, d: Duration) -> Self {
+        self.request_timeout = Some(d);
+        self
+    }
+    /// Sets [`TransOptions::retry_limit`].
+    pub fn retry_limit(mut self, n: u32) -> Self {
+        self.retry_limit = Some(n);
+        self
+    }
+    /// Adds one branch header.
+    pub fn branch_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.branch_headers.insert(name.into(), value.into());
+        self
+    }
+}
+
+/// Whole seconds for the wire: `None`/zero → 0, otherwise rounded up.
+pub(crate) fn secs(d: Option<Duration>) -> i64 {
+    match d {
+        None => 0,
+        Some(d) if d.is_zero() => 0,
+        Some(d) => {
+            let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            i64::try_from(s).unwrap_or(i64::MAX)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn rounding() {
+        assert_eq!(secs(None), 0);
+        assert_eq!(secs(Some(Duration::ZERO)), 0);
+        assert_eq!(secs(Some(Duration::from_millis(1))), 1);
+        assert_eq!(secs(Some(Duration::from_millis(1500))), 2);
+        assert_eq!(secs(Some(Duration::from_secs(7))), 7);
+    }
+}

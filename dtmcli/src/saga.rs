@@ -1,0 +1,159 @@
+//! Saga: actions with compensations, sequential or as a DAG.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::client::DtmClient;
+use crate::error::{Error, Result};
+use crate::options::TransOptions;
+use crate::types::TransType;
+use crate::wire::TransRequest;
+
+/// A saga under construction. Build it with [`DtmClient::saga`], add steps, then
+/// [`Saga::submit`].
+///
+/// Each step is an action URL and a compensation URL (either may be empty, which DTM treats as
+/// an immediate success) plus the JSON body both receive. DTM runs the actions in order (or
+/// as a DAG with [`Saga::concurrent`] and [`Saga::add_branch_order`]); at the first
+/// failure it runs the compensation of every action that ran, the failed one included, in
+/// reverse order.
+#[derive(Debug)]
+#[must_use = "a saga does nothing until submitted"]
+pub struct Saga {
+    client: DtmClient,
+    gid: String,
+    steps: Vec<BTreeMap<String, String>>,
+    payloads: Vec<String>,
+    orders: BTreeMap<usize, Vec<usize>>,
+    concurrent: bool,
+    options: TransOptions,
+    error: Option<Error>,
+}
+
+impl DtmClient {
+    /// Starts a saga with global id `gid`.
+    pub fn saga(&self, gid: impl Into<String>) -> Saga {
+        Saga {
+            client: self.clone(),
+            gid: gid.into(),
+            steps: Vec::new(),
+            payloads: Vec::new(),
+            orders: BTreeMap::new(),
+            concurrent: false,
+            options: TransOptions::default(),
+            error: None,
+        }
+    }
+}
+
+impl Saga {
+    /// The global id.
+    pub fn gid(&self) -> &str {
+        &self.gid
+    }
+
+    /// Adds a step whose action and compensation both receive `payload` as JSON.
+    /// A payload that cannot be serialized is reported by [`Saga::submit`].
+    pub fn add(self, action: &str, compensate: &str, payload: &impl Serialize) -> Self {
+        match serde_json::to_string(payload) {
+            Ok(p) => self.add_raw(action, compensate, p),
+            Err(e) => self.fail(Error::invalid(format!("saga payload: {e}"))),
+        }
+    }
+
+    /// Adds a step with an already-encoded body.
+    pub fn add_raw(mut self, action: &str, compensate: &str, payload: impl Into<String>) -> Self {
+        self.steps.push(BTreeMap::from([
+            ("action".to_string(), action.to_string()),
+            ("compensate".to_string(), compensate.to_string()),
+        ]));
+        self.payloads.push(payload.into());
+        self
+    }
+
+    /// Concurrent mode: step `branch` (0-based) starts only after every step in
+    /// `pre_branches` succeeded. Only used with [`Saga::concurrent`]; each prerequisite must
+    /// come before `branch`.
+    pub fn add_branch_order(mut self, branch: usize, pre_branches: &[usize]) -> Self {
+        self.orders.insert(branch, pre_branches.to_vec());
+        self
+    }
+
+    /// Runs the steps concurrently, constrained by the branch orders.
+    pub fn concurrent(mut self) -> Self {
+        self.concurrent = true;
+        self
+    }
+
+    /// Sets the transaction options.
+    pub fn with_options(mut self, options: TransOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    fn fail(mut self, e: Error) -> Self {
+        self.error.get_or_insert(e);
+        self
+    }
+
+    /// The exact body [`Saga::submit`] sends.
+    pub fn request(&self) -> Result<TransRequest> {
+        if let Some(e) = &self.error {
+            return Err(Error::invalid(e.to_string()));
+        }
+        let mut r = TransRequest::new(&self.gid, TransType::Saga, &self.options);
+        r.steps = self.steps.clone();
+        r.payloads = self.payloads.clone();
+        if self.concurrent {
+            for (branch, pre) in &self.orders {
+                if *branch >= self.steps.len() {
+                    return Err(Error::invalid(format!(
+                        "branch order names step {branch}, the saga has {} steps",
+                        self.steps.len()
+                    )));
+                }
+                if let Some(p) = pre.iter().find(|p| **p >= *branch) {
+                    return Err(Error::invalid(format!(
+                        "branch order: step {branch} cannot wait for step {p}, which is not before it"
+                    )));
+                }
+            }
+            let custom = serde_json::json!({"concurrent": true, "orders": self.orders});
+            r.custom_data = custom.to_string();
+            r.concurrent = true;
+        }
+        Ok(r)
+    }
+
+    /// Submits the saga. With `wait_result`, returns the outcome of the whole saga
+    /// ([`Error::Failure`] with the rollback reason when it rolled back).
+    pub async fn submit(&self) -> Result<()> {
+        let req = self.request()?;
+        self.client.submit(&req).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_custom_data() {
+        let c = DtmClient::new("http://localhost:1/api/dtmsvr").unwrap();
+        let s = c
+            .saga("g")
+            .add("a0", "c0", &1)
+            .add("a1", "c1", &2)
+            .add("a2", "c2", &3)
+            .add_branch_order(2, &[0, 1])
+            .concurrent();
+        let r = s.request().unwrap();
+        assert_eq!(r.custom_data, r#"{"concurrent":true,"orders":{"2":[0,1]}}"#);
+        assert!(r.concurrent);
+        let bad = c.saga("g").add("a", "c", &1).add_branch_order(0, &[0]).concurrent();
+        assert!(bad.request().is_err());
+        let not_conc = c.saga("g").add("a", "c", &1).add_branch_order(3, &[0]);
+        assert_eq!(not_conc.request().unwrap().custom_data, "");
+    }
+}

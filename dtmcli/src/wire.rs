@@ -1,0 +1,294 @@
+//! JSON shapes exchanged with the DTM server, exactly as the Go SDK writes them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::options::{secs, TransOptions};
+use crate::types::TransType;
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// The global-transaction body of `prepare`, `submit`, `abort` and `prepareWorkflow`.
+///
+/// Field order, key names and omission rules follow the Go SDK's `TransBase`: options are
+/// flat top-level keys, zero options are omitted, `concurrent` and `protocol` are always
+/// present.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TransRequest {
+    /// Global id.
+    pub gid: String,
+    /// `saga`, `msg`, `tcc`, `xa` or `workflow`.
+    pub trans_type: String,
+    /// Mode-specific JSON text (saga concurrency and orders, msg delay, workflow name/data).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub custom_data: String,
+    /// Run synchronously inside the request.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub wait_result: bool,
+    /// Seconds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub timeout_to_fail: i64,
+    /// Seconds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub request_timeout: i64,
+    /// Seconds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retry_interval: i64,
+    /// Headers for branch calls.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub branch_headers: BTreeMap<String, String>,
+    /// msg: run branches concurrently. Always sent.
+    #[serde(default)]
+    pub concurrent: bool,
+    /// Saga retry limit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retry_limit: i64,
+    /// Server-side counter; clients leave it 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retry_count: i64,
+    /// Steps: `{"action":..,"compensate":..}` (saga) or `{"action":..}` (msg).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<BTreeMap<String, String>>,
+    /// One payload per step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub payloads: Vec<String>,
+    /// msg back-check URL / workflow callback URL.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub query_prepared: String,
+    /// `""`/`http`, `grpc`, `json-rpc`. Always sent.
+    #[serde(default)]
+    pub protocol: String,
+    /// Reason recorded on abort.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rollback_reason: String,
+    /// Workflow submit: status, rollback_reason and result.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub req_extra: BTreeMap<String, String>,
+}
+
+impl TransRequest {
+    /// A body for `gid` / `trans_type` carrying `options`.
+    pub fn new(gid: &str, trans_type: TransType, options: &TransOptions) -> Self {
+        let mut r = TransRequest {
+            gid: gid.to_string(),
+            trans_type: trans_type.as_str().to_string(),
+            ..Default::default()
+        };
+        r.apply_options(options);
+        r
+    }
+
+    /// Copies the options into their flat wire fields.
+    pub fn apply_options(&mut self, o: &TransOptions) {
+        self.wait_result = o.wait_result;
+        self.timeout_to_fail = secs(o.timeout_to_fail);
+        self.request_timeout = secs(o.request_timeout);
+        self.retry_interval = secs(o.retry_interval);
+        self.retry_limit = o.retry_limit.map(i64::from).unwrap_or(0);
+        self.branch_headers = o.branch_headers.clone();
+    }
+}
+
+/// A global transaction as `query` returns it.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct TransGlobal {
+    /// Global id.
+    pub gid: String,
+    /// Mode.
+    pub trans_type: String,
+    /// `prepared`, `submitted`, `aborting`, `succeed` or `failed`.
+    pub status: String,
+    /// `http` or `grpc`.
+    pub protocol: String,
+    /// Steps as stored.
+    #[serde(deserialize_with = "null_default")]
+    pub steps: Vec<BTreeMap<String, String>>,
+    /// Payloads as stored.
+    #[serde(deserialize_with = "null_default")]
+    pub payloads: Vec<String>,
+    /// Back-check / callback URL.
+    pub query_prepared: String,
+    /// Custom data as stored.
+    pub custom_data: String,
+    /// Stored options (a JSON text).
+    pub options: String,
+    /// Why it rolled back.
+    pub rollback_reason: String,
+    /// Workflow result (base64).
+    pub result: String,
+    /// Creation time (RFC 3339).
+    pub create_time: Option<String>,
+    /// Finish time (RFC 3339).
+    pub finish_time: Option<String>,
+    /// Next retry (RFC 3339).
+    pub next_cron_time: Option<String>,
+    /// Current retry interval in seconds.
+    pub next_cron_interval: i64,
+    /// Effective branch headers.
+    #[serde(deserialize_with = "null_default")]
+    pub branch_headers: BTreeMap<String, String>,
+    /// Effective timeout_to_fail (seconds).
+    pub timeout_to_fail: i64,
+    /// Effective retry_interval (seconds).
+    pub retry_interval: i64,
+    /// Effective request_timeout (seconds).
+    pub request_timeout: i64,
+    /// Effective retry_limit.
+    pub retry_limit: i64,
+}
+
+impl TransGlobal {
+    /// The typed status.
+    pub fn status(&self) -> TransStatus {
+        TransStatus::parse(&self.status)
+    }
+}
+
+/// A branch row as `query` returns it.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct TransBranch {
+    /// Global id.
+    pub gid: String,
+    /// Branch id.
+    pub branch_id: String,
+    /// Op of this row.
+    pub op: String,
+    /// URL called for it.
+    pub url: String,
+    /// `prepared`, `succeed` or `failed`.
+    pub status: String,
+    /// Stored body (base64 on the wire, decoded here).
+    #[serde(deserialize_with = "base64_bytes")]
+    pub bin_data: Vec<u8>,
+    /// Finish time (RFC 3339).
+    pub finish_time: Option<String>,
+}
+
+/// The answer of `query`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct QueryResult {
+    /// The transaction; `None` when DTM does not know the gid.
+    pub transaction: Option<TransGlobal>,
+    /// Its branch rows in storage order.
+    #[serde(deserialize_with = "null_default")]
+    pub branches: Vec<TransBranch>,
+}
+
+/// Global transaction status.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransStatus {
+    /// Created, not submitted.
+    Prepared,
+    /// Submitted, being processed.
+    Submitted,
+    /// Rolling back.
+    Aborting,
+    /// Finished successfully.
+    Succeed,
+    /// Finished rolled back.
+    Failed,
+    /// Something this SDK does not know.
+    Other(String),
+}
+
+impl TransStatus {
+    /// Parses the wire spelling.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "prepared" => TransStatus::Prepared,
+            "submitted" => TransStatus::Submitted,
+            "aborting" => TransStatus::Aborting,
+            "succeed" => TransStatus::Succeed,
+            "failed" => TransStatus::Failed,
+            o => TransStatus::Other(o.to_string()),
+        }
+    }
+    /// True for `succeed` and `failed`.
+    pub fn is_final(&self) -> bool {
+        matches!(self, TransStatus::Succeed | TransStatus::Failed)
+    }
+}
+
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+fn base64_bytes<'de, D>(d: D) -> Result<Vec<u8>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use base64::Engine;
+    let s = Option::<String>::deserialize(d)?.unwrap_or_default();
+    base64::engine::general_purpose::STANDARD
+        .decode(s.as_bytes())
+        .map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn saga_body_matches_go() {
+        let mut r = TransRequest::new("g1", TransType::Saga, &TransOptions::default());
+        r.steps.push(BTreeMap::from([
+            ("action".to_string(), "http://h/TransOut".to_string()),
+            ("compensate".to_string(), "http://h/TransOutRevert".to_string()),
+        ]));
+        r.payloads.push("{\"amount\":30}".into());
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            s,
+            r#"{"gid":"g1","trans_type":"saga","concurrent":false,"steps":[{"action":"http://h/TransOut","compensate":"http://h/TransOutRevert"}],"payloads":["{\"amount\":30}"],"protocol":""}"#
+        );
+    }
+
+    #[test]
+    fn options_are_flat() {
+        let o = TransOptions::default()
+            .wait_result(true)
+            .timeout_to_fail(Duration::from_secs(5))
+            .retry_interval(Duration::from_secs(2))
+            .request_timeout(Duration::from_secs(3))
+            .retry_limit(4)
+            .branch_header("test_header", "v");
+        let r = TransRequest::new("g", TransType::Tcc, &o);
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            s,
+            r#"{"gid":"g","trans_type":"tcc","wait_result":true,"timeout_to_fail":5,"request_timeout":3,"retry_interval":2,"branch_headers":{"test_header":"v"},"concurrent":false,"retry_limit":4,"protocol":""}"#
+        );
+    }
+
+    #[test]
+    fn query_parses_leniently() {
+        let q: QueryResult = serde_json::from_str(
+            r#"{"branches":null,"transaction":{"gid":"g","status":"succeed","steps":null,"unknown":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(q.transaction.unwrap().status(), TransStatus::Succeed);
+        let q: QueryResult =
+            serde_json::from_str(r#"{"branches":[{"bin_data":"eyJhIjoxfQ==","op":"action"}]}"#)
+                .unwrap();
+        assert_eq!(q.branches[0].bin_data, br#"{"a":1}"#);
+        assert!(q.transaction.is_none());
+    }
+}
