@@ -44,7 +44,9 @@ die_with_log() {  # $1 = log file, $2... = message
 
 [[ "$(id -u)" == 0 ]] || die "must run as root (it uses apt-get and runuser)"
 for v in MYSQL_PORT PG_PORT REDIS_PORT MONGO_PORT; do
-  [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v='${!v}' is not a port number"
+  if ! [[ "${!v}" =~ ^[1-9][0-9]{0,4}$ ]] || ((${!v} < 1 || ${!v} > 65535)); then
+    die "$v='${!v}' is not a port number (1-65535)"
+  fi
 done
 mkdir -p "$RUN_DIR"
 
@@ -69,13 +71,20 @@ record() {  # $1 = name, $2 = pid, $3... = key=value lines for <name>.info
 # True when something accepts TCP connections on 127.0.0.1:$1.
 port_open() { (: <>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# True while the process runs. A zombie counts as gone: on this kind of machine pid 1
+# reaps orphans only every ~2 s, and kill -0 still succeeds on a zombie.
+alive() {
+  kill -0 "$1" 2>/dev/null &&
+    [[ "$(sed -n 's/^.*) \(.\).*$/\1/p' "/proc/$1/stat" 2>/dev/null)" != Z ]]
+}
+
 # Waits until "$@" succeeds. Dies with the log tail when the deadline passes or when
 # the server process (pid, if not empty) exits.
 wait_ready() {  # $1 = name, $2 = pid or "", $3 = log file, $4... = check command
   local name="$1" pid="$2" file="$3"; shift 3
   local deadline=$((SECONDS + TIMEOUT))
   until "$@" >/dev/null 2>&1; do
-    if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
+    if [[ -n "$pid" ]] && ! alive "$pid"; then
       die_with_log "$file" "$name exited during start-up (pid $pid)"
     fi
     if ((SECONDS >= deadline)); then

@@ -44,9 +44,16 @@ info_get() {  # $1 = server, $2 = key
 
 forget() { rm -f "$RUN_DIR/$1.pid" "$RUN_DIR/$1.info"; }
 
+# True while the process runs. A zombie counts as gone: on this kind of machine pid 1
+# reaps orphans only every ~2 s, and kill -0 still succeeds on a zombie.
+alive() {
+  kill -0 "$1" 2>/dev/null &&
+    [[ "$(sed -n 's/^.*) \(.\).*$/\1/p' "/proc/$1/stat" 2>/dev/null)" != Z ]]
+}
+
 wait_exit() {  # $1 = pid, $2 = seconds; true once the process is gone
   local deadline=$((SECONDS + $2))
-  while kill -0 "$1" 2>/dev/null; do
+  while alive "$1"; do
     ((SECONDS < deadline)) || return 1
     sleep 0.2
   done
@@ -86,7 +93,7 @@ stop_one() {  # $1 = server, $2 = word its command line contains, $3 = label
   local name="$1" expect="$2" label="$3" pid cmdline
   [[ -f "$RUN_DIR/$name.pid" ]] || return 0
   pid="$(head -n1 "$RUN_DIR/$name.pid")"
-  if ! [[ "$pid" =~ ^[0-9]+$ ]] || ! kill -0 "$pid" 2>/dev/null; then
+  if ! [[ "$pid" =~ ^[0-9]+$ ]] || ! alive "$pid"; then
     log "$label (pid ${pid:-?}) is not running; forgetting it"
     forget "$name"
     return 0

@@ -55,9 +55,13 @@ pub fn error_status(err: &Error) -> u16 {
 /// lower-cased so a retryable error can never be read as a failure.
 pub fn error_reply(err: &Error) -> HttpReply {
     let status = error_status(err);
+    let message = match err {
+        Error::Failure(m) | Error::Ongoing(m) => m.clone(),
+        other => other.to_string(),
+    };
     let body = match status {
-        409 => serde_json::json!({"dtm_result": "FAILURE", "message": err.to_string()}),
-        425 => serde_json::json!({"dtm_result": "ONGOING", "message": err.to_string()}),
+        409 => serde_json::json!({"dtm_result": "FAILURE", "message": message}),
+        425 => serde_json::json!({"dtm_result": "ONGOING", "message": message}),
         _ => serde_json::json!({"error": defuse(&err.to_string())}),
     };
     HttpReply {
@@ -85,7 +89,8 @@ fn defuse(s: &str) -> String {
     if !(s.contains("FAILURE") || s.contains("ONGOING")) {
         return s.to_string();
     }
-    s.replace("FAILURE", "failure").replace("ONGOING", "ongoing")
+    s.replace("FAILURE", "failure")
+        .replace("ONGOING", "ongoing")
 }
 
 #[cfg(feature = "axum")]

@@ -156,6 +156,7 @@ impl DtmClient {
         req: reqwest::RequestBuilder,
         url: String,
         timeout: Duration,
+        keyword_check: bool,
     ) -> Result<Bytes> {
         let span = tracing::debug_span!("dtm", op, url = %url);
         async move {
@@ -184,7 +185,7 @@ impl DtmClient {
             match status {
                 409 => Err(Error::Failure(message())),
                 425 => Err(Error::Ongoing(message())),
-                200 if text.contains("FAILURE") => Err(Error::Failure(message())),
+                200 if keyword_check && text.contains("FAILURE") => Err(Error::Failure(message())),
                 200 => Ok(body.clone()),
                 _ => Err(Error::Status {
                     url,
@@ -224,7 +225,7 @@ impl DtmClient {
         let url = self.url(op);
         let req = self.http.post(&url).json(body);
         tracing::debug!(gid = %body.gid, trans_type = %body.trans_type, "call dtm {op}");
-        self.send(op, req, url, self.timeout_for(body)).await
+        self.send(op, req, url, self.timeout_for(body), true).await
     }
 
     /// Asks DTM for a new global id.
@@ -235,7 +236,13 @@ impl DtmClient {
         }
         let url = self.url("newGid");
         let body = self
-            .send("newGid", self.http.get(&url), url.clone(), self.timeout)
+            .send(
+                "newGid",
+                self.http.get(&url),
+                url.clone(),
+                self.timeout,
+                false,
+            )
             .await?;
         let g: Gid = Self::decode(&url, &body)?;
         if g.gid.is_empty() {
@@ -252,7 +259,9 @@ impl DtmClient {
     pub async fn query(&self, gid: &str) -> Result<QueryResult> {
         let url = self.url("query");
         let req = self.http.get(&url).query(&[("gid", gid)]);
-        let body = self.send("query", req, url.clone(), self.timeout).await?;
+        let body = self
+            .send("query", req, url.clone(), self.timeout, false)
+            .await?;
         Self::decode(&url, &body)
     }
 
@@ -276,7 +285,7 @@ impl DtmClient {
     pub async fn register_branch(&self, fields: &BTreeMap<String, String>) -> Result<()> {
         let url = self.url("registerBranch");
         let req = self.http.post(&url).json(fields);
-        self.send("registerBranch", req, url, self.timeout)
+        self.send("registerBranch", req, url, self.timeout, true)
             .await
             .map(drop)
     }
@@ -288,14 +297,16 @@ impl DtmClient {
             .http
             .get(&u)
             .query(&[("topic", topic), ("url", url), ("remark", remark)]);
-        self.send("subscribe", req, u, self.timeout).await.map(drop)
+        self.send("subscribe", req, u, self.timeout, false)
+            .await
+            .map(drop)
     }
 
     /// Removes a topic subscription.
     pub async fn unsubscribe(&self, topic: &str, url: &str) -> Result<()> {
         let u = self.url("unsubscribe");
         let req = self.http.get(&u).query(&[("topic", topic), ("url", url)]);
-        self.send("unsubscribe", req, u, self.timeout)
+        self.send("unsubscribe", req, u, self.timeout, false)
             .await
             .map(drop)
     }
@@ -309,7 +320,7 @@ impl DtmClient {
             .push(topic);
         let u = u.to_string();
         let req = self.http.delete(&u);
-        self.send("deleteTopic", req, u, self.timeout)
+        self.send("deleteTopic", req, u, self.timeout, false)
             .await
             .map(drop)
     }
@@ -319,7 +330,7 @@ impl DtmClient {
     pub async fn reset_next_cron_time(&self, gid: &str) -> Result<()> {
         let u = self.url("resetNextCronTime");
         let req = self.http.post(&u).json(&BTreeMap::from([("gid", gid)]));
-        self.send("resetNextCronTime", req, u, self.timeout)
+        self.send("resetNextCronTime", req, u, self.timeout, false)
             .await
             .map(drop)
     }
@@ -328,7 +339,9 @@ impl DtmClient {
     pub async fn force_stop(&self, gid: &str) -> Result<()> {
         let u = self.url("forceStop");
         let req = self.http.post(&u).json(&BTreeMap::from([("gid", gid)]));
-        self.send("forceStop", req, u, self.timeout).await.map(drop)
+        self.send("forceStop", req, u, self.timeout, false)
+            .await
+            .map(drop)
     }
 
     /// The server's version string (`v1.19.0`).
@@ -339,7 +352,7 @@ impl DtmClient {
         }
         let u = self.url("version");
         let body = self
-            .send("version", self.http.get(&u), u.clone(), self.timeout)
+            .send("version", self.http.get(&u), u.clone(), self.timeout, false)
             .await?;
         Ok(Self::decode::<V>(&u, &body)?.version)
     }

@@ -175,8 +175,8 @@ impl Msg {
             }
             _ => Ok(()),
         };
-        let failed = matches!(&errb, Err(e) if e.is_failure())
-            || matches!(&err, Err(e) if e.is_failure());
+        let failed =
+            matches!(&errb, Err(e) if e.is_failure()) || matches!(&err, Err(e) if e.is_failure());
         if failed {
             let req = self.base()?;
             if let Err(e) = self.client.abort(&req).await {

@@ -151,7 +151,11 @@ mod tests {
         let r = s.request().unwrap();
         assert_eq!(r.custom_data, r#"{"concurrent":true,"orders":{"2":[0,1]}}"#);
         assert!(r.concurrent);
-        let bad = c.saga("g").add("a", "c", &1).add_branch_order(0, &[0]).concurrent();
+        let bad = c
+            .saga("g")
+            .add("a", "c", &1)
+            .add_branch_order(0, &[0])
+            .concurrent();
         assert!(bad.request().is_err());
         let not_conc = c.saga("g").add("a", "c", &1).add_branch_order(3, &[0]);
         assert_eq!(not_conc.request().unwrap().custom_data, "");

@@ -157,7 +157,9 @@ pub struct TransInfo {
 
 /// Removes the characters the Go SDK strips from transaction info (`\n`, `\r`, `;`).
 fn clean(s: &str) -> String {
-    s.chars().filter(|c| !matches!(c, '\n' | '\r' | ';')).collect()
+    s.chars()
+        .filter(|c| !matches!(c, '\n' | '\r' | ';'))
+        .collect()
 }
 
 impl TransInfo {
@@ -281,8 +283,8 @@ mod tests {
 
     #[test]
     fn cleans_values() {
-        let ti = TransInfo::from_query("gid=a%3Bb%0A&trans_type=saga&branch_id=01&op=action")
-            .unwrap();
+        let ti =
+            TransInfo::from_query("gid=a%3Bb%0A&trans_type=saga&branch_id=01&op=action").unwrap();
         assert_eq!(ti.gid, "ab");
     }
 

@@ -251,7 +251,10 @@ mod tests {
         let mut r = TransRequest::new("g1", TransType::Saga, &TransOptions::default());
         r.steps.push(BTreeMap::from([
             ("action".to_string(), "http://h/TransOut".to_string()),
-            ("compensate".to_string(), "http://h/TransOutRevert".to_string()),
+            (
+                "compensate".to_string(),
+                "http://h/TransOutRevert".to_string(),
+            ),
         ]));
         r.payloads.push("{\"amount\":30}".into());
         let s = serde_json::to_string(&r).unwrap();

@@ -1,1 +1,10 @@
-//! placeholder
+//! Runnable DTM services and scenarios.
+//!
+//! - [`busi`]: the bank business service (saga, TCC, nested TCC, XA stub, msg back-check
+//!   handlers) on axum, steerable per request.
+//! - [`server`]: starts a real DTM server on free ports for the demos and the tests.
+//! - [`wait`]: polls DTM until a transaction reaches a status.
+
+pub mod busi;
+pub mod server;
+pub mod wait;

@@ -1,0 +1,324 @@
+//! The example business service: bank transfers as DTM branches over HTTP.
+//!
+//! Every route is `POST|GET /api/busi/<Handler>`:
+//!
+//! | handler | used as |
+//! |---|---|
+//! | `TransOut`, `TransIn` | saga / msg actions |
+//! | `TransOutRevert`, `TransInRevert` | saga compensations |
+//! | `TransOutTry`, `TransOutConfirm`, `TransOutCancel` (and `TransIn*`) | TCC |
+//! | `TransInTccNested` | a TCC try that opens a nested TCC (`TransInTry`/`Confirm`/`Cancel`) |
+//! | `TransOutXa`, `TransInXa` | XA branches (a stub until the barrier crate's XA lands: it registers the branch with DTM and records phase 2) |
+//! | `QueryPrepared` | msg back-check |
+//!
+//! A handler answers success unless told otherwise, either per request by the JSON body
+//! (`{"amount":30,"trans_out_result":"FAILURE"}`: `trans_out_result` applies to
+//! `TransOut`/`TransOutTry`/`TransOutXa`, `trans_in_result` to the `TransIn` ones; values
+//! `SUCCESS`, `FAILURE`, `ONGOING`, `ERROR`), or by a script of outcomes for one gid and
+//! handler set with [`Busi::script`]. Every call is recorded ([`Busi::calls`]).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use dtmcli::{DtmClient, Op, Tcc, TransInfo};
+use serde::{Deserialize, Serialize};
+
+/// The request body of the bank operations.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BusiReq {
+    /// Amount to move.
+    pub amount: i64,
+    /// Outcome the `TransOut*` action/try handlers give.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trans_out_result: String,
+    /// Outcome the `TransIn*` action/try handlers give.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trans_in_result: String,
+}
+
+impl BusiReq {
+    /// A request moving `amount` that succeeds everywhere.
+    pub fn new(amount: i64) -> Self {
+        BusiReq {
+            amount,
+            ..Default::default()
+        }
+    }
+}
+
+/// What a handler answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// 200.
+    Success,
+    /// 409 FAILURE.
+    Failure,
+    /// 425 ONGOING.
+    Ongoing,
+    /// 500.
+    Error,
+    /// Sleep, then answer success (to provoke DTM's request timeout).
+    Sleep(Duration),
+}
+
+impl Outcome {
+    fn from_word(s: &str) -> Option<Outcome> {
+        match s {
+            "SUCCESS" => Some(Outcome::Success),
+            "FAILURE" => Some(Outcome::Failure),
+            "ONGOING" => Some(Outcome::Ongoing),
+            "ERROR" => Some(Outcome::Error),
+            _ => None,
+        }
+    }
+}
+
+/// One recorded call.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// Handler name (`TransOut`...).
+    pub handler: String,
+    /// HTTP method.
+    pub method: String,
+    /// The transaction info of the query, when complete.
+    pub info: Option<TransInfo>,
+    /// The raw query string.
+    pub query: String,
+    /// The body as text.
+    pub body: String,
+    /// Request headers (lower-case names).
+    pub headers: BTreeMap<String, String>,
+    /// What the handler answered.
+    pub outcome: Outcome,
+}
+
+impl Call {
+    /// The gid of the call ("" if absent).
+    pub fn gid(&self) -> &str {
+        self.info.as_ref().map(|i| i.gid.as_str()).unwrap_or("")
+    }
+}
+
+#[derive(Default)]
+struct State0 {
+    calls: Vec<Call>,
+    scripts: HashMap<(String, String), VecDeque<Outcome>>,
+}
+
+/// The service's state: a value, cloned into the router.
+#[derive(Clone)]
+pub struct Busi {
+    state: Arc<Mutex<State0>>,
+    dtm: DtmClient,
+    base: Arc<Mutex<String>>,
+}
+
+impl std::fmt::Debug for Busi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Busi").finish_non_exhaustive()
+    }
+}
+
+impl Busi {
+    /// A service that uses `dtm` (its connection pool) for nested transactions.
+    pub fn new(dtm: DtmClient) -> Self {
+        Busi {
+            state: Arc::new(Mutex::new(State0::default())),
+            dtm,
+            base: Arc::new(Mutex::new(String::new())),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State0> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The axum router serving `/api/busi/{handler}`.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/api/busi/{handler}", any(handle))
+            .with_state(self.clone())
+    }
+
+    /// Serves on 127.0.0.1 (port 0 picks a free one) in a background task; returns the
+    /// base URL (`http://127.0.0.1:<port>/api/busi`).
+    pub async fn serve(&self, port: u16) -> std::io::Result<String> {
+        let listener =
+            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+        let addr = listener.local_addr()?;
+        let base = format!("http://{addr}/api/busi");
+        *self.base.lock().unwrap_or_else(|p| p.into_inner()) = base.clone();
+        let router = self.router();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!("busi server stopped: {e}");
+            }
+        });
+        Ok(base)
+    }
+
+    /// Makes the next calls of `handler` for `gid` answer these outcomes, in order.
+    pub fn script(&self, gid: &str, handler: &str, outcomes: impl IntoIterator<Item = Outcome>) {
+        self.lock()
+            .scripts
+            .entry((gid.to_string(), handler.to_string()))
+            .or_default()
+            .extend(outcomes);
+    }
+
+    /// Every call recorded for `gid`, in arrival order.
+    pub fn calls(&self, gid: &str) -> Vec<Call> {
+        self.lock()
+            .calls
+            .iter()
+            .filter(|c| c.gid() == gid)
+            .cloned()
+            .collect()
+    }
+
+    /// The handler names called for `gid`, in arrival order.
+    pub fn handlers(&self, gid: &str) -> Vec<String> {
+        self.calls(gid).into_iter().map(|c| c.handler).collect()
+    }
+
+    /// How often `handler` was called for `gid`.
+    pub fn count(&self, gid: &str, handler: &str) -> usize {
+        self.calls(gid)
+            .iter()
+            .filter(|c| c.handler == handler)
+            .count()
+    }
+
+    fn decide(&self, gid: &str, handler: &str, body: &str) -> Outcome {
+        if let Some(o) = self
+            .lock()
+            .scripts
+            .get_mut(&(gid.to_string(), handler.to_string()))
+            .and_then(VecDeque::pop_front)
+        {
+            return o;
+        }
+        let req: BusiReq = serde_json::from_str(body).unwrap_or_default();
+        let word = if handler.starts_with("TransOut") && !is_undo(handler) {
+            req.trans_out_result
+        } else if handler.starts_with("TransIn") && !is_undo(handler) {
+            req.trans_in_result
+        } else {
+            String::new()
+        };
+        Outcome::from_word(&word).unwrap_or(Outcome::Success)
+    }
+}
+
+fn is_undo(handler: &str) -> bool {
+    handler.ends_with("Revert") || handler.ends_with("Cancel") || handler.ends_with("Confirm")
+}
+
+async fn handle(
+    State(busi): State<Busi>,
+    Path(handler): Path<String>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let query = query.unwrap_or_default();
+    let info = TransInfo::from_query(&query).ok();
+    let body = String::from_utf8_lossy(&body).into_owned();
+    let gid = info.as_ref().map(|i| i.gid.clone()).unwrap_or_default();
+    let mut outcome = busi.decide(&gid, &handler, &body);
+    if let Outcome::Sleep(d) = outcome {
+        tokio::time::sleep(d).await;
+        outcome = Outcome::Success;
+    }
+    tracing::info!(%handler, gid, op = info.as_ref().map(|i| i.op.to_string()).unwrap_or_default(), ?outcome, "busi called");
+    let headers_map = headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    busi.lock().calls.push(Call {
+        handler: handler.clone(),
+        method: method.to_string(),
+        info: info.clone(),
+        query,
+        body: body.clone(),
+        headers: headers_map,
+        outcome: outcome.clone(),
+    });
+    let mut result: dtmcli::Result<()> = match outcome {
+        Outcome::Success | Outcome::Sleep(_) => Ok(()),
+        Outcome::Failure => Err(dtmcli::Error::failure(format!("{handler} refused"))),
+        Outcome::Ongoing => Err(dtmcli::Error::ongoing(format!("{handler} not done yet"))),
+        Outcome::Error => Err(dtmcli::Error::other(format!("{handler} broke"))),
+    };
+    if result.is_ok() {
+        result = match (handler.as_str(), info) {
+            ("TransInTccNested", Some(info)) => nested_tcc(&busi, &info, &body).await,
+            ("TransOutXa" | "TransInXa", Some(info)) if info.op == Op::Action => {
+                register_xa(&busi, &info).await
+            }
+            _ => Ok(()),
+        };
+    }
+    match result {
+        Ok(()) => (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            r#"{"dtm_result":"SUCCESS"}"#,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A try that opens sub-branches `<branch>01`... of the same global TCC.
+async fn nested_tcc(busi: &Busi, info: &TransInfo, body: &str) -> dtmcli::Result<()> {
+    let tcc = Tcc::nested(&busi.dtm, info)?;
+    let base = busi.base.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let req: BusiReq = serde_json::from_str(body).unwrap_or_default();
+    tcc.call_branch(
+        &req,
+        &format!("{base}/TransInTry"),
+        &format!("{base}/TransInConfirm"),
+        &format!("{base}/TransInCancel"),
+    )
+    .await
+    .map(drop)
+}
+
+/// The XA stub: registers the branch with DTM (as the barrier crate's XA local transaction
+/// will, between its local prepare and answer) so that DTM calls phase 2 on it.
+async fn register_xa(busi: &Busi, info: &TransInfo) -> dtmcli::Result<()> {
+    let dtm = info
+        .dtm
+        .as_deref()
+        .ok_or_else(|| dtmcli::Error::invalid("XA branch called without `dtm`"))?;
+    let url = info
+        .phase2_url
+        .as_deref()
+        .ok_or_else(|| dtmcli::Error::invalid("XA branch called without `phase2_url`"))?;
+    let client = busi.dtm.with_server(dtm)?;
+    let fields = [
+        ("gid", info.gid.as_str()),
+        ("trans_type", "xa"),
+        ("branch_id", info.branch_id.as_str()),
+        ("url", url),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    client.register_branch(&fields).await
+}
