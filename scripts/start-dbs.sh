@@ -161,7 +161,7 @@ check_mariadb_login() {
 }
 
 start_mariadb() {
-  local d="$DTM_TOOLS_DIR/mariadb" sock pid
+  local t=$SECONDS d="$DTM_TOOLS_DIR/mariadb" sock pid
   if mariadb_ping >/dev/null 2>&1; then
     check_mariadb_login
     log "MariaDB already answers on 127.0.0.1:$MYSQL_PORT, skipped"
@@ -188,7 +188,7 @@ start_mariadb() {
   record mariadb "$pid" "port=$MYSQL_PORT" "socket=$sock" "datadir=$d/data"
   wait_ready MariaDB "$pid" "$d/mariadbd.log" mariadb_ping
   check_mariadb_login
-  log "MariaDB: ready (pid $pid)"
+  log "MariaDB: ready (pid $pid, $((SECONDS - t)) s)"
 }
 
 # ---------------------------------------------------------------------------------
@@ -207,7 +207,7 @@ check_pg() {
 }
 
 start_postgres() {
-  local p="$DTM_TOOLS_DIR/postgres" sock pid opts
+  local t=$SECONDS p="$DTM_TOOLS_DIR/postgres" sock pid opts
   if pg_ready; then
     check_pg
     log "PostgreSQL already answers on 127.0.0.1:$PG_PORT, skipped"
@@ -247,7 +247,7 @@ start_postgres() {
   record postgres "$pid" "port=$PG_PORT" "socket=$sock" "datadir=$p/data"
   wait_ready PostgreSQL "$pid" "$p/postgres.log" pg_ready
   check_pg
-  log "PostgreSQL: ready (pid $pid)"
+  log "PostgreSQL: ready (pid $pid, $((SECONDS - t)) s)"
 }
 
 # ---------------------------------------------------------------------------------
@@ -256,7 +256,7 @@ start_postgres() {
 redis_ping() { [[ "$(timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]]; }
 
 start_redis() {
-  local r="$DTM_TOOLS_DIR/redis" pid="" deadline
+  local t=$SECONDS r="$DTM_TOOLS_DIR/redis" pid="" deadline
   if redis_ping; then
     log "Redis already answers on 127.0.0.1:$REDIS_PORT, skipped"
     return
@@ -277,7 +277,7 @@ start_redis() {
   pid="$(head -n1 "$r/redis.pid")"
   record redis "$pid" "port=$REDIS_PORT"
   wait_ready Redis "$pid" "$r/redis.log" redis_ping
-  log "Redis: ready (pid $pid)"
+  log "Redis: ready (pid $pid, $((SECONDS - t)) s)"
 }
 
 # ---------------------------------------------------------------------------------
@@ -340,7 +340,7 @@ PY
 }
 
 start_secantus() {
-  local s="$DTM_TOOLS_DIR/secantusdb" pid
+  local t=$SECONDS s="$DTM_TOOLS_DIR/secantusdb" pid
   if mongo_hello >/dev/null 2>&1; then
     log "MongoDB-compatible server already answers on 127.0.0.1:$MONGO_PORT, skipped"
     return
@@ -362,7 +362,7 @@ start_secantus() {
   pid=$!
   record secantusdb "$pid" "port=$MONGO_PORT"
   wait_ready SecantusDB "$pid" "$s/secantusd.log" mongo_hello
-  log "SecantusDB: ready (pid $pid)"
+  log "SecantusDB: ready (pid $pid, $((SECONDS - t)) s)"
 }
 
 start_mariadb

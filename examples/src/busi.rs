@@ -234,11 +234,7 @@ async fn handle(
     let info = TransInfo::from_query(&query).ok();
     let body = String::from_utf8_lossy(&body).into_owned();
     let gid = info.as_ref().map(|i| i.gid.clone()).unwrap_or_default();
-    let mut outcome = busi.decide(&gid, &handler, &body);
-    if let Outcome::Sleep(d) = outcome {
-        tokio::time::sleep(d).await;
-        outcome = Outcome::Success;
-    }
+    let outcome = busi.decide(&gid, &handler, &body);
     tracing::info!(%handler, gid, op = info.as_ref().map(|i| i.op.to_string()).unwrap_or_default(), ?outcome, "busi called");
     let headers_map = headers
         .iter()
@@ -258,6 +254,10 @@ async fn handle(
         headers: headers_map,
         outcome: outcome.clone(),
     });
+    if let Outcome::Sleep(d) = outcome {
+        // Recorded before sleeping: a caller that times out drops this future.
+        tokio::time::sleep(d).await;
+    }
     let mut result: dtmcli::Result<()> = match outcome {
         Outcome::Success | Outcome::Sleep(_) => Ok(()),
         Outcome::Failure => Err(dtmcli::Error::failure(format!("{handler} refused"))),
