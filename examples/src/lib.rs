@@ -3,8 +3,10 @@
 //! - [`busi`]: the bank business service (saga, TCC, nested TCC, XA stub, msg back-check
 //!   handlers) on axum, steerable per request.
 //! - [`server`]: starts a real DTM server on free ports for the demos and the tests.
+//! - [`demo`]: start DTM + the bank service and narrate a scenario.
 //! - [`wait`]: polls DTM until a transaction reaches a status.
 
 pub mod busi;
+pub mod demo;
 pub mod server;
 pub mod wait;

@@ -11,6 +11,7 @@ use dtm_examples::busi::Busi;
 use dtm_examples::server::{DtmServer, DtmServerConfig};
 use dtmcli::{DtmClient, QueryResult};
 
+#[allow(unused_imports)]
 pub use dtm_examples::busi::{BusiReq, Call, Outcome};
 
 /// The per-binary environment.
