@@ -67,6 +67,10 @@ pub enum Error {
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
+    /// A database error (from a barrier, an XA branch or a workflow step): retryable.
+    #[error("database error: {0}")]
+    Database(Box<dyn std::error::Error + Send + Sync + 'static>),
+
     /// An error raised by application code (a business closure) that is neither a failure nor
     /// ongoing. DTM treats it as retryable.
     #[error("{0}")]

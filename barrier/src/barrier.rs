@@ -1,0 +1,233 @@
+//! The barrier value and its configuration.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use dtmcli::{Op, TransInfo, TransType};
+
+use crate::error::{Error, Result};
+
+/// The default barrier table, as in the Go SDK.
+pub const DEFAULT_TABLE: &str = "dtm_barrier.barrier";
+
+/// A validated barrier table name: `table` or `schema.table`, each part an ASCII identifier
+/// (`[A-Za-z_][A-Za-z0-9_$]*`, at most 64 characters), so it can be spliced into SQL safely.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TableName(String);
+
+impl TableName {
+    /// Validates `name`.
+    pub fn new(name: &str) -> Result<Self> {
+        let parts: Vec<&str> = name.split('.').collect();
+        let ok_part = |p: &str| {
+            !p.is_empty()
+                && p.len() <= 64
+                && p.chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+        };
+        if parts.len() > 2 || !parts.iter().all(|p| ok_part(p)) {
+            return Err(Error::Config(format!(
+                "barrier table name {name:?} must be `table` or `schema.table` made of ASCII identifiers"
+            )));
+        }
+        Ok(TableName(name.to_string()))
+    }
+
+    /// The full name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The schema (database) part, if any.
+    pub fn schema(&self) -> Option<&str> {
+        self.0.split_once('.').map(|(s, _)| s)
+    }
+
+    /// The table (collection) part.
+    pub fn table(&self) -> &str {
+        self.0.split_once('.').map_or(self.0.as_str(), |(_, t)| t)
+    }
+}
+
+impl Default for TableName {
+    fn default() -> Self {
+        TableName(DEFAULT_TABLE.to_string())
+    }
+}
+
+impl std::fmt::Display for TableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Barrier settings, passed as a value (there is no global table name).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BarrierConfig {
+    /// Where barrier rows live (SQL table, or `database.collection` on MongoDB).
+    pub table: TableName,
+}
+
+impl BarrierConfig {
+    /// A configuration with a custom table.
+    pub fn with_table(name: &str) -> Result<Self> {
+        Ok(BarrierConfig {
+            table: TableName::new(name)?,
+        })
+    }
+}
+
+/// One barrier row, exactly the columns the Go SDK writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BarrierRow<'a> {
+    /// `trans_type`.
+    pub trans_type: &'a str,
+    /// `gid`.
+    pub gid: &'a str,
+    /// `branch_id`.
+    pub branch_id: &'a str,
+    /// `op`.
+    pub op: &'a str,
+    /// `barrier_id` (`01`, `02`...).
+    pub barrier_id: &'a str,
+    /// `reason`: the op that inserted the row.
+    pub reason: &'a str,
+}
+
+/// Makes a branch handler idempotent and safe against null compensation and hanging
+/// requests. Build one per incoming branch request, from its [`TransInfo`].
+///
+/// Each guarded call takes the next barrier id (`01`, `02`...), so one handler may guard
+/// several local transactions, and repeats of the same request reuse the same ids.
+#[derive(Debug)]
+pub struct BranchBarrier {
+    info: TransInfo,
+    config: BarrierConfig,
+    barrier_id: AtomicU32,
+}
+
+impl BranchBarrier {
+    /// A barrier for the branch request `info`, with the default table.
+    pub fn new(info: TransInfo) -> Self {
+        Self::with_config(info, BarrierConfig::default())
+    }
+
+    /// A barrier with an explicit configuration.
+    pub fn with_config(info: TransInfo, config: BarrierConfig) -> Self {
+        BranchBarrier {
+            info,
+            config,
+            barrier_id: AtomicU32::new(0),
+        }
+    }
+
+    /// A barrier from a branch request's query string.
+    pub fn from_query(query: &str) -> Result<Self> {
+        Ok(Self::new(TransInfo::from_query(query)?))
+    }
+
+    /// The transaction info.
+    pub fn info(&self) -> &TransInfo {
+        &self.info
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BarrierConfig {
+        &self.config
+    }
+
+    /// Takes the next barrier id (`01` on the first call).
+    pub fn next_barrier_id(&self) -> String {
+        let n = self.barrier_id.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("{n:02}")
+    }
+
+    /// The op whose row a call of this op must also insert (try for cancel, action for
+    /// compensate and rollback), as a string.
+    pub(crate) fn origin_op(&self) -> Option<&'static str> {
+        match self.info.op.origin() {
+            Some(Op::Try) => Some("try"),
+            Some(Op::Action) => Some("action"),
+            _ => None,
+        }
+    }
+
+    /// The row for `op` with barrier id `bid` and reason = this request's op.
+    pub(crate) fn row<'a>(&'a self, op: &'a str, bid: &'a str) -> BarrierRow<'a> {
+        BarrierRow {
+            trans_type: self.info.trans_type.as_str(),
+            gid: &self.info.gid,
+            branch_id: &self.info.branch_id,
+            op,
+            barrier_id: bid,
+            reason: self.info.op.as_str(),
+        }
+    }
+
+    /// True when this request is the msg back-check / DoAndSubmit (`op == msg`).
+    pub(crate) fn is_msg(&self) -> bool {
+        self.info.op == Op::Msg
+    }
+}
+
+/// The transaction info of a msg back-check for `gid` (`branch_id 00`, `op msg`).
+pub fn msg_query_info(gid: &str) -> TransInfo {
+    TransInfo::new(gid, TransType::Msg, "00", Op::Msg)
+}
+
+/// What a guarded call did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome<T> {
+    /// The business ran and committed with the barrier rows; its value.
+    Executed(T),
+    /// The business was skipped: this request is a duplicate, or arrived after its own
+    /// cancel/compensation (hanging), and the call succeeds without effect.
+    Duplicate,
+    /// The business was skipped: a compensation/cancel/rollback whose action never ran.
+    NullCompensation,
+}
+
+impl<T> Outcome<T> {
+    /// The business value if it ran.
+    pub fn executed(self) -> Option<T> {
+        match self {
+            Outcome::Executed(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// True when the business ran.
+    pub fn is_executed(&self) -> bool {
+        matches!(self, Outcome::Executed(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names() {
+        assert!(TableName::new("dtm_barrier.barrier").is_ok());
+        assert!(TableName::new("barrier").is_ok());
+        for bad in ["", "a.b.c", "a;drop", "a b", "1abc", "a.", "x'--", "a.b`"] {
+            assert!(TableName::new(bad).is_err(), "{bad}");
+        }
+        let t = TableName::new("s.t").unwrap();
+        assert_eq!((t.schema(), t.table()), (Some("s"), "t"));
+    }
+
+    #[test]
+    fn barrier_ids_and_origin() {
+        let bb = BranchBarrier::new(TransInfo::new("g", TransType::Tcc, "01", Op::Cancel));
+        assert_eq!(bb.next_barrier_id(), "01");
+        assert_eq!(bb.next_barrier_id(), "02");
+        assert_eq!(bb.origin_op(), Some("try"));
+        let bb = BranchBarrier::new(TransInfo::new("g", TransType::Workflow, "01", Op::Rollback));
+        assert_eq!(bb.origin_op(), Some("action"));
+        let row = bb.row("action", "01");
+        assert_eq!(row.reason, "rollback");
+    }
+}

@@ -1,0 +1,88 @@
+//! The barrier crate's error type.
+
+/// Result alias of the barrier crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a barrier call, its business closure or an XA branch can fail with.
+///
+/// DTM's outcomes travel in [`Error::Dtm`] (failure, ongoing, duplicated); database errors
+/// keep their driver type so callers and the reprocessing policy can inspect them. Convert to
+/// [`dtmcli::Error`] with `?`/`into()` to answer DTM (database errors become retryable).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A DTM outcome or client error (failure, ongoing, duplicated, transport...).
+    #[error(transparent)]
+    Dtm(#[from] dtmcli::Error),
+
+    /// A SQL database error.
+    #[cfg(any(feature = "mysql", feature = "postgres"))]
+    #[error("sql: {0}")]
+    Sql(#[from] sqlx::Error),
+
+    /// A Redis error.
+    #[cfg(feature = "redis")]
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+
+    /// A MongoDB error.
+    #[cfg(feature = "mongodb")]
+    #[error("mongodb: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+
+    /// The barrier is misconfigured (bad table name, unusable transaction info...).
+    #[error("barrier configuration: {0}")]
+    Config(String),
+
+    /// A commit whose outcome is unknown (the connection broke during COMMIT): the business
+    /// may or may not have been applied, so it is never re-run automatically.
+    #[error("commit outcome unknown: {0}")]
+    AmbiguousCommit(Box<Error>),
+
+    /// Any other application error from a business closure (retryable for DTM).
+    #[error("{0}")]
+    Business(Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+impl Error {
+    /// A DTM failure: the branch answers FAILURE and the transaction rolls back.
+    pub fn failure(msg: impl std::fmt::Display) -> Self {
+        Error::Dtm(dtmcli::Error::failure(msg))
+    }
+
+    /// A DTM ongoing: DTM asks again later.
+    pub fn ongoing(msg: impl std::fmt::Display) -> Self {
+        Error::Dtm(dtmcli::Error::ongoing(msg))
+    }
+
+    /// Wraps an application error.
+    pub fn business(e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Error::Business(e.into())
+    }
+
+    /// True for a DTM failure.
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Error::Dtm(e) if e.is_failure())
+    }
+
+    /// True for a DTM ongoing.
+    pub fn is_ongoing(&self) -> bool {
+        matches!(self, Error::Dtm(e) if e.is_ongoing())
+    }
+
+    /// True for [`dtmcli::Error::Duplicated`]: a msg whose back-check ran first.
+    pub fn is_duplicated(&self) -> bool {
+        matches!(self, Error::Dtm(e) if e.is_duplicated())
+    }
+}
+
+impl From<Error> for dtmcli::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Dtm(e) => e,
+            Error::Config(m) => dtmcli::Error::InvalidInput(m),
+            Error::Business(b) => dtmcli::Error::Other(b),
+            other => dtmcli::Error::Database(Box::new(other)),
+        }
+    }
+}

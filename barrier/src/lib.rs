@@ -1,0 +1,38 @@
+//! # dtm-barrier: idempotent DTM branch handlers in the business's own database
+//!
+//! DTM calls branch handlers repeatedly, out of order, and for actions that never ran. A
+//! [`BranchBarrier`] makes a handler correct anyway by writing a barrier row in the same
+//! local transaction as the business:
+//!
+//! - a **duplicate** request (same gid, branch, op) finds its row and skips the business;
+//! - a **null compensation** (cancel/compensate/rollback whose action never ran) inserts the
+//!   action's row first, so it skips the business and a **hanging** late action skips too;
+//! - a msg whose back-check ran before the local transaction gets
+//!   [`dtmcli::Error::Duplicated`].
+//!
+//! Rows are those of the Go SDK (same table, columns, ids and reasons), so Go and Rust
+//! services can share one barrier table.
+//!
+//! ## Feature flags
+//! - `mysql`: the SQL barrier, msg helpers and XA local transactions on MySQL/MariaDB (sqlx).
+//! - `postgres`: the same on PostgreSQL (sqlx).
+//! - `redis`: the Redis barrier (Lua through `redis::Script`).
+//! - `mongodb`: the MongoDB barrier (sessions and transactions).
+
+mod barrier;
+mod error;
+#[cfg(feature = "mongodb")]
+pub mod mongo;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+pub mod reprocess;
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+pub mod sql;
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+pub mod xa;
+
+pub use barrier::{
+    msg_query_info, BarrierConfig, BarrierRow, BranchBarrier, Outcome, TableName, DEFAULT_TABLE,
+};
+pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! MongoDB barrier (in progress).

@@ -1,0 +1,426 @@
+//! The barrier on SQL databases (MySQL/MariaDB and PostgreSQL through sqlx).
+//!
+//! ```no_run
+//! # #[cfg(feature = "postgres")]
+//! # async fn handler(pool: sqlx::PgPool, query: &str) -> Result<(), dtmcli::Error> {
+//! use dtm_barrier::BranchBarrier;
+//!
+//! let bb = BranchBarrier::from_query(query)?;
+//! bb.call_with_pool(&pool, |conn| {
+//!     Box::pin(async move {
+//!         sqlx::query("update dtm_busi.user_account set balance = balance - $1 where user_id = $2")
+//!             .bind(30_i64)
+//!             .bind(1_i32)
+//!             .execute(&mut *conn)
+//!             .await?;
+//!         Ok(())
+//!     })
+//! })
+//! .await?;
+//! # Ok(()) }
+//! ```
+
+use futures_util::future::BoxFuture;
+use sqlx::{Pool, Transaction};
+
+use crate::barrier::{BarrierRow, BranchBarrier, Outcome, TableName};
+use crate::error::{Error, Result};
+use crate::reprocess::ReprocessPolicy;
+
+/// The SQL databases the barrier supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DbKind {
+    /// MySQL or MariaDB.
+    Mysql,
+    /// PostgreSQL.
+    Postgres,
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A sqlx database the barrier knows how to write to: [`sqlx::MySql`] and
+/// [`sqlx::Postgres`]. Sealed.
+pub trait BarrierDatabase: sqlx::Database + sealed::Sealed {
+    /// Which dialect.
+    const KIND: DbKind;
+
+    /// Inserts a barrier row unless one with the same (gid, branch_id, op, barrier_id)
+    /// exists; returns the number of rows inserted (0 or 1).
+    fn insert_barrier<'c>(
+        conn: &'c mut Self::Connection,
+        table: &'c TableName,
+        row: BarrierRow<'c>,
+    ) -> BoxFuture<'c, Result<u64, sqlx::Error>>;
+
+    /// The `reason` of a barrier row, if it exists.
+    fn barrier_reason<'c>(
+        conn: &'c mut Self::Connection,
+        table: &'c TableName,
+        row: BarrierRow<'c>,
+    ) -> BoxFuture<'c, Result<Option<String>, sqlx::Error>>;
+
+    /// True when the error is one after which re-running the whole transaction is safe and
+    /// may succeed: deadlock, lock wait timeout, serialization failure.
+    fn is_transient(err: &sqlx::Error) -> bool;
+}
+
+macro_rules! insert_sql {
+    (mysql, $t:expr) => {
+        format!(
+            "insert ignore into {}(trans_type, gid, branch_id, op, barrier_id, reason) values(?,?,?,?,?,?)",
+            $t
+        )
+    };
+    (postgres, $t:expr) => {
+        format!(
+            "insert into {}(trans_type, gid, branch_id, op, barrier_id, reason) values($1,$2,$3,$4,$5,$6) on conflict ON CONSTRAINT uniq_barrier do nothing",
+            $t
+        )
+    };
+}
+
+macro_rules! select_sql {
+    (mysql, $t:expr) => {
+        format!(
+            "select reason from {} where gid=? and branch_id=? and op=? and barrier_id=?",
+            $t
+        )
+    };
+    (postgres, $t:expr) => {
+        format!(
+            "select reason from {} where gid=$1 and branch_id=$2 and op=$3 and barrier_id=$4",
+            $t
+        )
+    };
+}
+
+macro_rules! impl_barrier_db {
+    ($db:ty, $kind:expr, $dialect:ident, $transient:expr) => {
+        impl sealed::Sealed for $db {}
+        impl BarrierDatabase for $db {
+            const KIND: DbKind = $kind;
+
+            fn insert_barrier<'c>(
+                conn: &'c mut Self::Connection,
+                table: &'c TableName,
+                row: BarrierRow<'c>,
+            ) -> BoxFuture<'c, Result<u64, sqlx::Error>> {
+                Box::pin(async move {
+                    let sql = insert_sql!($dialect, table);
+                    let r = sqlx::query(&sql)
+                        .bind(row.trans_type)
+                        .bind(row.gid)
+                        .bind(row.branch_id)
+                        .bind(row.op)
+                        .bind(row.barrier_id)
+                        .bind(row.reason)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(r.rows_affected())
+                })
+            }
+
+            fn barrier_reason<'c>(
+                conn: &'c mut Self::Connection,
+                table: &'c TableName,
+                row: BarrierRow<'c>,
+            ) -> BoxFuture<'c, Result<Option<String>, sqlx::Error>> {
+                Box::pin(async move {
+                    let sql = select_sql!($dialect, table);
+                    sqlx::query_scalar::<_, String>(&sql)
+                        .bind(row.gid)
+                        .bind(row.branch_id)
+                        .bind(row.op)
+                        .bind(row.barrier_id)
+                        .fetch_optional(&mut *conn)
+                        .await
+                })
+            }
+
+            fn is_transient(err: &sqlx::Error) -> bool {
+                let f: fn(&sqlx::Error) -> bool = $transient;
+                f(err)
+            }
+        }
+    };
+}
+
+#[cfg(feature = "mysql")]
+impl_barrier_db!(sqlx::MySql, DbKind::Mysql, mysql, |e| match e {
+    sqlx::Error::Database(db) => db
+        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+        // 1213 deadlock, 1205 lock wait timeout
+        .is_some_and(|m| matches!(m.number(), 1213 | 1205)),
+    _ => false,
+});
+
+#[cfg(feature = "postgres")]
+impl_barrier_db!(sqlx::Postgres, DbKind::Postgres, postgres, |e| match e {
+    // deadlock_detected, serialization_failure, lock_not_available
+    sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("40P01" | "40001" | "55P03")),
+    _ => false,
+});
+
+/// Commits, telling a refusal the server reported (the transaction is rolled back for sure)
+/// from an error whose outcome is unknown (the connection broke during COMMIT).
+async fn commit<DB: sqlx::Database>(tx: Transaction<'_, DB>) -> Result<()> {
+    match tx.commit().await {
+        Ok(()) => Ok(()),
+        Err(e @ sqlx::Error::Database(_)) => Err(Error::Sql(e)),
+        Err(e) => Err(Error::AmbiguousCommit(Box::new(Error::Sql(e)))),
+    }
+}
+
+async fn rollback<DB: sqlx::Database>(tx: Transaction<'_, DB>) {
+    if let Err(e) = tx.rollback().await {
+        tracing::warn!(error = %e, "rollback after a failed barrier call failed; the connection is discarded");
+    }
+}
+
+impl BranchBarrier {
+    /// The barrier algorithm inside an open transaction, with barrier id `bid`.
+    async fn guard<'c, DB, T, F>(
+        &self,
+        conn: &'c mut DB::Connection,
+        bid: &str,
+        busi: F,
+    ) -> Result<Outcome<T>>
+    where
+        DB: BarrierDatabase,
+        F: FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T>>,
+    {
+        let table = &self.config().table;
+        let op = self.info().op.as_str();
+        let origin_affected = match self.origin_op() {
+            Some(origin) => DB::insert_barrier(&mut *conn, table, self.row(origin, bid)).await?,
+            None => 0,
+        };
+        let current_affected = DB::insert_barrier(&mut *conn, table, self.row(op, bid)).await?;
+        tracing::debug!(
+            gid = %self.info().gid, branch_id = %self.info().branch_id, op, bid,
+            origin_affected, current_affected, "barrier rows"
+        );
+        if self.is_msg() && current_affected == 0 {
+            return Err(Error::Dtm(dtmcli::Error::Duplicated));
+        }
+        if self.origin_op().is_some() && origin_affected > 0 {
+            tracing::info!(gid = %self.info().gid, branch_id = %self.info().branch_id, op, "null compensation: business skipped");
+            return Ok(Outcome::NullCompensation);
+        }
+        if current_affected == 0 {
+            tracing::info!(gid = %self.info().gid, branch_id = %self.info().branch_id, op, "duplicate or hanging request: business skipped");
+            return Ok(Outcome::Duplicate);
+        }
+        busi(conn).await.map(Outcome::Executed)
+    }
+
+    /// Runs `busi` guarded by the barrier inside the caller's transaction `tx`, then commits
+    /// `tx` (barrier rows and business together), or rolls it back if anything failed.
+    pub async fn call<'t, DB, T, F>(
+        &self,
+        mut tx: Transaction<'t, DB>,
+        busi: F,
+    ) -> Result<Outcome<T>>
+    where
+        DB: BarrierDatabase,
+        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T>>,
+    {
+        let bid = self.next_barrier_id();
+        match self.guard::<DB, T, _>(&mut tx, &bid, busi).await {
+            Ok(out) => {
+                commit(tx).await?;
+                Ok(out)
+            }
+            Err(e) => {
+                rollback(tx).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Like [`BranchBarrier::call`] in a transaction begun on `pool`.
+    pub async fn call_with_pool<DB, T, F>(&self, pool: &Pool<DB>, busi: F) -> Result<Outcome<T>>
+    where
+        DB: BarrierDatabase,
+        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T>>,
+    {
+        let tx = pool.begin().await?;
+        self.call(tx, busi).await
+    }
+
+    /// Like [`BranchBarrier::call_with_pool`], but when the database reports a deadlock, a
+    /// lock wait timeout or a serialization failure, the whole local transaction (barrier
+    /// rows included) is rolled back and run again, up to the policy's attempts, with
+    /// backoff. A commit whose outcome is unknown is never re-run
+    /// ([`Error::AmbiguousCommit`]). `busi` must therefore be callable more than once.
+    pub async fn call_with_pool_reprocessing<DB, T, F>(
+        &self,
+        pool: &Pool<DB>,
+        policy: &ReprocessPolicy,
+        mut busi: F,
+    ) -> Result<Outcome<T>>
+    where
+        DB: BarrierDatabase,
+        F: for<'c> FnMut(&'c mut DB::Connection) -> BoxFuture<'c, Result<T>>,
+    {
+        let bid = self.next_barrier_id();
+        let mut attempt = 1;
+        loop {
+            let mut tx = pool.begin().await?;
+            let result = match self.guard::<DB, T, _>(&mut tx, &bid, &mut busi).await {
+                Ok(out) => match commit(tx).await {
+                    Ok(()) => return Ok(out),
+                    Err(e) => Err(e),
+                },
+                Err(e) => {
+                    rollback(tx).await;
+                    Err(e)
+                }
+            };
+            let err = match result {
+                Ok(out) => return Ok(out),
+                Err(e) => e,
+            };
+            let transient = matches!(&err, Error::Sql(e) if DB::is_transient(e));
+            if !transient || attempt >= policy.max_attempts {
+                return Err(err);
+            }
+            let wait = policy.backoff(attempt);
+            tracing::warn!(
+                gid = %self.info().gid, branch_id = %self.info().branch_id, attempt,
+                error = %err, ?wait, "transient database error: re-running the local transaction"
+            );
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// The msg back-check answer (DTM's `query_prepared` call, or the SDK's own in
+    /// `do_and_submit`): inserts the row `(gid, 00, msg, 01)` with reason `rollback` unless
+    /// the local transaction already wrote it, then reads it back. `rollback` means the local
+    /// transaction never committed (and now never will): [`dtmcli::Error::Failure`];
+    /// otherwise success.
+    pub async fn query_prepared<DB: BarrierDatabase>(&self, pool: &Pool<DB>) -> Result<()> {
+        let table = &self.config().table;
+        let mut conn = pool.acquire().await?;
+        let gid = self.info().gid.as_str();
+        let row = BarrierRow {
+            trans_type: self.info().trans_type.as_str(),
+            gid,
+            branch_id: "00",
+            op: "msg",
+            barrier_id: "01",
+            reason: "rollback",
+        };
+        DB::insert_barrier(&mut conn, table, row.clone()).await?;
+        let reason = DB::barrier_reason(&mut conn, table, row).await?;
+        match reason.as_deref() {
+            Some("rollback") => Err(Error::failure(format!(
+                "msg {gid}: the local transaction did not commit"
+            ))),
+            Some(_) => Ok(()),
+            None => Err(Error::Config(format!(
+                "msg {gid}: barrier row vanished from {table}"
+            ))),
+        }
+    }
+}
+
+/// The DDL of the barrier table, statement by statement, exactly the columns of the Go SDK's
+/// `dtmcli.barrier.*.sql`. For a table without schema, no schema is created.
+pub fn barrier_ddl(kind: DbKind, table: &TableName) -> Vec<String> {
+    let mut v = Vec::new();
+    match kind {
+        DbKind::Mysql => {
+            if let Some(s) = table.schema() {
+                v.push(format!(
+                    "create database if not exists {s} /*!40100 DEFAULT CHARACTER SET utf8mb4 */"
+                ));
+            }
+            v.push(format!(
+                "create table if not exists {table}(
+  id bigint(22) PRIMARY KEY AUTO_INCREMENT,
+  trans_type varchar(45) default '',
+  gid varchar(128) default '',
+  branch_id varchar(128) default '',
+  op varchar(45) default '',
+  barrier_id varchar(45) default '',
+  reason varchar(45) default '' comment 'the branch type who insert this record',
+  create_time datetime DEFAULT now(),
+  update_time datetime DEFAULT now(),
+  key(create_time),
+  key(update_time),
+  UNIQUE key(gid, branch_id, op, barrier_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+            ));
+        }
+        DbKind::Postgres => {
+            let seq = match table.schema() {
+                Some(s) => {
+                    v.push(format!("create schema if not exists {s}"));
+                    format!("{s}.{}_seq", table.table())
+                }
+                None => format!("{}_seq", table.table()),
+            };
+            v.push(format!("create sequence if not exists {seq}"));
+            v.push(format!(
+                "create table if not exists {table}(
+  id bigint NOT NULL DEFAULT NEXTVAL('{seq}'),
+  trans_type varchar(45) default '',
+  gid varchar(128) default '',
+  branch_id varchar(128) default '',
+  op varchar(45) default '',
+  barrier_id varchar(45) default '',
+  reason varchar(45) default '',
+  create_time timestamp(0) with time zone DEFAULT NULL,
+  update_time timestamp(0) with time zone DEFAULT NULL,
+  PRIMARY KEY(id),
+  CONSTRAINT uniq_barrier unique(gid, branch_id, op, barrier_id)
+)"
+            ));
+        }
+    }
+    v
+}
+
+/// Creates the barrier table (and its schema) if missing.
+pub async fn create_barrier_table<DB>(pool: &Pool<DB>, table: &TableName) -> Result<()>
+where
+    DB: BarrierDatabase,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let mut conn = pool.acquire().await?;
+    for stmt in barrier_ddl(DB::KIND, table) {
+        sqlx::raw_sql(&stmt).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// The outbox helper on a SQL database: [`dtmcli::Msg::do_and_submit`] whose local
+/// business runs guarded by the barrier row `(gid, 00, msg, 01)` in one local transaction
+/// on `pool`. If DTM's back-check ran first, the local transaction is rolled back with
+/// [`dtmcli::Error::Duplicated`] and the message aborted.
+pub async fn do_and_submit_db<DB, F>(
+    msg: &dtmcli::Msg,
+    query_prepared: &str,
+    pool: &Pool<DB>,
+    config: &crate::BarrierConfig,
+    busi: F,
+) -> Result<()>
+where
+    DB: BarrierDatabase,
+    F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<()>>,
+{
+    msg.do_and_submit(query_prepared, |info| async move {
+        let bb = BranchBarrier::with_config(info, config.clone());
+        bb.call_with_pool(pool, busi)
+            .await
+            .map(drop)
+            .map_err(dtmcli::Error::from)
+    })
+    .await
+    .map_err(Error::Dtm)
+}

@@ -1,0 +1,1 @@
+//! XA local transactions (in progress).
