@@ -13,6 +13,14 @@
 //! Rows are those of the Go SDK (same table, columns, ids and reasons), so Go and Rust
 //! services can share one barrier table.
 //!
+//! | backend | guard a handler | msg outbox | back-check |
+//! |---|---|---|---|
+//! | MySQL/MariaDB, Postgres | `BranchBarrier::call`, `call_with_pool`, `call_with_pool_reprocessing` | `sql::do_and_submit_db` | `BranchBarrier::query_prepared` |
+//! | Redis | `BranchBarrier::redis_check_adjust_amount` | `redis::do_and_submit_redis` | `BranchBarrier::redis_query_prepared` |
+//! | MongoDB | `BranchBarrier::mongo_call`, `mongo_call_reprocessing` | `mongo::do_and_submit_mongo` | `BranchBarrier::mongo_query_prepared` |
+//!
+//! XA local transactions (the branch side of XA) are in the `xa` module.
+//!
 //! ## Feature flags
 //! - `mysql`: the SQL barrier, msg helpers and XA local transactions on MySQL/MariaDB (sqlx).
 //! - `postgres`: the same on PostgreSQL (sqlx).
@@ -25,7 +33,7 @@ mod error;
 pub mod mongo;
 #[cfg(feature = "redis")]
 pub mod redis;
-#[cfg(any(feature = "mysql", feature = "postgres"))]
+#[cfg(any(feature = "mysql", feature = "postgres", feature = "mongodb"))]
 pub mod reprocess;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 pub mod sql;

@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 /// How often and how patiently a guarded local transaction is re-run after a deadlock, a
-/// lock wait timeout or a serialization failure (see
-/// [`crate::BranchBarrier::call_with_pool_reprocessing`]).
+/// lock wait timeout, a serialization failure or a write conflict (see
+/// `BranchBarrier::call_with_pool_reprocessing` on SQL and
+/// `BranchBarrier::mongo_call_reprocessing` on MongoDB).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReprocessPolicy {
     /// Total attempts, the first included (at least 1).

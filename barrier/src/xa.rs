@@ -1,1 +1,340 @@
-//! XA local transactions (in progress).
+//! XA local transactions: the branch side of DTM's XA mode on MySQL/MariaDB and PostgreSQL.
+//!
+//! DTM calls an XA branch URL twice: first the SDK's global side calls it with `op=action`
+//! (phase 1: run the business inside a local XA transaction, register the branch with DTM,
+//! prepare), then DTM calls it with `op=commit` or `op=rollback` (phase 2).
+//! [`XaLocal::handle`] does both.
+//!
+//! Phase 1 runs on a **dedicated connection that is closed afterwards**, never a pooled one:
+//! MariaDB lets another connection commit a prepared XA branch only after the preparing
+//! connection disconnected. Phase 2 tolerates an unknown xid, so repeated commits and
+//! rollbacks are harmless, and a rollback leaves the barrier row `(xa, gid, branch, action,
+//! 01, rollback)` behind as the Go SDK does.
+//!
+//! ```no_run
+//! # #[cfg(feature = "mysql")]
+//! # async fn handler(xa: &dtm_barrier::xa::XaLocal<sqlx::MySql>, info: dtmcli::TransInfo) -> Result<(), dtmcli::Error> {
+//! xa.handle(&info, |conn| {
+//!     Box::pin(async move {
+//!         sqlx::query("update dtm_busi.user_account set balance = balance + ? where user_id = ?")
+//!             .bind(30_i64)
+//!             .bind(2_i64)
+//!             .execute(&mut *conn)
+//!             .await?;
+//!         Ok(())
+//!     })
+//! })
+//! .await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+
+use dtmcli::{DtmClient, Op, TransInfo};
+use futures_util::future::BoxFuture;
+use sqlx::{ConnectOptions, Connection};
+
+use crate::barrier::{BarrierConfig, BarrierRow};
+use crate::error::{Error, Result};
+use crate::sql::BarrierDatabase;
+
+/// A database that can run XA branches. Implemented for [`sqlx::MySql`] and
+/// [`sqlx::Postgres`].
+pub trait XaDatabase: BarrierDatabase {
+    /// Starts the local XA transaction.
+    fn xa_start(xid: &str) -> String;
+    /// Ends it before prepare (MySQL only).
+    fn xa_end(xid: &str) -> Option<String>;
+    /// Prepares it.
+    fn xa_prepare(xid: &str) -> String;
+    /// Abandons it in phase 1.
+    fn xa_abort(xid: &str) -> String;
+    /// Phase-2 commit.
+    fn xa_commit(xid: &str) -> String;
+    /// Phase-2 rollback.
+    fn xa_rollback(xid: &str) -> String;
+    /// True when phase 2 names an xid the database does not know (already committed or
+    /// rolled back, or never prepared).
+    fn is_unknown_xid(err: &sqlx::Error) -> bool;
+    /// Runs one statement with the text protocol (XA statements cannot be prepared).
+    fn exec<'c>(
+        conn: &'c mut Self::Connection,
+        sql: &'c str,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
+}
+
+#[cfg(feature = "mysql")]
+impl XaDatabase for sqlx::MySql {
+    fn xa_start(xid: &str) -> String {
+        format!("xa start '{xid}'")
+    }
+    fn xa_end(xid: &str) -> Option<String> {
+        Some(format!("xa end '{xid}'"))
+    }
+    fn xa_prepare(xid: &str) -> String {
+        format!("xa prepare '{xid}'")
+    }
+    fn xa_abort(xid: &str) -> String {
+        format!("xa rollback '{xid}'")
+    }
+    fn xa_commit(xid: &str) -> String {
+        format!("xa commit '{xid}'")
+    }
+    fn xa_rollback(xid: &str) -> String {
+        format!("xa rollback '{xid}'")
+    }
+    fn is_unknown_xid(err: &sqlx::Error) -> bool {
+        match err {
+            sqlx::Error::Database(db) => {
+                db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                    .is_some_and(|m| m.number() == 1397)
+                    || db.message().contains("XAER_NOTA")
+            }
+            _ => false,
+        }
+    }
+    fn exec<'c>(
+        conn: &'c mut Self::Connection,
+        sql: &'c str,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+        Box::pin(async move { sqlx::Executor::execute(conn, sql).await.map(drop) })
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl XaDatabase for sqlx::Postgres {
+    fn xa_start(_xid: &str) -> String {
+        "begin".to_string()
+    }
+    fn xa_end(_xid: &str) -> Option<String> {
+        None
+    }
+    fn xa_prepare(xid: &str) -> String {
+        format!("prepare transaction '{xid}'")
+    }
+    fn xa_abort(_xid: &str) -> String {
+        "rollback".to_string()
+    }
+    fn xa_commit(xid: &str) -> String {
+        format!("commit prepared '{xid}'")
+    }
+    fn xa_rollback(xid: &str) -> String {
+        format!("rollback prepared '{xid}'")
+    }
+    fn is_unknown_xid(err: &sqlx::Error) -> bool {
+        match err {
+            // undefined_object: "prepared transaction with identifier ... does not exist"
+            sqlx::Error::Database(db) => {
+                db.code().as_deref() == Some("42704") || db.message().contains("does not exist")
+            }
+            _ => false,
+        }
+    }
+    fn exec<'c>(
+        conn: &'c mut Self::Connection,
+        sql: &'c str,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+        Box::pin(async move { sqlx::Executor::execute(conn, sql).await.map(drop) })
+    }
+}
+
+/// The xid of a branch: `<gid>-<branch_id>`, refused if it could break out of the quoted
+/// literal XA statements need.
+pub fn xid(info: &TransInfo) -> Result<String> {
+    let xid = format!("{}-{}", info.gid, info.branch_id);
+    if xid.len() > 64
+        || xid
+            .chars()
+            .any(|c| matches!(c, '\'' | '\\' | '\0') || c.is_control())
+    {
+        return Err(Error::Config(format!(
+            "cannot build an XA xid from gid {:?} and branch {:?}: quotes, backslashes, control characters and more than 64 bytes are refused",
+            info.gid, info.branch_id
+        )));
+    }
+    Ok(xid)
+}
+
+/// How a branch registers itself with DTM at the end of phase 1.
+#[derive(Debug, Clone)]
+pub enum Registration {
+    /// XA mode: `registerBranch {gid, trans_type, branch_id, url: phase2_url}`.
+    Xa,
+    /// Nothing to register (the caller does it, e.g. workflow's DoXa marker).
+    None,
+}
+
+/// XA local transactions on one database: connection settings for the dedicated phase-1
+/// connections, the barrier table, and a DTM client (its connection pool) for registering
+/// branches.
+#[derive(Debug, Clone)]
+pub struct XaLocal<DB: XaDatabase> {
+    connect: <DB::Connection as Connection>::Options,
+    config: BarrierConfig,
+    dtm: DtmClient,
+}
+
+impl<DB: XaDatabase> XaLocal<DB> {
+    /// XA branches on the database reached with `connect`; `dtm` is used when the request
+    /// does not name its DTM server.
+    pub fn new(connect: <DB::Connection as Connection>::Options, dtm: DtmClient) -> Self {
+        XaLocal {
+            connect,
+            config: BarrierConfig::default(),
+            dtm,
+        }
+    }
+
+    /// Uses another barrier table.
+    pub fn with_config(mut self, config: BarrierConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Handles one XA branch request: phase 1 (`op=action`) runs `busi` and returns its
+    /// value; phase 2 (`op=commit`/`op=rollback`) returns `None`.
+    pub async fn handle<T, F>(&self, info: &TransInfo, busi: F) -> Result<Option<T>>
+    where
+        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T>>,
+    {
+        match info.op {
+            Op::Commit | Op::Rollback => self.phase2(info).await.map(|()| None),
+            Op::Action => self.phase1(info, Registration::Xa, busi).await.map(Some),
+            ref other => Err(Error::Config(format!("XA branch called with op {other}"))),
+        }
+    }
+
+    async fn connect(&self) -> Result<DB::Connection> {
+        Ok(self.connect.connect().await?)
+    }
+
+    /// Phase 1: on a dedicated connection, start the XA transaction, write the barrier row,
+    /// run `busi`, register the branch, end and prepare it (or roll it back if anything
+    /// failed), then close the connection.
+    pub async fn phase1<T, F>(
+        &self,
+        info: &TransInfo,
+        registration: Registration,
+        busi: F,
+    ) -> Result<T>
+    where
+        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T>>,
+    {
+        let xid = xid(info)?;
+        let mut conn = self.connect().await?;
+        let span = tracing::debug_span!("xa_phase1", gid = %info.gid, branch_id = %info.branch_id, xid = %xid);
+        let _enter = span.enter();
+        DB::exec(&mut conn, &DB::xa_start(&xid)).await?;
+        let result = self.phase1_body(&mut conn, info, registration, busi).await;
+        let end = match DB::xa_end(&xid) {
+            Some(sql) => DB::exec(&mut conn, &sql).await.map_err(Error::from),
+            None => Ok(()),
+        };
+        let result = match (result, end) {
+            (Ok(v), Ok(())) => DB::exec(&mut conn, &DB::xa_prepare(&xid))
+                .await
+                .map(|()| v)
+                .map_err(Error::from),
+            (Err(e), _) | (Ok(_), Err(e)) => {
+                if let Err(re) = DB::exec(&mut conn, &DB::xa_abort(&xid)).await {
+                    tracing::warn!(error = %re, "xa rollback after a failed phase 1 failed");
+                }
+                Err(e)
+            }
+        };
+        if let Err(e) = conn.close().await {
+            tracing::warn!(error = %e, "closing the XA connection failed");
+        }
+        result
+    }
+
+    async fn phase1_body<'c, T, F>(
+        &self,
+        conn: &'c mut DB::Connection,
+        info: &TransInfo,
+        registration: Registration,
+        busi: F,
+    ) -> Result<T>
+    where
+        F: FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T>>,
+    {
+        let row = BarrierRow {
+            trans_type: info.trans_type.as_str(),
+            gid: &info.gid,
+            branch_id: &info.branch_id,
+            op: "action",
+            barrier_id: "01",
+            reason: "action",
+        };
+        DB::insert_barrier(&mut *conn, &self.config.table, row).await?;
+        // Register before the business's result leaves the XA transaction: DTM refuses it
+        // once the global transaction is no longer prepared, which stops late actions.
+        if let Registration::Xa = registration {
+            self.register(info).await?;
+        }
+        busi(conn).await
+    }
+
+    async fn register(&self, info: &TransInfo) -> Result<()> {
+        let url = info
+            .phase2_url
+            .as_deref()
+            .ok_or_else(|| Error::Config("XA branch request without phase2_url".into()))?;
+        let dtm = match info.dtm.as_deref() {
+            Some(server) => self.dtm.with_server(server)?,
+            None => self.dtm.clone(),
+        };
+        let fields: BTreeMap<String, String> = [
+            ("gid", info.gid.as_str()),
+            ("trans_type", info.trans_type.as_str()),
+            ("branch_id", info.branch_id.as_str()),
+            ("url", url),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        dtm.register_branch(&fields).await?;
+        Ok(())
+    }
+
+    /// Phase 2: commit or roll back the prepared branch `<gid>-<branch_id>`. An unknown
+    /// xid (already done) is success. After a rollback, the barrier row
+    /// `(trans_type, gid, branch, action, 01, rollback)` is written.
+    pub async fn phase2(&self, info: &TransInfo) -> Result<()> {
+        let xid = xid(info)?;
+        let sql = match info.op {
+            Op::Commit => DB::xa_commit(&xid),
+            Op::Rollback => DB::xa_rollback(&xid),
+            ref other => return Err(Error::Config(format!("XA phase 2 called with op {other}"))),
+        };
+        let mut conn = self.connect().await?;
+        let result = match DB::exec(&mut conn, &sql).await {
+            Err(e) if DB::is_unknown_xid(&e) => {
+                tracing::debug!(gid = %info.gid, branch_id = %info.branch_id, %xid, "xa {}: unknown xid, already done", info.op);
+                Ok(())
+            }
+            other => other.map_err(Error::from),
+        };
+        let result = match result {
+            Ok(()) if info.op == Op::Rollback => {
+                let row = BarrierRow {
+                    trans_type: info.trans_type.as_str(),
+                    gid: &info.gid,
+                    branch_id: &info.branch_id,
+                    op: "action",
+                    barrier_id: "01",
+                    reason: "rollback",
+                };
+                DB::insert_barrier(&mut conn, &self.config.table, row)
+                    .await
+                    .map(drop)
+                    .map_err(Error::from)
+            }
+            other => other,
+        };
+        if let Err(e) = conn.close().await {
+            tracing::warn!(error = %e, "closing the XA phase-2 connection failed");
+        }
+        result
+    }
+}

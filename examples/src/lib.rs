@@ -1,11 +1,13 @@
 //! Runnable DTM services and scenarios.
 //!
+//! - [`bank`]: a bank on MariaDB and PostgreSQL guarded by the barrier, with XA branches.
 //! - [`busi`]: the bank business service (saga, TCC, nested TCC, XA stub, msg back-check
 //!   handlers) on axum, steerable per request.
 //! - [`server`]: starts a real DTM server on free ports for the demos and the tests.
 //! - [`demo`]: start DTM + the bank service and narrate a scenario.
 //! - [`wait`]: polls DTM until a transaction reaches a status.
 
+pub mod bank;
 pub mod busi;
 pub mod demo;
 pub mod server;

@@ -19,6 +19,8 @@ pub struct Env {
     pub server: DtmServer,
     pub busi: Busi,
     pub base: String,
+    /// The runtime the services live on (outlives every test's runtime).
+    pub handle: tokio::runtime::Handle,
 }
 
 static ENV: OnceLock<Env> = OnceLock::new();
@@ -46,12 +48,18 @@ pub fn env() -> &'static Env {
             rt.block_on(async move {
                 let busi = Busi::new(DtmClient::new(url).expect("client"));
                 let base = busi.serve(0).await.expect("serve busi");
-                tx.send((busi, base)).expect("send");
+                tx.send((busi, base, tokio::runtime::Handle::current()))
+                    .expect("send");
                 std::future::pending::<()>().await;
             });
         });
-        let (busi, base) = rx.recv().expect("busi started");
-        Env { server, busi, base }
+        let (busi, base, handle) = rx.recv().expect("busi started");
+        Env {
+            server,
+            busi,
+            base,
+            handle,
+        }
     })
 }
 
@@ -112,4 +120,44 @@ pub fn branch_rows(q: &QueryResult) -> Vec<String> {
         .iter()
         .map(|b| format!("{}/{}={}", b.branch_id, b.op, b.status))
         .collect()
+}
+
+/// Runs `fut` on the services' runtime (for anything touching their connection pools).
+pub async fn on_env<F>(fut: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    env()
+        .handle
+        .spawn(fut)
+        .await
+        .expect("task on the services runtime")
+}
+
+/// The barrier-guarded bank on MariaDB and PostgreSQL, and its base URL.
+pub struct BankEnv {
+    pub bank: dtm_examples::bank::Bank,
+    pub base: String,
+}
+
+static BANK: OnceLock<BankEnv> = OnceLock::new();
+
+/// Starts (once) the bank service on the services' runtime.
+pub fn bank_env() -> &'static BankEnv {
+    BANK.get_or_init(|| {
+        let handle = env().handle.clone();
+        let url = env().server.http_url();
+        std::thread::spawn(move || {
+            handle.block_on(async move {
+                let bank = dtm_examples::bank::Bank::connect(DtmClient::new(url).expect("client"))
+                    .await
+                    .expect("connect the bank to MariaDB and PostgreSQL (scripts/start-dbs.sh)");
+                let base = bank.serve(0).await.expect("serve bank");
+                BankEnv { bank, base }
+            })
+        })
+        .join()
+        .expect("bank start-up")
+    })
 }

@@ -1,0 +1,451 @@
+//! A bank service whose handlers are guarded by the branch barrier on real databases
+//! (MySQL/MariaDB and PostgreSQL), including XA branches.
+//!
+//! Routes: `POST|GET /api/bank/{db}/{handler}` with `db` = `mysql` or `postgres`:
+//!
+//! | handler | business (guarded by the barrier) |
+//! |---|---|
+//! | `TransOut` / `TransOutCompensate` | debit `from` / credit it back (saga) |
+//! | `TransIn` / `TransInCompensate` | credit `to` / debit it back (saga) |
+//! | `TransInTwice` | credits `to` in two guarded local transactions (barrier ids 01 and 02) |
+//! | `TransOutTry` / `TransOutConfirm` / `TransOutCancel` | TCC debit of `from` (confirm does nothing but write its barrier row) |
+//! | `TransInTry` / `TransInConfirm` / `TransInCancel` | TCC credit of `to` |
+//! | `TransOutXa` / `TransInXa` | XA branches (phase 1 debit/credit, phase 2 commit/rollback) |
+//! | `QueryPrepared` | msg back-check |
+//!
+//! A debit below zero answers FAILURE. `trans_out_result` / `trans_in_result` = `FAILURE`
+//! in the body make the action/try fail *after* its write, so the rollback of the business
+//! together with the barrier rows can be seen.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::{Json, Router};
+use dtm_barrier::sql::create_barrier_table;
+use dtm_barrier::xa::{XaDatabase, XaLocal};
+use dtm_barrier::{BranchBarrier, Error as BError, Outcome, TableName};
+use dtmcli::{DtmClient, TransInfo};
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use sqlx::{MySql, MySqlPool, PgPool, Pool, Postgres};
+
+/// The request body of the bank handlers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BankReq {
+    /// Amount to move.
+    pub amount: i64,
+    /// Account debited by the `TransOut*` handlers.
+    pub from: i64,
+    /// Account credited by the `TransIn*` handlers.
+    pub to: i64,
+    /// `FAILURE` makes the out action/try fail after its write.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trans_out_result: String,
+    /// `FAILURE` makes the in action/try fail after its write.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trans_in_result: String,
+}
+
+/// The MySQL URL of the tests and examples (`$MYSQL_URL`, default root on 127.0.0.1:3306).
+pub fn mysql_url() -> String {
+    std::env::var("MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+/// The PostgreSQL URL (`$PG_URL`, default postgres on 127.0.0.1:5432).
+pub fn pg_url() -> String {
+    std::env::var("PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// The account table.
+pub const ACCOUNTS: &str = "dtm_busi.user_account";
+
+/// Which database a handler uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Db {
+    /// MariaDB / MySQL.
+    Mysql,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Db {
+    /// The path segment.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Db::Mysql => "mysql",
+            Db::Postgres => "postgres",
+        }
+    }
+}
+
+struct Inner {
+    mysql: MySqlPool,
+    pg: PgPool,
+    xa_mysql: XaLocal<MySql>,
+    xa_pg: XaLocal<Postgres>,
+    executed: Mutex<HashMap<(String, String), usize>>,
+}
+
+/// The bank service (cheap to clone).
+#[derive(Clone)]
+pub struct Bank(Arc<Inner>);
+
+impl std::fmt::Debug for Bank {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bank").finish_non_exhaustive()
+    }
+}
+
+/// An error of the bank's set-up.
+pub type BankError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Bank {
+    /// Connects to both databases and creates the account and barrier tables if missing.
+    pub async fn connect(dtm: DtmClient) -> Result<Bank, BankError> {
+        let mysql = sqlx::mysql::MySqlPoolOptions::new()
+            .max_connections(30)
+            .connect(&mysql_url())
+            .await?;
+        let pg = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(30)
+            .connect(&pg_url())
+            .await?;
+        let table = TableName::default();
+        create_barrier_table(&mysql, &table).await?;
+        create_barrier_table(&pg, &table).await?;
+        sqlx::raw_sql("create database if not exists dtm_busi")
+            .execute(&mysql)
+            .await?;
+        sqlx::raw_sql(&format!(
+            "create table if not exists {ACCOUNTS}(user_id bigint primary key, balance bigint not null) engine=InnoDB"
+        ))
+        .execute(&mysql)
+        .await?;
+        sqlx::raw_sql("create schema if not exists dtm_busi")
+            .execute(&pg)
+            .await?;
+        sqlx::raw_sql(&format!(
+            "create table if not exists {ACCOUNTS}(user_id bigint primary key, balance bigint not null)"
+        ))
+        .execute(&pg)
+        .await?;
+        let xa_mysql = XaLocal::new(mysql_url().parse()?, dtm.clone());
+        let xa_pg = XaLocal::new(pg_url().parse()?, dtm);
+        Ok(Bank(Arc::new(Inner {
+            mysql,
+            pg,
+            xa_mysql,
+            xa_pg,
+            executed: Mutex::new(HashMap::new()),
+        })))
+    }
+
+    /// The MySQL pool.
+    pub fn mysql(&self) -> &MySqlPool {
+        &self.0.mysql
+    }
+
+    /// The PostgreSQL pool.
+    pub fn pg(&self) -> &PgPool {
+        &self.0.pg
+    }
+
+    /// Creates (or resets) an account.
+    pub async fn open_account(&self, db: Db, user: i64, balance: i64) -> Result<(), sqlx::Error> {
+        match db {
+            Db::Mysql => {
+                sqlx::query(&format!(
+                    "replace into {ACCOUNTS}(user_id, balance) values(?, ?)"
+                ))
+                .bind(user)
+                .bind(balance)
+                .execute(&self.0.mysql)
+                .await?;
+            }
+            Db::Postgres => {
+                sqlx::query(&format!(
+                    "insert into {ACCOUNTS}(user_id, balance) values($1, $2) on conflict (user_id) do update set balance = excluded.balance"
+                ))
+                .bind(user)
+                .bind(balance)
+                .execute(&self.0.pg)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An account's balance.
+    pub async fn balance(&self, db: Db, user: i64) -> Result<i64, sqlx::Error> {
+        match db {
+            Db::Mysql => {
+                sqlx::query_scalar(&format!("select balance from {ACCOUNTS} where user_id = ?"))
+                    .bind(user)
+                    .fetch_one(&self.0.mysql)
+                    .await
+            }
+            Db::Postgres => {
+                sqlx::query_scalar(&format!(
+                    "select balance from {ACCOUNTS} where user_id = $1"
+                ))
+                .bind(user)
+                .fetch_one(&self.0.pg)
+                .await
+            }
+        }
+    }
+
+    /// The barrier rows of `gid`, as `trans_type/branch_id/op/barrier_id/reason`, ordered.
+    pub async fn barrier_rows(&self, db: Db, gid: &str) -> Result<Vec<String>, sqlx::Error> {
+        let sql = "select trans_type, branch_id, op, barrier_id, reason from dtm_barrier.barrier where gid = ";
+        let rows: Vec<(String, String, String, String, String)> = match db {
+            Db::Mysql => {
+                sqlx::query_as(&format!("{sql}? order by id"))
+                    .bind(gid)
+                    .fetch_all(&self.0.mysql)
+                    .await?
+            }
+            Db::Postgres => {
+                sqlx::query_as(&format!("{sql}$1 order by id"))
+                    .bind(gid)
+                    .fetch_all(&self.0.pg)
+                    .await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(t, b, o, i, r)| format!("{t}/{b}/{o}/{i}/{r}"))
+            .collect())
+    }
+
+    /// How often the business of `handler` actually ran (committed or not) for `gid`.
+    pub fn executed(&self, gid: &str, handler: &str) -> usize {
+        self.lock()
+            .get(&(gid.to_string(), handler.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), usize>> {
+        self.0.executed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn count(&self, gid: &str, handler: &str) {
+        *self
+            .lock()
+            .entry((gid.to_string(), handler.to_string()))
+            .or_default() += 1;
+    }
+
+    /// The router.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/api/bank/{db}/{handler}", any(handle))
+            .with_state(self.clone())
+    }
+
+    /// Serves on 127.0.0.1 (port 0: a free one); returns the base URL
+    /// `http://127.0.0.1:<port>/api/bank`.
+    pub async fn serve(&self, port: u16) -> std::io::Result<String> {
+        let listener =
+            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+        let base = format!("http://{}/api/bank", listener.local_addr()?);
+        let router = self.router();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!("bank server stopped: {e}");
+            }
+        });
+        Ok(base)
+    }
+}
+
+/// Adds `delta` to `user`'s balance inside the guarded transaction; refuses to go below zero.
+fn adjust_sql<'c, DB: BankDb>(
+    conn: &'c mut DB::Connection,
+    user: i64,
+    delta: i64,
+) -> BoxFuture<'c, dtm_barrier::Result<()>> {
+    DB::adjust(conn, user, delta)
+}
+
+/// SQL of the bank per database.
+trait BankDb: XaDatabase {
+    fn adjust(
+        conn: &mut Self::Connection,
+        user: i64,
+        delta: i64,
+    ) -> BoxFuture<'_, dtm_barrier::Result<()>>;
+}
+
+impl BankDb for MySql {
+    fn adjust(
+        conn: &mut Self::Connection,
+        user: i64,
+        delta: i64,
+    ) -> BoxFuture<'_, dtm_barrier::Result<()>> {
+        Box::pin(async move {
+            let r = sqlx::query(&format!(
+                "update {ACCOUNTS} set balance = balance + ? where user_id = ? and balance + ? >= 0"
+            ))
+            .bind(delta)
+            .bind(user)
+            .bind(delta)
+            .execute(&mut *conn)
+            .await?;
+            if r.rows_affected() == 0 {
+                return Err(BError::failure(format!(
+                    "account {user}: insufficient balance or unknown"
+                )));
+            }
+            Ok(())
+        })
+    }
+}
+
+impl BankDb for Postgres {
+    fn adjust(
+        conn: &mut Self::Connection,
+        user: i64,
+        delta: i64,
+    ) -> BoxFuture<'_, dtm_barrier::Result<()>> {
+        Box::pin(async move {
+            let r = sqlx::query(&format!(
+                "update {ACCOUNTS} set balance = balance + $1 where user_id = $2 and balance + $1 >= 0"
+            ))
+            .bind(delta)
+            .bind(user)
+            .execute(&mut *conn)
+            .await?;
+            if r.rows_affected() == 0 {
+                return Err(BError::failure(format!(
+                    "account {user}: insufficient balance or unknown"
+                )));
+            }
+            Ok(())
+        })
+    }
+}
+
+async fn handle(
+    State(bank): State<Bank>,
+    Path((db, handler)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    body: String,
+) -> Response {
+    let result = async {
+        let info = TransInfo::from_query(query.as_deref().unwrap_or(""))?;
+        let req: BankReq = if body.is_empty() {
+            BankReq::default()
+        } else {
+            serde_json::from_str(&body).map_err(|e| dtmcli::Error::invalid(format!("body: {e}")))?
+        };
+        match db.as_str() {
+            "mysql" => {
+                run::<MySql>(&bank, &bank.0.mysql, &bank.0.xa_mysql, &handler, info, req).await
+            }
+            "postgres" => {
+                run::<Postgres>(&bank, &bank.0.pg, &bank.0.xa_pg, &handler, info, req).await
+            }
+            other => Err(dtmcli::Error::invalid(format!("unknown database {other}"))),
+        }
+    }
+    .await;
+    match result {
+        Ok(()) => Json(serde_json::json!({"dtm_result": "SUCCESS"})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn run<DB: BankDb>(
+    bank: &Bank,
+    pool: &Pool<DB>,
+    xa: &XaLocal<DB>,
+    handler: &str,
+    info: TransInfo,
+    req: BankReq,
+) -> dtmcli::Result<()> {
+    let gid = info.gid.clone();
+    let (user, delta, forced) = match handler {
+        "TransOut" | "TransOutTry" | "TransOutXa" => {
+            (req.from, -req.amount, req.trans_out_result.as_str())
+        }
+        "TransOutCompensate" | "TransOutCancel" => (req.from, req.amount, ""),
+        "TransIn" | "TransInTry" | "TransInXa" | "TransInTwice" => {
+            (req.to, req.amount, req.trans_in_result.as_str())
+        }
+        "TransInCompensate" | "TransInCancel" => (req.to, -req.amount, ""),
+        "TransOutConfirm" | "TransInConfirm" => (0, 0, ""),
+        "QueryPrepared" => {
+            return BranchBarrier::new(info)
+                .query_prepared(pool)
+                .await
+                .map_err(Into::into);
+        }
+        other => return Err(dtmcli::Error::invalid(format!("unknown handler {other}"))),
+    };
+    let fail = (forced == "FAILURE").then(|| format!("{handler} told to fail"));
+    let business = guarded::<DB>(
+        bank.clone(),
+        gid.clone(),
+        handler.to_string(),
+        user,
+        delta,
+        fail,
+    );
+    if handler.ends_with("Xa") {
+        xa.handle(&info, business).await?;
+        return Ok(());
+    }
+    let bb = BranchBarrier::new(info);
+    if handler == "TransInTwice" {
+        let half = delta / 2;
+        for part in [half, delta - half] {
+            let out: Outcome<()> = bb
+                .call_with_pool(
+                    pool,
+                    guarded::<DB>(
+                        bank.clone(),
+                        gid.clone(),
+                        handler.to_string(),
+                        user,
+                        part,
+                        None,
+                    ),
+                )
+                .await?;
+            tracing::debug!(?out, "TransInTwice part");
+        }
+        return Ok(());
+    }
+    bb.call_with_pool(pool, business).await?;
+    Ok(())
+}
+
+/// The guarded business of a handler: counts its execution, adjusts the balance, and fails
+/// after the write when told to.
+fn guarded<DB: BankDb>(
+    bank: Bank,
+    gid: String,
+    handler: String,
+    user: i64,
+    delta: i64,
+    fail: Option<String>,
+) -> impl for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, dtm_barrier::Result<()>> + Send {
+    move |conn| {
+        bank.count(&gid, &handler);
+        Box::pin(async move {
+            if delta != 0 {
+                adjust_sql::<DB>(conn, user, delta).await?;
+            }
+            match fail {
+                Some(msg) => Err(BError::failure(msg)),
+                None => Ok(()),
+            }
+        })
+    }
+}
