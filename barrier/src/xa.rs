@@ -267,12 +267,13 @@ impl<DB: XaDatabase> XaLocal<DB> {
             reason: "action",
         };
         DB::insert_barrier(&mut *conn, &self.config.table, row).await?;
-        // Register before the business's result leaves the XA transaction: DTM refuses it
-        // once the global transaction is no longer prepared, which stops late actions.
+        let value = busi(conn).await?;
+        // Registered inside the XA transaction, before prepare: DTM refuses it once the
+        // global transaction is no longer prepared, which stops late (hanging) actions.
         if let Registration::Xa = registration {
             self.register(info).await?;
         }
-        busi(conn).await
+        Ok(value)
     }
 
     async fn register(&self, info: &TransInfo) -> Result<()> {

@@ -31,7 +31,7 @@ pub enum Error {
 
     /// The request could not be sent or its response not read (connection refused,
     /// timeout, reset...).
-    #[error("transport error calling {url}: {source}")]
+    #[error("transport error calling {url}: {}", chain(source))]
     Transport {
         /// The URL that was called.
         url: String,
@@ -155,4 +155,19 @@ pub(crate) fn truncate_body(body: &str) -> String {
         end -= 1;
     }
     format!("{}...({} bytes)", &body[..end], body.len())
+}
+
+/// An error and its causes, `a: b: c`.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
 }
