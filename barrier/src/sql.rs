@@ -53,6 +53,16 @@ pub trait BarrierDatabase: sqlx::Database + sealed::Sealed {
         conn: &'c mut Self::Connection,
         table: &'c TableName,
         row: BarrierRow<'c>,
+    ) -> BoxFuture<'c, Result<u64, sqlx::Error>> {
+        Self::insert_barriers(conn, table, vec![row])
+    }
+
+    /// Inserts several barrier rows in one statement (one round trip), skipping those that
+    /// exist; returns how many were inserted.
+    fn insert_barriers<'c>(
+        conn: &'c mut Self::Connection,
+        table: &'c TableName,
+        rows: Vec<BarrierRow<'c>>,
     ) -> BoxFuture<'c, Result<u64, sqlx::Error>>;
 
     /// The `reason` of a barrier row, if it exists.
@@ -68,16 +78,24 @@ pub trait BarrierDatabase: sqlx::Database + sealed::Sealed {
 }
 
 macro_rules! insert_sql {
-    (mysql, $t:expr) => {
+    (mysql, $t:expr, $n:expr) => {
         format!(
-            "insert ignore into {}(trans_type, gid, branch_id, op, barrier_id, reason) values(?,?,?,?,?,?)",
-            $t
+            "insert ignore into {}(trans_type, gid, branch_id, op, barrier_id, reason) values{}",
+            $t,
+            vec!["(?,?,?,?,?,?)"; $n].join(",")
         )
     };
-    (postgres, $t:expr) => {
+    (postgres, $t:expr, $n:expr) => {
         format!(
-            "insert into {}(trans_type, gid, branch_id, op, barrier_id, reason) values($1,$2,$3,$4,$5,$6) on conflict ON CONSTRAINT uniq_barrier do nothing",
-            $t
+            "insert into {}(trans_type, gid, branch_id, op, barrier_id, reason) values{} on conflict ON CONSTRAINT uniq_barrier do nothing",
+            $t,
+            (0..$n)
+                .map(|i| {
+                    let b = i * 6;
+                    format!("(${},${},${},${},${},${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6)
+                })
+                .collect::<Vec<_>>()
+                .join(",")
         )
     };
 }
@@ -103,22 +121,24 @@ macro_rules! impl_barrier_db {
         impl BarrierDatabase for $db {
             const KIND: DbKind = $kind;
 
-            fn insert_barrier<'c>(
+            fn insert_barriers<'c>(
                 conn: &'c mut Self::Connection,
                 table: &'c TableName,
-                row: BarrierRow<'c>,
+                rows: Vec<BarrierRow<'c>>,
             ) -> BoxFuture<'c, Result<u64, sqlx::Error>> {
                 Box::pin(async move {
-                    let sql = insert_sql!($dialect, table);
-                    let r = sqlx::query(&sql)
-                        .bind(row.trans_type)
-                        .bind(row.gid)
-                        .bind(row.branch_id)
-                        .bind(row.op)
-                        .bind(row.barrier_id)
-                        .bind(row.reason)
-                        .execute(&mut *conn)
-                        .await?;
+                    let sql = insert_sql!($dialect, table, rows.len());
+                    let mut q = sqlx::query(&sql);
+                    for row in &rows {
+                        q = q
+                            .bind(row.trans_type)
+                            .bind(row.gid)
+                            .bind(row.branch_id)
+                            .bind(row.op)
+                            .bind(row.barrier_id)
+                            .bind(row.reason);
+                    }
+                    let r = q.execute(&mut *conn).await?;
                     Ok(r.rows_affected())
                 })
             }
@@ -194,11 +214,24 @@ impl BranchBarrier {
     {
         let table = &self.config().table;
         let op = self.info().op.as_str();
-        let origin_affected = match self.origin_op() {
-            Some(origin) => DB::insert_barrier(&mut *conn, table, self.row(origin, bid)).await?,
-            None => 0,
+        let current = self.row(op, bid);
+        let (origin_affected, current_affected) = match self.origin_op() {
+            // An undo op inserts its origin's row and its own in one statement (one round
+            // trip). The origin row never exists without the undo row (both are written
+            // together, or by the action alone), so the count tells the cases apart:
+            // 2 = null compensation, 1 = normal undo, 0 = duplicate.
+            Some(origin) => {
+                let n =
+                    DB::insert_barriers(&mut *conn, table, vec![self.row(origin, bid), current])
+                        .await?;
+                match n {
+                    2 => (1, 1),
+                    1 => (0, 1),
+                    _ => (0, 0),
+                }
+            }
+            None => (0, DB::insert_barrier(&mut *conn, table, current).await?),
         };
-        let current_affected = DB::insert_barrier(&mut *conn, table, self.row(op, bid)).await?;
         tracing::debug!(
             gid = %self.info().gid, branch_id = %self.info().branch_id, op, bid,
             origin_affected, current_affected, "barrier rows"
