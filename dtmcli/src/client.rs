@@ -228,6 +228,16 @@ impl DtmClient {
         self.send(op, req, url, self.timeout_for(body), true).await
     }
 
+    /// `prepareWorkflow`: creates the workflow transaction, or returns the existing one and
+    /// every recorded branch (`{"transaction":..,"progresses":[..]}`), raw. Unlike the other
+    /// calls, a body that merely mentions FAILURE (a stored rollback reason) is not an error.
+    pub async fn prepare_workflow(&self, body: &TransRequest) -> Result<Bytes> {
+        let url = self.url("prepareWorkflow");
+        let req = self.http.post(&url).json(body);
+        self.send("prepareWorkflow", req, url, self.timeout_for(body), false)
+            .await
+    }
+
     /// Asks DTM for a new global id.
     pub async fn new_gid(&self) -> Result<String> {
         #[derive(Deserialize)]

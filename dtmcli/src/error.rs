@@ -40,6 +40,20 @@ pub enum Error {
         source: reqwest::Error,
     },
 
+    /// A gRPC call (to DTM or to a branch) ended with a status that is neither success nor
+    /// one of DTM's outcomes (those become [`Error::Failure`] / [`Error::Ongoing`]).
+    /// Codes 14 (`Unavailable`: the peer could not be reached) and 4 (`DeadlineExceeded`: no
+    /// answer in time) count as transport errors ([`Error::is_transport`]). Retryable.
+    #[error("{target} answered gRPC status {code}: {message}")]
+    Grpc {
+        /// The gRPC method called (`127.0.0.1:36790/dtmgimp.Dtm/Submit`).
+        target: String,
+        /// The gRPC status code (see `tonic::Code`).
+        code: i32,
+        /// The status message.
+        message: String,
+    },
+
     /// The peer answered with a status that is neither success nor one of DTM's outcomes.
     #[error("{url} answered HTTP {status}: {body}")]
     Status {
@@ -70,6 +84,13 @@ pub enum Error {
     /// A database error (from a barrier, an XA branch or a workflow step): retryable.
     #[error("database error: {0}")]
     Database(Box<dyn std::error::Error + Send + Sync + 'static>),
+
+    /// A workflow asked, on replay, for a different sequence of branches or steps than the
+    /// one recorded on the DTM server: its code changed while transactions were in flight.
+    /// Replaying would return the wrong results, so the workflow stops instead (DTM keeps
+    /// calling it back until the code is fixed).
+    #[error("workflow non-determinism: {0}")]
+    NonDeterministic(String),
 
     /// An error raised by application code (a business closure) that is neither a failure nor
     /// ongoing. DTM treats it as retryable.
@@ -116,7 +137,10 @@ impl Error {
     /// True when the request never got an answer because the peer could not be reached or
     /// timed out.
     pub fn is_transport(&self) -> bool {
-        matches!(self, Error::Transport { .. })
+        matches!(
+            self,
+            Error::Transport { .. } | Error::Grpc { code: 4 | 14, .. }
+        )
     }
 
     /// The outcome class DTM gives this error.

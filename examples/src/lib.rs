@@ -10,5 +10,6 @@
 pub mod bank;
 pub mod busi;
 pub mod demo;
+pub mod grpc_busi;
 pub mod server;
 pub mod wait;

@@ -24,6 +24,13 @@ pub struct Env {
 }
 
 static ENV: OnceLock<Env> = OnceLock::new();
+static CONFIG: OnceLock<DtmServerConfig> = OnceLock::new();
+
+/// Chooses the DTM server configuration of this test binary; call it before anything else
+/// (later calls are ignored).
+pub fn configure(config: DtmServerConfig) {
+    let _ = CONFIG.set(config);
+}
 
 /// Starts (once) the DTM server and the bank service.
 pub fn env() -> &'static Env {
@@ -35,7 +42,8 @@ pub fn env() -> &'static Env {
             )
             .with_test_writer()
             .try_init();
-        let server = DtmServer::start(DtmServerConfig::default()).expect("start DTM");
+        let config = CONFIG.get_or_init(DtmServerConfig::default).clone();
+        let server = DtmServer::start(config).expect("start DTM");
         let url = server.http_url();
         let (tx, rx) = mpsc::channel();
         // The bank service lives on its own runtime, which outlives every test's runtime.
@@ -160,4 +168,104 @@ pub fn bank_env() -> &'static BankEnv {
         .join()
         .expect("bank start-up")
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// gRPC (dtmgrpc): the recording gRPC business service and the gRPC bank.
+
+/// The per-binary gRPC business service.
+pub struct GrpcEnv {
+    pub busi: dtm_examples::grpc_busi::GrpcBusi,
+    /// `127.0.0.1:<port>`.
+    pub base: String,
+}
+
+static GRPC: OnceLock<GrpcEnv> = OnceLock::new();
+
+/// Starts (once) the gRPC business service on the services' runtime.
+pub fn grpc_env() -> &'static GrpcEnv {
+    GRPC.get_or_init(|| {
+        let handle = env().handle.clone();
+        let target = env().server.grpc_addr();
+        std::thread::spawn(move || {
+            handle.block_on(async move {
+                let client = dtmgrpc::DtmGrpcClient::new(target).expect("grpc client");
+                let busi = dtm_examples::grpc_busi::GrpcBusi::new(client);
+                let base = busi.serve(0).await.expect("serve grpc busi");
+                GrpcEnv { busi, base }
+            })
+        })
+        .join()
+        .expect("grpc busi start-up")
+    })
+}
+
+/// A gRPC client of the test DTM server (one per test: its channel lives on the test's
+/// runtime).
+pub fn grpc_dtm() -> dtmgrpc::DtmGrpcClient {
+    dtmgrpc::DtmGrpcClient::new(env().server.grpc_addr()).expect("grpc client")
+}
+
+/// The gRPC business service.
+pub fn grpc_busi() -> &'static dtm_examples::grpc_busi::GrpcBusi {
+    &grpc_env().busi
+}
+
+/// Branch URL of a gRPC business method (`127.0.0.1:<port>/busi.Busi/<handler>`).
+pub fn grpc_url(handler: &str) -> String {
+    grpc_busi().url(handler)
+}
+
+/// Waits until the gRPC `handler` has been called `n` times for `gid`.
+pub async fn wait_grpc_calls(gid: &str, handler: &str, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while grpc_busi().count(gid, handler) < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{handler} called {} times for {gid}, expected {n}; calls: {:?}",
+            grpc_busi().count(gid, handler),
+            grpc_busi().handlers(gid)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The barrier-guarded gRPC bank and its address.
+pub struct GrpcBankEnv {
+    pub bank: dtm_examples::grpc_busi::GrpcBank,
+    /// `127.0.0.1:<port>`.
+    pub base: String,
+}
+
+static GRPC_BANK: OnceLock<GrpcBankEnv> = OnceLock::new();
+
+/// Starts (once) the gRPC bank on the services' runtime (and the HTTP bank it shares the
+/// databases with).
+pub fn grpc_bank_env() -> &'static GrpcBankEnv {
+    GRPC_BANK.get_or_init(|| {
+        let bank = bank_env().bank.clone();
+        let handle = env().handle.clone();
+        let target = env().server.grpc_addr();
+        let http = env().server.http_url();
+        std::thread::spawn(move || {
+            handle.block_on(async move {
+                let client = dtmgrpc::DtmGrpcClient::new(target).expect("grpc client");
+                let bank = dtm_examples::grpc_busi::GrpcBank::new(
+                    bank,
+                    client,
+                    DtmClient::new(http).expect("client"),
+                )
+                .expect("grpc bank");
+                let base = bank.serve(0).await.expect("serve grpc bank");
+                GrpcBankEnv { bank, base }
+            })
+        })
+        .join()
+        .expect("grpc bank start-up")
+    })
+}
+
+/// Branch URL of a gRPC bank method.
+pub fn grpc_bank_url(db: dtm_examples::bank::Db, handler: &str) -> String {
+    dtm_examples::grpc_busi::GrpcBank::url(&grpc_bank_env().base, db, handler)
 }

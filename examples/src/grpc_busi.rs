@@ -1,0 +1,635 @@
+//! The example business services over gRPC (tonic), built with `dtmgrpc`'s helpers.
+//!
+//! - [`GrpcBusi`] (`busi.Busi`): the recording bank service, the gRPC twin of
+//!   [`crate::busi::Busi`]: saga actions/compensations, TCC try/confirm/cancel, a nested TCC
+//!   try (`TransInTccNested`), an XA stub (`TransOutXa`/`TransInXa`: registers the branch over
+//!   gRPC and records phase 2) and a msg back-check (`QueryPrepared`). Outcomes are steered
+//!   per request by `TransOutResult` / `TransInResult` (`SUCCESS`, `FAILURE`, `ONGOING`,
+//!   `ERROR`) or by a script per gid and handler; every call is recorded with its metadata.
+//! - [`GrpcBank`] (`busi.BankMysql`, `busi.BankPostgres`): the barrier-guarded bank of
+//!   [`crate::bank`] over gRPC, on MariaDB and PostgreSQL, with XA branches
+//!   ([`dtmgrpc::xa::XaGrpcLocal`]).
+//!
+//! The request message is [`pb::ReqGrpc`] (fields 1-3 as in dtm's Go test service). DTM calls
+//! these services with the content-type `application/grpc+dtm_raw`: plain tonic servers
+//! accept it, no extra layer is needed.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use dtm_barrier::xa::{XaDatabase, XaLocal};
+use dtm_barrier::{Error as BError, Outcome as BOutcome};
+use dtmcli::{DtmClient, Op, TransInfo};
+use dtmgrpc::xa::XaGrpcLocal;
+use dtmgrpc::{DtmGrpcClient, Tcc};
+use futures_util::future::BoxFuture;
+use sqlx::{MySql, Pool, Postgres};
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+
+use crate::bank::{Bank, Db, ACCOUNTS};
+use crate::busi::Outcome;
+
+/// The generated messages and tonic services of `proto/busi.proto`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("busi");
+}
+
+use pb::bank_mysql_server::{BankMysql, BankMysqlServer};
+use pb::bank_postgres_server::{BankPostgres, BankPostgresServer};
+use pb::busi_server::{Busi as BusiService, BusiServer};
+use pb::{BusiReply, ReqGrpc};
+
+impl ReqGrpc {
+    /// A request moving `amount` that succeeds everywhere.
+    pub fn amount(amount: i64) -> Self {
+        ReqGrpc {
+            amount,
+            ..Default::default()
+        }
+    }
+}
+
+/// One recorded call of [`GrpcBusi`].
+#[derive(Debug, Clone)]
+pub struct GrpcCall {
+    /// Method name (`TransOut`...).
+    pub handler: String,
+    /// The transaction info of the metadata, when complete.
+    pub info: Option<TransInfo>,
+    /// Why the metadata did not give a transaction info.
+    pub info_error: Option<String>,
+    /// Every metadata entry (ASCII values), `content-type` included.
+    pub metadata: BTreeMap<String, String>,
+    /// The decoded request.
+    pub req: ReqGrpc,
+    /// What the handler answered.
+    pub outcome: Outcome,
+}
+
+impl GrpcCall {
+    /// The gid of the call ("" if absent).
+    pub fn gid(&self) -> &str {
+        self.info.as_ref().map(|i| i.gid.as_str()).unwrap_or("")
+    }
+
+    /// The op of the call ("" if absent).
+    pub fn op(&self) -> String {
+        self.info
+            .as_ref()
+            .map(|i| i.op.to_string())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    calls: Vec<GrpcCall>,
+    scripts: HashMap<(String, String), VecDeque<Outcome>>,
+}
+
+/// The recording business service `busi.Busi` (cheap to clone).
+#[derive(Clone)]
+pub struct GrpcBusi {
+    state: Arc<Mutex<State>>,
+    client: DtmGrpcClient,
+    base: Arc<Mutex<String>>,
+}
+
+impl std::fmt::Debug for GrpcBusi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcBusi").finish_non_exhaustive()
+    }
+}
+
+fn metadata_map(md: &MetadataMap) -> BTreeMap<String, String> {
+    md.clone()
+        .into_headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
+}
+
+async fn bind(port: u16) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}
+
+impl GrpcBusi {
+    /// A service that uses `client` (its channels) for nested TCC and XA registration.
+    pub fn new(client: DtmGrpcClient) -> Self {
+        GrpcBusi {
+            state: Arc::new(Mutex::new(State::default())),
+            client,
+            base: Arc::new(Mutex::new(String::new())),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The tonic service, to add to a `tonic::transport::Server`.
+    pub fn service(&self) -> BusiServer<GrpcBusi> {
+        BusiServer::new(self.clone())
+    }
+
+    /// Serves on 127.0.0.1 (port 0 picks a free one) in a background task; returns the
+    /// address (`127.0.0.1:<port>`).
+    pub async fn serve(&self, port: u16) -> std::io::Result<String> {
+        let (listener, addr) = bind(port).await?;
+        let base = addr.to_string();
+        *self.base.lock().unwrap_or_else(|p| p.into_inner()) = base.clone();
+        let svc = self.service();
+        tokio::spawn(async move {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(incoming)
+                .await
+            {
+                tracing::error!("grpc busi server stopped: {e}");
+            }
+        });
+        Ok(base)
+    }
+
+    /// The branch URL of a method (`127.0.0.1:<port>/busi.Busi/<handler>`).
+    pub fn url(&self, handler: &str) -> String {
+        let base = self.base.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        format!("{base}/busi.Busi/{handler}")
+    }
+
+    /// Makes the next calls of `handler` for `gid` answer these outcomes, in order.
+    pub fn script(&self, gid: &str, handler: &str, outcomes: impl IntoIterator<Item = Outcome>) {
+        self.lock()
+            .scripts
+            .entry((gid.to_string(), handler.to_string()))
+            .or_default()
+            .extend(outcomes);
+    }
+
+    /// Every call recorded for `gid`, in arrival order.
+    pub fn calls(&self, gid: &str) -> Vec<GrpcCall> {
+        self.lock()
+            .calls
+            .iter()
+            .filter(|c| c.gid() == gid)
+            .cloned()
+            .collect()
+    }
+
+    /// Every call recorded whose metadata did not give a transaction info.
+    pub fn bad_calls(&self) -> Vec<GrpcCall> {
+        self.lock()
+            .calls
+            .iter()
+            .filter(|c| c.info.is_none())
+            .cloned()
+            .collect()
+    }
+
+    /// The handler names called for `gid`, in arrival order.
+    pub fn handlers(&self, gid: &str) -> Vec<String> {
+        self.calls(gid).into_iter().map(|c| c.handler).collect()
+    }
+
+    /// How often `handler` was called for `gid`.
+    pub fn count(&self, gid: &str, handler: &str) -> usize {
+        self.calls(gid)
+            .iter()
+            .filter(|c| c.handler == handler)
+            .count()
+    }
+
+    fn decide(&self, gid: &str, handler: &str, req: &ReqGrpc) -> Outcome {
+        if let Some(o) = self
+            .lock()
+            .scripts
+            .get_mut(&(gid.to_string(), handler.to_string()))
+            .and_then(VecDeque::pop_front)
+        {
+            return o;
+        }
+        let undo = handler.ends_with("Revert")
+            || handler.ends_with("Cancel")
+            || handler.ends_with("Confirm");
+        let word = if undo {
+            ""
+        } else if handler.starts_with("TransOut") {
+            req.trans_out_result.as_str()
+        } else if handler.starts_with("TransIn") {
+            req.trans_in_result.as_str()
+        } else {
+            ""
+        };
+        match word {
+            "FAILURE" => Outcome::Failure,
+            "ONGOING" => Outcome::Ongoing,
+            "ERROR" => Outcome::Error,
+            _ => Outcome::Success,
+        }
+    }
+
+    async fn handle(
+        &self,
+        handler: &'static str,
+        request: Request<ReqGrpc>,
+    ) -> Result<Response<BusiReply>, Status> {
+        let info = dtmgrpc::trans_info(&request);
+        let metadata = metadata_map(request.metadata());
+        let md = request.metadata().clone();
+        let req = request.into_inner();
+        let gid = info.as_ref().map(|i| i.gid.clone()).unwrap_or_default();
+        let outcome = match &info {
+            Ok(_) => self.decide(&gid, handler, &req),
+            Err(_) => Outcome::Error,
+        };
+        tracing::info!(handler, gid, ?outcome, "grpc busi called");
+        self.lock().calls.push(GrpcCall {
+            handler: handler.to_string(),
+            info: info.as_ref().ok().cloned(),
+            info_error: info.as_ref().err().map(ToString::to_string),
+            metadata,
+            req: req.clone(),
+            outcome: outcome.clone(),
+        });
+        let info = info.map_err(|e| dtmgrpc::error_to_status(&e))?;
+        if let Outcome::Sleep(d) = outcome {
+            tokio::time::sleep(d).await;
+        }
+        let mut result: dtmcli::Result<()> = match outcome {
+            Outcome::Success | Outcome::Sleep(_) => Ok(()),
+            Outcome::Failure => Err(dtmcli::Error::failure(format!("{handler} refused"))),
+            Outcome::Ongoing => Err(dtmcli::Error::ongoing(format!("{handler} not done yet"))),
+            Outcome::Error => Err(dtmcli::Error::other(format!("{handler} broke"))),
+        };
+        if result.is_ok() {
+            result = match handler {
+                "TransInTccNested" => self.nested_tcc(&md, &req).await,
+                "TransOutXa" | "TransInXa" if info.op == Op::Action => {
+                    self.register_xa(&info).await
+                }
+                _ => Ok(()),
+            };
+        }
+        dtmgrpc::result_to_status(result).map(|()| {
+            Response::new(BusiReply {
+                message: format!("{handler} done"),
+            })
+        })
+    }
+
+    /// A try that opens sub-branch `<branch>01` of the same global TCC.
+    async fn nested_tcc(&self, md: &MetadataMap, req: &ReqGrpc) -> dtmcli::Result<()> {
+        let tcc = Tcc::from_metadata(&self.client, md)?;
+        let _: BusiReply = tcc
+            .call_branch(
+                req,
+                &self.url("TransInTry"),
+                &self.url("TransInConfirm"),
+                &self.url("TransInCancel"),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The XA stub: registers the branch with DTM over gRPC so that DTM calls phase 2 on it.
+    async fn register_xa(&self, info: &TransInfo) -> dtmcli::Result<()> {
+        let dtm = info
+            .dtm
+            .as_deref()
+            .ok_or_else(|| dtmcli::Error::invalid("XA branch called without dtm-dtm"))?;
+        let url = info
+            .phase2_url
+            .clone()
+            .ok_or_else(|| dtmcli::Error::invalid("XA branch called without dtm-phase2_url"))?;
+        let client = self.client.with_target(dtm)?;
+        client
+            .register_branch(&dtmgrpc::pb::dtmgimp::DtmBranchRequest {
+                gid: info.gid.clone(),
+                trans_type: "xa".into(),
+                branch_id: info.branch_id.clone(),
+                data: [("url".to_string(), url)].into_iter().collect(),
+                ..Default::default()
+            })
+            .await
+    }
+}
+
+macro_rules! busi_methods {
+    ($($method:ident => $name:literal),* $(,)?) => {
+        #[tonic::async_trait]
+        impl BusiService for GrpcBusi {
+            $(
+                async fn $method(
+                    &self,
+                    request: Request<ReqGrpc>,
+                ) -> Result<Response<BusiReply>, Status> {
+                    self.handle($name, request).await
+                }
+            )*
+        }
+    };
+}
+
+busi_methods! {
+    trans_out => "TransOut",
+    trans_in => "TransIn",
+    trans_out_revert => "TransOutRevert",
+    trans_in_revert => "TransInRevert",
+    trans_out_try => "TransOutTry",
+    trans_out_confirm => "TransOutConfirm",
+    trans_out_cancel => "TransOutCancel",
+    trans_in_try => "TransInTry",
+    trans_in_confirm => "TransInConfirm",
+    trans_in_cancel => "TransInCancel",
+    trans_in_tcc_nested => "TransInTccNested",
+    trans_out_xa => "TransOutXa",
+    trans_in_xa => "TransInXa",
+    query_prepared => "QueryPrepared",
+}
+
+// ---------------------------------------------------------------------------------------
+// The barrier-guarded bank over gRPC.
+
+struct BankInner {
+    bank: Bank,
+    xa_mysql: XaGrpcLocal<MySql>,
+    xa_pg: XaGrpcLocal<Postgres>,
+    executed: Mutex<HashMap<(String, String), usize>>,
+}
+
+/// The barrier-guarded bank as the gRPC services `busi.BankMysql` and `busi.BankPostgres`
+/// (cheap to clone). Every handler builds its barrier from the call's metadata
+/// ([`dtmgrpc::barrier_from_metadata`]); `TransOutXa`/`TransInXa` are XA branches
+/// ([`XaGrpcLocal`]). A debit below zero answers FAILURE; `TransOutResult` /
+/// `TransInResult` = `FAILURE` make the action/try fail after its write.
+#[derive(Clone)]
+pub struct GrpcBank(Arc<BankInner>);
+
+impl std::fmt::Debug for GrpcBank {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcBank").finish_non_exhaustive()
+    }
+}
+
+impl GrpcBank {
+    /// The gRPC bank on `bank`'s databases (see [`Bank::connect`]), registering XA branches
+    /// through `client`. `http` is only lent to the barrier crate's [`XaLocal`], which never
+    /// uses it for gRPC branches.
+    pub fn new(
+        bank: Bank,
+        client: DtmGrpcClient,
+        http: DtmClient,
+    ) -> Result<GrpcBank, crate::bank::BankError> {
+        let xa_mysql = XaGrpcLocal::new(
+            XaLocal::new(crate::bank::mysql_url().parse()?, http.clone()),
+            client.clone(),
+        );
+        let xa_pg = XaGrpcLocal::new(XaLocal::new(crate::bank::pg_url().parse()?, http), client);
+        Ok(GrpcBank(Arc::new(BankInner {
+            bank,
+            xa_mysql,
+            xa_pg,
+            executed: Mutex::new(HashMap::new()),
+        })))
+    }
+
+    /// The underlying bank (pools, accounts, balances, barrier rows).
+    pub fn bank(&self) -> &Bank {
+        &self.0.bank
+    }
+
+    /// How often the business of `handler` actually ran (committed or not) for `gid`.
+    pub fn executed(&self, gid: &str, handler: &str) -> usize {
+        self.lock()
+            .get(&(gid.to_string(), handler.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), usize>> {
+        self.0.executed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn count(&self, gid: &str, handler: &str) {
+        *self
+            .lock()
+            .entry((gid.to_string(), handler.to_string()))
+            .or_default() += 1;
+    }
+
+    /// Serves both services on 127.0.0.1 (port 0: a free one); returns `127.0.0.1:<port>`.
+    pub async fn serve(&self, port: u16) -> std::io::Result<String> {
+        let (listener, addr) = bind(port).await?;
+        let (m, p) = (
+            BankMysqlServer::new(self.clone()),
+            BankPostgresServer::new(self.clone()),
+        );
+        tokio::spawn(async move {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(m)
+                .add_service(p)
+                .serve_with_incoming(incoming)
+                .await
+            {
+                tracing::error!("grpc bank server stopped: {e}");
+            }
+        });
+        Ok(addr.to_string())
+    }
+
+    /// The branch URL of a bank method served at `base` (`<base>/busi.BankMysql/<handler>`).
+    pub fn url(base: &str, db: Db, handler: &str) -> String {
+        let service = match db {
+            Db::Mysql => "BankMysql",
+            Db::Postgres => "BankPostgres",
+        };
+        format!("{base}/busi.{service}/{handler}")
+    }
+
+    async fn handle<DB: GrpcBankDb>(
+        &self,
+        handler: &'static str,
+        request: Request<ReqGrpc>,
+    ) -> Result<Response<()>, Status> {
+        let result = self.run::<DB>(handler, request).await;
+        dtmgrpc::result_to_status(result).map(Response::new)
+    }
+
+    async fn run<DB: GrpcBankDb>(
+        &self,
+        handler: &'static str,
+        request: Request<ReqGrpc>,
+    ) -> dtmcli::Result<()> {
+        let bb = dtmgrpc::barrier_from_metadata(request.metadata())?;
+        let info = bb.info().clone();
+        let req = request.into_inner();
+        let pool = DB::pool(&self.0.bank);
+        let gid = info.gid.clone();
+        let (user, delta, forced) = match handler {
+            "TransOut" | "TransOutTry" | "TransOutXa" => {
+                (req.from_user, -req.amount, req.trans_out_result.as_str())
+            }
+            "TransOutCompensate" | "TransOutCancel" => (req.from_user, req.amount, ""),
+            "TransIn" | "TransInTry" | "TransInXa" => {
+                (req.to_user, req.amount, req.trans_in_result.as_str())
+            }
+            "TransInCompensate" | "TransInCancel" => (req.to_user, -req.amount, ""),
+            "TransOutConfirm" | "TransInConfirm" => (0, 0, ""),
+            "QueryPrepared" => return bb.query_prepared(pool).await.map_err(Into::into),
+            other => return Err(dtmcli::Error::invalid(format!("unknown handler {other}"))),
+        };
+        let fail = (forced == "FAILURE").then(|| format!("{handler} told to fail"));
+        let business = guarded::<DB>(self.clone(), gid, handler, user, delta, fail);
+        if handler.ends_with("Xa") {
+            DB::xa(self).handle(&info, business).await?;
+            return Ok(());
+        }
+        let out: BOutcome<()> = bb.call_with_pool(pool, business).await?;
+        tracing::debug!(handler, ?out, "grpc bank call");
+        Ok(())
+    }
+}
+
+/// The guarded business of a handler: counts its execution, adjusts the balance, and fails
+/// after the write when told to.
+fn guarded<DB: GrpcBankDb>(
+    bank: GrpcBank,
+    gid: String,
+    handler: &'static str,
+    user: i64,
+    delta: i64,
+    fail: Option<String>,
+) -> impl for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, dtm_barrier::Result<()>> + Send + 'static
+{
+    move |conn| {
+        bank.count(&gid, handler);
+        Box::pin(async move {
+            if delta != 0 {
+                DB::adjust(conn, user, delta).await?;
+            }
+            match fail {
+                Some(msg) => Err(BError::failure(msg)),
+                None => Ok(()),
+            }
+        })
+    }
+}
+
+/// The bank's SQL and resources per database.
+trait GrpcBankDb: XaDatabase {
+    fn pool(bank: &Bank) -> &Pool<Self>;
+    fn xa(bank: &GrpcBank) -> &XaGrpcLocal<Self>;
+    fn adjust(
+        conn: &mut Self::Connection,
+        user: i64,
+        delta: i64,
+    ) -> BoxFuture<'_, dtm_barrier::Result<()>>;
+}
+
+fn insufficient(user: i64) -> BError {
+    BError::failure(format!("account {user}: insufficient balance or unknown"))
+}
+
+impl GrpcBankDb for MySql {
+    fn pool(bank: &Bank) -> &Pool<Self> {
+        bank.mysql()
+    }
+    fn xa(bank: &GrpcBank) -> &XaGrpcLocal<Self> {
+        &bank.0.xa_mysql
+    }
+    fn adjust(
+        conn: &mut Self::Connection,
+        user: i64,
+        delta: i64,
+    ) -> BoxFuture<'_, dtm_barrier::Result<()>> {
+        Box::pin(async move {
+            let r = sqlx::query(&format!(
+                "update {ACCOUNTS} set balance = balance + ? where user_id = ? and balance + ? >= 0"
+            ))
+            .bind(delta)
+            .bind(user)
+            .bind(delta)
+            .execute(&mut *conn)
+            .await?;
+            if r.rows_affected() == 0 {
+                return Err(insufficient(user));
+            }
+            Ok(())
+        })
+    }
+}
+
+impl GrpcBankDb for Postgres {
+    fn pool(bank: &Bank) -> &Pool<Self> {
+        bank.pg()
+    }
+    fn xa(bank: &GrpcBank) -> &XaGrpcLocal<Self> {
+        &bank.0.xa_pg
+    }
+    fn adjust(
+        conn: &mut Self::Connection,
+        user: i64,
+        delta: i64,
+    ) -> BoxFuture<'_, dtm_barrier::Result<()>> {
+        Box::pin(async move {
+            let r = sqlx::query(&format!(
+                "update {ACCOUNTS} set balance = balance + $1 where user_id = $2 and balance + $1 >= 0"
+            ))
+            .bind(delta)
+            .bind(user)
+            .execute(&mut *conn)
+            .await?;
+            if r.rows_affected() == 0 {
+                return Err(insufficient(user));
+            }
+            Ok(())
+        })
+    }
+}
+
+macro_rules! bank_methods {
+    ($trait:ident, $db:ty, $($method:ident => $name:literal),* $(,)?) => {
+        #[tonic::async_trait]
+        impl $trait for GrpcBank {
+            $(
+                async fn $method(
+                    &self,
+                    request: Request<ReqGrpc>,
+                ) -> Result<Response<()>, Status> {
+                    self.handle::<$db>($name, request).await
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! bank_service {
+    ($trait:ident, $db:ty) => {
+        bank_methods! {
+            $trait, $db,
+            trans_out => "TransOut",
+            trans_out_compensate => "TransOutCompensate",
+            trans_in => "TransIn",
+            trans_in_compensate => "TransInCompensate",
+            trans_out_try => "TransOutTry",
+            trans_out_confirm => "TransOutConfirm",
+            trans_out_cancel => "TransOutCancel",
+            trans_in_try => "TransInTry",
+            trans_in_confirm => "TransInConfirm",
+            trans_in_cancel => "TransInCancel",
+            trans_out_xa => "TransOutXa",
+            trans_in_xa => "TransInXa",
+            query_prepared => "QueryPrepared",
+        }
+    };
+}
+
+bank_service!(BankMysql, MySql);
+bank_service!(BankPostgres, Postgres);

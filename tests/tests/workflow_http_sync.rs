@@ -1,0 +1,20 @@
+//! The workflow scenarios again, on a DTM server started with `UPDATE_BRANCH_SYNC=1`.
+
+mod support;
+mod workflow_common;
+
+fn setup() {
+    support::configure(dtm_examples::server::DtmServerConfig {
+        env: vec![("UPDATE_BRANCH_SYNC".into(), "1".into())],
+        ..Default::default()
+    });
+}
+
+workflow_tests!(
+    saga_success,
+    saga_rollback_skips_the_failed_branch,
+    tcc_commit,
+    resume_after_error,
+    resume_during_phase2,
+    finished_workflow_returns_its_result,
+);

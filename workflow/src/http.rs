@@ -1,0 +1,127 @@
+//! Recorded HTTP calls: a `reqwest-middleware` middleware.
+
+use http::Extensions;
+use reqwest::{Request, Response};
+use reqwest_middleware::{ClientWithMiddleware, Middleware, Next, RequestBuilder};
+
+use crate::wf::{StepOutcome, Wf};
+use dtmcli::{Error, Op};
+
+/// Records and replays the HTTP calls a workflow makes.
+///
+/// Install it once on the service's client
+/// (`reqwest_middleware::ClientBuilder::new(reqwest::Client::new()).with(WorkflowMiddleware).build()`).
+/// Requests that carry a [`Wf`] (see [`Wf::http`]) get the transaction info in their query
+/// (`gid`, `trans_type=workflow`, `branch_id`, `op`); during the branch's action the whole
+/// exchange is the branch's recorded step: 409 is a recorded failure, 425 and other
+/// non-200 answers are retryable errors (not recorded), 200 is recorded with its body, and a
+/// replay answers a synthetic 200 `application/json` response with the recorded body.
+/// Commit and rollback callbacks call live. Requests without a [`Wf`] pass untouched.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WorkflowMiddleware;
+
+impl Wf {
+    /// A request of `client` that belongs to this workflow's current branch.
+    pub fn http(
+        &self,
+        client: &ClientWithMiddleware,
+        method: reqwest::Method,
+        url: &str,
+    ) -> RequestBuilder {
+        client.request(method, url).with_extension(self.clone())
+    }
+}
+
+fn middleware_error(e: Error) -> reqwest_middleware::Error {
+    reqwest_middleware::Error::middleware(e)
+}
+
+fn synthetic(status: u16, body: Vec<u8>) -> reqwest_middleware::Result<Response> {
+    let resp = http::Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(body)
+        .map_err(|e| middleware_error(Error::invalid(format!("synthetic response: {e}"))))?;
+    Ok(Response::from(resp))
+}
+
+#[async_trait::async_trait]
+impl Middleware for WorkflowMiddleware {
+    async fn handle(
+        &self,
+        mut req: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        let Some(wf) = extensions.get::<Wf>().cloned() else {
+            return next.run(req, extensions).await;
+        };
+        let info = wf.trans_info();
+        {
+            let mut q = req.url_mut().query_pairs_mut();
+            q.append_pair("gid", &info.gid)
+                .append_pair("trans_type", "workflow")
+                .append_pair("branch_id", &info.branch_id)
+                .append_pair("op", info.op.as_str());
+        }
+        if info.op != Op::Action {
+            return next.run(req, extensions).await;
+        }
+        let mut label_url = req.url().clone();
+        label_url.set_query(None);
+        let label = format!("{} {}", req.method(), label_url);
+        let url = req.url().to_string();
+        let step = async {
+            let resp = match next.run(req, extensions).await {
+                Ok(r) => r,
+                Err(e) => return StepOutcome::Unrecorded(Error::other(e)),
+            };
+            let status = resp.status().as_u16();
+            let body = match resp.bytes().await {
+                Ok(b) => b.to_vec(),
+                Err(e) => {
+                    return StepOutcome::Unrecorded(Error::Transport {
+                        url: url.clone(),
+                        source: e,
+                    })
+                }
+            };
+            let text = String::from_utf8_lossy(&body).into_owned();
+            match status {
+                200 => StepOutcome::Ok(body),
+                409 => StepOutcome::Failed(text),
+                425 => StepOutcome::Unrecorded(Error::Ongoing(text)),
+                _ => StepOutcome::Unrecorded(Error::Status {
+                    url: url.clone(),
+                    status,
+                    body: text,
+                }),
+            }
+        };
+        match wf.recorded("http", &label, step).await {
+            Ok(body) => synthetic(200, body),
+            Err(e) => Err(middleware_error(e)),
+        }
+    }
+}
+
+/// The DTM error inside a middleware error, if the workflow middleware produced it (a
+/// recorded failure, ongoing, non-determinism...).
+pub fn dtm_error(e: &reqwest_middleware::Error) -> Option<&Error> {
+    match e {
+        reqwest_middleware::Error::Middleware(a) => a.downcast_ref::<Error>(),
+        reqwest_middleware::Error::Reqwest(_) => None,
+    }
+}
+
+/// Converts the error of a recorded HTTP call into the workflow's error: the DTM outcome
+/// it carries, or a retryable error.
+pub fn into_dtm_error(e: reqwest_middleware::Error) -> Error {
+    match e {
+        reqwest_middleware::Error::Middleware(a) => match a.downcast::<Error>() {
+            Ok(d) => d,
+            Err(a) => Error::other(std::io::Error::other(a.to_string())),
+        },
+        reqwest_middleware::Error::Reqwest(r) => Error::other(r),
+    }
+}

@@ -1,0 +1,88 @@
+//! # dtm-workflow: distributed transactions as plain code
+//!
+//! DTM's workflow mode: a workflow is an async function that runs branches one after the
+//! other (local steps, HTTP calls, gRPC calls, XA steps) and says how to undo or confirm
+//! each one. Every branch result is **recorded on the DTM server**; if the process dies,
+//! DTM calls the workflow back and the recorded results are **replayed** instead of calling
+//! the services again, so every effect happens once.
+//!
+//! ## A workflow end to end
+//!
+//! ```no_run
+//! use dtm_workflow::{Workflows, WorkflowMiddleware, Wf};
+//! use dtmcli::{DtmClient, Error};
+//! use reqwest::Method;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let dtm = DtmClient::new("http://localhost:36789/api/dtmsvr")?;
+//! // 1. One registry per service, with the URL DTM calls to resume workflows.
+//! let wfs = Workflows::http(dtm, "http://localhost:8081/api/workflow/resume");
+//! // 2. One HTTP client whose requests a workflow records and replays.
+//! let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(WorkflowMiddleware)
+//!     .build();
+//!
+//! // 3. Register the workflow at start-up.
+//! wfs.register("transfer", move |wf: Wf, input: Vec<u8>| {
+//!     let http = http.clone();
+//!     async move {
+//!         // Branch 01: debit, saga style: register its compensation first.
+//!         wf.new_branch()?;
+//!         let (h, body) = (http.clone(), input.clone());
+//!         wf.on_rollback(move |_info| async move {
+//!             let wf_less = h.post("http://bank-a/TransOutRevert").body(body).send().await;
+//!             wf_less.map(drop).map_err(dtm_workflow::into_dtm_error)
+//!         })?;
+//!         wf.http(&http, Method::POST, "http://bank-a/TransOut")
+//!             .body(input.clone())
+//!             .send()
+//!             .await
+//!             .map_err(dtm_workflow::into_dtm_error)?;
+//!         // Branch 02: a local step, recorded too.
+//!         wf.new_branch()?;
+//!         wf.do_(|_info| async { Ok(b"credited".to_vec()) }).await?;
+//!         Ok(())
+//!     }
+//! })?;
+//!
+//! // 4. Serve the resume route (DTM calls it with GET or POST).
+//! let app = wfs.callback_router("/api/workflow/resume");
+//! # let _ = app;
+//!
+//! // 5. Run it. A Failure means it rolled back; Ongoing/other errors mean DTM will resume it.
+//! match wfs.execute("transfer", "gid-123", br#"{"amount":30}"#).await {
+//!     Ok(_) => println!("done"),
+//!     Err(Error::Failure(reason)) => println!("rolled back: {reason}"),
+//!     Err(e) => println!("unfinished, DTM resumes it: {e}"),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! What happens: `execute` asks DTM (`prepareWorkflow`) for the transaction and the steps it
+//! already recorded; the function runs; each recorded step either replays its record or
+//! runs and records its result (`registerBranch`, with `"sync":"1"` so that a default
+//! v1.19.0 server keeps it); a success runs the `on_commit` callbacks, a
+//! [`dtmcli::Error::Failure`] the `on_rollback` callbacks (newest first, each recorded);
+//! then the outcome is submitted. Ongoing and other errors leave the transaction for DTM,
+//! which calls the callback route until the workflow finishes.
+//!
+//! ## Beyond the Go SDK
+//! - Step records name their kind and target; a replay that asks for another step than the
+//!   recorded one fails with [`dtmcli::Error::NonDeterministic`] instead of returning the
+//!   wrong result, and so does a run that skips recorded steps.
+//! - Binary results are stored base64 so they survive DTM's JSON string field.
+//! - `tracing` spans `workflow_step` mark each step `replayed=true|false`.
+//!
+//! ## Feature flags
+//! - `axum` (default): [`Workflows::callback_router`].
+//! - `xa`: `Wf::do_xa` on MySQL/MariaDB and PostgreSQL through `dtm-barrier`'s XA.
+
+mod http;
+mod record;
+mod registry;
+mod transport;
+mod wf;
+
+pub use http::{dtm_error, into_dtm_error, WorkflowMiddleware};
+pub use registry::{WfOptions, Workflows};
+pub use wf::Wf;

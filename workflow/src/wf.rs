@@ -1,0 +1,383 @@
+//! The workflow context: branches, recorded steps and phase-2 callbacks.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use dtmcli::{BranchIdGen, Error, Op, Result, TransInfo, TransType};
+use futures_util::future::BoxFuture;
+use tracing::Instrument;
+
+use crate::record::{self, Record};
+use crate::registry::WfOptions;
+use crate::transport::Transport;
+
+/// A phase-2 callback.
+pub(crate) type Callback = Box<dyn FnOnce(TransInfo) -> BoxFuture<'static, Result<()>> + Send>;
+
+/// A step result recorded on the DTM server (`branch_id-op` → status and data).
+#[derive(Debug, Clone)]
+pub(crate) struct Progress {
+    pub(crate) status: String,
+    pub(crate) data: Vec<u8>,
+}
+
+struct State {
+    ids: BranchIdGen,
+    branch: String,
+    op: Op,
+    phase2: bool,
+    actions: HashSet<String>,
+    rollbacks: Vec<(String, Callback)>,
+    commits: Vec<(String, Callback)>,
+    consumed: HashSet<String>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) gid: String,
+    pub(crate) name: String,
+    pub(crate) transport: Transport,
+    pub(crate) options: WfOptions,
+    pub(crate) progress: HashMap<String, Progress>,
+    state: Mutex<State>,
+}
+
+/// The running workflow, handed to the workflow function. Cheap to clone.
+///
+/// Inside it, call [`Wf::new_branch`] before each branch, register its undo with
+/// [`Wf::on_rollback`] (saga style) or its second phase with [`Wf::on_commit`] /
+/// [`Wf::on_rollback`] (TCC style), then run its one recorded action: [`Wf::do_`] (local
+/// code), an HTTP call through a client with [`crate::WorkflowMiddleware`] and
+/// [`Wf::http`], a gRPC call through a channel wrapped in the gRPC layer, or an XA step.
+/// On a resumed run, every action already recorded on the DTM server returns its recorded
+/// result instead of running again.
+#[derive(Clone)]
+pub struct Wf(pub(crate) Arc<Inner>);
+
+impl std::fmt::Debug for Wf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wf")
+            .field("gid", &self.0.gid)
+            .field("name", &self.0.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a step produced, before it is recorded.
+pub(crate) enum StepOutcome {
+    /// Success with data.
+    Ok(Vec<u8>),
+    /// A recorded failure (roll back) with its message.
+    Failed(String),
+    /// Not recorded: ongoing or a retryable error.
+    Unrecorded(Error),
+}
+
+impl StepOutcome {
+    pub(crate) fn from_result(r: Result<Vec<u8>>) -> Self {
+        match r {
+            Ok(v) => StepOutcome::Ok(v),
+            Err(Error::Failure(m)) => StepOutcome::Failed(m),
+            Err(e) => StepOutcome::Unrecorded(e),
+        }
+    }
+}
+
+impl Wf {
+    pub(crate) fn new(
+        gid: String,
+        name: String,
+        transport: Transport,
+        options: WfOptions,
+        progress: HashMap<String, Progress>,
+    ) -> Self {
+        Wf(Arc::new(Inner {
+            gid,
+            name,
+            transport,
+            options,
+            progress,
+            state: Mutex::new(State {
+                ids: BranchIdGen::new(""),
+                branch: String::new(),
+                op: Op::Action,
+                phase2: false,
+                actions: HashSet::new(),
+                rollbacks: Vec::new(),
+                commits: Vec::new(),
+                consumed: HashSet::new(),
+            }),
+        }))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The global id.
+    pub fn gid(&self) -> &str {
+        &self.0.gid
+    }
+
+    /// The workflow's registered name.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The current branch id (`01`, `02`...; empty before the first [`Wf::new_branch`]).
+    pub fn branch_id(&self) -> String {
+        self.state().branch.clone()
+    }
+
+    /// The current op: `action` while the workflow function runs, `commit` / `rollback`
+    /// inside phase-2 callbacks.
+    pub fn op(&self) -> Op {
+        self.state().op.clone()
+    }
+
+    /// The transaction info of the current branch and op (what a barrier or a branch
+    /// service receives).
+    pub fn trans_info(&self) -> TransInfo {
+        let s = self.state();
+        let mut info = TransInfo::new(
+            self.0.gid.clone(),
+            TransType::Workflow,
+            s.branch.clone(),
+            s.op.clone(),
+        );
+        info.dtm = Some(self.0.transport.server());
+        info
+    }
+
+    /// True when the current branch's action is recorded and will be replayed.
+    pub fn is_replaying(&self) -> bool {
+        let s = self.state();
+        self.0
+            .progress
+            .contains_key(&format!("{}-{}", s.branch, s.op))
+    }
+
+    /// Starts the next branch (`01`, `02`...). Not allowed inside phase-2 callbacks.
+    pub fn new_branch(&self) -> Result<()> {
+        let mut s = self.state();
+        if s.phase2 {
+            return Err(Error::invalid(
+                "new_branch is not allowed in a commit/rollback callback",
+            ));
+        }
+        s.branch = s.ids.new_sub_branch_id()?;
+        s.op = Op::Action;
+        Ok(())
+    }
+
+    fn current_branch(&self, what: &str) -> Result<String> {
+        let s = self.state();
+        if s.phase2 {
+            return Err(Error::invalid(format!(
+                "{what} is not allowed in a commit/rollback callback"
+            )));
+        }
+        if s.branch.is_empty() {
+            return Err(Error::invalid(format!("call new_branch before {what}")));
+        }
+        Ok(s.branch.clone())
+    }
+
+    /// Registers the current branch's rollback: it runs, as a recorded step, when the
+    /// workflow fails (returns [`Error::Failure`]), in reverse order of registration. By
+    /// default a branch whose own action failed is not rolled back (see
+    /// [`WfOptions::compensate_error_branch`]). At most one per branch.
+    pub fn on_rollback<F, Fut>(&self, f: F) -> Result<()>
+    where
+        F: FnOnce(TransInfo) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        let branch = self.current_branch("on_rollback")?;
+        let mut s = self.state();
+        if s.rollbacks.iter().any(|(b, _)| *b == branch) {
+            return Err(Error::invalid(format!(
+                "branch {branch} already has a rollback"
+            )));
+        }
+        s.rollbacks
+            .push((branch, Box::new(move |info| Box::pin(f(info)))));
+        Ok(())
+    }
+
+    /// Registers the current branch's commit: it runs, as a recorded step, when the
+    /// workflow succeeds, in reverse order of registration. At most one per branch.
+    pub fn on_commit<F, Fut>(&self, f: F) -> Result<()>
+    where
+        F: FnOnce(TransInfo) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        let branch = self.current_branch("on_commit")?;
+        let mut s = self.state();
+        if s.commits.iter().any(|(b, _)| *b == branch) {
+            return Err(Error::invalid(format!(
+                "branch {branch} already has a commit"
+            )));
+        }
+        s.commits
+            .push((branch, Box::new(move |info| Box::pin(f(info)))));
+        Ok(())
+    }
+
+    /// Registers `f` both as commit and as rollback of the current branch; its second
+    /// argument says which (`true` for rollback).
+    pub fn on_finish<F, Fut>(&self, f: F) -> Result<()>
+    where
+        F: Fn(TransInfo, bool) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let g = f.clone();
+        self.on_rollback(move |info| g(info, true))?;
+        self.on_commit(move |info| f(info, false))
+    }
+
+    /// Runs `f` as the current branch's recorded local action: on a resumed run its
+    /// recorded result (or failure) comes back without running `f` again. `f` receives the
+    /// transaction info, from which a barrier can be built.
+    pub async fn do_<F, Fut>(&self, f: F) -> Result<Vec<u8>>
+    where
+        F: FnOnce(TransInfo) -> Fut,
+        Fut: Future<Output = Result<Vec<u8>>>,
+    {
+        let info = self.trans_info();
+        self.recorded("local", "", async move {
+            StepOutcome::from_result(f(info).await)
+        })
+        .await
+    }
+
+    /// The core of every recorded step of the current branch and op.
+    pub(crate) async fn recorded<Fut>(&self, kind: &str, label: &str, step: Fut) -> Result<Vec<u8>>
+    where
+        Fut: Future<Output = StepOutcome>,
+    {
+        let (branch, op) = {
+            let mut s = self.state();
+            if s.branch.is_empty() {
+                return Err(Error::invalid("call new_branch before a recorded step"));
+            }
+            let key = format!("{}-{}", s.branch, s.op);
+            let branch = s.branch.clone();
+            if s.op == Op::Action && !s.actions.insert(branch) {
+                return Err(Error::invalid(format!(
+                    "branch {} already has its one recorded action; call new_branch first",
+                    s.branch
+                )));
+            }
+            s.consumed.insert(key);
+            (s.branch.clone(), s.op.clone())
+        };
+        let key = format!("{branch}-{op}");
+        let span = tracing::info_span!("workflow_step", gid = %self.0.gid, branch_id = %branch, op = %op, kind, replayed = tracing::field::Empty);
+        let result = async {
+            if let Some(p) = self.0.progress.get(&key) {
+                tracing::Span::current().record("replayed", true);
+                return self.replay(&key, kind, label, p);
+            }
+            tracing::Span::current().record("replayed", false);
+            let outcome = step.await;
+            let (status, payload, result) = match outcome {
+                StepOutcome::Ok(v) => ("succeed", v.clone(), Ok(v)),
+                StepOutcome::Failed(m) => {
+                    ("failed", m.clone().into_bytes(), Err(Error::Failure(m)))
+                }
+                StepOutcome::Unrecorded(e) => return Err(e),
+            };
+            self.0
+                .transport
+                .record(
+                    &self.0.gid,
+                    &branch,
+                    op.as_str(),
+                    status,
+                    record::encode(kind, label, &payload),
+                )
+                .await?;
+            result
+        }
+        .instrument(span)
+        .await;
+        if matches!(&result, Err(Error::Failure(_))) && !self.0.options.compensate_error_branch {
+            let mut s = self.state();
+            if s.rollbacks.last().is_some_and(|(b, _)| *b == branch) {
+                s.rollbacks.pop();
+            }
+        }
+        result
+    }
+
+    fn replay(&self, key: &str, kind: &str, label: &str, p: &Progress) -> Result<Vec<u8>> {
+        let rec: Record = record::decode(&p.data);
+        if let Some(k) = &rec.kind {
+            if k != kind || rec.label != label {
+                return Err(Error::NonDeterministic(format!(
+                    "workflow {} gid {}: step {key} was recorded as {k} {:?}, the code now asks for {kind} {label:?}",
+                    self.0.name, self.0.gid, rec.label
+                )));
+            }
+        }
+        tracing::debug!(key, "replaying recorded step");
+        match p.status.as_str() {
+            "succeed" => Ok(rec.payload),
+            "failed" => Err(Error::Failure(
+                String::from_utf8_lossy(&rec.payload).into_owned(),
+            )),
+            other => Err(Error::NonDeterministic(format!(
+                "step {key} has an unexpected recorded status {other:?}"
+            ))),
+        }
+    }
+
+    /// Recorded actions the code did not ask for on this run (a replay that took fewer or
+    /// other branches than the record holds).
+    pub(crate) fn unconsumed_actions(&self) -> Vec<String> {
+        let s = self.state();
+        let mut v: Vec<String> = self
+            .0
+            .progress
+            .keys()
+            .filter(|k| k.ends_with("-action") && !s.consumed.contains(*k))
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Phase 2: the commit (`rollback == false`) or rollback callbacks, newest first, each a
+    /// recorded step of its branch.
+    pub(crate) async fn phase2(&self, rollback: bool) -> Result<()> {
+        let callbacks = {
+            let mut s = self.state();
+            s.phase2 = true;
+            s.op = if rollback { Op::Rollback } else { Op::Commit };
+            if rollback {
+                std::mem::take(&mut s.rollbacks)
+            } else {
+                std::mem::take(&mut s.commits)
+            }
+        };
+        let kind = if rollback { "rollback" } else { "commit" };
+        for (branch, f) in callbacks.into_iter().rev() {
+            self.state().branch = branch;
+            let info = self.trans_info();
+            let r = self
+                .recorded(kind, "", async move {
+                    match f(info).await {
+                        Ok(()) => StepOutcome::Ok(Vec::new()),
+                        Err(Error::Failure(m)) => StepOutcome::Unrecorded(Error::invalid(format!(
+                            "a {kind} callback must not fail for good (it returned FAILURE: {m}); it will be retried"
+                        ))),
+                        Err(e) => StepOutcome::Unrecorded(e),
+                    }
+                })
+                .await;
+            r?;
+        }
+        Ok(())
+    }
+}
