@@ -269,3 +269,64 @@ pub fn grpc_bank_env() -> &'static GrpcBankEnv {
 pub fn grpc_bank_url(db: dtm_examples::bank::Db, handler: &str) -> String {
     dtm_examples::grpc_busi::GrpcBank::url(&grpc_bank_env().base, db, handler)
 }
+
+/// Two fresh accounts (from, to) with the given balances in the gRPC bank's database.
+pub async fn gbank_accounts(db: dtm_examples::bank::Db, from: i64, to: i64) -> (i64, i64) {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static N: AtomicI64 = AtomicI64::new(0);
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0);
+    // Apart from the HTTP bank tests' ids (which stay below 2^53 / 10).
+    let a = 7_000_000_000_000_000
+        + (std::process::id() as i64 % 10_000) * 100_000_000_000
+        + (micros % 1_000_000) * 10_000
+        + N.fetch_add(2, Ordering::Relaxed);
+    let b = a + 1;
+    let bank = grpc_bank_env().bank.bank().clone();
+    on_env(async move {
+        bank.open_account(db, a, from).await.expect("open account");
+        bank.open_account(db, b, to).await.expect("open account");
+    })
+    .await;
+    (a, b)
+}
+
+/// An account's balance in the gRPC bank's database.
+pub async fn gbank_balance(db: dtm_examples::bank::Db, user: i64) -> i64 {
+    let bank = grpc_bank_env().bank.bank().clone();
+    on_env(async move { bank.balance(db, user).await.expect("balance") }).await
+}
+
+/// The barrier rows of `gid` (sorted), as `trans_type/branch_id/op/barrier_id/reason`.
+pub async fn gbank_rows(db: dtm_examples::bank::Db, gid: &str) -> Vec<String> {
+    let gid = gid.to_string();
+    let bank = grpc_bank_env().bank.bank().clone();
+    let mut rows = on_env(async move { bank.barrier_rows(db, &gid).await.expect("rows") }).await;
+    rows.sort();
+    rows
+}
+
+/// How often the gRPC bank's business of `handler` ran for `gid`.
+pub fn gbank_executed(gid: &str, handler: &str) -> usize {
+    grpc_bank_env().bank.executed(gid, handler)
+}
+
+/// Calls a gRPC branch directly, as DTM would (transaction info as metadata, `req`'s
+/// bytes as the message).
+pub async fn grpc_call(
+    url: &str,
+    info: &dtmcli::TransInfo,
+    req: &impl prost::Message,
+) -> dtmcli::Result<()> {
+    grpc_dtm()
+        .call_branch_raw(
+            url,
+            info,
+            &std::collections::BTreeMap::new(),
+            req.encode_to_vec().into(),
+        )
+        .await
+        .map(drop)
+}

@@ -1,0 +1,65 @@
+//! A workflow whose process is killed (SIGKILL) between two steps completes in a new
+//! process, when DTM calls it back, with every business effect applied exactly once.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+fn child(args: &[&str]) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wf_crash_child"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn child");
+    let out = c.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (c, rx)
+}
+
+fn wait_line(rx: &std::sync::mpsc::Receiver<String>, want: &str) {
+    loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) if l.starts_with(want) => return,
+            Ok(_) => {}
+            Err(e) => panic!("child never printed {want}: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn killed_between_two_steps_then_resumed_by_dtm() {
+    let dtm = dtm();
+    let gid = gid("wf-crash");
+    let port = dtm_examples::server::free_port().unwrap().to_string();
+    let base = env().base.clone();
+    let dtm_url = env().server.http_url();
+
+    let (mut first, rx) = child(&["run", &dtm_url, &port, &base, &gid]);
+    wait_line(&rx, "STEP1_DONE");
+    first.kill().expect("SIGKILL");
+    let status = first.wait().unwrap();
+    assert!(!status.success(), "killed: {status:?}");
+    assert_eq!(busi().handlers(&gid), ["TransOut"]);
+    let q = dtm.query(&gid).await.unwrap();
+    assert_eq!(q.transaction.as_ref().unwrap().status, "prepared");
+    assert_eq!(branch_rows(&q), ["01/action=succeed"], "step 1 was recorded before the crash");
+
+    // A new process on the same callback address; DTM resumes the workflow there.
+    let (mut second, rx2) = child(&["serve", &dtm_url, &port, &base]);
+    wait_line(&rx2, "READY");
+    wait_status(&dtm, &gid, "succeed").await;
+    let _ = second.kill();
+    let _ = second.wait();
+    // Every effect exactly once: step 1 was replayed, not re-sent.
+    assert_eq!(busi().handlers(&gid), ["TransOut", "TransIn"]);
+}
