@@ -167,11 +167,21 @@ pub enum Registration {
 /// XA local transactions on one database: connection settings for the dedicated phase-1
 /// connections, the barrier table, and a DTM client (its connection pool) for registering
 /// branches.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct XaLocal<DB: XaDatabase> {
     connect: <DB::Connection as Connection>::Options,
     config: BarrierConfig,
     dtm: DtmClient,
+}
+
+impl<DB: XaDatabase> Clone for XaLocal<DB> {
+    fn clone(&self) -> Self {
+        XaLocal {
+            connect: self.connect.clone(),
+            config: self.config.clone(),
+            dtm: self.dtm.clone(),
+        }
+    }
 }
 
 impl<DB: XaDatabase> XaLocal<DB> {

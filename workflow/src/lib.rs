@@ -82,6 +82,8 @@ mod record;
 mod registry;
 mod transport;
 mod wf;
+#[cfg(feature = "xa")]
+mod xa;
 
 pub use http::{dtm_error, into_dtm_error, WorkflowMiddleware};
 pub use registry::{WfOptions, Workflows};

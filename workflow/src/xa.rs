@@ -1,0 +1,73 @@
+//! `Wf::do_xa`: an XA local transaction as a workflow branch.
+
+use dtm_barrier::xa::{Registration, XaDatabase, XaLocal};
+use dtmcli::{Error, Op, Result};
+use futures_util::future::BoxFuture;
+
+use crate::wf::{StepOutcome, Wf};
+
+impl Wf {
+    /// Runs `busi` as the current branch's recorded action inside an XA local transaction
+    /// on `xa`'s database (xid `<gid>-<branch_id>`, barrier trans_type `workflow`), prepared
+    /// but not committed; the branch then commits it when the workflow succeeds and rolls it
+    /// back when it fails.
+    ///
+    /// Inside the XA transaction, before prepare, a marker record (op `business`) is written
+    /// to DTM. On a resumed run, a marker without a recorded action means the process died
+    /// between prepare and recording: the step fails (FAILURE) and the workflow rolls back,
+    /// as in the Go SDK.
+    pub async fn do_xa<DB, F>(&self, xa: &XaLocal<DB>, busi: F) -> Result<Vec<u8>>
+    where
+        DB: XaDatabase,
+        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, dtm_barrier::Result<Vec<u8>>>
+            + Send,
+    {
+        let branch = self.branch_id();
+        let marker = self.0.progress.contains_key(&format!("{branch}-business"));
+        let acted = self.0.progress.contains_key(&format!("{branch}-action"));
+        let info = self.trans_info();
+        let wf = self.clone();
+        let res = self
+            .recorded("xa", "", async move {
+                if marker && !acted {
+                    return StepOutcome::Failed(
+                        "error occur at prepare, not resumable, to rollback".into(),
+                    );
+                }
+                let marker_info = info.clone();
+                let r = xa
+                    .phase1(&info, Registration::None, move |conn| {
+                        let business = busi(conn);
+                        Box::pin(async move {
+                            let v = business.await?;
+                            wf.0.transport
+                                .record(
+                                    &marker_info.gid,
+                                    &marker_info.branch_id,
+                                    Op::Business.as_str(),
+                                    "succeed",
+                                    String::new(),
+                                )
+                                .await?;
+                            Ok(v)
+                        })
+                    })
+                    .await;
+                StepOutcome::from_result(r.map_err(Error::from))
+            })
+            .await;
+        for commit in [true, false] {
+            let xa = xa.clone();
+            let f = move |info: dtmcli::TransInfo| async move {
+                xa.phase2(&info).await.map_err(Error::from)
+            };
+            let added = if commit {
+                self.on_commit(f)
+            } else {
+                self.on_rollback(f)
+            };
+            added?;
+        }
+        res
+    }
+}
