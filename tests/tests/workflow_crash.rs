@@ -52,7 +52,11 @@ async fn killed_between_two_steps_then_resumed_by_dtm() {
     assert_eq!(busi().handlers(&gid), ["TransOut"]);
     let q = dtm.query(&gid).await.unwrap();
     assert_eq!(q.transaction.as_ref().unwrap().status, "prepared");
-    assert_eq!(branch_rows(&q), ["01/action=succeed"], "step 1 was recorded before the crash");
+    assert_eq!(
+        branch_rows(&q),
+        ["01/action=succeed"],
+        "step 1 was recorded before the crash"
+    );
 
     // A new process on the same callback address; DTM resumes the workflow there.
     let (mut second, rx2) = child(&["serve", &dtm_url, &port, &base]);
