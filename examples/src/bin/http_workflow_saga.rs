@@ -1,0 +1,79 @@
+//! Workflow, saga style, over HTTP: each branch registers its compensation, then calls the
+//! bank through the recording HTTP client. The second run's credit fails, so the first
+//! branch is compensated (the failed branch itself is not).
+
+use dtm_examples::busi::BusiReq;
+use dtm_examples::demo::{Demo, DemoError};
+use dtm_workflow::{into_dtm_error, Wf, WorkflowMiddleware, Workflows};
+use reqwest::Method;
+use reqwest_middleware::ClientWithMiddleware;
+
+async fn call(wf: &Wf, http: &ClientWithMiddleware, url: &str, body: &[u8]) -> dtmcli::Result<()> {
+    let resp = wf
+        .http(http, Method::POST, url)
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .send()
+        .await
+        .map_err(into_dtm_error)?;
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.map_err(dtmcli::Error::other)?;
+    dtmcli::branch::http_result(url, status, &body)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), DemoError> {
+    let d = Demo::start().await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let wfs = Workflows::http(
+        d.dtm.clone(),
+        format!("http://{}/workflow/resume", listener.local_addr()?),
+    );
+    let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(WorkflowMiddleware)
+        .build();
+    let base = d.base.clone();
+    wfs.register("transfer", move |wf: Wf, input: Vec<u8>| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            for (action, revert) in [("TransOut", "TransOutRevert"), ("TransIn", "TransInRevert")] {
+                wf.new_branch()?;
+                let (wf2, h, url, body) = (
+                    wf.clone(),
+                    http.clone(),
+                    format!("{base}/{revert}"),
+                    input.clone(),
+                );
+                wf.on_rollback(move |_| async move { call(&wf2, &h, &url, &body).await })?;
+                call(&wf, &http, &format!("{base}/{action}"), &input).await?;
+            }
+            Ok(())
+        }
+    })?;
+    let app = wfs.callback_router("/workflow/resume");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    for fail in [false, true] {
+        let gid = d.dtm.new_gid().await?;
+        let req = BusiReq {
+            amount: 30,
+            trans_in_result: if fail {
+                "FAILURE".into()
+            } else {
+                String::new()
+            },
+            ..Default::default()
+        };
+        println!(
+            "== workflow {gid}{}",
+            if fail { " (the credit fails)" } else { "" }
+        );
+        let r = wfs
+            .execute("transfer", &gid, &serde_json::to_vec(&req)?)
+            .await;
+        println!("   execute returned {r:?}");
+        d.tell(&gid).await?;
+        println!();
+    }
+    Ok(())
+}
