@@ -75,8 +75,13 @@
 //!
 //! ## Feature flags
 //! - `axum` (default): [`Workflows::callback_router`].
+//! - `grpc`: workflows over gRPC (`Workflows::grpc`), the `workflow.Workflow/Execute`
+//!   service (`Workflows::grpc_service`), and `WorkflowLayer`, which records and replays
+//!   the gRPC calls of a workflow on a tonic channel.
 //! - `xa`: `Wf::do_xa` on MySQL/MariaDB and PostgreSQL through `dtm-barrier`'s XA.
 
+#[cfg(feature = "grpc")]
+mod grpc;
 mod http;
 mod record;
 mod registry;
@@ -85,6 +90,8 @@ mod wf;
 #[cfg(feature = "xa")]
 mod xa;
 
+#[cfg(feature = "grpc")]
+pub use grpc::{ExecuteService, WorkflowGrpc, WorkflowLayer};
 pub use http::{dtm_error, into_dtm_error, WorkflowMiddleware};
 pub use registry::{WfOptions, Workflows};
 pub use wf::Wf;

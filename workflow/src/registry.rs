@@ -11,6 +11,32 @@ use futures_util::future::BoxFuture;
 use crate::transport::Transport;
 use crate::wf::{Progress, Wf};
 
+/// Where a gRPC workflow keeps a copy of its result.
+const RESULT_BRANCH: &str = "00";
+const RESULT_OP: &str = "result";
+
+/// The result of a finished workflow: DTM's `result` (HTTP), or the copy kept as a step
+/// record (gRPC).
+fn stored_result(p: &crate::transport::Prepared) -> Result<Vec<u8>> {
+    if p.result.is_empty() {
+        if let Some(s) = p
+            .steps
+            .iter()
+            .find(|s| s.branch_id == RESULT_BRANCH && s.op == RESULT_OP)
+        {
+            return Ok(crate::record::decode(&s.data).payload);
+        }
+        return Ok(Vec::new());
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(p.result.as_bytes())
+        .map_err(|e| Error::Decode {
+            url: "prepareWorkflow".into(),
+            reason: format!("result is not base64: {e}"),
+            body: p.result.clone(),
+        })
+}
+
 type WfFn = Arc<dyn Fn(Wf, Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>>> + Send + Sync>;
 
 /// Options of one registered workflow.
@@ -69,6 +95,21 @@ impl Workflows {
         }
         fns.insert(name.to_string(), Registered { f, options });
         Ok(())
+    }
+
+    /// Workflows over gRPC: `dtm` is the DTM gRPC client, `service_addr` this service's
+    /// gRPC address (`host:port`) where [`Workflows::grpc_service`] is served; DTM calls
+    /// `<service_addr>/workflow.Workflow/Execute` to resume a workflow.
+    #[cfg(feature = "grpc")]
+    pub fn grpc(dtm: dtmgrpc::DtmGrpcClient, service_addr: &str) -> Self {
+        Workflows(Arc::new(Inner {
+            transport: Transport::Grpc(dtm),
+            callback: format!(
+                "{}/workflow.Workflow/Execute",
+                service_addr.trim_end_matches('/')
+            ),
+            fns: RwLock::new(HashMap::new()),
+        }))
     }
 
     /// Registers a workflow without a result.
@@ -136,30 +177,20 @@ impl Workflows {
         };
         req.custom_data = serde_json::json!({ "data": data, "name": name }).to_string();
         let prepared = self.0.transport.prepare_workflow(&req).await?;
-        if let Some(t) = &prepared.transaction {
-            match t.status() {
-                TransStatus::Succeed => {
-                    return base64::engine::general_purpose::STANDARD
-                        .decode(t.result.as_bytes())
-                        .map_err(|e| Error::Decode {
-                            url: "prepareWorkflow".into(),
-                            reason: format!("result is not base64: {e}"),
-                            body: t.result.clone(),
-                        });
-                }
-                TransStatus::Failed => return Err(Error::Failure(t.rollback_reason.clone())),
-                _ => {}
-            }
+        match TransStatus::parse(&prepared.status) {
+            TransStatus::Succeed => return stored_result(&prepared),
+            TransStatus::Failed => return Err(Error::Failure(prepared.rollback_reason.clone())),
+            _ => {}
         }
         let progress: HashMap<String, Progress> = prepared
-            .progresses
+            .steps
             .into_iter()
             .map(|b| {
                 (
                     format!("{}-{}", b.branch_id, b.op),
                     Progress {
                         status: b.status,
-                        data: b.bin_data,
+                        data: b.data,
                     },
                 )
             })
@@ -204,6 +235,20 @@ impl Workflows {
                 base64::engine::general_purpose::STANDARD.encode(&result),
             ),
         ]);
+        if status == "succeed" && self.0.transport.protocol() == "grpc" {
+            // DTM's gRPC prepareWorkflow never returns the stored result (§7.10): keep a
+            // copy as a step record, so executing the finished workflow again returns it.
+            self.0
+                .transport
+                .record(
+                    gid,
+                    RESULT_BRANCH,
+                    RESULT_OP,
+                    "succeed",
+                    crate::record::encode("result", "", &result),
+                )
+                .await?;
+        }
         self.0.transport.submit(&submit).await?;
         tracing::info!(gid, name, status, "workflow finished");
         outcome
