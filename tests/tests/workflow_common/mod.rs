@@ -430,6 +430,7 @@ pub async fn unknown_and_duplicate_names_are_errors() {
     assert!(e.to_string().contains("already registered"), "{e}");
 }
 
+/// One `#[tokio::test]` per named scenario, each calling `setup()` first.
 #[macro_export]
 macro_rules! workflow_tests {
     ($($name:ident),* $(,)?) => {
