@@ -146,6 +146,15 @@ impl BranchBarrier {
 
     /// The op whose row a call of this op must also insert (try for cancel, action for
     /// compensate and rollback), as a string.
+    #[cfg_attr(
+        not(any(
+            feature = "mysql",
+            feature = "postgres",
+            feature = "redis",
+            feature = "mongodb"
+        )),
+        allow(dead_code)
+    )]
     pub(crate) fn origin_op(&self) -> Option<&'static str> {
         match self.info.op.origin() {
             Some(Op::Try) => Some("try"),
@@ -155,6 +164,15 @@ impl BranchBarrier {
     }
 
     /// The row for `op` with barrier id `bid` and reason = this request's op.
+    #[cfg_attr(
+        not(any(
+            feature = "mysql",
+            feature = "postgres",
+            feature = "redis",
+            feature = "mongodb"
+        )),
+        allow(dead_code)
+    )]
     pub(crate) fn row<'a>(&'a self, op: &'a str, bid: &'a str) -> BarrierRow<'a> {
         BarrierRow {
             trans_type: self.info.trans_type.as_str(),
@@ -167,6 +185,15 @@ impl BranchBarrier {
     }
 
     /// True when this request is the msg back-check / DoAndSubmit (`op == msg`).
+    #[cfg_attr(
+        not(any(
+            feature = "mysql",
+            feature = "postgres",
+            feature = "redis",
+            feature = "mongodb"
+        )),
+        allow(dead_code)
+    )]
     pub(crate) fn is_msg(&self) -> bool {
         self.info.op == Op::Msg
     }

@@ -18,8 +18,8 @@
 //! - Branch services: [`trans_info_from_metadata`] (the `dtm-*` metadata DTM sends),
 //!   [`result_to_status`] (failure → `Aborted`, ongoing → `FailedPrecondition`, anything
 //!   else retryable), and `barrier_from_metadata` (feature `barrier`).
-//! - [`parse_branch_url`]: `host:port/package.Service/Method`.
-//! - [`pb`]: the generated messages and stubs, compiled from `.proto` files written from
+//! - [`parse_branch_url`] splits `host:port/package.Service/Method` as DTM does.
+//! - [`pb`] holds the generated messages and stubs, compiled from `.proto` files written from
 //!   DTM's field tables (no `protoc` needed: the build uses `protox`).
 //!
 //! Errors are [`dtmcli::Error`]: DTM's `Aborted` is [`dtmcli::Error::Failure`],
@@ -40,7 +40,7 @@
 //! ## Feature flags
 //! - `tls`: TLS to the DTM server (tonic with rustls/ring and the system's roots):
 //!   `DtmGrpcClientBuilder::tls_config`.
-//! - `barrier`: `barrier_from_metadata`, a [`dtm_barrier::BranchBarrier`] from the metadata
+//! - `barrier`: `barrier_from_metadata`, a `dtm_barrier::BranchBarrier` from the metadata
 //!   of an incoming call.
 //! - `mysql`, `postgres`: `xa::XaGrpcLocal`, XA branches over gRPC on MySQL/MariaDB or
 //!   PostgreSQL (implies `barrier`).

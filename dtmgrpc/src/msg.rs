@@ -136,7 +136,7 @@ impl Msg {
     ///
     /// 1. `prepare(query_prepared)`; an error is returned as is.
     /// 2. `busi(info)` runs the local transaction (typically guarded by a barrier row).
-    /// 3. If it returned an error other than [`Error::Failure`], the outcome of the local
+    /// 3. If it returned an error other than [`dtmcli::Error::Failure`], the outcome of the local
     ///    transaction is unknown, so the `query_prepared` branch is called (empty message,
     ///    `op msg`), as DTM itself would.
     /// 4. On a failure from either, the message is aborted; on success it is submitted;

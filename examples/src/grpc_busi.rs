@@ -633,3 +633,82 @@ macro_rules! bank_service {
 
 bank_service!(BankMysql, MySql);
 bank_service!(BankPostgres, Postgres);
+
+// ---------------------------------------------------------------------------------------
+// The scenario harness of the `grpc_*` examples.
+
+/// A running gRPC scenario environment: a real DTM server and the HTTP bank service
+/// ([`crate::demo::Demo`]), plus a gRPC client of DTM and the gRPC [`GrpcBusi`] service.
+#[derive(Debug)]
+pub struct GrpcDemo {
+    /// DTM and the HTTP bank service.
+    pub demo: crate::demo::Demo,
+    /// A gRPC client of the DTM server.
+    pub dtm: DtmGrpcClient,
+    /// The gRPC business service.
+    pub busi: GrpcBusi,
+}
+
+impl GrpcDemo {
+    /// Starts DTM, the HTTP bank service and the gRPC business service.
+    pub async fn start() -> Result<GrpcDemo, crate::demo::DemoError> {
+        let demo = crate::demo::Demo::start().await?;
+        let dtm = DtmGrpcClient::new(demo.server.grpc_addr())?;
+        println!("   DTM gRPC API at {}", dtm.target());
+        let busi = GrpcBusi::new(dtm.clone());
+        let base = busi.serve(0).await?;
+        println!("   gRPC business service busi.Busi at {base}\n");
+        Ok(GrpcDemo { demo, dtm, busi })
+    }
+
+    /// The branch URL of a `busi.Busi` method.
+    pub fn url(&self, handler: &str) -> String {
+        self.busi.url(handler)
+    }
+
+    /// Waits for the final status and prints the gRPC (and HTTP) branch calls and the
+    /// outcome.
+    pub async fn tell(&self, gid: &str) -> Result<dtmcli::QueryResult, crate::demo::DemoError> {
+        let q = self.demo.finish(gid).await?;
+        println!("   gRPC branches called, in order:");
+        for (i, c) in self.busi.calls(gid).iter().enumerate() {
+            let (bid, op) = c
+                .info
+                .as_ref()
+                .map(|i| (i.branch_id.clone(), i.op.to_string()))
+                .unwrap_or_default();
+            let headers: Vec<String> = c
+                .metadata
+                .iter()
+                .filter(|(k, _)| k.starts_with("x-") || k.starts_with("test"))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            println!(
+                "     {}. {:<17} branch {bid:<5} op {op:<10} -> {:?} {}",
+                i + 1,
+                c.handler,
+                c.outcome,
+                headers.join(" ")
+            );
+        }
+        let http = self.demo.busi.calls(gid);
+        if !http.is_empty() {
+            println!("   HTTP branches called:");
+            for c in http {
+                println!(
+                    "     {} {} ({} bytes of protobuf)",
+                    c.method,
+                    c.handler,
+                    c.body.len()
+                );
+            }
+        }
+        if let Some(t) = &q.transaction {
+            println!("   final status reported by DTM: {}", t.status);
+            if !t.rollback_reason.is_empty() {
+                println!("   rollback reason: {}", t.rollback_reason);
+            }
+        }
+        Ok(q)
+    }
+}

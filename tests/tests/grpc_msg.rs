@@ -256,10 +256,7 @@ async fn topic_subscribers_receive_the_message() {
     );
     dtm.unsubscribe(&topic, &grpc_url("TransIn")).await.unwrap();
     dtm.unsubscribe(&topic, &url("TransIn")).await.unwrap();
-    let err = dtm
-        .unsubscribe(&topic, &url("TransIn"))
-        .await
-        .unwrap_err();
+    let err = dtm.unsubscribe(&topic, &url("TransIn")).await.unwrap_err();
     assert!(matches!(err, Error::Grpc { .. }), "{err}");
     dtm.delete_topic(&topic).await.unwrap();
 }

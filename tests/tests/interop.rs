@@ -131,7 +131,9 @@ async fn recorder() -> (Recorder, dtmcli::DtmClient) {
 }
 
 fn keys(v: &Value) -> Vec<String> {
-    v.as_object().unwrap().keys().cloned().collect()
+    let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    k.sort();
+    k
 }
 
 #[tokio::test]
