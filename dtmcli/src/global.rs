@@ -1,10 +1,8 @@
 //! TCC and XA global transactions: prepare, run the user's code, then submit or abort.
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
-use futures_util::FutureExt;
 use serde::Serialize;
 
 use crate::branch_id::BranchIdGen;
@@ -58,16 +56,6 @@ impl Global {
     }
 }
 
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic".to_string()
-    }
-}
-
 /// prepare → f → submit, or abort (with the error as rollback reason) on error or panic.
 async fn run_global<H, T, F, Fut>(global: Arc<Global>, handle: H, f: F) -> Result<T>
 where
@@ -75,25 +63,19 @@ where
     Fut: Future<Output = Result<T>>,
 {
     let req = global.request();
-    global.client.prepare(&req).await?;
-    let outcome = AssertUnwindSafe(f(handle)).catch_unwind().await;
-    let (reason, result) = match outcome {
-        Ok(Ok(v)) => {
-            global.client.submit(&req).await?;
-            return Ok(v);
-        }
-        Ok(Err(e)) => (e.to_string(), Ok(Err(e))),
-        Err(panic) => (panic_text(&*panic), Err(panic)),
-    };
-    let mut abort = req;
-    abort.rollback_reason = reason;
-    if let Err(e) = global.client.abort(&abort).await {
-        tracing::warn!(gid = %global.gid, error = %e, "abort failed; DTM will time the transaction out");
-    }
-    match result {
-        Ok(r) => r,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
+    crate::flow::global_transaction(
+        &global.gid,
+        || global.client.prepare(&req),
+        f(handle),
+        || global.client.submit(&req),
+        |reason| {
+            let mut abort = req.clone();
+            abort.rollback_reason = reason;
+            let client = global.client.clone();
+            async move { client.abort(&abort).await }
+        },
+    )
+    .await
 }
 
 /// A TCC global transaction, handed to the closure of [`DtmClient::tcc_global_transaction`],

@@ -41,6 +41,7 @@ pub mod branch;
 mod branch_id;
 mod client;
 mod error;
+pub mod flow;
 mod global;
 mod msg;
 mod options;

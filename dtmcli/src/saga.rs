@@ -106,21 +106,8 @@ impl Saga {
         r.steps = self.steps.clone();
         r.payloads = self.payloads.clone();
         if self.concurrent {
-            for (branch, pre) in &self.orders {
-                if *branch >= self.steps.len() {
-                    return Err(Error::invalid(format!(
-                        "branch order names step {branch}, the saga has {} steps",
-                        self.steps.len()
-                    )));
-                }
-                if let Some(p) = pre.iter().find(|p| **p >= *branch) {
-                    return Err(Error::invalid(format!(
-                        "branch order: step {branch} cannot wait for step {p}, which is not before it"
-                    )));
-                }
-            }
-            let custom = serde_json::json!({"concurrent": true, "orders": self.orders});
-            r.custom_data = custom.to_string();
+            r.custom_data =
+                crate::flow::saga_concurrent_custom_data(self.steps.len(), &self.orders)?;
             r.concurrent = true;
         }
         Ok(r)

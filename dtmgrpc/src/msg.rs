@@ -150,10 +150,12 @@ impl Msg {
     {
         self.prepare(query_prepared).await?;
         let info = self.local_info();
-        let errb = busi(info.clone()).await;
-        let mut err = match &errb {
-            Err(e) if !e.is_failure() => {
-                tracing::debug!(gid = %self.gid, error = %e, "local business failed; back-checking");
+        let business = busi(info.clone()).await;
+        let abort_req = self.base()?;
+        dtmcli::flow::after_local_business(
+            &self.gid,
+            business,
+            || async {
                 self.client
                     .call_branch_raw(
                         query_prepared,
@@ -163,21 +165,11 @@ impl Msg {
                     )
                     .await
                     .map(drop)
-            }
-            _ => Ok(()),
-        };
-        let failed =
-            matches!(&errb, Err(e) if e.is_failure()) || matches!(&err, Err(e) if e.is_failure());
-        if failed {
-            let req = self.base()?;
-            if let Err(e) = self.client.abort(&req).await {
-                tracing::warn!(gid = %self.gid, error = %e, "abort of msg failed; DTM's back-check will decide");
-            }
-        } else if err.is_ok() {
-            err = self.submit().await;
-        }
-        errb?;
-        err
+            },
+            || self.client.abort(&abort_req),
+            || self.submit(),
+        )
+        .await
     }
 }
 

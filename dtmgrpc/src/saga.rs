@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use dtmcli::{Error, Result, TransOptions, TransType};
+use dtmcli::{Result, TransOptions, TransType};
 use prost::Message;
 
 use crate::client::{dtm_request, DtmGrpcClient};
@@ -98,21 +98,8 @@ impl Saga {
         let mut r = dtm_request(&self.gid, TransType::Saga, &self.options, &self.steps)?;
         r.bin_payloads = self.payloads.clone();
         if self.concurrent {
-            for (branch, pre) in &self.orders {
-                if *branch >= self.steps.len() {
-                    return Err(Error::invalid(format!(
-                        "branch order names step {branch}, the saga has {} steps",
-                        self.steps.len()
-                    )));
-                }
-                if let Some(p) = pre.iter().find(|p| **p >= *branch) {
-                    return Err(Error::invalid(format!(
-                        "branch order: step {branch} cannot wait for step {p}, which is not before it"
-                    )));
-                }
-            }
             r.customed_data =
-                serde_json::json!({"concurrent": true, "orders": self.orders}).to_string();
+                dtmcli::flow::saga_concurrent_custom_data(self.steps.len(), &self.orders)?;
         }
         Ok(r)
     }
@@ -146,7 +133,7 @@ mod tests {
         assert_eq!(r.bin_payloads, vec![vec![8, 30], vec![8, 1]]);
         assert_eq!(r.customed_data, r#"{"concurrent":true,"orders":{"1":[0]}}"#);
         let bad = c.saga("g").add_raw("h:1", "", vec![]);
-        assert!(matches!(bad.request(), Err(Error::InvalidInput(_))));
+        assert!(matches!(bad.request(), Err(dtmcli::Error::InvalidInput(_))));
         let order = c
             .saga("g")
             .add_raw("", "", vec![])
