@@ -410,6 +410,84 @@ async fn deadlock(db: Db, reprocess: bool) {
     }
 }
 
+/// The database drops the connection in the middle of a guarded business: nothing of it is
+/// applied (business write and barrier row roll back together), the retry DTM would send
+/// applies it once, and a further retry is a duplicate.
+async fn connection_dropped_mid_business(db: Db) {
+    let (a, _) = accounts(db, 100, 0).await;
+    let p = pool(db).await;
+    let killer = pool(db).await;
+    let gid = gid("bb-dropped");
+    let info = TransInfo::new(&gid, TransType::Saga, "01", Op::Action);
+    let first = match (&p, &killer) {
+        (Pool::My(pool), Pool::My(k)) => {
+            let k = k.clone();
+            BranchBarrier::new(info.clone())
+                .call_with_pool(
+                    pool,
+                    move |c: &mut sqlx::MySqlConnection| -> BoxFuture<'_, dtm_barrier::Result<()>> {
+                        Box::pin(async move {
+                            sqlx::query(&format!(
+                                "update {ACCOUNTS} set balance = balance - 30 where user_id = ?"
+                            ))
+                            .bind(a)
+                            .execute(&mut *c)
+                            .await?;
+                            let id: u64 = sqlx::query_scalar("select connection_id()")
+                                .fetch_one(&mut *c)
+                                .await?;
+                            sqlx::raw_sql(&format!("kill connection {id}"))
+                                .execute(&k)
+                                .await?;
+                            sqlx::query("select 1").execute(&mut *c).await?;
+                            Ok(())
+                        })
+                    },
+                )
+                .await
+        }
+        (Pool::Pg(pool), Pool::Pg(k)) => {
+            let k = k.clone();
+            BranchBarrier::new(info.clone())
+                .call_with_pool(
+                    pool,
+                    move |c: &mut sqlx::PgConnection| -> BoxFuture<'_, dtm_barrier::Result<()>> {
+                        Box::pin(async move {
+                            sqlx::query(&format!(
+                                "update {ACCOUNTS} set balance = balance - 30 where user_id = $1"
+                            ))
+                            .bind(a)
+                            .execute(&mut *c)
+                            .await?;
+                            let pid: i32 = sqlx::query_scalar("select pg_backend_pid()")
+                                .fetch_one(&mut *c)
+                                .await?;
+                            sqlx::query("select pg_terminate_backend($1)")
+                                .bind(pid)
+                                .execute(&k)
+                                .await?;
+                            sqlx::query("select 1").execute(&mut *c).await?;
+                            Ok(())
+                        })
+                    },
+                )
+                .await
+        }
+        _ => unreachable!(),
+    };
+    let err = first.expect_err("the dropped connection must surface as an error");
+    assert!(!err.is_failure(), "retryable, not a failure: {err}");
+    assert_eq!(balance(db, a).await, 100, "nothing applied");
+    assert!(rows(db, &gid).await.is_empty(), "no barrier row either");
+    // DTM retries: applied once; and once more: a duplicate.
+    let out = p.guarded_debit(info.clone(), a, 30).await.unwrap();
+    assert!(out.is_executed());
+    let again = p.guarded_debit(info, a, 30).await.unwrap();
+    assert_eq!(again, Outcome::Duplicate);
+    assert_eq!(balance(db, a).await, 70);
+    assert_eq!(rows(db, &gid).await, ["saga/01/action/01/action"]);
+}
+
 async fn deadlock_reprocessed(db: Db) {
     deadlock(db, true).await
 }
@@ -438,4 +516,5 @@ per_db!(
     xa_failing_branch_rolls_both_back,
     deadlock_reprocessed,
     deadlock_without_policy_returns_the_error,
+    connection_dropped_mid_business,
 );
