@@ -21,6 +21,8 @@ use crate::wire::TransRequest;
 #[derive(Debug)]
 #[must_use = "a message does nothing until submitted"]
 pub struct Msg {
+    /// The back-check URL of the last `prepare`, repeated on submit as the Go SDK does.
+    prepared: std::sync::Mutex<String>,
     client: DtmClient,
     gid: String,
     steps: Vec<BTreeMap<String, String>>,
@@ -35,6 +37,7 @@ impl DtmClient {
     /// Starts a 2-phase message with global id `gid`.
     pub fn msg(&self, gid: impl Into<String>) -> Msg {
         Msg {
+            prepared: std::sync::Mutex::new(String::new()),
             client: self.clone(),
             gid: gid.into(),
             steps: Vec::new(),
@@ -114,19 +117,26 @@ impl Msg {
         Ok(r)
     }
 
-    /// The exact body [`Msg::submit`] sends.
+    /// The exact body [`Msg::submit`] sends (after a [`Msg::prepare`], it repeats its
+    /// `query_prepared`, as the Go SDK does).
     pub fn submit_request(&self) -> Result<TransRequest> {
         let mut r = self.base()?;
         let delay = secs(self.delay);
         if delay > 0 {
             r.custom_data = serde_json::json!({ "delay": delay }).to_string();
         }
+        r.query_prepared = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         Ok(r)
     }
 
     /// Phase 1: registers the prepared message with its back-check URL.
     pub async fn prepare(&self, query_prepared: &str) -> Result<()> {
         let req = self.prepare_request(query_prepared)?;
+        *self.prepared.lock().unwrap_or_else(|p| p.into_inner()) = query_prepared.to_string();
         self.client.prepare(&req).await
     }
 

@@ -23,6 +23,8 @@ use crate::url::check_branch_url;
 #[derive(Debug)]
 #[must_use = "a message does nothing until submitted"]
 pub struct Msg {
+    /// The back-check URL of the last `prepare`, repeated on submit as the Go SDK does.
+    prepared: std::sync::Mutex<String>,
     client: DtmGrpcClient,
     gid: String,
     steps: Vec<BTreeMap<String, String>>,
@@ -35,6 +37,7 @@ impl DtmGrpcClient {
     /// Starts a 2-phase message with global id `gid`.
     pub fn msg(&self, gid: impl Into<String>) -> Msg {
         Msg {
+            prepared: std::sync::Mutex::new(String::new()),
             client: self.clone(),
             gid: gid.into(),
             steps: Vec::new(),
@@ -109,12 +112,18 @@ impl Msg {
             let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
             r.customed_data = serde_json::json!({ "delay": secs }).to_string();
         }
+        r.query_prepared = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         Ok(r)
     }
 
     /// Phase 1: registers the prepared message with its back-check branch.
     pub async fn prepare(&self, query_prepared: &str) -> Result<()> {
         let req = self.prepare_request(query_prepared)?;
+        *self.prepared.lock().unwrap_or_else(|p| p.into_inner()) = query_prepared.to_string();
         self.client.prepare(&req).await
     }
 

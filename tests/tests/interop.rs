@@ -190,6 +190,8 @@ async fn our_saga_and_msg_bodies_have_the_go_shape() {
     assert_eq!(prepare["steps"], json!([{"action": url("TransIn")}]));
     let submit = &seen[2].1;
     assert_eq!(submit["custom_data"], json!(r#"{"delay":1}"#));
+    // As in Go, the submit after a prepare repeats the back-check URL.
+    assert_eq!(submit["query_prepared"], json!(url("QueryPrepared")));
     for absent in [
         "wait_result",
         "timeout_to_fail",
