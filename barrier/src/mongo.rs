@@ -114,24 +114,66 @@ fn barrier_document(row: &BarrierRow<'_>) -> Document {
     }
 }
 
-/// Inserts the barrier document inside the session's transaction unless a find in the same
-/// transaction sees it; returns the number inserted (0 or 1).
+/// Inserts the barrier documents inside the session's transaction unless a find in the same
+/// transaction sees them: one find for all of them (one round trip), then one insert per
+/// missing document. Returns, per row, the number inserted (0 or 1).
+async fn insert_barriers_in(
+    coll: &Collection<Document>,
+    session: &mut ClientSession,
+    rows: &[BarrierRow<'_>],
+) -> Result<Vec<u64>, mongodb::error::Error> {
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
+    };
+    // All rows of one call share gid, branch and barrier id; one equality-and-$in query on
+    // the unique index's fields finds every one of them.
+    let ops: Vec<&str> = rows.iter().map(|r| r.op).collect();
+    let filter = if rows.len() == 1 {
+        barrier_filter(first)
+    } else {
+        doc! {
+            "gid": first.gid,
+            "branch_id": first.branch_id,
+            "op": { "$in": ops },
+            "barrier_id": first.barrier_id,
+        }
+    };
+    let mut cursor = coll
+        .find(filter)
+        .projection(doc! { "_id": 0, "op": 1 })
+        .session(&mut *session)
+        .await?;
+    let mut existing = Vec::new();
+    while let Some(d) = cursor.next(&mut *session).await {
+        if let Ok(op) = d?.get_str("op") {
+            existing.push(op.to_string());
+        }
+    }
+    let mut inserted = Vec::with_capacity(rows.len());
+    for row in rows {
+        if existing.iter().any(|op| op == row.op) {
+            inserted.push(0);
+            continue;
+        }
+        coll.insert_one(barrier_document(row))
+            .session(&mut *session)
+            .await?;
+        inserted.push(1);
+    }
+    Ok(inserted)
+}
+
+/// [`insert_barriers_in`] for one row.
 async fn insert_barrier_in(
     coll: &Collection<Document>,
     session: &mut ClientSession,
     row: &BarrierRow<'_>,
 ) -> Result<u64, mongodb::error::Error> {
-    let found = coll
-        .find_one(barrier_filter(row))
-        .session(&mut *session)
-        .await?;
-    if found.is_some() {
-        return Ok(0);
-    }
-    coll.insert_one(barrier_document(row))
-        .session(&mut *session)
-        .await?;
-    Ok(1)
+    Ok(insert_barriers_in(coll, session, std::slice::from_ref(row))
+        .await?
+        .first()
+        .copied()
+        .unwrap_or(0))
 }
 
 /// Creates the unique index `{gid:1, branch_id:1, op:1, barrier_id:1}` of the barrier
@@ -227,15 +269,24 @@ impl BranchBarrier {
         F: for<'s> FnOnce(&'s mut ClientSession) -> BoxFuture<'s, Result<T>>,
     {
         let op = self.info().op.as_str();
-        let origin_affected = match self.origin_op() {
-            Some(origin) => insert_barrier_in(coll, session, &self.row(origin, bid))
-                .await
-                .map_err(barrier_insert_error)?,
-            None => 0,
+        let (origin_affected, current_affected) = match self.origin_op() {
+            Some(origin) => {
+                let rows = [self.row(origin, bid), self.row(op, bid)];
+                let n = insert_barriers_in(coll, session, &rows)
+                    .await
+                    .map_err(barrier_insert_error)?;
+                (
+                    n.first().copied().unwrap_or(0),
+                    n.get(1).copied().unwrap_or(0),
+                )
+            }
+            None => (
+                0,
+                insert_barrier_in(coll, session, &self.row(op, bid))
+                    .await
+                    .map_err(barrier_insert_error)?,
+            ),
         };
-        let current_affected = insert_barrier_in(coll, session, &self.row(op, bid))
-            .await
-            .map_err(barrier_insert_error)?;
         tracing::debug!(
             gid = %self.info().gid, branch_id = %self.info().branch_id, op, bid,
             origin_affected, current_affected, "mongo barrier documents"
