@@ -71,12 +71,14 @@ impl DtmServer {
         let dir = std::env::temp_dir().join(format!("dtm-rs-{}-{}", std::process::id(), http_port));
         std::fs::create_dir_all(&dir)?;
         let log = std::fs::File::create(dir.join("dtm.log"))?;
-        // A small shell watchdog: DTM runs as its child and is killed as soon as our end of
-        // its stdin closes, which also happens when this process dies without dropping us.
+        // A small shell watchdog: DTM runs as its child and is killed, and its scratch
+        // directory removed, as soon as our end of the watchdog's stdin closes, which also
+        // happens when this process dies without dropping us.
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
-            .arg(r#""$0" & pid=$!; trap 'kill $pid 2>/dev/null' EXIT; cat >/dev/null; kill $pid 2>/dev/null; wait $pid"#)
+            .arg(r#""$0" & pid=$!; trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$1"' EXIT; cat >/dev/null"#)
             .arg(&bin)
+            .arg(&dir)
             .current_dir(&dir)
             .env("HTTP_PORT", http_port.to_string())
             .env("GRPC_PORT", grpc_port.to_string())
