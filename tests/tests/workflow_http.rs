@@ -20,4 +20,5 @@ workflow_tests!(
     non_determinism_is_detected,
     finished_workflow_returns_its_result,
     unknown_and_duplicate_names_are_errors,
+    callback_during_a_slow_step_does_not_run_it_twice,
 );

@@ -1,8 +1,9 @@
 //! The workflow registry: register workflow functions, execute and resume them.
 
+use std::collections::HashSet;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use base64::Engine;
 use dtmcli::{DtmClient, Error, Result, TransOptions, TransRequest, TransStatus, TransType};
@@ -58,6 +59,23 @@ struct Inner {
     transport: Transport,
     callback: String,
     fns: RwLock<HashMap<String, Registered>>,
+    /// Gids executing in this process right now.
+    running: Mutex<HashSet<String>>,
+}
+
+/// Marks a gid as executing until dropped.
+struct Running<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    gid: String,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.gid);
+    }
 }
 
 /// A registry of workflows and the DTM server they run on. Cheap to clone; build one at
@@ -83,6 +101,7 @@ impl Workflows {
             transport: Transport::Http(dtm),
             callback: callback_url.into(),
             fns: RwLock::new(HashMap::new()),
+            running: Mutex::new(HashSet::new()),
         }))
     }
 
@@ -109,6 +128,7 @@ impl Workflows {
                 service_addr.trim_end_matches('/')
             ),
             fns: RwLock::new(HashMap::new()),
+            running: Mutex::new(HashSet::new()),
         }))
     }
 
@@ -158,6 +178,21 @@ impl Workflows {
     }
 
     async fn execute_inner(&self, name: &str, gid: &str, input: &[u8]) -> Result<Vec<u8>> {
+        // DTM calls an unfinished workflow back every retry interval, also while its first
+        // run is still going (a slow step): running it twice at once would run live steps
+        // twice. The second caller gets ONGOING and DTM asks again later.
+        let _running = {
+            let mut set = self.0.running.lock().unwrap_or_else(|p| p.into_inner());
+            if !set.insert(gid.to_string()) {
+                return Err(Error::Ongoing(format!(
+                    "workflow {name} gid {gid} is already running in this process"
+                )));
+            }
+            Running {
+                set: &self.0.running,
+                gid: gid.to_string(),
+            }
+        };
         let (f, options) = {
             let fns = self.0.fns.read().unwrap_or_else(|p| p.into_inner());
             let r = fns.get(name).ok_or_else(|| {

@@ -218,6 +218,24 @@ pub fn wf_env() -> &'static WfEnv {
                 })
                 .unwrap();
 
+                let loc = local.clone();
+                wfs.register_with_options("slow", opts(1), move |wf, _input| {
+                    let loc = loc.clone();
+                    async move {
+                        wf.new_branch()?;
+                        let gid = wf.gid().to_string();
+                        wf.do_(move |_info| async move {
+                            count(&loc, &gid);
+                            // Longer than the retry interval: DTM calls back meanwhile.
+                            tokio::time::sleep(Duration::from_millis(2500)).await;
+                            Ok(Vec::new())
+                        })
+                        .await?;
+                        Ok(Vec::new())
+                    }
+                })
+                .unwrap();
+
                 let app = wfs.callback_router("/api/wf/resume");
                 tokio::spawn(async move { axum::serve(listener, app).await });
                 WfEnv {
@@ -418,6 +436,13 @@ pub async fn finished_workflow_returns_its_result() {
     let again = execute("result", &gid, b"world").await.unwrap();
     assert_eq!(again, b"hello world");
     assert_eq!(local_count(&gid), 1);
+}
+
+pub async fn callback_during_a_slow_step_does_not_run_it_twice() {
+    let gid = gid("wf-slow");
+    execute("slow", &gid, b"").await.unwrap();
+    wait_status(&dtm(), &gid, "succeed").await;
+    assert_eq!(local_count(&gid), 1, "the slow step ran once");
 }
 
 pub async fn unknown_and_duplicate_names_are_errors() {
