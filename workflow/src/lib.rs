@@ -72,6 +72,10 @@
 //!   wrong result, and so does a run that skips recorded steps.
 //! - Binary results are stored base64 so they survive DTM's JSON string field.
 //! - `tracing` spans `workflow_step` mark each step `replayed=true|false`.
+//! - A DTM callback for a gid that is still executing in this process (a step slower than
+//!   the retry interval) answers ONGOING instead of running the workflow a second time.
+//! - Every step record is written with `"sync":"1"`, so a default-configured v1.19.0
+//!   server (`UpdateBranchSync` off) keeps it; the Go SDK loses it there.
 //!
 //! ## Feature flags
 //! - `axum` (default): [`Workflows::callback_router`].
