@@ -286,3 +286,49 @@ async fn mixed_local_http_grpc_over_grpc() {
 async fn mixed_local_http_grpc_over_http() {
     mixed(false, "wfh-mixed").await
 }
+
+#[tokio::test]
+async fn outside_a_workflow_calls_pass_untouched() {
+    let _ = wf_env();
+    let base = grpc_env().base.clone();
+    let http_base = env().base.clone();
+    let (grpc_before, http_before) = (grpc_busi().bad_calls().len(), busi().calls("").len());
+    on_env(async move {
+        // gRPC through the recording layer, without a workflow: no dtm-* metadata, a live call.
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{base}"))
+            .unwrap()
+            .connect_lazy();
+        let mut client: Client = BusiClient::new(WorkflowLayer.layer(channel));
+        // The bank refuses a call without transaction metadata: proof that the layer added
+        // none and called live.
+        let status = client
+            .trans_out(tonic::Request::new(ReqGrpc::amount(1)))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("dtm-gid"), "{status:?}");
+        // HTTP through the recording middleware, without a workflow: the query is untouched.
+        let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+            .with(WorkflowMiddleware)
+            .build();
+        let resp = http
+            .post(format!("{http_base}/TransOut?x=1"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    })
+    .await;
+    let bad = grpc_busi().bad_calls();
+    assert_eq!(
+        bad.len(),
+        grpc_before + 1,
+        "one call without transaction metadata"
+    );
+    let last = bad.last().unwrap();
+    assert_eq!(last.handler, "TransOut");
+    let plain = busi().calls("");
+    assert_eq!(plain.len(), http_before + 1);
+    assert_eq!(plain.last().unwrap().query, "x=1");
+}
