@@ -105,7 +105,7 @@ impl Saga {
     }
 
     /// Submits the saga. With `wait_result`, returns the outcome of the whole saga
-    /// ([`Error::Failure`] with the rollback reason when it rolled back).
+    /// ([`dtmcli::Error::Failure`] with the rollback reason when it rolled back).
     pub async fn submit(&self) -> Result<()> {
         let req = self.request()?;
         self.client.submit(&req).await
