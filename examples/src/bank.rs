@@ -234,7 +234,7 @@ impl Bank {
         self.0.executed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn count(&self, gid: &str, handler: &str) {
+    pub(crate) fn count(&self, gid: &str, handler: &str) {
         *self
             .lock()
             .entry((gid.to_string(), handler.to_string()))

@@ -70,14 +70,53 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn from_word(s: &str) -> Option<Outcome> {
-        match s {
-            "SUCCESS" => Some(Outcome::Success),
-            "FAILURE" => Some(Outcome::Failure),
-            "ONGOING" => Some(Outcome::Ongoing),
-            "ERROR" => Some(Outcome::Error),
-            _ => None,
+    /// The outcome a bank handler gives when nothing is scripted: the action/try handlers
+    /// of each side answer the word of the request for that side (`SUCCESS`, `FAILURE`,
+    /// `ONGOING`, `ERROR`); undo handlers (`*Revert`, `*Cancel`, `*Confirm`) and unknown
+    /// words answer success. Shared by the HTTP and the gRPC services.
+    pub fn for_request(handler: &str, trans_out_result: &str, trans_in_result: &str) -> Outcome {
+        let undo = handler.ends_with("Revert")
+            || handler.ends_with("Cancel")
+            || handler.ends_with("Confirm");
+        let word = if undo {
+            ""
+        } else if handler.starts_with("TransOut") {
+            trans_out_result
+        } else if handler.starts_with("TransIn") {
+            trans_in_result
+        } else {
+            ""
+        };
+        match word {
+            "FAILURE" => Outcome::Failure,
+            "ONGOING" => Outcome::Ongoing,
+            "ERROR" => Outcome::Error,
+            _ => Outcome::Success,
         }
+    }
+}
+
+/// Outcomes scripted per (gid, handler), answered in order before the per-request rule.
+#[derive(Debug, Default)]
+pub(crate) struct Scripts(HashMap<(String, String), VecDeque<Outcome>>);
+
+impl Scripts {
+    pub(crate) fn push(
+        &mut self,
+        gid: &str,
+        handler: &str,
+        outcomes: impl IntoIterator<Item = Outcome>,
+    ) {
+        self.0
+            .entry((gid.to_string(), handler.to_string()))
+            .or_default()
+            .extend(outcomes);
+    }
+
+    pub(crate) fn next(&mut self, gid: &str, handler: &str) -> Option<Outcome> {
+        self.0
+            .get_mut(&(gid.to_string(), handler.to_string()))
+            .and_then(VecDeque::pop_front)
     }
 }
 
@@ -110,7 +149,7 @@ impl Call {
 #[derive(Default)]
 struct State0 {
     calls: Vec<Call>,
-    scripts: HashMap<(String, String), VecDeque<Outcome>>,
+    scripts: Scripts,
 }
 
 /// The service's state: a value, cloned into the router.
@@ -167,11 +206,7 @@ impl Busi {
 
     /// Makes the next calls of `handler` for `gid` answer these outcomes, in order.
     pub fn script(&self, gid: &str, handler: &str, outcomes: impl IntoIterator<Item = Outcome>) {
-        self.lock()
-            .scripts
-            .entry((gid.to_string(), handler.to_string()))
-            .or_default()
-            .extend(outcomes);
+        self.lock().scripts.push(gid, handler, outcomes);
     }
 
     /// Every call recorded for `gid`, in arrival order.
@@ -198,28 +233,12 @@ impl Busi {
     }
 
     fn decide(&self, gid: &str, handler: &str, body: &str) -> Outcome {
-        if let Some(o) = self
-            .lock()
-            .scripts
-            .get_mut(&(gid.to_string(), handler.to_string()))
-            .and_then(VecDeque::pop_front)
-        {
+        if let Some(o) = self.lock().scripts.next(gid, handler) {
             return o;
         }
         let req: BusiReq = serde_json::from_str(body).unwrap_or_default();
-        let word = if handler.starts_with("TransOut") && !is_undo(handler) {
-            req.trans_out_result
-        } else if handler.starts_with("TransIn") && !is_undo(handler) {
-            req.trans_in_result
-        } else {
-            String::new()
-        };
-        Outcome::from_word(&word).unwrap_or(Outcome::Success)
+        Outcome::for_request(handler, &req.trans_out_result, &req.trans_in_result)
     }
-}
-
-fn is_undo(handler: &str) -> bool {
-    handler.ends_with("Revert") || handler.ends_with("Cancel") || handler.ends_with("Confirm")
 }
 
 async fn handle(

@@ -14,7 +14,7 @@
 //! these services with the content-type `application/grpc+dtm_raw`: plain tonic servers
 //! accept it, no extra layer is needed.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -87,7 +87,7 @@ impl GrpcCall {
 #[derive(Default)]
 struct State {
     calls: Vec<GrpcCall>,
-    scripts: HashMap<(String, String), VecDeque<Outcome>>,
+    scripts: crate::busi::Scripts,
 }
 
 /// The recording business service `busi.Busi` (cheap to clone).
@@ -165,11 +165,7 @@ impl GrpcBusi {
 
     /// Makes the next calls of `handler` for `gid` answer these outcomes, in order.
     pub fn script(&self, gid: &str, handler: &str, outcomes: impl IntoIterator<Item = Outcome>) {
-        self.lock()
-            .scripts
-            .entry((gid.to_string(), handler.to_string()))
-            .or_default()
-            .extend(outcomes);
+        self.lock().scripts.push(gid, handler, outcomes);
     }
 
     /// Every call recorded for `gid`, in arrival order.
@@ -206,32 +202,10 @@ impl GrpcBusi {
     }
 
     fn decide(&self, gid: &str, handler: &str, req: &ReqGrpc) -> Outcome {
-        if let Some(o) = self
-            .lock()
-            .scripts
-            .get_mut(&(gid.to_string(), handler.to_string()))
-            .and_then(VecDeque::pop_front)
-        {
+        if let Some(o) = self.lock().scripts.next(gid, handler) {
             return o;
         }
-        let undo = handler.ends_with("Revert")
-            || handler.ends_with("Cancel")
-            || handler.ends_with("Confirm");
-        let word = if undo {
-            ""
-        } else if handler.starts_with("TransOut") {
-            req.trans_out_result.as_str()
-        } else if handler.starts_with("TransIn") {
-            req.trans_in_result.as_str()
-        } else {
-            ""
-        };
-        match word {
-            "FAILURE" => Outcome::Failure,
-            "ONGOING" => Outcome::Ongoing,
-            "ERROR" => Outcome::Error,
-            _ => Outcome::Success,
-        }
+        Outcome::for_request(handler, &req.trans_out_result, &req.trans_in_result)
     }
 
     async fn handle(
@@ -360,7 +334,6 @@ struct BankInner {
     bank: Bank,
     xa_mysql: XaGrpcLocal<MySql>,
     xa_pg: XaGrpcLocal<Postgres>,
-    executed: Mutex<HashMap<(String, String), usize>>,
 }
 
 /// The barrier-guarded bank as the gRPC services `busi.BankMysql` and `busi.BankPostgres`
@@ -395,7 +368,6 @@ impl GrpcBank {
             bank,
             xa_mysql,
             xa_pg,
-            executed: Mutex::new(HashMap::new()),
         })))
     }
 
@@ -404,23 +376,10 @@ impl GrpcBank {
         &self.0.bank
     }
 
-    /// How often the business of `handler` actually ran (committed or not) for `gid`.
+    /// How often the business of `handler` actually ran (committed or not) for `gid`
+    /// (counted by the underlying [`Bank`]).
     pub fn executed(&self, gid: &str, handler: &str) -> usize {
-        self.lock()
-            .get(&(gid.to_string(), handler.to_string()))
-            .copied()
-            .unwrap_or(0)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), usize>> {
-        self.0.executed.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn count(&self, gid: &str, handler: &str) {
-        *self
-            .lock()
-            .entry((gid.to_string(), handler.to_string()))
-            .or_default() += 1;
+        self.0.bank.executed(gid, handler)
     }
 
     /// Serves both services on 127.0.0.1 (port 0: a free one); returns `127.0.0.1:<port>`.
@@ -509,7 +468,7 @@ fn guarded<DB: GrpcBankDb>(
 ) -> impl for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, dtm_barrier::Result<()>> + Send + 'static
 {
     move |conn| {
-        bank.count(&gid, handler);
+        bank.0.bank.count(&gid, handler);
         Box::pin(async move {
             if delta != 0 {
                 DB::adjust(conn, user, delta).await?;
