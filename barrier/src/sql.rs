@@ -1,5 +1,7 @@
 //! The barrier on SQL databases (MySQL/MariaDB and PostgreSQL through sqlx).
 //!
+//! A saga action on PostgreSQL, in a transaction the barrier begins on the pool:
+//!
 //! ```no_run
 //! # #[cfg(feature = "postgres")]
 //! # async fn handler(pool: sqlx::PgPool, query: &str) -> Result<(), dtmcli::Error> {
@@ -17,6 +19,35 @@
 //!     })
 //! })
 //! .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Its compensation on MySQL/MariaDB, in the caller's own transaction (committed by the
+//! barrier, or rolled back with the barrier rows on error); a compensation whose action
+//! never ran is skipped:
+//!
+//! ```no_run
+//! # #[cfg(feature = "mysql")]
+//! # async fn handler(pool: sqlx::MySqlPool, query: &str) -> Result<(), dtmcli::Error> {
+//! use dtm_barrier::{BranchBarrier, Outcome};
+//!
+//! let bb = BranchBarrier::from_query(query)?; // op=compensate
+//! let tx = pool.begin().await.map_err(dtm_barrier::Error::from)?;
+//! let outcome = bb
+//!     .call(tx, |conn| {
+//!         Box::pin(async move {
+//!             sqlx::query("update dtm_busi.user_account set balance = balance + ? where user_id = ?")
+//!                 .bind(30_i64)
+//!                 .bind(1_i32)
+//!                 .execute(&mut *conn)
+//!                 .await?;
+//!             Ok(())
+//!         })
+//!     })
+//!     .await?;
+//! if outcome == Outcome::NullCompensation {
+//!     tracing::info!("the action never ran: nothing to undo");
+//! }
 //! # Ok(()) }
 //! ```
 
