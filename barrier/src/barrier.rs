@@ -143,18 +143,21 @@ impl BranchBarrier {
         let n = self.barrier_id.fetch_add(1, Ordering::Relaxed) + 1;
         format!("{n:02}")
     }
+}
 
+/// What the backends share (unused when no backend feature is on).
+#[cfg_attr(
+    not(any(
+        feature = "mysql",
+        feature = "postgres",
+        feature = "redis",
+        feature = "mongodb"
+    )),
+    allow(dead_code)
+)]
+impl BranchBarrier {
     /// The op whose row a call of this op must also insert (try for cancel, action for
     /// compensate and rollback), as a string.
-    #[cfg_attr(
-        not(any(
-            feature = "mysql",
-            feature = "postgres",
-            feature = "redis",
-            feature = "mongodb"
-        )),
-        allow(dead_code)
-    )]
     pub(crate) fn origin_op(&self) -> Option<&'static str> {
         match self.info.op.origin() {
             Some(Op::Try) => Some("try"),
@@ -164,15 +167,6 @@ impl BranchBarrier {
     }
 
     /// The row for `op` with barrier id `bid` and reason = this request's op.
-    #[cfg_attr(
-        not(any(
-            feature = "mysql",
-            feature = "postgres",
-            feature = "redis",
-            feature = "mongodb"
-        )),
-        allow(dead_code)
-    )]
     pub(crate) fn row<'a>(&'a self, op: &'a str, bid: &'a str) -> BarrierRow<'a> {
         BarrierRow {
             trans_type: self.info.trans_type.as_str(),
@@ -185,15 +179,6 @@ impl BranchBarrier {
     }
 
     /// True when this request is the msg back-check / DoAndSubmit (`op == msg`).
-    #[cfg_attr(
-        not(any(
-            feature = "mysql",
-            feature = "postgres",
-            feature = "redis",
-            feature = "mongodb"
-        )),
-        allow(dead_code)
-    )]
     pub(crate) fn is_msg(&self) -> bool {
         self.info.op == Op::Msg
     }
