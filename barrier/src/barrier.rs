@@ -96,6 +96,20 @@ pub struct BarrierRow<'a> {
     pub reason: &'a str,
 }
 
+impl<'a> BarrierRow<'a> {
+    /// The row of `info`'s branch for `op` and `barrier_id`, written because of `reason`.
+    pub fn of(info: &'a TransInfo, op: &'a str, barrier_id: &'a str, reason: &'a str) -> Self {
+        BarrierRow {
+            trans_type: info.trans_type.as_str(),
+            gid: &info.gid,
+            branch_id: &info.branch_id,
+            op,
+            barrier_id,
+            reason,
+        }
+    }
+}
+
 /// Makes a branch handler idempotent and safe against null compensation and hanging
 /// requests. Build one per incoming branch request, from its [`TransInfo`].
 ///
@@ -168,14 +182,38 @@ impl BranchBarrier {
 
     /// The row for `op` with barrier id `bid` and reason = this request's op.
     pub(crate) fn row<'a>(&'a self, op: &'a str, bid: &'a str) -> BarrierRow<'a> {
+        BarrierRow::of(&self.info, op, bid, self.info.op.as_str())
+    }
+
+    /// The row a msg back-check writes unless the local transaction already did:
+    /// `(gid, 00, msg, 01)` with reason `rollback`.
+    pub(crate) fn msg_row(&self) -> BarrierRow<'_> {
         BarrierRow {
-            trans_type: self.info.trans_type.as_str(),
-            gid: &self.info.gid,
-            branch_id: &self.info.branch_id,
-            op,
-            barrier_id: bid,
-            reason: self.info.op.as_str(),
+            branch_id: "00",
+            ..BarrierRow::of(&self.info, "msg", "01", "rollback")
         }
+    }
+
+    /// The back-check answer once the reason of the msg row has been read back from
+    /// `table`: `rollback` (written by the back-check itself) means the local transaction
+    /// never committed, and now never will.
+    pub(crate) fn msg_verdict(&self, reason: Option<&str>, table: &TableName) -> Result<()> {
+        match reason {
+            Some("rollback") => Err(self.msg_not_committed()),
+            Some(_) => Ok(()),
+            None => Err(Error::Config(format!(
+                "msg {}: the barrier record vanished from {table}",
+                self.info.gid
+            ))),
+        }
+    }
+
+    /// The failure a back-check answers when the local transaction did not commit.
+    pub(crate) fn msg_not_committed(&self) -> Error {
+        Error::failure(format!(
+            "msg {}: the local transaction did not commit",
+            self.info.gid
+        ))
     }
 
     /// True when this request is the msg back-check / DoAndSubmit (`op == msg`).

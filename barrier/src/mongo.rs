@@ -396,15 +396,7 @@ impl BranchBarrier {
     pub async fn mongo_query_prepared(&self, client: &Client) -> Result<()> {
         let table = &self.config().table;
         let coll = barrier_collection(client, table)?;
-        let gid = self.info().gid.as_str();
-        let row = BarrierRow {
-            trans_type: self.info().trans_type.as_str(),
-            gid,
-            branch_id: "00",
-            op: "msg",
-            barrier_id: "01",
-            reason: "rollback",
-        };
+        let row = self.msg_row();
         // Outside a transaction a duplicate key is harmless: the document exists.
         match coll.insert_one(barrier_document(&row)).await {
             Ok(_) => {}
@@ -415,16 +407,8 @@ impl BranchBarrier {
         let reason = found
             .as_ref()
             .map(|d| d.get_str("reason").unwrap_or_default());
-        tracing::debug!(gid, ?reason, "mongo query prepared");
-        match reason {
-            Some("rollback") => Err(Error::failure(format!(
-                "msg {gid}: the local transaction did not commit"
-            ))),
-            Some(_) => Ok(()),
-            None => Err(Error::Config(format!(
-                "msg {gid}: barrier document vanished from {table}"
-            ))),
-        }
+        tracing::debug!(gid = row.gid, ?reason, "mongo query prepared");
+        self.msg_verdict(reason, table)
     }
 }
 

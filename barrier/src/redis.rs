@@ -232,9 +232,7 @@ impl BranchBarrier {
             "redis query prepared"
         );
         match reply.as_deref() {
-            Some("FAILURE") => Err(Error::failure(format!(
-                "msg {gid}: the local transaction did not commit"
-            ))),
+            Some("FAILURE") => Err(self.msg_not_committed()),
             _ => Ok(()),
         }
     }

@@ -370,26 +370,9 @@ impl BranchBarrier {
     pub async fn query_prepared<DB: BarrierDatabase>(&self, pool: &Pool<DB>) -> Result<()> {
         let table = &self.config().table;
         let mut conn = pool.acquire().await?;
-        let gid = self.info().gid.as_str();
-        let row = BarrierRow {
-            trans_type: self.info().trans_type.as_str(),
-            gid,
-            branch_id: "00",
-            op: "msg",
-            barrier_id: "01",
-            reason: "rollback",
-        };
-        DB::insert_barrier(&mut conn, table, row.clone()).await?;
-        let reason = DB::barrier_reason(&mut conn, table, row).await?;
-        match reason.as_deref() {
-            Some("rollback") => Err(Error::failure(format!(
-                "msg {gid}: the local transaction did not commit"
-            ))),
-            Some(_) => Ok(()),
-            None => Err(Error::Config(format!(
-                "msg {gid}: barrier row vanished from {table}"
-            ))),
-        }
+        DB::insert_barrier(&mut conn, table, self.msg_row()).await?;
+        let reason = DB::barrier_reason(&mut conn, table, self.msg_row()).await?;
+        self.msg_verdict(reason.as_deref(), table)
     }
 }
 

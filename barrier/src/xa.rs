@@ -268,14 +268,7 @@ impl<DB: XaDatabase> XaLocal<DB> {
     where
         F: FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T>>,
     {
-        let row = BarrierRow {
-            trans_type: info.trans_type.as_str(),
-            gid: &info.gid,
-            branch_id: &info.branch_id,
-            op: "action",
-            barrier_id: "01",
-            reason: "action",
-        };
+        let row = BarrierRow::of(info, "action", "01", "action");
         DB::insert_barrier(&mut *conn, &self.config.table, row).await?;
         let value = busi(conn).await?;
         // Registered inside the XA transaction, before prepare: DTM refuses it once the
@@ -328,14 +321,7 @@ impl<DB: XaDatabase> XaLocal<DB> {
         };
         let result = match result {
             Ok(()) if info.op == Op::Rollback => {
-                let row = BarrierRow {
-                    trans_type: info.trans_type.as_str(),
-                    gid: &info.gid,
-                    branch_id: &info.branch_id,
-                    op: "action",
-                    barrier_id: "01",
-                    reason: "rollback",
-                };
+                let row = BarrierRow::of(info, "action", "01", "rollback");
                 DB::insert_barrier(&mut conn, &self.config.table, row)
                     .await
                     .map(drop)

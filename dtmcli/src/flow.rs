@@ -116,3 +116,65 @@ pub fn saga_concurrent_custom_data(
     }
     Ok(serde_json::json!({"concurrent": true, "orders": orders}).to_string())
 }
+
+/// The `custom_data` of a msg delivered no earlier than `delay` after its creation
+/// (`{"delay":<whole seconds, rounded up>}`); empty without a delay.
+pub fn msg_delay_custom_data(delay: Option<std::time::Duration>) -> String {
+    match crate::options::secs(delay) {
+        0 => String::new(),
+        secs => serde_json::json!({ "delay": secs }).to_string(),
+    }
+}
+
+/// What a TCC or XA global transaction keeps on the client side, whatever the protocol:
+/// its id, mode and options, and the generator of its branch ids.
+#[derive(Debug)]
+pub struct GlobalCore {
+    /// The global id.
+    pub gid: String,
+    /// `tcc` or `xa`.
+    pub trans_type: crate::types::TransType,
+    /// The transaction options (branch headers go on every branch call).
+    pub options: crate::options::TransOptions,
+    ids: std::sync::Mutex<crate::branch_id::BranchIdGen>,
+}
+
+impl GlobalCore {
+    /// A transaction whose branch ids are sub-branches of `parent` (`""` at the top level,
+    /// the try's branch id for a nested TCC).
+    pub fn new(
+        gid: &str,
+        trans_type: crate::types::TransType,
+        options: crate::options::TransOptions,
+        parent: &str,
+    ) -> Self {
+        GlobalCore {
+            gid: gid.to_string(),
+            trans_type,
+            options,
+            ids: std::sync::Mutex::new(crate::branch_id::BranchIdGen::new(parent)),
+        }
+    }
+
+    /// The next branch id (`01`, `02`..., or `0201`... when nested).
+    pub fn next_branch_id(&self) -> Result<String> {
+        self.ids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .new_sub_branch_id()
+    }
+
+    /// The transaction info a branch call carries, naming the DTM server `dtm` so that the
+    /// branch can register itself or nest.
+    pub fn branch_info(
+        &self,
+        branch_id: String,
+        op: crate::types::Op,
+        dtm: &str,
+    ) -> crate::types::TransInfo {
+        let mut info =
+            crate::types::TransInfo::new(self.gid.clone(), self.trans_type, branch_id, op);
+        info.dtm = Some(dtm.to_string());
+        info
+    }
+}

@@ -1,13 +1,13 @@
 //! TCC and XA global transactions: prepare, run the user's code, then submit or abort.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::branch_id::BranchIdGen;
 use crate::client::{BranchResponse, DtmClient};
 use crate::error::{Error, Result};
+use crate::flow::GlobalCore;
 use crate::options::TransOptions;
 use crate::types::{Op, TransInfo, TransType};
 use crate::wire::TransRequest;
@@ -15,10 +15,7 @@ use crate::wire::TransRequest;
 #[derive(Debug)]
 struct Global {
     client: DtmClient,
-    gid: String,
-    trans_type: TransType,
-    options: TransOptions,
-    ids: Mutex<BranchIdGen>,
+    core: GlobalCore,
 }
 
 impl Global {
@@ -31,28 +28,16 @@ impl Global {
     ) -> Self {
         Global {
             client: client.clone(),
-            gid: gid.to_string(),
-            trans_type: tt,
-            options,
-            ids: Mutex::new(BranchIdGen::new(parent)),
+            core: GlobalCore::new(gid, tt, options, parent),
         }
     }
 
     fn request(&self) -> TransRequest {
-        TransRequest::new(&self.gid, self.trans_type, &self.options)
-    }
-
-    fn next_branch_id(&self) -> Result<String> {
-        self.ids
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .new_sub_branch_id()
+        TransRequest::new(&self.core.gid, self.core.trans_type, &self.core.options)
     }
 
     fn branch_info(&self, branch_id: String, op: Op) -> TransInfo {
-        let mut info = TransInfo::new(self.gid.clone(), self.trans_type, branch_id, op);
-        info.dtm = Some(self.client.server().to_string());
-        info
+        self.core.branch_info(branch_id, op, self.client.server())
     }
 }
 
@@ -64,7 +49,7 @@ where
 {
     let req = global.request();
     crate::flow::global_transaction(
-        &global.gid,
+        &global.core.gid,
         || global.client.prepare(&req),
         f(handle),
         || global.client.submit(&req),
@@ -125,12 +110,12 @@ impl Tcc {
 
     /// The global id.
     pub fn gid(&self) -> &str {
-        &self.0.gid
+        &self.0.core.gid
     }
 
     /// The options (branch headers go on every try call).
     pub fn options(&self) -> &TransOptions {
-        &self.0.options
+        &self.0.core.options
     }
 
     /// Registers a branch (its confirm and cancel URLs, and `body` which they will receive)
@@ -146,9 +131,9 @@ impl Tcc {
         let data = serde_json::to_string(body)
             .map_err(|e| Error::invalid(format!("tcc branch body: {e}")))?;
         let g = &self.0;
-        let branch_id = g.next_branch_id()?;
+        let branch_id = g.core.next_branch_id()?;
         let fields = [
-            ("gid", g.gid.as_str()),
+            ("gid", g.core.gid.as_str()),
             ("trans_type", "tcc"),
             ("branch_id", branch_id.as_str()),
             ("data", data.as_str()),
@@ -161,7 +146,7 @@ impl Tcc {
         g.client.register_branch(&fields).await?;
         let info = g.branch_info(branch_id, Op::Try);
         g.client
-            .call_branch(try_url, &info, &g.options.branch_headers, Some(data))
+            .call_branch(try_url, &info, &g.core.options.branch_headers, Some(data))
             .await
     }
 }
@@ -194,7 +179,7 @@ impl DtmClient {
 impl Xa {
     /// The global id.
     pub fn gid(&self) -> &str {
-        &self.0.gid
+        &self.0.core.gid
     }
 
     /// Calls an XA branch: POST `url` with `op=action`, a new branch id, `phase2_url=url`
@@ -204,10 +189,10 @@ impl Xa {
         let data = serde_json::to_string(body)
             .map_err(|e| Error::invalid(format!("xa branch body: {e}")))?;
         let g = &self.0;
-        let mut info = g.branch_info(g.next_branch_id()?, Op::Action);
+        let mut info = g.branch_info(g.core.next_branch_id()?, Op::Action);
         info.phase2_url = Some(url.to_string());
         g.client
-            .call_branch(url, &info, &g.options.branch_headers, Some(data))
+            .call_branch(url, &info, &g.core.options.branch_headers, Some(data))
             .await
     }
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::client::DtmClient;
 use crate::error::{Error, Result};
-use crate::options::{secs, TransOptions};
+use crate::options::TransOptions;
 use crate::types::{Op, TransInfo, TransType};
 use crate::wire::TransRequest;
 
@@ -121,10 +121,7 @@ impl Msg {
     /// `query_prepared`, as the Go SDK does).
     pub fn submit_request(&self) -> Result<TransRequest> {
         let mut r = self.base()?;
-        let delay = secs(self.delay);
-        if delay > 0 {
-            r.custom_data = serde_json::json!({ "delay": delay }).to_string();
-        }
+        r.custom_data = crate::flow::msg_delay_custom_data(self.delay);
         r.query_prepared = self
             .prepared
             .lock()

@@ -2,10 +2,11 @@
 //! abort.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use dtmcli::{BranchIdGen, Error, Op, Result, TransInfo, TransOptions, TransType};
+use dtmcli::flow::GlobalCore;
+use dtmcli::{Error, Op, Result, TransInfo, TransOptions, TransType};
 use prost::Message;
 use tonic::metadata::MetadataMap;
 
@@ -17,10 +18,7 @@ use crate::url::check_branch_url;
 #[derive(Debug)]
 struct Global {
     client: DtmGrpcClient,
-    gid: String,
-    trans_type: TransType,
-    options: TransOptions,
-    ids: Mutex<BranchIdGen>,
+    core: GlobalCore,
 }
 
 impl Global {
@@ -33,28 +31,21 @@ impl Global {
     ) -> Self {
         Global {
             client: client.clone(),
-            gid: gid.to_string(),
-            trans_type: tt,
-            options,
-            ids: Mutex::new(BranchIdGen::new(parent)),
+            core: GlobalCore::new(gid, tt, options, parent),
         }
     }
 
     fn request(&self) -> Result<DtmRequest> {
-        dtm_request(&self.gid, self.trans_type, &self.options, &[])
-    }
-
-    fn next_branch_id(&self) -> Result<String> {
-        self.ids
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .new_sub_branch_id()
+        dtm_request(
+            &self.core.gid,
+            self.core.trans_type,
+            &self.core.options,
+            &[],
+        )
     }
 
     fn branch_info(&self, branch_id: String, op: Op) -> TransInfo {
-        let mut info = TransInfo::new(self.gid.clone(), self.trans_type, branch_id, op);
-        info.dtm = Some(self.client.target().to_string());
-        info
+        self.core.branch_info(branch_id, op, self.client.target())
     }
 }
 
@@ -66,7 +57,7 @@ where
 {
     let req = global.request()?;
     dtmcli::flow::global_transaction(
-        &global.gid,
+        &global.core.gid,
         || global.client.prepare(&req),
         f(handle),
         || global.client.submit(&req),
@@ -134,12 +125,12 @@ impl Tcc {
 
     /// The global id.
     pub fn gid(&self) -> &str {
-        &self.0.gid
+        &self.0.core.gid
     }
 
     /// The options (branch headers go on every try call).
     pub fn options(&self) -> &TransOptions {
-        &self.0.options
+        &self.0.core.options
     }
 
     /// Registers a branch (its confirm and cancel URLs, and `req`'s bytes, which they will
@@ -158,9 +149,9 @@ impl Tcc {
         }
         let g = &self.0;
         let payload = req.encode_to_vec();
-        let branch_id = g.next_branch_id()?;
+        let branch_id = g.core.next_branch_id()?;
         let reg = DtmBranchRequest {
-            gid: g.gid.clone(),
+            gid: g.core.gid.clone(),
             trans_type: TransType::Tcc.as_str().to_string(),
             branch_id: branch_id.clone(),
             op: String::new(),
@@ -176,7 +167,7 @@ impl Tcc {
             .call_branch(
                 try_url,
                 &info,
-                &g.options.branch_headers,
+                &g.core.options.branch_headers,
                 Bytes::from(payload),
             )
             .await
@@ -211,7 +202,7 @@ impl DtmGrpcClient {
 impl Xa {
     /// The global id.
     pub fn gid(&self) -> &str {
-        &self.0.gid
+        &self.0.core.gid
     }
 
     /// Calls an XA branch: `url` with `op action`, a new branch id, `dtm-phase2_url = url`
@@ -224,13 +215,13 @@ impl Xa {
     ) -> Result<Resp> {
         check_branch_url(url)?;
         let g = &self.0;
-        let mut info = g.branch_info(g.next_branch_id()?, Op::Action);
+        let mut info = g.branch_info(g.core.next_branch_id()?, Op::Action);
         info.phase2_url = Some(url.to_string());
         g.client
             .call_branch(
                 url,
                 &info,
-                &g.options.branch_headers,
+                &g.core.options.branch_headers,
                 Bytes::from(req.encode_to_vec()),
             )
             .await

@@ -108,10 +108,7 @@ impl Msg {
     /// The exact message [`Msg::submit`] sends (the delay goes on submit only).
     pub fn submit_request(&self) -> Result<DtmRequest> {
         let mut r = self.base()?;
-        if let Some(d) = self.delay.filter(|d| !d.is_zero()) {
-            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-            r.customed_data = serde_json::json!({ "delay": secs }).to_string();
-        }
+        r.customed_data = dtmcli::flow::msg_delay_custom_data(self.delay);
         r.query_prepared = self
             .prepared
             .lock()
