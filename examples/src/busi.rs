@@ -54,6 +54,16 @@ impl BusiReq {
     }
 }
 
+/// The `trans_out_result` / `trans_in_result` that makes a handler answer FAILURE when
+/// `fail`, and succeed otherwise.
+pub fn fails_if(fail: bool) -> String {
+    if fail {
+        "FAILURE".to_string()
+    } else {
+        String::new()
+    }
+}
+
 /// What a handler answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

@@ -95,3 +95,15 @@ impl Demo {
         Ok(q)
     }
 }
+
+/// Serves `router` in the background on a free port of 127.0.0.1; returns `http://<addr>`.
+pub async fn serve(router: axum::Router) -> Result<String, DemoError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!("example service stopped: {e}");
+        }
+    });
+    Ok(base)
+}

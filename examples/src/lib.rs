@@ -5,11 +5,13 @@
 //!   handlers) on axum, steerable per request.
 //! - [`server`]: starts a real DTM server on free ports for the demos and the tests.
 //! - [`demo`]: start DTM + the bank service and narrate a scenario.
+//! - [`kv_saga`]: the saga scenarios of the Redis and MongoDB barrier examples.
 //! - [`wait`]: polls DTM until a transaction reaches a status.
 
 pub mod bank;
 pub mod busi;
 pub mod demo;
 pub mod grpc_busi;
+pub mod kv_saga;
 pub mod server;
 pub mod wait;

@@ -2,7 +2,7 @@
 //! gRPC, resumes the workflow through `workflow.Workflow/Execute`, and every step's result
 //! is recorded. The second run's gRPC credit fails, so the HTTP debit is compensated.
 
-use dtm_examples::busi::BusiReq;
+use dtm_examples::busi::{fails_if, BusiReq};
 use dtm_examples::grpc_busi::pb::busi_client::BusiClient;
 use dtm_examples::grpc_busi::pb::ReqGrpc;
 use dtm_examples::grpc_busi::GrpcDemo;
@@ -94,11 +94,7 @@ async fn main() -> Result<(), dtm_examples::demo::DemoError> {
         let gid = g.dtm.new_gid().await?;
         let req = ReqGrpc {
             amount: 30,
-            trans_in_result: if fail {
-                "FAILURE".into()
-            } else {
-                String::new()
-            },
+            trans_in_result: fails_if(fail),
             ..Default::default()
         };
         println!(

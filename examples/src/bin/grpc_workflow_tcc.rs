@@ -2,6 +2,7 @@
 //! confirm (on_commit) and cancel (on_rollback) and runs its try through the recording
 //! tonic layer. The second run's TransIn try fails, so only TransOut is cancelled.
 
+use dtm_examples::busi::fails_if;
 use dtm_examples::grpc_busi::pb::busi_client::BusiClient;
 use dtm_examples::grpc_busi::pb::ReqGrpc;
 use dtm_examples::grpc_busi::GrpcDemo;
@@ -92,11 +93,7 @@ async fn main() -> Result<(), dtm_examples::demo::DemoError> {
         let gid = g.dtm.new_gid().await?;
         let req = ReqGrpc {
             amount: 30,
-            trans_in_result: if fail {
-                "FAILURE".into()
-            } else {
-                String::new()
-            },
+            trans_in_result: fails_if(fail),
             ..Default::default()
         };
         println!(

@@ -6,6 +6,7 @@
 //! Needs MariaDB and PostgreSQL (scripts/start-dbs.sh).
 
 use dtm_examples::bank::{Bank, Db};
+use dtm_examples::busi::fails_if;
 use dtm_examples::demo::DemoError;
 use dtm_examples::grpc_busi::pb::ReqGrpc;
 use dtm_examples::grpc_busi::{GrpcBank, GrpcDemo};
@@ -31,11 +32,7 @@ async fn main() -> Result<(), DemoError> {
             amount: 30,
             from_user: from,
             to_user: to,
-            trans_in_result: if fail {
-                "FAILURE".into()
-            } else {
-                String::new()
-            },
+            trans_in_result: fails_if(fail),
             ..Default::default()
         };
         let (out_url, in_url) = (

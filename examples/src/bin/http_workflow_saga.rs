@@ -2,7 +2,7 @@
 //! bank through the recording HTTP client. The second run's credit fails, so the first
 //! branch is compensated (the failed branch itself is not).
 
-use dtm_examples::busi::BusiReq;
+use dtm_examples::busi::{fails_if, BusiReq};
 use dtm_examples::demo::{Demo, DemoError};
 use dtm_workflow::{into_dtm_error, Wf, WorkflowMiddleware, Workflows};
 use reqwest::Method;
@@ -57,11 +57,7 @@ async fn main() -> Result<(), DemoError> {
         let gid = d.dtm.new_gid().await?;
         let req = BusiReq {
             amount: 30,
-            trans_in_result: if fail {
-                "FAILURE".into()
-            } else {
-                String::new()
-            },
+            trans_in_result: fails_if(fail),
             ..Default::default()
         };
         println!(

@@ -1,7 +1,7 @@
 //! Workflow, TCC style, over HTTP: each branch registers confirm (on_commit) and cancel
 //! (on_rollback), then runs its try through the recording HTTP client.
 
-use dtm_examples::busi::BusiReq;
+use dtm_examples::busi::{fails_if, BusiReq};
 use dtm_examples::demo::{Demo, DemoError};
 use dtm_workflow::{into_dtm_error, Wf, WorkflowMiddleware, Workflows};
 use reqwest::Method;
@@ -62,11 +62,7 @@ async fn main() -> Result<(), DemoError> {
         let gid = d.dtm.new_gid().await?;
         let req = BusiReq {
             amount: 30,
-            trans_in_result: if fail {
-                "FAILURE".into()
-            } else {
-                String::new()
-            },
+            trans_in_result: fails_if(fail),
             ..Default::default()
         };
         println!(

@@ -4,6 +4,7 @@
 //! Needs the databases of `scripts/start-dbs.sh`.
 
 use dtm_examples::bank::{Bank, BankReq, Db};
+use dtm_examples::busi::fails_if;
 use dtm_examples::demo::{Demo, DemoError};
 use dtmcli::TransOptions;
 
@@ -23,11 +24,7 @@ async fn main() -> Result<(), DemoError> {
                 amount: 30,
                 from: a,
                 to: b,
-                trans_in_result: if fail {
-                    "FAILURE".into()
-                } else {
-                    String::new()
-                },
+                trans_in_result: fails_if(fail),
                 ..Default::default()
             };
             println!(
