@@ -5,24 +5,20 @@
 //! Go SDK writes, and the msg outbox with its back-check.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod kv_barrier;
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::routing::any;
-use axum::Json;
 use dtm_barrier::mongo::{create_barrier_index, do_and_submit_mongo, is_transient};
 use dtm_barrier::reprocess::ReprocessPolicy;
 use dtm_barrier::{msg_query_info, BarrierConfig, BranchBarrier, Error, Outcome, TableName};
 use dtmcli::{Op, TransInfo, TransOptions, TransRequest, TransType};
 use futures_util::TryStreamExt;
+use kv_barrier::{outcomes, recs, Store, Transfer};
 use mongodb::bson::{doc, Document};
 use mongodb::{Client, ClientSession, Collection};
-use serde::{Deserialize, Serialize};
 use support::*;
 
 const BUSI_DB: &str = "dtm_busi";
@@ -116,105 +112,12 @@ async fn adjust_in(s: &mut ClientSession, key: &str, delta: i64) -> dtm_barrier:
 }
 
 // ---------------------------------------------------------------------------------------
-// The guarded business service: balances are documents {_id, balance}.
-
-/// The body of every handler: move `amount` from the account `from` to the account `to`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Transfer {
-    amount: i64,
-    from: String,
-    to: String,
-}
-
-impl Transfer {
-    fn new(gid: &str, amount: i64) -> Self {
-        Transfer {
-            amount,
-            from: format!("acct-{gid}-from"),
-            to: format!("acct-{gid}-to"),
-        }
-    }
-}
-
-/// One handled request: gid, handler, op, and what the barrier said.
-#[derive(Debug, Clone)]
-struct Rec {
-    gid: String,
-    handler: String,
-    op: Op,
-    result: Result<Vec<Outcome<()>>, String>,
-}
+// The guarded business service (tests/kv_barrier): balances are documents {_id, balance}.
 
 #[derive(Clone)]
-struct App {
-    client: Client,
-    log: Arc<Mutex<Vec<Rec>>>,
-}
+struct Mongo(Client);
 
-struct Service {
-    base: String,
-    log: Arc<Mutex<Vec<Rec>>>,
-}
-
-static SERVICE: OnceLock<Service> = OnceLock::new();
-
-/// Starts (once) the guarded service on its own runtime, which outlives every test's.
-fn service() -> &'static Service {
-    SERVICE.get_or_init(|| {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let app_log = log.clone();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let app = App {
-                    client: client().await,
-                    log: app_log,
-                };
-                let router = axum::Router::new()
-                    .route("/api/mbusi/{handler}", any(handle))
-                    .with_state(app);
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let base = format!("http://{}/api/mbusi", listener.local_addr().unwrap());
-                tx.send(base).unwrap();
-                axum::serve(listener, router).await.unwrap();
-            });
-        });
-        Service {
-            base: rx.recv().expect("service started"),
-            log,
-        }
-    })
-}
-
-fn murl(handler: &str) -> String {
-    format!("{}/{handler}", service().base)
-}
-
-fn recs(gid: &str) -> Vec<Rec> {
-    service()
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|r| r.gid == gid)
-        .cloned()
-        .collect()
-}
-
-fn outcomes(gid: &str, handler: &str) -> Vec<Result<Vec<Outcome<()>>, String>> {
-    recs(gid)
-        .into_iter()
-        .filter(|r| r.handler == handler)
-        .map(|r| r.result)
-        .collect()
-}
-
-/// One guarded local transaction adding `delta` to `key`.
+/// One guarded MongoDB transaction adding `delta` to `key`.
 async fn guarded(
     bb: &BranchBarrier,
     client: &Client,
@@ -227,74 +130,23 @@ async fn guarded(
     .await
 }
 
-async fn handle(
-    State(app): State<App>,
-    Path(handler): Path<String>,
-    info: TransInfo,
-    body: Bytes,
-) -> Result<Json<serde_json::Value>, dtmcli::Error> {
-    let bb = BranchBarrier::new(info.clone());
-    let t: Option<Transfer> = serde_json::from_slice(&body).ok();
-    let c = &app.client;
-    let result = async {
-        let need = || {
-            t.clone()
-                .ok_or_else(|| dtmcli::Error::invalid("no transfer body"))
-        };
-        let out = match handler.as_str() {
-            "TransOut" | "TransOutTry" => {
-                let t = need()?;
-                vec![guarded(&bb, c, t.from, -t.amount).await?]
-            }
-            "TransOutRevert" | "TransOutCancel" => {
-                let t = need()?;
-                vec![guarded(&bb, c, t.from, t.amount).await?]
-            }
-            "TransIn" => {
-                let t = need()?;
-                vec![guarded(&bb, c, t.to, t.amount).await?]
-            }
-            "TransInRevert" => {
-                let t = need()?;
-                vec![guarded(&bb, c, t.to, -t.amount).await?]
-            }
-            // The same barrier guards two local transactions: barrier ids 01 and 02.
-            "TransInTwice" => {
-                let t = need()?;
-                let half = t.amount / 2;
-                vec![
-                    guarded(&bb, c, t.to.clone(), half).await?,
-                    guarded(&bb, c, t.to, t.amount - half).await?,
-                ]
-            }
-            "TransInTwiceRevert" => {
-                let t = need()?;
-                let half = t.amount / 2;
-                vec![
-                    guarded(&bb, c, t.to.clone(), -half).await?,
-                    guarded(&bb, c, t.to, -(t.amount - half)).await?,
-                ]
-            }
-            "TransOutConfirm" => vec![],
-            "QueryPrepared" => {
-                bb.mongo_query_prepared(c).await?;
-                vec![]
-            }
-            other => return Err(dtmcli::Error::invalid(format!("no handler {other}"))),
-        };
-        Ok::<_, dtmcli::Error>(out)
+impl Store for Mongo {
+    async fn adjust(
+        &self,
+        bb: &BranchBarrier,
+        key: String,
+        delta: i64,
+    ) -> dtm_barrier::Result<Outcome<()>> {
+        guarded(bb, &self.0, key, delta).await
     }
-    .await;
-    app.log.lock().unwrap().push(Rec {
-        gid: info.gid.clone(),
-        handler,
-        op: info.op.clone(),
-        result: result
-            .as_ref()
-            .map(Clone::clone)
-            .map_err(ToString::to_string),
-    });
-    result.map(|_| Json(serde_json::json!({"dtm_result": "SUCCESS"})))
+
+    async fn query_prepared(&self, bb: &BranchBarrier) -> dtm_barrier::Result<()> {
+        bb.mongo_query_prepared(&self.0).await
+    }
+}
+
+fn murl(handler: &str) -> String {
+    kv_barrier::url("/api/mbusi", || async { Mongo(client().await) }, handler)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -4,21 +4,17 @@
 //! and the msg outbox with its back-check.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod kv_barrier;
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::routing::any;
-use axum::Json;
 use dtm_barrier::redis::do_and_submit_redis;
 use dtm_barrier::{msg_query_info, BranchBarrier, Outcome};
 use dtmcli::{DtmClient, Op, TransInfo, TransOptions, TransRequest, TransType};
+use kv_barrier::{outcomes, recs, Store, Transfer};
 use redis::aio::MultiplexedConnection;
-use serde::{Deserialize, Serialize};
 use support::*;
 
 /// Barrier key expiry used by the tests.
@@ -85,185 +81,29 @@ async fn ttl(c: &mut MultiplexedConnection, key: &str) -> i64 {
 }
 
 // ---------------------------------------------------------------------------------------
-// The guarded business service: balances are Redis integers.
-
-/// The body of every handler: move `amount` from the account `from` to the account `to`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Transfer {
-    amount: i64,
-    from: String,
-    to: String,
-}
-
-impl Transfer {
-    /// Accounts named after the gid (outside the `<gid>-*` barrier key space).
-    fn new(gid: &str, amount: i64) -> Self {
-        Transfer {
-            amount,
-            from: format!("acct-{gid}-from"),
-            to: format!("acct-{gid}-to"),
-        }
-    }
-}
-
-/// One handled request: gid, handler, op, and what the barrier said.
-#[derive(Debug, Clone)]
-struct Rec {
-    gid: String,
-    handler: String,
-    op: Op,
-    result: Result<Vec<Outcome<()>>, String>,
-}
+// The guarded business service (tests/kv_barrier): balances are Redis integers.
 
 #[derive(Clone)]
-struct App {
-    conn: MultiplexedConnection,
-    log: Arc<Mutex<Vec<Rec>>>,
-}
+struct Redis(MultiplexedConnection);
 
-struct Service {
-    base: String,
-    log: Arc<Mutex<Vec<Rec>>>,
-}
+impl Store for Redis {
+    async fn adjust(
+        &self,
+        bb: &BranchBarrier,
+        key: String,
+        delta: i64,
+    ) -> dtm_barrier::Result<Outcome<()>> {
+        bb.redis_check_adjust_amount(&mut self.0.clone(), &key, delta, EXPIRE)
+            .await
+    }
 
-static SERVICE: OnceLock<Service> = OnceLock::new();
-
-/// Starts (once) the guarded service on its own runtime, which outlives every test's.
-fn service() -> &'static Service {
-    SERVICE.get_or_init(|| {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let app_log = log.clone();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let app = App {
-                    conn: conn().await,
-                    log: app_log,
-                };
-                let router = axum::Router::new()
-                    .route("/api/rbusi/{handler}", any(handle))
-                    .with_state(app);
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let base = format!("http://{}/api/rbusi", listener.local_addr().unwrap());
-                tx.send(base).unwrap();
-                axum::serve(listener, router).await.unwrap();
-            });
-        });
-        Service {
-            base: rx.recv().expect("service started"),
-            log,
-        }
-    })
+    async fn query_prepared(&self, bb: &BranchBarrier) -> dtm_barrier::Result<()> {
+        bb.redis_query_prepared(&mut self.0.clone(), EXPIRE).await
+    }
 }
 
 fn rurl(handler: &str) -> String {
-    format!("{}/{handler}", service().base)
-}
-
-/// What the service recorded for `gid`, in arrival order.
-fn recs(gid: &str) -> Vec<Rec> {
-    service()
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|r| r.gid == gid)
-        .cloned()
-        .collect()
-}
-
-/// The outcomes of the calls of `handler` for `gid`.
-fn outcomes(gid: &str, handler: &str) -> Vec<Result<Vec<Outcome<()>>, String>> {
-    recs(gid)
-        .into_iter()
-        .filter(|r| r.handler == handler)
-        .map(|r| r.result)
-        .collect()
-}
-
-async fn handle(
-    State(app): State<App>,
-    Path(handler): Path<String>,
-    info: TransInfo,
-    body: Bytes,
-) -> Result<Json<serde_json::Value>, dtmcli::Error> {
-    let bb = BranchBarrier::new(info.clone());
-    let t: Option<Transfer> = serde_json::from_slice(&body).ok();
-    let result = async {
-        let need = || {
-            t.clone()
-                .ok_or_else(|| dtmcli::Error::invalid("no transfer body"))
-        };
-        let adjust = |key: String, amount: i64| {
-            let bb = &bb;
-            let mut conn = app.conn.clone();
-            async move {
-                bb.redis_check_adjust_amount(&mut conn, &key, amount, EXPIRE)
-                    .await
-            }
-        };
-        let out = match handler.as_str() {
-            "TransOut" | "TransOutTry" => {
-                let t = need()?;
-                vec![adjust(t.from, -t.amount).await?]
-            }
-            "TransOutRevert" | "TransOutCancel" => {
-                let t = need()?;
-                vec![adjust(t.from, t.amount).await?]
-            }
-            "TransIn" => {
-                let t = need()?;
-                vec![adjust(t.to, t.amount).await?]
-            }
-            "TransInRevert" => {
-                let t = need()?;
-                vec![adjust(t.to, -t.amount).await?]
-            }
-            // The same barrier guards two adjustments: barrier ids 01 and 02.
-            "TransInTwice" => {
-                let t = need()?;
-                let half = t.amount / 2;
-                vec![
-                    adjust(t.to.clone(), half).await?,
-                    adjust(t.to, t.amount - half).await?,
-                ]
-            }
-            "TransInTwiceRevert" => {
-                let t = need()?;
-                let half = t.amount / 2;
-                vec![
-                    adjust(t.to.clone(), -half).await?,
-                    adjust(t.to, -(t.amount - half)).await?,
-                ]
-            }
-            "TransOutConfirm" => vec![],
-            "QueryPrepared" => {
-                bb.redis_query_prepared(&mut app.conn.clone(), EXPIRE)
-                    .await?;
-                vec![]
-            }
-            other => {
-                return Err(dtmcli::Error::invalid(format!("no handler {other}")));
-            }
-        };
-        Ok::<_, dtmcli::Error>(out)
-    }
-    .await;
-    app.log.lock().unwrap().push(Rec {
-        gid: info.gid.clone(),
-        handler,
-        op: info.op.clone(),
-        result: result
-            .as_ref()
-            .map(Clone::clone)
-            .map_err(ToString::to_string),
-    });
-    result.map(|_| Json(serde_json::json!({"dtm_result": "SUCCESS"})))
+    kv_barrier::url("/api/rbusi", || async { Redis(conn().await) }, handler)
 }
 
 // ---------------------------------------------------------------------------------------
