@@ -273,8 +273,8 @@ fn adjust_sql<'c, DB: BankDb>(
     DB::adjust(conn, user, delta)
 }
 
-/// SQL of the bank per database.
-trait BankDb: XaDatabase {
+/// SQL of the bank per database (the gRPC bank uses it too).
+pub(crate) trait BankDb: XaDatabase {
     fn adjust(
         conn: &mut Self::Connection,
         user: i64,

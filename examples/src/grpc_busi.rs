@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use dtm_barrier::xa::{XaDatabase, XaLocal};
+use dtm_barrier::xa::XaLocal;
 use dtm_barrier::{Error as BError, Outcome as BOutcome};
 use dtmcli::{DtmClient, Op, TransInfo};
 use dtmgrpc::xa::XaGrpcLocal;
@@ -28,7 +28,7 @@ use sqlx::{MySql, Pool, Postgres};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use crate::bank::{Bank, Db, ACCOUNTS};
+use crate::bank::{Bank, BankDb, Db};
 use crate::busi::Outcome;
 
 /// The generated messages and tonic services of `proto/busi.proto`.
@@ -481,19 +481,10 @@ fn guarded<DB: GrpcBankDb>(
     }
 }
 
-/// The bank's SQL and resources per database.
-trait GrpcBankDb: XaDatabase {
+/// The bank's resources per database (its SQL is the HTTP bank's [`BankDb`]).
+trait GrpcBankDb: BankDb {
     fn pool(bank: &Bank) -> &Pool<Self>;
     fn xa(bank: &GrpcBank) -> &XaGrpcLocal<Self>;
-    fn adjust(
-        conn: &mut Self::Connection,
-        user: i64,
-        delta: i64,
-    ) -> BoxFuture<'_, dtm_barrier::Result<()>>;
-}
-
-fn insufficient(user: i64) -> BError {
-    BError::failure(format!("account {user}: insufficient balance or unknown"))
 }
 
 impl GrpcBankDb for MySql {
@@ -503,26 +494,6 @@ impl GrpcBankDb for MySql {
     fn xa(bank: &GrpcBank) -> &XaGrpcLocal<Self> {
         &bank.0.xa_mysql
     }
-    fn adjust(
-        conn: &mut Self::Connection,
-        user: i64,
-        delta: i64,
-    ) -> BoxFuture<'_, dtm_barrier::Result<()>> {
-        Box::pin(async move {
-            let r = sqlx::query(&format!(
-                "update {ACCOUNTS} set balance = balance + ? where user_id = ? and balance + ? >= 0"
-            ))
-            .bind(delta)
-            .bind(user)
-            .bind(delta)
-            .execute(&mut *conn)
-            .await?;
-            if r.rows_affected() == 0 {
-                return Err(insufficient(user));
-            }
-            Ok(())
-        })
-    }
 }
 
 impl GrpcBankDb for Postgres {
@@ -531,25 +502,6 @@ impl GrpcBankDb for Postgres {
     }
     fn xa(bank: &GrpcBank) -> &XaGrpcLocal<Self> {
         &bank.0.xa_pg
-    }
-    fn adjust(
-        conn: &mut Self::Connection,
-        user: i64,
-        delta: i64,
-    ) -> BoxFuture<'_, dtm_barrier::Result<()>> {
-        Box::pin(async move {
-            let r = sqlx::query(&format!(
-                "update {ACCOUNTS} set balance = balance + $1 where user_id = $2 and balance + $1 >= 0"
-            ))
-            .bind(delta)
-            .bind(user)
-            .execute(&mut *conn)
-            .await?;
-            if r.rows_affected() == 0 {
-                return Err(insufficient(user));
-            }
-            Ok(())
-        })
     }
 }
 
