@@ -106,27 +106,75 @@ impl Outcome {
     }
 }
 
-/// Outcomes scripted per (gid, handler), answered in order before the per-request rule.
-#[derive(Debug, Default)]
-pub(crate) struct Scripts(HashMap<(String, String), VecDeque<Outcome>>);
+/// A recorded call of one of the example services.
+pub(crate) trait Recorded: Clone {
+    /// The gid of the call ("" if absent).
+    fn gid(&self) -> &str;
+    /// The handler (method) called.
+    fn handler(&self) -> &str;
+}
 
-impl Scripts {
-    pub(crate) fn push(
+/// What a recording service keeps: every call, and the outcomes scripted per
+/// (gid, handler), answered in order before the per-request rule.
+#[derive(Debug)]
+pub(crate) struct Recorder<C> {
+    calls: Vec<C>,
+    scripts: HashMap<(String, String), VecDeque<Outcome>>,
+}
+
+impl<C> Default for Recorder<C> {
+    fn default() -> Self {
+        Recorder {
+            calls: Vec::new(),
+            scripts: HashMap::new(),
+        }
+    }
+}
+
+impl<C: Recorded> Recorder<C> {
+    pub(crate) fn script(
         &mut self,
         gid: &str,
         handler: &str,
         outcomes: impl IntoIterator<Item = Outcome>,
     ) {
-        self.0
+        self.scripts
             .entry((gid.to_string(), handler.to_string()))
             .or_default()
             .extend(outcomes);
     }
 
-    pub(crate) fn next(&mut self, gid: &str, handler: &str) -> Option<Outcome> {
-        self.0
+    /// The next scripted outcome of `handler` for `gid`, if any is left.
+    pub(crate) fn next_scripted(&mut self, gid: &str, handler: &str) -> Option<Outcome> {
+        self.scripts
             .get_mut(&(gid.to_string(), handler.to_string()))
             .and_then(VecDeque::pop_front)
+    }
+
+    pub(crate) fn record(&mut self, call: C) {
+        self.calls.push(call);
+    }
+
+    /// Every call for `gid`, in arrival order.
+    pub(crate) fn calls(&self, gid: &str) -> Vec<C> {
+        self.calls
+            .iter()
+            .filter(|c| c.gid() == gid)
+            .cloned()
+            .collect()
+    }
+
+    /// Every call that matches `pred`, in arrival order.
+    pub(crate) fn calls_where(&self, pred: impl Fn(&C) -> bool) -> Vec<C> {
+        self.calls.iter().filter(|c| pred(c)).cloned().collect()
+    }
+
+    /// How often `handler` was called for `gid`.
+    pub(crate) fn count(&self, gid: &str, handler: &str) -> usize {
+        self.calls
+            .iter()
+            .filter(|c| c.gid() == gid && c.handler() == handler)
+            .count()
     }
 }
 
@@ -156,16 +204,19 @@ impl Call {
     }
 }
 
-#[derive(Default)]
-struct State0 {
-    calls: Vec<Call>,
-    scripts: Scripts,
+impl Recorded for Call {
+    fn gid(&self) -> &str {
+        Call::gid(self)
+    }
+    fn handler(&self) -> &str {
+        &self.handler
+    }
 }
 
 /// The service's state: a value, cloned into the router.
 #[derive(Clone)]
 pub struct Busi {
-    state: Arc<Mutex<State0>>,
+    state: Arc<Mutex<Recorder<Call>>>,
     dtm: DtmClient,
     base: Arc<Mutex<String>>,
 }
@@ -180,13 +231,13 @@ impl Busi {
     /// A service that uses `dtm` (its connection pool) for nested transactions.
     pub fn new(dtm: DtmClient) -> Self {
         Busi {
-            state: Arc::new(Mutex::new(State0::default())),
+            state: Arc::new(Mutex::new(Recorder::default())),
             dtm,
             base: Arc::new(Mutex::new(String::new())),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State0> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recorder<Call>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -216,17 +267,12 @@ impl Busi {
 
     /// Makes the next calls of `handler` for `gid` answer these outcomes, in order.
     pub fn script(&self, gid: &str, handler: &str, outcomes: impl IntoIterator<Item = Outcome>) {
-        self.lock().scripts.push(gid, handler, outcomes);
+        self.lock().script(gid, handler, outcomes);
     }
 
     /// Every call recorded for `gid`, in arrival order.
     pub fn calls(&self, gid: &str) -> Vec<Call> {
-        self.lock()
-            .calls
-            .iter()
-            .filter(|c| c.gid() == gid)
-            .cloned()
-            .collect()
+        self.lock().calls(gid)
     }
 
     /// The handler names called for `gid`, in arrival order.
@@ -236,14 +282,11 @@ impl Busi {
 
     /// How often `handler` was called for `gid`.
     pub fn count(&self, gid: &str, handler: &str) -> usize {
-        self.calls(gid)
-            .iter()
-            .filter(|c| c.handler == handler)
-            .count()
+        self.lock().count(gid, handler)
     }
 
     fn decide(&self, gid: &str, handler: &str, body: &str) -> Outcome {
-        if let Some(o) = self.lock().scripts.next(gid, handler) {
+        if let Some(o) = self.lock().next_scripted(gid, handler) {
             return o;
         }
         let req: BusiReq = serde_json::from_str(body).unwrap_or_default();
@@ -274,7 +317,7 @@ async fn handle(
             )
         })
         .collect();
-    busi.lock().calls.push(Call {
+    busi.lock().record(Call {
         handler: handler.clone(),
         method: method.to_string(),
         info: info.clone(),

@@ -29,7 +29,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use crate::bank::{Bank, BankDb, Db};
-use crate::busi::Outcome;
+use crate::busi::{Outcome, Recorded, Recorder};
 
 /// The generated messages and tonic services of `proto/busi.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -84,16 +84,19 @@ impl GrpcCall {
     }
 }
 
-#[derive(Default)]
-struct State {
-    calls: Vec<GrpcCall>,
-    scripts: crate::busi::Scripts,
+impl Recorded for GrpcCall {
+    fn gid(&self) -> &str {
+        GrpcCall::gid(self)
+    }
+    fn handler(&self) -> &str {
+        &self.handler
+    }
 }
 
 /// The recording business service `busi.Busi` (cheap to clone).
 #[derive(Clone)]
 pub struct GrpcBusi {
-    state: Arc<Mutex<State>>,
+    state: Arc<Mutex<Recorder<GrpcCall>>>,
     client: DtmGrpcClient,
     base: Arc<Mutex<String>>,
 }
@@ -122,13 +125,13 @@ impl GrpcBusi {
     /// A service that uses `client` (its channels) for nested TCC and XA registration.
     pub fn new(client: DtmGrpcClient) -> Self {
         GrpcBusi {
-            state: Arc::new(Mutex::new(State::default())),
+            state: Arc::new(Mutex::new(Recorder::default())),
             client,
             base: Arc::new(Mutex::new(String::new())),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recorder<GrpcCall>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -165,27 +168,17 @@ impl GrpcBusi {
 
     /// Makes the next calls of `handler` for `gid` answer these outcomes, in order.
     pub fn script(&self, gid: &str, handler: &str, outcomes: impl IntoIterator<Item = Outcome>) {
-        self.lock().scripts.push(gid, handler, outcomes);
+        self.lock().script(gid, handler, outcomes);
     }
 
     /// Every call recorded for `gid`, in arrival order.
     pub fn calls(&self, gid: &str) -> Vec<GrpcCall> {
-        self.lock()
-            .calls
-            .iter()
-            .filter(|c| c.gid() == gid)
-            .cloned()
-            .collect()
+        self.lock().calls(gid)
     }
 
     /// Every call recorded whose metadata did not give a transaction info.
     pub fn bad_calls(&self) -> Vec<GrpcCall> {
-        self.lock()
-            .calls
-            .iter()
-            .filter(|c| c.info.is_none())
-            .cloned()
-            .collect()
+        self.lock().calls_where(|c| c.info.is_none())
     }
 
     /// The handler names called for `gid`, in arrival order.
@@ -195,14 +188,11 @@ impl GrpcBusi {
 
     /// How often `handler` was called for `gid`.
     pub fn count(&self, gid: &str, handler: &str) -> usize {
-        self.calls(gid)
-            .iter()
-            .filter(|c| c.handler == handler)
-            .count()
+        self.lock().count(gid, handler)
     }
 
     fn decide(&self, gid: &str, handler: &str, req: &ReqGrpc) -> Outcome {
-        if let Some(o) = self.lock().scripts.next(gid, handler) {
+        if let Some(o) = self.lock().next_scripted(gid, handler) {
             return o;
         }
         Outcome::for_request(handler, &req.trans_out_result, &req.trans_in_result)
@@ -223,7 +213,7 @@ impl GrpcBusi {
             Err(_) => Outcome::Error,
         };
         tracing::info!(handler, gid, ?outcome, "grpc busi called");
-        self.lock().calls.push(GrpcCall {
+        self.lock().record(GrpcCall {
             handler: handler.to_string(),
             info: info.as_ref().ok().cloned(),
             info_error: info.as_ref().err().map(ToString::to_string),
