@@ -17,6 +17,7 @@ use dtmcli::{Error, Op};
 /// non-200 answers are retryable errors (not recorded), 200 is recorded with its body, and a
 /// replay answers a synthetic 200 `application/json` response with the recorded body.
 /// Commit and rollback callbacks call live. Requests without a [`Wf`] pass untouched.
+/// [`send_http`] sends such a request and reads its answer the same way in every phase.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WorkflowMiddleware;
 
@@ -86,23 +87,35 @@ impl Middleware for WorkflowMiddleware {
                     })
                 }
             };
-            let text = String::from_utf8_lossy(&body).into_owned();
-            match status {
-                200 => StepOutcome::Ok(body),
-                409 => StepOutcome::Failed(text),
-                425 => StepOutcome::Unrecorded(Error::Ongoing(text)),
-                _ => StepOutcome::Unrecorded(Error::Status {
-                    url: url.clone(),
-                    status,
-                    body: text,
-                }),
-            }
+            StepOutcome::from_result(answer(&url, status, body))
         };
         match wf.recorded("http", &label, step).await {
             Ok(body) => synthetic(200, body),
             Err(e) => Err(middleware_error(e)),
         }
     }
+}
+
+/// A branch's HTTP answer as DTM reads it ([`dtmcli::branch::http_result`]): the body on
+/// success, else [`Error::Failure`], [`Error::Ongoing`] or [`Error::Status`].
+fn answer(url: &str, status: u16, body: Vec<u8>) -> Result<Vec<u8>, Error> {
+    dtmcli::branch::http_result(url, status, &body).map(|()| body)
+}
+
+/// Sends a request made with [`Wf::http`] and reads its answer as DTM would: the body on
+/// success; [`Error::Failure`] for 409 or a body saying `FAILURE`; [`Error::Ongoing`] for 425
+/// or `ONGOING`; [`Error::Status`] for any other status but 200. It reads a live answer
+/// (commit and rollback callbacks) the same way as a recorded one (the branch's action), so
+/// a workflow function can return its error as it is.
+pub async fn send_http(request: RequestBuilder) -> Result<Vec<u8>, Error> {
+    let resp = request.send().await.map_err(into_dtm_error)?;
+    let url = resp.url().to_string();
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.map_err(|e| Error::Transport {
+        url: url.clone(),
+        source: e,
+    })?;
+    answer(&url, status, body.to_vec())
 }
 
 /// The DTM error inside a middleware error, if the workflow middleware produced it (a
@@ -123,5 +136,37 @@ pub fn into_dtm_error(e: reqwest_middleware::Error) -> Error {
             Err(a) => Error::other(std::io::Error::other(a.to_string())),
         },
         reqwest_middleware::Error::Reqwest(r) => Error::other(r),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(status: u16, body: &str) -> StepOutcome {
+        StepOutcome::from_result(answer("http://b/x", status, body.as_bytes().to_vec()))
+    }
+
+    #[test]
+    fn answers_are_read_as_dtm_reads_them() {
+        assert!(matches!(outcome(200, "{}"), StepOutcome::Ok(b) if b == b"{}"));
+        assert!(matches!(outcome(409, "no"), StepOutcome::Failed(_)));
+        // DTM (and the Go SDK's workflow) also read the keywords in a 200 body.
+        assert!(matches!(
+            outcome(200, r#"{"dtm_result":"FAILURE"}"#),
+            StepOutcome::Failed(_)
+        ));
+        assert!(matches!(
+            outcome(200, r#"{"dtm_result":"ONGOING"}"#),
+            StepOutcome::Unrecorded(Error::Ongoing(_))
+        ));
+        assert!(matches!(
+            outcome(425, ""),
+            StepOutcome::Unrecorded(Error::Ongoing(_))
+        ));
+        assert!(matches!(
+            outcome(503, "down"),
+            StepOutcome::Unrecorded(Error::Status { status: 503, .. })
+        ));
     }
 }

@@ -9,7 +9,7 @@
 //! ## A workflow end to end
 //!
 //! ```no_run
-//! use dtm_workflow::{Workflows, WorkflowMiddleware, Wf};
+//! use dtm_workflow::{send_http, Workflows, WorkflowMiddleware, Wf};
 //! use dtmcli::{DtmClient, Error};
 //! use reqwest::Method;
 //!
@@ -28,16 +28,15 @@
 //!     async move {
 //!         // Branch 01: debit, saga style: register its compensation first.
 //!         wf.new_branch()?;
-//!         let (h, body) = (http.clone(), input.clone());
+//!         let (w, h, body) = (wf.clone(), http.clone(), input.clone());
 //!         wf.on_rollback(move |_info| async move {
-//!             let wf_less = h.post("http://bank-a/TransOutRevert").body(body).send().await;
-//!             wf_less.map(drop).map_err(dtm_workflow::into_dtm_error)
+//!             // Called live when the workflow rolls back; a 409/425/500 answer is an error.
+//!             let undo = w.http(&h, Method::POST, "http://bank-a/TransOutRevert").body(body);
+//!             send_http(undo).await.map(drop)
 //!         })?;
-//!         wf.http(&http, Method::POST, "http://bank-a/TransOut")
-//!             .body(input.clone())
-//!             .send()
-//!             .await
-//!             .map_err(dtm_workflow::into_dtm_error)?;
+//!         // The action: recorded, and replayed from its record after a crash.
+//!         send_http(wf.http(&http, Method::POST, "http://bank-a/TransOut").body(input.clone()))
+//!             .await?;
 //!         // Branch 02: a local step, recorded too.
 //!         wf.new_branch()?;
 //!         wf.do_(|_info| async { Ok(b"credited".to_vec()) }).await?;
@@ -96,6 +95,6 @@ mod xa;
 
 #[cfg(feature = "grpc")]
 pub use grpc::{ExecuteService, WorkflowGrpc, WorkflowLayer};
-pub use http::{dtm_error, into_dtm_error, WorkflowMiddleware};
+pub use http::{dtm_error, into_dtm_error, send_http, WorkflowMiddleware};
 pub use registry::{WfOptions, Workflows};
 pub use wf::Wf;

@@ -6,9 +6,7 @@ use dtm_examples::busi::{fails_if, BusiReq};
 use dtm_examples::grpc_busi::pb::busi_client::BusiClient;
 use dtm_examples::grpc_busi::pb::ReqGrpc;
 use dtm_examples::grpc_busi::GrpcDemo;
-use dtm_workflow::{
-    into_dtm_error, Wf, WorkflowGrpc, WorkflowLayer, WorkflowMiddleware, Workflows,
-};
+use dtm_workflow::{send_http, Wf, WorkflowGrpc, WorkflowLayer, WorkflowMiddleware, Workflows};
 use prost::Message;
 use reqwest::Method;
 use tonic::transport::Channel;
@@ -69,18 +67,15 @@ async fn main() -> Result<(), dtm_examples::demo::DemoError> {
                 body.clone(),
             );
             wf.on_rollback(move |_| async move {
-                wf2.http(&h2, Method::POST, &url)
-                    .body(b2)
-                    .send()
+                send_http(wf2.http(&h2, Method::POST, &url).body(b2))
                     .await
                     .map(drop)
-                    .map_err(into_dtm_error)
             })?;
-            wf.http(&http, Method::POST, &format!("{base}/TransOut"))
-                .body(body)
-                .send()
-                .await
-                .map_err(into_dtm_error)?;
+            send_http(
+                wf.http(&http, Method::POST, &format!("{base}/TransOut"))
+                    .body(body),
+            )
+            .await?;
 
             wf.new_branch()?;
             c.trans_in(wf.grpc_request(req))

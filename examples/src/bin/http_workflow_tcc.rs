@@ -3,20 +3,13 @@
 
 use dtm_examples::busi::{fails_if, BusiReq};
 use dtm_examples::demo::{Demo, DemoError};
-use dtm_workflow::{into_dtm_error, Wf, WorkflowMiddleware, Workflows};
+use dtm_workflow::{send_http, Wf, WorkflowMiddleware, Workflows};
 use reqwest::Method;
 use reqwest_middleware::ClientWithMiddleware;
 
 async fn call(wf: &Wf, http: &ClientWithMiddleware, url: &str, body: &[u8]) -> dtmcli::Result<()> {
-    let resp = wf
-        .http(http, Method::POST, url)
-        .body(body.to_vec())
-        .send()
-        .await
-        .map_err(into_dtm_error)?;
-    let status = resp.status().as_u16();
-    let body = resp.bytes().await.map_err(dtmcli::Error::other)?;
-    dtmcli::branch::http_result(url, status, &body)
+    let request = wf.http(http, Method::POST, url).body(body.to_vec());
+    send_http(request).await.map(drop)
 }
 
 #[tokio::main]

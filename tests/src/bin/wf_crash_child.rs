@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use dtm_workflow::{into_dtm_error, WfOptions, WorkflowMiddleware, Workflows};
+use dtm_workflow::{send_http, WfOptions, WorkflowMiddleware, Workflows};
 use dtmcli::{DtmClient, TransOptions};
 use reqwest::Method;
 
@@ -35,11 +35,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let (http, busi) = (http.clone(), busi.clone());
         async move {
             wf.new_branch()?;
-            wf.http(&http, Method::POST, &format!("{busi}/TransOut"))
-                .body(input.clone())
-                .send()
-                .await
-                .map_err(into_dtm_error)?;
+            send_http(
+                wf.http(&http, Method::POST, &format!("{busi}/TransOut"))
+                    .body(input.clone()),
+            )
+            .await?;
             println!("STEP1_DONE");
             let _ = std::io::stdout().flush();
             if crash {
@@ -47,11 +47,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
             wf.new_branch()?;
-            wf.http(&http, Method::POST, &format!("{busi}/TransIn"))
-                .body(input)
-                .send()
-                .await
-                .map_err(into_dtm_error)?;
+            send_http(
+                wf.http(&http, Method::POST, &format!("{busi}/TransIn"))
+                    .body(input),
+            )
+            .await?;
             Ok(Vec::new())
         }
     })?;

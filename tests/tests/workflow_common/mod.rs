@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use dtm_workflow::{into_dtm_error, Wf, WfOptions, WorkflowMiddleware, Workflows};
+use dtm_workflow::{send_http, Wf, WfOptions, WorkflowMiddleware, Workflows};
 use dtmcli::{DtmClient, Error, TransOptions};
 use reqwest::Method;
 use reqwest_middleware::ClientWithMiddleware;
@@ -36,18 +36,12 @@ async fn post(
     handler: &str,
     body: &[u8],
 ) -> dtmcli::Result<Vec<u8>> {
-    let resp = wf
+    // The action is recorded; commit/rollback callbacks call live: both read as DTM does.
+    let request = wf
         .http(http, Method::POST, &url(handler))
         .header("content-type", "application/json")
-        .body(body.to_vec())
-        .send()
-        .await
-        .map_err(into_dtm_error)?;
-    // Commit/rollback callbacks call live: map the answer like DTM does.
-    let status = resp.status().as_u16();
-    let body = resp.bytes().await.map_err(Error::other)?.to_vec();
-    dtmcli::branch::http_result(&url(handler), status, &body)?;
-    Ok(body)
+        .body(body.to_vec());
+    send_http(request).await
 }
 
 /// Registers `on_rollback` / `on_commit` calling a bank handler live.
