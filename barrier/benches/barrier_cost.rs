@@ -117,14 +117,18 @@ struct Row {
     guarded: Stats,
 }
 
-async fn sql_mysql(rows: &mut Vec<Row>) -> Result<(), BoxError> {
-    let url = std::env::var("MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
-    let pool = MySqlPool::connect(&url).await?;
-    dtm_barrier::sql::create_barrier_table(&pool, &Default::default()).await?;
-    sqlx::raw_sql("create database if not exists dtm_busi; create table if not exists dtm_busi.bench_account(id bigint primary key, balance bigint not null); replace into dtm_busi.bench_account values(1, 0)")
-        .execute(&pool)
-        .await?;
-    let upd = upd_my;
+/// The plain and guarded business on one SQL database: `upd(delta)` is the business.
+async fn sql_bench<DB, U, F>(
+    rows: &mut Vec<Row>,
+    backend: &'static str,
+    pool: sqlx::Pool<DB>,
+    upd: U,
+) -> Result<(), BoxError>
+where
+    DB: dtm_barrier::sql::BarrierDatabase,
+    U: Fn(i64) -> F + Copy,
+    F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, dtm_barrier::Result<()>>,
+{
     let id = run_id();
     let plain = |delta: i64| {
         let pool = pool.clone();
@@ -143,7 +147,7 @@ async fn sql_mysql(rows: &mut Vec<Row>) -> Result<(), BoxError> {
         move |i: usize| {
             let (pool, bb) = (
                 pool.clone(),
-                BranchBarrier::new(info(format!("{id}-my-{i}"), op.clone())),
+                BranchBarrier::new(info(format!("{id}-{backend}-{i}"), op.clone())),
             );
             async move {
                 let out = bb.call_with_pool(&pool, upd(delta)).await?;
@@ -152,21 +156,29 @@ async fn sql_mysql(rows: &mut Vec<Row>) -> Result<(), BoxError> {
             }
         }
     };
-    let (plain_s, guarded_s) = measure(plain(-1), guarded(Op::Action, -1)).await?;
-    rows.push(Row {
-        backend: "MariaDB",
-        case: "action",
-        plain: plain_s,
-        guarded: guarded_s,
-    });
-    let (plain_s, guarded_s) = measure(plain(1), guarded(Op::Compensate, 1)).await?;
-    rows.push(Row {
-        backend: "MariaDB",
-        case: "compensate",
-        plain: plain_s,
-        guarded: guarded_s,
-    });
+    for (case, op, delta) in [
+        ("action", Op::Action, -1),
+        ("compensate", Op::Compensate, 1),
+    ] {
+        let (plain_s, guarded_s) = measure(plain(delta), guarded(op, delta)).await?;
+        rows.push(Row {
+            backend,
+            case,
+            plain: plain_s,
+            guarded: guarded_s,
+        });
+    }
     Ok(())
+}
+
+async fn sql_mysql(rows: &mut Vec<Row>) -> Result<(), BoxError> {
+    let url = std::env::var("MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
+    let pool = MySqlPool::connect(&url).await?;
+    dtm_barrier::sql::create_barrier_table(&pool, &Default::default()).await?;
+    sqlx::raw_sql("create database if not exists dtm_busi; create table if not exists dtm_busi.bench_account(id bigint primary key, balance bigint not null); replace into dtm_busi.bench_account values(1, 0)")
+        .execute(&pool)
+        .await?;
+    sql_bench(rows, "MariaDB", pool, upd_my).await
 }
 
 async fn sql_pg(rows: &mut Vec<Row>) -> Result<(), BoxError> {
@@ -177,49 +189,7 @@ async fn sql_pg(rows: &mut Vec<Row>) -> Result<(), BoxError> {
     sqlx::raw_sql("create schema if not exists dtm_busi; create table if not exists dtm_busi.bench_account(id bigint primary key, balance bigint not null); insert into dtm_busi.bench_account values(1, 0) on conflict (id) do nothing")
         .execute(&pool)
         .await?;
-    let upd = upd_pg;
-    let id = run_id();
-    let plain = |delta: i64| {
-        let pool = pool.clone();
-        move |_i: usize| {
-            let pool = pool.clone();
-            async move {
-                let mut tx = pool.begin().await?;
-                upd(delta)(&mut tx).await?;
-                tx.commit().await?;
-                Ok::<(), BoxError>(())
-            }
-        }
-    };
-    let guarded = |op: Op, delta: i64| {
-        let (pool, id) = (pool.clone(), id.clone());
-        move |i: usize| {
-            let (pool, bb) = (
-                pool.clone(),
-                BranchBarrier::new(info(format!("{id}-pg-{i}"), op.clone())),
-            );
-            async move {
-                let out = bb.call_with_pool(&pool, upd(delta)).await?;
-                assert!(matches!(out, Outcome::Executed(())), "{out:?}");
-                Ok::<(), BoxError>(())
-            }
-        }
-    };
-    let (plain_s, guarded_s) = measure(plain(-1), guarded(Op::Action, -1)).await?;
-    rows.push(Row {
-        backend: "PostgreSQL",
-        case: "action",
-        plain: plain_s,
-        guarded: guarded_s,
-    });
-    let (plain_s, guarded_s) = measure(plain(1), guarded(Op::Compensate, 1)).await?;
-    rows.push(Row {
-        backend: "PostgreSQL",
-        case: "compensate",
-        plain: plain_s,
-        guarded: guarded_s,
-    });
-    Ok(())
+    sql_bench(rows, "PostgreSQL", pool, upd_pg).await
 }
 
 async fn redis_backend(rows: &mut Vec<Row>) -> Result<(), BoxError> {
