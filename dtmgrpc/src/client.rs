@@ -296,7 +296,8 @@ impl DtmGrpcClient {
         F: FnOnce(DtmStub<Channel>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
-        let target = format!("{}/dtmgimp.Dtm/{rpc}", self.target);
+        // Only errors name the method's full target: no formatting on the success path.
+        let target = || format!("{}/dtmgimp.Dtm/{rpc}", self.target);
         let span = tracing::debug_span!("dtm_grpc", rpc, gid, target = %self.target);
         async move {
             let stub = DtmStub::new(self.channel.clone());
@@ -307,10 +308,10 @@ impl DtmGrpcClient {
                 }
                 Ok(Err(status)) => {
                     tracing::debug!(code = ?status.code(), message = status.message(), "dtm answered");
-                    Err(status_to_error(&target, &status))
+                    Err(status_to_error(&target(), &status))
                 }
                 Err(_) => Err(Error::Grpc {
-                    target,
+                    target: target(),
                     code: tonic::Code::DeadlineExceeded as i32,
                     message: format!("no answer within {timeout:?}"),
                 }),
