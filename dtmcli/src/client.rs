@@ -12,7 +12,7 @@ use tracing::Instrument;
 use crate::branch::http_result;
 use crate::error::{truncate_body, Error, Result};
 use crate::types::TransInfo;
-use crate::wire::{QueryResult, TransRequest};
+use crate::wire::{QueryResult, TransRequest, WorkflowProgress};
 
 /// The default URL of a local DTM server's HTTP API.
 pub const DEFAULT_SERVER: &str = "http://localhost:36789/api/dtmsvr";
@@ -229,13 +229,21 @@ impl DtmClient {
     }
 
     /// `prepareWorkflow`: creates the workflow transaction, or returns the existing one and
-    /// every recorded branch (`{"transaction":..,"progresses":[..]}`), raw. Unlike the other
-    /// calls, a body that merely mentions FAILURE (a stored rollback reason) is not an error.
-    pub async fn prepare_workflow(&self, body: &TransRequest) -> Result<Bytes> {
+    /// every recorded branch. Unlike the other calls, a body that merely mentions FAILURE (a
+    /// stored rollback reason) is not an error.
+    pub async fn prepare_workflow(&self, body: &TransRequest) -> Result<WorkflowProgress> {
         let url = self.url("prepareWorkflow");
         let req = self.http.post(&url).json(body);
-        self.send("prepareWorkflow", req, url, self.timeout_for(body), false)
-            .await
+        let answer = self
+            .send(
+                "prepareWorkflow",
+                req,
+                url.clone(),
+                self.timeout_for(body),
+                false,
+            )
+            .await?;
+        Self::decode(&url, &answer)
     }
 
     /// Asks DTM for a new global id.

@@ -57,4 +57,6 @@ pub use msg::Msg;
 pub use options::TransOptions;
 pub use saga::Saga;
 pub use types::{Op, TransInfo, TransType};
-pub use wire::{QueryResult, TransBranch, TransGlobal, TransRequest, TransStatus};
+pub use wire::{
+    QueryResult, TransBranch, TransGlobal, TransRequest, TransStatus, WorkflowProgress,
+};

@@ -186,6 +186,19 @@ pub struct QueryResult {
     pub branches: Vec<TransBranch>,
 }
 
+/// The answer of `prepareWorkflow`: the workflow transaction and every branch result DTM
+/// recorded for it (its "progresses").
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct WorkflowProgress {
+    /// The transaction (`None` if DTM answered without one).
+    pub transaction: Option<TransGlobal>,
+    /// The recorded branch rows.
+    #[serde(deserialize_with = "null_default")]
+    pub progresses: Vec<TransBranch>,
+}
+
 /// Global transaction status.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -192,14 +192,41 @@ fn dtm_channel(shared: &Shared, target: &str) -> Result<Channel> {
 
 /// Copies the options into their gRPC message (whole seconds, as in HTTP).
 pub(crate) fn trans_options(o: &TransOptions) -> DtmTransOptions {
-    let r = TransRequest::new("", TransType::Saga, o);
+    options_of(&TransRequest::new("", TransType::Saga, o))
+}
+
+/// The gRPC options message of a wire body's flat options.
+fn options_of(r: &TransRequest) -> DtmTransOptions {
     DtmTransOptions {
         wait_result: r.wait_result,
         timeout_to_fail: r.timeout_to_fail,
         retry_interval: r.retry_interval,
-        branch_headers: r.branch_headers,
+        branch_headers: r.branch_headers.clone(),
         request_timeout: r.request_timeout,
         retry_limit: r.retry_limit,
+    }
+}
+
+/// The gRPC form of an HTTP global-transaction body, field for field (steps `"null"` when
+/// there are none, as the Go SDK sends them; payloads as bytes).
+impl From<&TransRequest> for DtmRequest {
+    fn from(r: &TransRequest) -> Self {
+        let steps = if r.steps.is_empty() {
+            "null".to_string()
+        } else {
+            serde_json::to_string(&r.steps).unwrap_or_else(|_| "null".to_string())
+        };
+        DtmRequest {
+            gid: r.gid.clone(),
+            trans_type: r.trans_type.clone(),
+            trans_options: Some(options_of(r)),
+            customed_data: r.custom_data.clone(),
+            bin_payloads: r.payloads.iter().map(|p| p.clone().into_bytes()).collect(),
+            query_prepared: r.query_prepared.clone(),
+            steps,
+            req_extra: r.req_extra.clone().into_iter().collect(),
+            rollback_reason: r.rollback_reason.clone(),
+        }
     }
 }
 
@@ -561,6 +588,32 @@ impl DtmGrpcClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_bodies_convert_field_for_field() {
+        let mut r = TransRequest::new(
+            "g",
+            TransType::Workflow,
+            &TransOptions::default()
+                .retry_interval(Duration::from_millis(1500))
+                .branch_header("h", "v"),
+        );
+        r.custom_data = r#"{"name":"w"}"#.into();
+        r.req_extra.insert("result".into(), "cmVz".into());
+        let d = DtmRequest::from(&r);
+        assert_eq!((d.gid.as_str(), d.trans_type.as_str()), ("g", "workflow"));
+        assert_eq!(d.steps, "null");
+        assert_eq!(d.customed_data, r#"{"name":"w"}"#);
+        assert_eq!(d.req_extra.get("result").map(String::as_str), Some("cmVz"));
+        let o = d.trans_options.unwrap_or_default();
+        assert_eq!(o.retry_interval, 2);
+        assert_eq!(o.branch_headers.get("h").map(String::as_str), Some("v"));
+        r.steps = vec![BTreeMap::from([("action".into(), "a".into())])];
+        r.payloads = vec!["p".into()];
+        let d = DtmRequest::from(&r);
+        assert_eq!(d.steps, r#"[{"action":"a"}]"#);
+        assert_eq!(d.bin_payloads, vec![b"p".to_vec()]);
+    }
 
     #[test]
     fn targets() {

@@ -2,8 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use dtmcli::{DtmClient, Error, Result, TransBranch, TransGlobal, TransRequest};
-use serde::Deserialize;
+use dtmcli::{DtmClient, Result, TransRequest};
 
 /// The DTM connection of a workflow registry.
 #[derive(Debug, Clone)]
@@ -35,22 +34,6 @@ pub(crate) struct Prepared {
     pub(crate) steps: Vec<Step>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct HttpPrepared {
-    transaction: Option<TransGlobal>,
-    #[serde(deserialize_with = "null_default")]
-    progresses: Vec<TransBranch>,
-}
-
-fn null_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
-
 impl Transport {
     pub(crate) fn protocol(&self) -> &'static str {
         match self {
@@ -71,17 +54,12 @@ impl Transport {
     pub(crate) async fn prepare_workflow(&self, req: &TransRequest) -> Result<Prepared> {
         match self {
             Transport::Http(c) => {
-                let body = c.prepare_workflow(req).await?;
-                let p: HttpPrepared = serde_json::from_slice(&body).map_err(|e| Error::Decode {
-                    url: format!("{}/prepareWorkflow", c.server()),
-                    reason: e.to_string(),
-                    body: String::from_utf8_lossy(&body).chars().take(4096).collect(),
-                })?;
+                let p = c.prepare_workflow(req).await?;
                 let t = p.transaction.unwrap_or_default();
                 Ok(Prepared {
-                    status: t.status.clone(),
-                    result: t.result.clone(),
-                    rollback_reason: t.rollback_reason.clone(),
+                    status: t.status,
+                    result: t.result,
+                    rollback_reason: t.rollback_reason,
                     steps: p
                         .progresses
                         .into_iter()
@@ -96,7 +74,7 @@ impl Transport {
             }
             #[cfg(feature = "grpc")]
             Transport::Grpc(c) => {
-                let reply = c.prepare_workflow(&grpc::request(req)).await?;
+                let reply = c.prepare_workflow(&req.into()).await?;
                 let t = reply.transaction.unwrap_or_default();
                 Ok(Prepared {
                     status: t.status,
@@ -165,35 +143,7 @@ impl Transport {
         match self {
             Transport::Http(c) => c.submit(req).await,
             #[cfg(feature = "grpc")]
-            Transport::Grpc(c) => c.submit(&grpc::request(req)).await,
-        }
-    }
-}
-
-#[cfg(feature = "grpc")]
-mod grpc {
-    use dtmcli::TransRequest;
-    use dtmgrpc::pb::dtmgimp::{DtmRequest, DtmTransOptions};
-
-    /// The gRPC form of a workflow request (as the Go SDK builds it: steps `"null"`).
-    pub(super) fn request(r: &TransRequest) -> DtmRequest {
-        DtmRequest {
-            gid: r.gid.clone(),
-            trans_type: r.trans_type.clone(),
-            trans_options: Some(DtmTransOptions {
-                wait_result: r.wait_result,
-                timeout_to_fail: r.timeout_to_fail,
-                retry_interval: r.retry_interval,
-                branch_headers: r.branch_headers.clone().into_iter().collect(),
-                request_timeout: r.request_timeout,
-                retry_limit: r.retry_limit,
-            }),
-            customed_data: r.custom_data.clone(),
-            bin_payloads: Vec::new(),
-            query_prepared: r.query_prepared.clone(),
-            steps: "null".to_string(),
-            req_extra: r.req_extra.clone().into_iter().collect(),
-            rollback_reason: r.rollback_reason.clone(),
+            Transport::Grpc(c) => c.submit(&req.into()).await,
         }
     }
 }

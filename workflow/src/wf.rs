@@ -256,23 +256,21 @@ impl Wf {
     where
         Fut: Future<Output = StepOutcome>,
     {
-        let (branch, op) = {
+        let (branch, op, key) = {
             let mut s = self.state();
             if s.branch.is_empty() {
                 return Err(Error::invalid("call new_branch before a recorded step"));
             }
-            let key = format!("{}-{}", s.branch, s.op);
-            let branch = s.branch.clone();
-            if s.op == Op::Action && !s.actions.insert(branch) {
+            let (branch, op) = (s.branch.clone(), s.op.clone());
+            if op == Op::Action && !s.actions.insert(branch.clone()) {
                 return Err(Error::invalid(format!(
-                    "branch {} already has its one recorded action; call new_branch first",
-                    s.branch
+                    "branch {branch} already has its one recorded action; call new_branch first"
                 )));
             }
-            s.consumed.insert(key);
-            (s.branch.clone(), s.op.clone())
+            let key = format!("{branch}-{op}");
+            s.consumed.insert(key.clone());
+            (branch, op, key)
         };
-        let key = format!("{branch}-{op}");
         let span = tracing::info_span!("workflow_step", gid = %self.0.gid, branch_id = %branch, op = %op, kind, replayed = tracing::field::Empty);
         let result = async {
             if let Some(p) = self.0.progress.get(&key) {
