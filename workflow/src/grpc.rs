@@ -160,23 +160,13 @@ where
             return Box::pin(self.inner.call(req));
         };
         let info = wf.trans_info();
-        let pairs = [
-            ("dtm-gid", info.gid.as_str()),
-            ("dtm-trans_type", "workflow"),
-            ("dtm-branch_id", info.branch_id.as_str()),
-            ("dtm-op", info.op.as_str()),
-            ("dtm-dtm", info.dtm.as_deref().unwrap_or("")),
-        ];
-        for (k, v) in pairs {
-            match http::HeaderValue::from_str(v) {
-                Ok(v) => {
-                    req.headers_mut().insert(k, v);
-                }
-                Err(_) => {
-                    let e = Error::invalid(format!("{k} {v:?} is not valid gRPC metadata"));
-                    return Box::pin(async move { Ok(error_response(&e)) });
+        match dtmgrpc::branch_metadata(&info, &Default::default()) {
+            Ok(md) => {
+                for (k, v) in md.into_headers().iter() {
+                    req.headers_mut().insert(k.clone(), v.clone());
                 }
             }
+            Err(e) => return Box::pin(async move { Ok(error_response(&e)) }),
         }
         if info.op != Op::Action {
             return Box::pin(self.inner.call(req));
