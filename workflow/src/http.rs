@@ -96,15 +96,27 @@ impl Middleware for WorkflowMiddleware {
     }
 }
 
-/// A branch's HTTP answer as DTM reads it ([`dtmcli::branch::http_result`]): the body on
-/// success, else [`Error::Failure`], [`Error::Ongoing`] or [`Error::Status`].
+/// A branch's HTTP answer as the Go SDK's workflow reads it: 200 is success with the body,
+/// 409 [`Error::Failure`], 425 [`Error::Ongoing`], any other status [`Error::Status`]. Unlike
+/// DTM reading a branch it calls itself, the body is not searched for `FAILURE` / `ONGOING`
+/// (the protocol's workflow rule), so a 200 body may carry any text.
 fn answer(url: &str, status: u16, body: Vec<u8>) -> Result<Vec<u8>, Error> {
-    dtmcli::branch::http_result(url, status, &body).map(|()| body)
+    let text = || String::from_utf8_lossy(&body).into_owned();
+    match status {
+        200 => Ok(body),
+        409 => Err(Error::Failure(text())),
+        425 => Err(Error::Ongoing(text())),
+        _ => Err(Error::Status {
+            url: url.to_string(),
+            status,
+            body: text(),
+        }),
+    }
 }
 
-/// Sends a request made with [`Wf::http`] and reads its answer as DTM would: the body on
-/// success; [`Error::Failure`] for 409 or a body saying `FAILURE`; [`Error::Ongoing`] for 425
-/// or `ONGOING`; [`Error::Status`] for any other status but 200. It reads a live answer
+/// Sends a request made with [`Wf::http`] and reads its answer as the recording does: the
+/// body for 200; [`Error::Failure`] for 409; [`Error::Ongoing`] for 425; [`Error::Status`]
+/// for any other status. It reads a live answer
 /// (commit and rollback callbacks) the same way as a recorded one (the branch's action), so
 /// a workflow function can return its error as it is.
 pub async fn send_http(request: RequestBuilder) -> Result<Vec<u8>, Error> {
@@ -148,17 +160,13 @@ mod tests {
     }
 
     #[test]
-    fn answers_are_read_as_dtm_reads_them() {
+    fn answers_are_read_by_status_as_the_go_workflow_does() {
         assert!(matches!(outcome(200, "{}"), StepOutcome::Ok(b) if b == b"{}"));
-        assert!(matches!(outcome(409, "no"), StepOutcome::Failed(_)));
-        // DTM (and the Go SDK's workflow) also read the keywords in a 200 body.
+        assert!(matches!(outcome(409, "no"), StepOutcome::Failed(m) if m == "no"));
+        // The workflow rule reads the status only: a 200 body may say anything.
         assert!(matches!(
-            outcome(200, r#"{"dtm_result":"FAILURE"}"#),
-            StepOutcome::Failed(_)
-        ));
-        assert!(matches!(
-            outcome(200, r#"{"dtm_result":"ONGOING"}"#),
-            StepOutcome::Unrecorded(Error::Ongoing(_))
+            outcome(200, "FAILURE ONGOING"),
+            StepOutcome::Ok(_)
         ));
         assert!(matches!(
             outcome(425, ""),
