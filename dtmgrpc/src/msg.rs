@@ -157,7 +157,6 @@ impl Msg {
         self.prepare(query_prepared).await?;
         let info = self.local_info();
         let business = busi(info.clone()).await;
-        let abort_req = self.base()?;
         dtmcli::flow::after_local_business(
             &self.gid,
             business,
@@ -172,7 +171,8 @@ impl Msg {
                     .await
                     .map(drop)
             },
-            || self.client.abort(&abort_req),
+            // Built only when the message is aborted (it copies every payload).
+            || async { self.client.abort(&self.base()?).await },
             || self.submit(),
         )
         .await
