@@ -43,9 +43,12 @@ mod client;
 mod error;
 pub mod flow;
 mod global;
+pub mod identity;
 mod msg;
 mod options;
+pub mod redact;
 mod saga;
+pub mod trust;
 mod types;
 pub mod wire;
 
@@ -56,6 +59,7 @@ pub use global::{Tcc, Xa};
 pub use msg::Msg;
 pub use options::TransOptions;
 pub use saga::Saga;
+pub use trust::TrustedServers;
 pub use types::{Op, TransInfo, TransType};
 pub use wire::{
     QueryResult, TransBranch, TransGlobal, TransRequest, TransStatus, WorkflowProgress,

@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::Error;
+use crate::identity;
 
 /// The transaction mode (`trans_type` on the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -155,13 +156,6 @@ pub struct TransInfo {
     pub phase2_url: Option<String>,
 }
 
-/// Removes the characters the Go SDK strips from transaction info (`\n`, `\r`, `;`).
-fn clean(s: &str) -> String {
-    s.chars()
-        .filter(|c| !matches!(c, '\n' | '\r' | ';'))
-        .collect()
-}
-
 impl TransInfo {
     /// Builds a transaction info from its four required parts.
     pub fn new(
@@ -191,6 +185,11 @@ impl TransInfo {
 
     /// Reads the transaction info from key/value pairs (a parsed query, or gRPC metadata with
     /// the `dtm-` prefix already removed).
+    ///
+    /// The gid, branch id and op must follow [`crate::identity`]'s rules, and `dtm` and
+    /// `phase2_url` may hold no control characters; anything else is refused with
+    /// [`Error::InvalidInput`] (the Go SDK silently strips CR, LF and `;` instead, which can
+    /// make two different values one).
     pub fn from_pairs<K, V>(pairs: impl IntoIterator<Item = (K, V)>) -> Result<Self, Error>
     where
         K: AsRef<str>,
@@ -199,7 +198,7 @@ impl TransInfo {
         let (mut gid, mut tt, mut bid, mut op, mut dtm, mut p2) =
             (None, None, None, None, None, None);
         for (k, v) in pairs {
-            let v = clean(v.as_ref());
+            let v = v.as_ref().to_string();
             match k.as_ref() {
                 "gid" => gid = Some(v),
                 "trans_type" => tt = Some(v),
@@ -219,9 +218,22 @@ impl TransInfo {
             }
         };
         let gid = need(gid, "gid")?;
+        identity::check_gid(&gid)?;
         let trans_type: TransType = need(tt, "trans_type")?.parse()?;
         let branch_id = need(bid, "branch_id")?;
-        let op = Op::parse(&need(op, "op")?);
+        identity::check_branch_id(&branch_id)?;
+        let op = need(op, "op")?;
+        identity::check_op(&op)?;
+        let op = Op::parse(&op);
+        for (name, v) in [("dtm", &dtm), ("phase2_url", &p2)] {
+            if v.as_deref()
+                .is_some_and(|v| v.chars().any(char::is_control))
+            {
+                return Err(Error::invalid(format!(
+                    "invalid trans info: `{name}` contains a control character"
+                )));
+            }
+        }
         Ok(TransInfo {
             gid,
             trans_type,
@@ -282,10 +294,19 @@ mod tests {
     }
 
     #[test]
-    fn cleans_values() {
-        let ti =
-            TransInfo::from_query("gid=a%3Bb%0A&trans_type=saga&branch_id=01&op=action").unwrap();
-        assert_eq!(ti.gid, "ab");
+    fn refuses_what_stores_cannot_hold_exactly() {
+        for q in [
+            "gid=a%3Bb&trans_type=saga&branch_id=01&op=action",
+            "gid=a%0A&trans_type=saga&branch_id=01&op=action",
+            "gid=ts-x%20&trans_type=saga&branch_id=01&op=action",
+            "gid=a%00b&trans_type=saga&branch_id=01&op=action",
+            "gid=g&trans_type=saga&branch_id=0%201&op=action",
+            "gid=g&trans_type=saga&branch_id=01&op=act%09ion",
+            "gid=g&trans_type=saga&branch_id=01&op=action&dtm=http://h%0A",
+        ] {
+            let e = TransInfo::from_query(q).unwrap_err();
+            assert!(matches!(e, Error::InvalidInput(_)), "{q}: {e}");
+        }
     }
 
     #[test]

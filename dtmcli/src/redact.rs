@@ -1,0 +1,37 @@
+//! Keeping credentials out of errors, `Debug` output and spans.
+//!
+//! A DTM or branch URL may carry `user:password@` in its authority (basic auth through a
+//! proxy, a gRPC target behind an authenticating gateway). Everything the SDK prints about a
+//! URL goes through [`redact_url`] first.
+
+use std::borrow::Cow;
+
+/// `url` with any `user:password@` of its authority replaced by `***@`. Works on full URLs
+/// (`https://u:p@host/path`) and on gRPC targets without a scheme (`u:p@host:port/pkg.Svc/M`).
+pub fn redact_url(url: &str) -> Cow<'_, str> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => Cow::Owned(format!("{}***{}", &url[..start], &rest[at..])),
+        None => Cow::Borrowed(url),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_userinfo() {
+        assert_eq!(
+            redact_url("http://u:s3cret@h:1/api/dtmsvr?x=1"),
+            "http://***@h:1/api/dtmsvr?x=1"
+        );
+        assert_eq!(redact_url("u:s3cret@h:1/busi.B/M"), "***@h:1/busi.B/M");
+        assert_eq!(redact_url("https://a@b:c@h"), "https://***@h");
+        assert_eq!(redact_url("http://h:1/p@x"), "http://h:1/p@x");
+        assert_eq!(redact_url("h:1"), "h:1");
+        assert_eq!(redact_url(""), "");
+    }
+}
