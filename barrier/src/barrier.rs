@@ -96,6 +96,25 @@ pub struct BarrierRow<'a> {
     pub reason: &'a str,
 }
 
+/// How a backend stores the parts of a barrier identity, which decides the branch-id rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    not(any(
+        feature = "mysql",
+        feature = "postgres",
+        feature = "redis",
+        feature = "mongodb"
+    )),
+    allow(dead_code)
+)]
+pub(crate) enum Layout {
+    /// One column or field per part (SQL rows, Mongo documents).
+    Columns,
+    /// The parts joined with `-` (Redis keys, XA xids): a `-` inside a branch id would make
+    /// two identities one key, so it is refused.
+    Dashed,
+}
+
 impl<'a> BarrierRow<'a> {
     /// The row of `info`'s branch for `op` and `barrier_id`, written because of `reason`.
     pub fn of(info: &'a TransInfo, op: &'a str, barrier_id: &'a str, reason: &'a str) -> Self {
@@ -107,6 +126,37 @@ impl<'a> BarrierRow<'a> {
             barrier_id,
             reason,
         }
+    }
+}
+
+#[cfg_attr(
+    not(any(
+        feature = "mysql",
+        feature = "postgres",
+        feature = "redis",
+        feature = "mongodb"
+    )),
+    allow(dead_code)
+)]
+impl BarrierRow<'_> {
+    /// Refuses, before anything is written, a row the stores cannot hold exactly: the one
+    /// identity check of every backend ([`dtmcli::identity`]'s rules). A value that a
+    /// column would truncate, a collation fold or a key separator merge could make two
+    /// transactions share one row, and the second one's business would be skipped as a
+    /// "duplicate". Errors are [`dtmcli::Error::InvalidInput`].
+    pub(crate) fn check(&self, layout: Layout) -> Result<()> {
+        use dtmcli::identity;
+        identity::check_gid(self.gid)?;
+        match layout {
+            Layout::Columns => identity::check_branch_id(self.branch_id)?,
+            Layout::Dashed => identity::check_branch_id_unseparated(self.branch_id)?,
+        }
+        identity::check_barrier_word("op", self.op)?;
+        identity::check_barrier_word("barrier id", self.barrier_id)?;
+        // Written to varchar(45) columns too; fixed words today, checked so that they stay so.
+        identity::check_barrier_word("trans_type", self.trans_type)?;
+        identity::check_barrier_word("reason", self.reason)?;
+        Ok(())
     }
 }
 
@@ -178,6 +228,12 @@ impl BranchBarrier {
             Some(Op::Action) => Some("action"),
             _ => None,
         }
+    }
+
+    /// Checks this request's identity (its own row with barrier id `bid`; origin rows only
+    /// differ by a fixed op word) before a backend writes anything. See [`BarrierRow::check`].
+    pub(crate) fn check_identity(&self, bid: &str, layout: Layout) -> Result<()> {
+        self.row(self.info.op.as_str(), bid).check(layout)
     }
 
     /// The row for `op` with barrier id `bid` and reason = this request's op.
@@ -267,6 +323,33 @@ mod tests {
         }
         let t = TableName::new("s.t").unwrap();
         assert_eq!((t.schema(), t.table()), (Some("s"), "t"));
+    }
+
+    #[test]
+    fn identities_the_stores_cannot_hold_exactly_are_refused() {
+        let check = |gid: &str, branch: &str, op: Op, layout: Layout| {
+            BranchBarrier::new(TransInfo::new(gid, TransType::Saga, branch, op))
+                .check_identity("01", layout)
+        };
+        assert!(check("Case-x-abc", "01", Op::Action, Layout::Columns).is_ok());
+        assert!(check("café", "01-01", Op::Action, Layout::Columns).is_ok());
+        for (gid, branch, layout) in [
+            ("g ", "01", Layout::Columns),
+            (&"x".repeat(129) as &str, "01", Layout::Columns),
+            ("a\0b", "01", Layout::Columns),
+            ("g", "01-01", Layout::Dashed),
+            ("g", "0 1", Layout::Columns),
+        ] {
+            let e = check(gid, branch, Op::Action, layout).unwrap_err();
+            assert!(e.is_invalid_input(), "{gid:?} {branch:?}: {e}");
+            assert!(matches!(
+                dtmcli::Error::from(e),
+                dtmcli::Error::InvalidInput(_)
+            ));
+        }
+        // A workflow callback's op may be any text, but not in a barrier row.
+        let e = check("g", "01", Op::parse("my flow"), Layout::Columns).unwrap_err();
+        assert!(e.is_invalid_input(), "{e}");
     }
 
     #[test]

@@ -34,6 +34,17 @@ pub enum Error {
     #[error("barrier configuration: {0}")]
     Config(String),
 
+    /// XA phase 2 could not commit or roll back the branch `xid`, which the database still
+    /// lists as prepared (MariaDB answers "unknown xid" while the session that prepared it is
+    /// still attached). Retryable: DTM calls phase 2 again until it goes through.
+    #[error("xa {op} of {xid:?}: the branch is still prepared; phase 2 must be retried")]
+    XaStillPrepared {
+        /// The xid (`<gid>-<branch_id>`).
+        xid: String,
+        /// `commit` or `rollback`.
+        op: String,
+    },
+
     /// A commit whose outcome is unknown (the connection broke during COMMIT): the business
     /// may or may not have been applied, so it is never re-run automatically.
     #[error("commit outcome unknown: {0}")]
@@ -68,6 +79,16 @@ impl Error {
     /// True for a DTM ongoing.
     pub fn is_ongoing(&self) -> bool {
         matches!(self, Error::Dtm(e) if e.is_ongoing())
+    }
+
+    /// True when the request or the configuration was refused before anything was written
+    /// (converts to [`dtmcli::Error::InvalidInput`]): an identity the stores cannot hold
+    /// exactly, a bad table name, a barrier table whose collation folds identities...
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            Error::Config(_) | Error::Dtm(dtmcli::Error::InvalidInput(_))
+        )
     }
 
     /// True for [`dtmcli::Error::Duplicated`]: a msg whose back-check ran first.

@@ -62,7 +62,7 @@ use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::IndexOptions;
 use mongodb::{Client, ClientSession, Collection, IndexModel};
 
-use crate::barrier::{BarrierConfig, BarrierRow, BranchBarrier, Outcome, TableName};
+use crate::barrier::{BarrierConfig, BarrierRow, BranchBarrier, Layout, Outcome, TableName};
 use crate::error::{Error, Result};
 
 /// MongoDB's `DuplicateKey` error code.
@@ -346,6 +346,7 @@ impl BranchBarrier {
     {
         let coll = barrier_collection(client, &self.config().table)?;
         let bid = self.next_barrier_id();
+        self.check_identity(&bid, Layout::Columns)?;
         self.mongo_attempt(client, &coll, &bid, busi)
             .await
             .map_err(|f| f.error)
@@ -368,6 +369,7 @@ impl BranchBarrier {
     {
         let coll = barrier_collection(client, &self.config().table)?;
         let bid = self.next_barrier_id();
+        self.check_identity(&bid, Layout::Columns)?;
         let mut attempt = 1;
         loop {
             let failed = match self.mongo_attempt(client, &coll, &bid, &mut busi).await {
@@ -397,6 +399,7 @@ impl BranchBarrier {
         let table = &self.config().table;
         let coll = barrier_collection(client, table)?;
         let row = self.msg_row();
+        row.check(Layout::Columns)?;
         // Outside a transaction a duplicate key is harmless: the document exists.
         match coll.insert_one(barrier_document(&row)).await {
             Ok(_) => {}

@@ -12,6 +12,10 @@
 //! | `<gid>-<branch_id>-<origin op>-<barrier_id>` | `rollback` | a null compensation (cancel / compensate / rollback whose try / action never ran) |
 //! | `<gid>-00-msg-01` | `op`, or `rollback` | the msg local transaction ([`do_and_submit_redis`]), or the back-check ([`BranchBarrier::redis_query_prepared`]) that ran first |
 //!
+//! Before anything is written, the identity is checked ([`dtmcli::identity`]): a branch id
+//! with `-` is refused ([`dtmcli::Error::InvalidInput`]), since `g-01`+`01` and `g`+`01-01`
+//! would share the key `g-01-01-...`.
+//!
 //! Every barrier key expires after the `expire` given to the call (choose it longer than any
 //! transaction can last, e.g. days). On Redis Cluster all keys of one call must hash to one
 //! slot: put the same hash tag in the gid and the business key (`{a}-gid`, `{a}-stock`).
@@ -66,7 +70,7 @@ use std::time::Duration;
 use redis::aio::ConnectionLike;
 use redis::Script;
 
-use crate::barrier::{BranchBarrier, Outcome};
+use crate::barrier::{BranchBarrier, Layout, Outcome};
 use crate::error::{Error, Result};
 
 /// The Go SDK's `RedisCheckAdjustAmount` script, with the same keys, values and order of
@@ -172,6 +176,9 @@ impl BranchBarrier {
     {
         let expire = expire_secs(expire)?;
         let bid = self.next_barrier_id();
+        // Keys join the parts with `-`: a `-` in the branch id is refused, so the key reads
+        // back as one identity only (origin keys differ by a fixed op word).
+        self.check_identity(&bid, Layout::Dashed)?;
         let op = self.info().op.as_str();
         let origin = self.origin_op().unwrap_or("");
         let current_key = self.redis_key(op, &bid);
@@ -219,6 +226,7 @@ impl BranchBarrier {
         C: ConnectionLike + Send,
     {
         let expire = expire_secs(expire)?;
+        self.msg_row().check(Layout::Dashed)?;
         let gid = self.info().gid.as_str();
         let key = format!("{gid}-00-msg-01");
         let reply: Option<String> = QUERY_PREPARED

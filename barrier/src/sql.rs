@@ -54,7 +54,7 @@
 use futures_util::future::BoxFuture;
 use sqlx::{Pool, Transaction};
 
-use crate::barrier::{BarrierRow, BranchBarrier, Outcome, TableName};
+use crate::barrier::{BarrierRow, BranchBarrier, Layout, Outcome, TableName};
 use crate::error::{Error, Result};
 use crate::reprocess::ReprocessPolicy;
 
@@ -96,6 +96,17 @@ pub trait BarrierDatabase: sqlx::Database + sealed::Sealed {
         rows: Vec<BarrierRow<'c>>,
     ) -> BoxFuture<'c, Result<u64, sqlx::Error>>;
 
+    /// The barrier rows that hold the unique keys of `rows`, as the table's collation
+    /// compares them, read with a shared lock in the current transaction: (gid, branch_id,
+    /// op, barrier_id) of each. On a table whose collation folds case or accents this
+    /// returns another identity's row too, which is how [`insert_barriers_exact`] tells a
+    /// real duplicate from a collision.
+    fn holders_of<'c>(
+        conn: &'c mut Self::Connection,
+        table: &'c TableName,
+        rows: &'c [BarrierRow<'c>],
+    ) -> BoxFuture<'c, Result<Vec<BarrierKey>, sqlx::Error>>;
+
     /// The `reason` of a barrier row, if it exists.
     fn barrier_reason<'c>(
         conn: &'c mut Self::Connection,
@@ -108,6 +119,22 @@ pub trait BarrierDatabase: sqlx::Database + sealed::Sealed {
     fn is_transient(err: &sqlx::Error) -> bool;
 }
 
+/// (gid, branch_id, op, barrier_id) of a barrier row, as read back.
+pub type BarrierKey = (String, String, String, String);
+
+// MySQL/MariaDB insert: `INSERT IGNORE`, as the Go SDK, on purpose:
+// - the count must tell inserted rows from existing ones, per row, in one statement (the
+//   undo ops insert two rows at once, see `guard`). A plain INSERT fails the whole statement
+//   on the first duplicate. `ON DUPLICATE KEY UPDATE id=id` cannot count: sqlx always
+//   connects with CLIENT_FOUND_ROWS (sqlx-mysql `connection/stream.rs`), so an unchanged
+//   duplicate reports 1 affected row, exactly like an insert.
+// - IGNORE's other effect, turning "data too long" and "incorrect string value" into
+//   warnings with a truncated or converted value, cannot reach our columns: every value is
+//   validated first (`BarrierRow::check`: lengths in characters within the varchar sizes,
+//   ASCII for everything but the gid, which utf8mb4 holds whole).
+// - a duplicate the collation made (a table created with a folding collation, e.g. by the Go
+//   SDK's DDL) is caught by reading the holders back and comparing in Rust
+//   (`insert_barriers_exact`).
 macro_rules! insert_sql {
     (mysql, $t:expr, $n:expr) => {
         format!(
@@ -127,6 +154,35 @@ macro_rules! insert_sql {
                 })
                 .collect::<Vec<_>>()
                 .join(",")
+        )
+    };
+}
+
+macro_rules! holders_sql {
+    (mysql, $t:expr, $n:expr) => {
+        format!(
+            "select gid, branch_id, op, barrier_id from {} where {} lock in share mode",
+            $t,
+            vec!["(gid=? and branch_id=? and op=? and barrier_id=?)"; $n].join(" or ")
+        )
+    };
+    (postgres, $t:expr, $n:expr) => {
+        format!(
+            "select gid, branch_id, op, barrier_id from {} where {} for share",
+            $t,
+            (0..$n)
+                .map(|i| {
+                    let b = i * 4;
+                    format!(
+                        "(gid=${} and branch_id=${} and op=${} and barrier_id=${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" or ")
         )
     };
 }
@@ -174,6 +230,25 @@ macro_rules! impl_barrier_db {
                 })
             }
 
+            fn holders_of<'c>(
+                conn: &'c mut Self::Connection,
+                table: &'c TableName,
+                rows: &'c [BarrierRow<'c>],
+            ) -> BoxFuture<'c, Result<Vec<BarrierKey>, sqlx::Error>> {
+                Box::pin(async move {
+                    let sql = holders_sql!($dialect, table, rows.len());
+                    let mut q = sqlx::query_as::<_, BarrierKey>(&sql);
+                    for row in rows {
+                        q = q
+                            .bind(row.gid)
+                            .bind(row.branch_id)
+                            .bind(row.op)
+                            .bind(row.barrier_id);
+                    }
+                    q.fetch_all(&mut *conn).await
+                })
+            }
+
             fn barrier_reason<'c>(
                 conn: &'c mut Self::Connection,
                 table: &'c TableName,
@@ -215,6 +290,62 @@ impl_barrier_db!(sqlx::Postgres, DbKind::Postgres, postgres, |e| match e {
     _ => false,
 });
 
+/// Inserts `rows` (already checked with [`BarrierRow::check`]) unless they exist, like
+/// [`BarrierDatabase::insert_barriers`], and returns how many were inserted, but never
+/// takes another identity's row for one of ours: when fewer rows than attempted were
+/// inserted on MySQL/MariaDB, the rows holding their unique keys are read back (locking,
+/// in the same transaction) and compared exactly. If one of `rows` is not there exactly, a
+/// folding collation mapped it onto another transaction's row: refused with
+/// [`Error::Config`], naming the table and the statement that migrates it
+/// ([`mysql_exact_collation_migration`]). PostgreSQL compares exactly and needs no read.
+pub async fn insert_barriers_exact<DB: BarrierDatabase>(
+    conn: &mut DB::Connection,
+    table: &TableName,
+    rows: &[BarrierRow<'_>],
+) -> Result<u64> {
+    let n = DB::insert_barriers(&mut *conn, table, rows.to_vec()).await?;
+    if DB::KIND != DbKind::Mysql || n >= rows.len() as u64 {
+        return Ok(n);
+    }
+    let holders = DB::holders_of(&mut *conn, table, rows).await?;
+    let exact = |r: &BarrierRow<'_>| {
+        holders.iter().any(|(g, b, o, i)| {
+            (g.as_str(), b.as_str(), o.as_str(), i.as_str())
+                == (r.gid, r.branch_id, r.op, r.barrier_id)
+        })
+    };
+    match rows.iter().find(|r| !exact(r)) {
+        None => Ok(n),
+        Some(r) => {
+            let other = holders
+                .first()
+                .map(|(g, b, o, i)| format!(" ({g:?}, {b:?}, {o:?}, {i:?})"))
+                .unwrap_or_default();
+            tracing::error!(table = %table, gid = r.gid, branch_id = r.branch_id, op = r.op, "barrier row collides with another identity under the table's collation");
+            Err(Error::Config(format!(
+                "barrier table {table}: the row (gid {:?}, branch_id {:?}, op {:?}, barrier_id {:?}) is held by another identity{other} that the table's collation compares as equal (case, accent or pad folding), so this request was refused instead of being skipped as a duplicate. Make the table compare exactly: {}",
+                r.gid, r.branch_id, r.op, r.barrier_id,
+                mysql_exact_collation_migration(table)
+            )))
+        }
+    }
+}
+
+/// The statement that makes an existing MySQL/MariaDB barrier table compare gid,
+/// branch_id, op and barrier_id exactly (binary collation), as [`barrier_ddl`] creates it.
+/// Tables created by the Go SDK's DDL use the default utf8mb4 collation, which folds case
+/// and accents (`Case-x-abc` = `case-x-ABC`, `cafe` = `café`). The columns, sizes and
+/// rows stay the same, so Go services can keep sharing the table.
+pub fn mysql_exact_collation_migration(table: &TableName) -> String {
+    format!(
+        "ALTER TABLE {table} \
+MODIFY gid varchar(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT '', \
+MODIFY branch_id varchar(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT '', \
+MODIFY op varchar(45) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT '', \
+MODIFY barrier_id varchar(45) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT ''"
+    )
+}
+
 /// Commits, telling a refusal the server reported (the transaction is rolled back for sure)
 /// from an error whose outcome is unknown (the connection broke during COMMIT).
 async fn commit<DB: sqlx::Database>(tx: Transaction<'_, DB>) -> Result<()> {
@@ -243,6 +374,7 @@ impl BranchBarrier {
         DB: BarrierDatabase,
         F: FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T>>,
     {
+        self.check_identity(bid, Layout::Columns)?;
         let table = &self.config().table;
         let op = self.info().op.as_str();
         let current = self.row(op, bid);
@@ -252,16 +384,17 @@ impl BranchBarrier {
             // together, or by the action alone), so the count tells the cases apart:
             // 2 = null compensation, 1 = normal undo, 0 = duplicate.
             Some(origin) => {
-                let n =
-                    DB::insert_barriers(&mut *conn, table, vec![self.row(origin, bid), current])
-                        .await?;
-                match n {
+                let rows = [self.row(origin, bid), current];
+                match insert_barriers_exact::<DB>(&mut *conn, table, &rows).await? {
                     2 => (1, 1),
                     1 => (0, 1),
                     _ => (0, 0),
                 }
             }
-            None => (0, DB::insert_barrier(&mut *conn, table, current).await?),
+            None => (
+                0,
+                insert_barriers_exact::<DB>(&mut *conn, table, &[current]).await?,
+            ),
         };
         tracing::debug!(
             gid = %self.info().gid, branch_id = %self.info().branch_id, op, bid,
@@ -369,8 +502,11 @@ impl BranchBarrier {
     /// otherwise success.
     pub async fn query_prepared<DB: BarrierDatabase>(&self, pool: &Pool<DB>) -> Result<()> {
         let table = &self.config().table;
+        self.msg_row().check(Layout::Columns)?;
         let mut conn = pool.acquire().await?;
-        DB::insert_barrier(&mut conn, table, self.msg_row()).await?;
+        // Outside a transaction the read-back lock is released at once; the comparison is
+        // what matters (the select below would otherwise read a folded neighbour's reason).
+        insert_barriers_exact::<DB>(&mut conn, table, &[self.msg_row()]).await?;
         let reason = DB::barrier_reason(&mut conn, table, self.msg_row()).await?;
         self.msg_verdict(reason.as_deref(), table)
     }
@@ -378,6 +514,14 @@ impl BranchBarrier {
 
 /// The DDL of the barrier table, statement by statement, exactly the columns of the Go SDK's
 /// `dtmcli.barrier.*.sql`. For a table without schema, no schema is created.
+///
+/// One deliberate difference on MySQL/MariaDB: gid, branch_id, op and barrier_id compare
+/// exactly (`utf8mb4_bin`), where the Go SDK's DDL takes the default collation, which folds
+/// case and accents and so lets two gids share one barrier row (see
+/// [`mysql_exact_collation_migration`] for existing tables). `utf8mb4_bin` still ignores
+/// trailing spaces (PAD SPACE), which is why gids with leading or trailing whitespace are
+/// refused ([`dtmcli::identity::check_gid`]); branch ids, ops and barrier ids hold no
+/// spaces at all. Columns, sizes and the rows written for the same values are unchanged.
 pub fn barrier_ddl(kind: DbKind, table: &TableName) -> Vec<String> {
     let mut v = Vec::new();
     match kind {
@@ -391,10 +535,10 @@ pub fn barrier_ddl(kind: DbKind, table: &TableName) -> Vec<String> {
                 "create table if not exists {table}(
   id bigint(22) PRIMARY KEY AUTO_INCREMENT,
   trans_type varchar(45) default '',
-  gid varchar(128) default '',
-  branch_id varchar(128) default '',
-  op varchar(45) default '',
-  barrier_id varchar(45) default '',
+  gid varchar(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin default '',
+  branch_id varchar(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin default '',
+  op varchar(45) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin default '',
+  barrier_id varchar(45) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin default '',
   reason varchar(45) default '' comment 'the branch type who insert this record',
   create_time datetime DEFAULT now(),
   update_time datetime DEFAULT now(),

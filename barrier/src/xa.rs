@@ -8,8 +8,10 @@
 //! Phase 1 runs on a **dedicated connection that is closed afterwards**, never a pooled one:
 //! MariaDB lets another connection commit a prepared XA branch only after the preparing
 //! connection disconnected. Phase 2 tolerates an unknown xid, so repeated commits and
-//! rollbacks are harmless, and a rollback leaves the barrier row `(xa, gid, branch, action,
-//! 01, rollback)` behind as the Go SDK does.
+//! rollbacks are harmless, unless the database still lists the xid as prepared (MariaDB
+//! says "unknown" while the preparing session is still attached): then it answers
+//! [`Error::XaStillPrepared`] and DTM retries. A rollback leaves the barrier row `(xa, gid,
+//! branch, action, 01, rollback)` behind as the Go SDK does.
 //!
 //! ```no_run
 //! # #[cfg(feature = "mysql")]
@@ -34,7 +36,7 @@ use dtmcli::{DtmClient, Op, TransInfo};
 use futures_util::future::BoxFuture;
 use sqlx::{ConnectOptions, Connection};
 
-use crate::barrier::{BarrierConfig, BarrierRow};
+use crate::barrier::{BarrierConfig, BarrierRow, Layout};
 use crate::error::{Error, Result};
 use crate::sql::BarrierDatabase;
 
@@ -56,6 +58,15 @@ pub trait XaDatabase: BarrierDatabase {
     /// True when phase 2 names an xid the database does not know (already committed or
     /// rolled back, or never prepared).
     fn is_unknown_xid(err: &sqlx::Error) -> bool;
+    /// True when the database still lists `xid` as a prepared branch (MySQL/MariaDB
+    /// `XA RECOVER`, PostgreSQL `pg_prepared_xacts`): phase 2 then must not report it done.
+    fn is_prepared<'c>(
+        conn: &'c mut Self::Connection,
+        xid: &'c str,
+    ) -> BoxFuture<'c, Result<bool, sqlx::Error>>;
+    /// Host, port, user and database of connection options, for `Debug` output: never the
+    /// password (the options' own `Debug` prints it).
+    fn describe(options: &<Self::Connection as Connection>::Options) -> String;
     /// Runs one statement with the text protocol (XA statements cannot be prepared).
     fn exec<'c>(
         conn: &'c mut Self::Connection,
@@ -92,6 +103,36 @@ impl XaDatabase for sqlx::MySql {
             }
             _ => false,
         }
+    }
+    fn is_prepared<'c>(
+        conn: &'c mut Self::Connection,
+        xid: &'c str,
+    ) -> BoxFuture<'c, Result<bool, sqlx::Error>> {
+        Box::pin(async move {
+            use sqlx::Row;
+            // Rows (formatID, gtrid_length, bqual_length, data), data = gtrid + bqual. Our
+            // xids are a gtrid alone (bqual empty, formatID 1, as `XA START 'xid'` makes).
+            // Text protocol: XA RECOVER cannot be prepared either.
+            let rows = sqlx::Executor::fetch_all(&mut *conn, "xa recover").await?;
+            for row in rows {
+                let gtrid_len: i64 = row.try_get_unchecked(1)?;
+                let bqual_len: i64 = row.try_get_unchecked(2)?;
+                let data: Vec<u8> = row.try_get_unchecked(3)?;
+                if bqual_len == 0 && gtrid_len == xid.len() as i64 && data == xid.as_bytes() {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })
+    }
+    fn describe(o: &sqlx::mysql::MySqlConnectOptions) -> String {
+        format!(
+            "mysql://{}@{}:{}/{}",
+            o.get_username(),
+            o.get_host(),
+            o.get_port(),
+            o.get_database().unwrap_or("")
+        )
     }
     fn exec<'c>(
         conn: &'c mut Self::Connection,
@@ -130,6 +171,28 @@ impl XaDatabase for sqlx::Postgres {
             _ => false,
         }
     }
+    fn is_prepared<'c>(
+        conn: &'c mut Self::Connection,
+        xid: &'c str,
+    ) -> BoxFuture<'c, Result<bool, sqlx::Error>> {
+        Box::pin(async move {
+            let found: Option<i32> =
+                sqlx::query_scalar("select 1 from pg_prepared_xacts where gid = $1")
+                    .bind(xid)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            Ok(found.is_some())
+        })
+    }
+    fn describe(o: &sqlx::postgres::PgConnectOptions) -> String {
+        format!(
+            "postgres://{}@{}:{}/{}",
+            o.get_username(),
+            o.get_host(),
+            o.get_port(),
+            o.get_database().unwrap_or("")
+        )
+    }
     fn exec<'c>(
         conn: &'c mut Self::Connection,
         sql: &'c str,
@@ -138,9 +201,13 @@ impl XaDatabase for sqlx::Postgres {
     }
 }
 
-/// The xid of a branch: `<gid>-<branch_id>`, refused if it could break out of the quoted
-/// literal XA statements need.
+/// The xid of a branch: `<gid>-<branch_id>`. The identity is checked first (the barrier's
+/// rules, with no `-` inside the branch id, so `g-01`+`01` and `g`+`01-01` cannot share an
+/// xid; [`dtmcli::Error::InvalidInput`]); then an xid longer than 64 bytes (MySQL's gtrid
+/// limit) or one that could break out of the quoted literal XA statements need is refused.
 pub fn xid(info: &TransInfo) -> Result<String> {
+    // The row phase 1 writes: the same check as every barrier backend.
+    BarrierRow::of(info, "action", "01", "action").check(Layout::Dashed)?;
     let xid = format!("{}-{}", info.gid, info.branch_id);
     if xid.len() > 64
         || xid
@@ -167,11 +234,21 @@ pub enum Registration {
 /// XA local transactions on one database: connection settings for the dedicated phase-1
 /// connections, the barrier table, and a DTM client (its connection pool) for registering
 /// branches.
-#[derive(Debug)]
 pub struct XaLocal<DB: XaDatabase> {
     connect: <DB::Connection as Connection>::Options,
     config: BarrierConfig,
     dtm: DtmClient,
+}
+
+// By hand: the connect options' own Debug prints the password.
+impl<DB: XaDatabase> std::fmt::Debug for XaLocal<DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XaLocal")
+            .field("database", &DB::describe(&self.connect))
+            .field("config", &self.config)
+            .field("dtm", &self.dtm)
+            .finish()
+    }
 }
 
 impl<DB: XaDatabase> Clone for XaLocal<DB> {
@@ -313,10 +390,29 @@ impl<DB: XaDatabase> XaLocal<DB> {
         };
         let mut conn = self.connect().await?;
         let result = match DB::exec(&mut conn, &sql).await {
-            Err(e) if DB::is_unknown_xid(&e) => {
-                tracing::debug!(gid = %info.gid, branch_id = %info.branch_id, %xid, "xa {}: unknown xid, already done", info.op);
-                Ok(())
-            }
+            // "Unknown xid" usually means already done (a repeated phase 2), but MariaDB also
+            // answers it while the session that prepared the xid is still attached (closing a
+            // connection returns before the server detached it). Reporting that as done would
+            // let DTM record a commit that never lands, so check the xid is really gone.
+            Err(e) if DB::is_unknown_xid(&e) => match DB::is_prepared(&mut conn, &xid).await {
+                Ok(false) => {
+                    tracing::debug!(gid = %info.gid, branch_id = %info.branch_id, %xid, "xa {}: unknown xid, already done", info.op);
+                    Ok(())
+                }
+                Ok(true) => {
+                    tracing::warn!(gid = %info.gid, branch_id = %info.branch_id, %xid, "xa {}: unknown xid but still prepared (its session is still attached); DTM will retry", info.op);
+                    Err(Error::XaStillPrepared {
+                        xid: xid.clone(),
+                        op: info.op.to_string(),
+                    })
+                }
+                // Cannot tell (on MySQL 8, XA RECOVER needs XA_RECOVER_ADMIN): retryable,
+                // never "done".
+                Err(re) => {
+                    tracing::warn!(gid = %info.gid, branch_id = %info.branch_id, %xid, error = %re, "xa {}: unknown xid and listing the prepared xids failed", info.op);
+                    Err(Error::Sql(re))
+                }
+            },
             other => other.map_err(Error::from),
         };
         let result = match result {
@@ -333,5 +429,62 @@ impl<DB: XaDatabase> XaLocal<DB> {
             tracing::warn!(error = %e, "closing the XA phase-2 connection failed");
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dtmcli::TransType;
+
+    #[test]
+    fn xids_refuse_identities_that_could_collide() {
+        let info = |gid: &str, branch: &str| TransInfo::new(gid, TransType::Xa, branch, Op::Action);
+        assert_eq!(xid(&info("g-01", "01")).ok().as_deref(), Some("g-01-01"));
+        // `g-01`+`01` and `g`+`01-01` would both be `g-01-01`.
+        let e = xid(&info("g", "01-01")).err();
+        assert!(e.as_ref().is_some_and(Error::is_invalid_input), "{e:?}");
+        for (gid, branch) in [("g ", "01"), ("a\0b", "01"), ("q'x", "01")] {
+            let e = xid(&info(gid, branch)).err();
+            assert!(
+                e.as_ref().is_some_and(Error::is_invalid_input),
+                "{gid:?}: {e:?}"
+            );
+        }
+        // MySQL's gtrid holds 64 bytes.
+        assert!(xid(&info(&"x".repeat(61), "01")).is_ok());
+        assert!(xid(&info(&"x".repeat(62), "01")).is_err());
+    }
+
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn debug_never_prints_the_password() -> Result<()> {
+        use std::str::FromStr;
+        let opts = sqlx::mysql::MySqlConnectOptions::from_str(
+            "mysql://bank:s3cr3t-pw@db.example:3307/dtm_busi",
+        )?;
+        let xa =
+            XaLocal::<sqlx::MySql>::new(opts, DtmClient::new("http://127.0.0.1:36789/api/dtmsvr")?);
+        let shown = format!("{xa:?}");
+        assert!(!shown.contains("s3cr3t-pw"), "{shown}");
+        assert!(shown.contains("db.example:3307/dtm_busi"), "{shown}");
+        Ok(())
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn debug_never_prints_the_postgres_password() -> Result<()> {
+        use std::str::FromStr;
+        let opts = sqlx::postgres::PgConnectOptions::from_str(
+            "postgres://bank:s3cr3t-pw@db.example:5433/busi",
+        )?;
+        let xa = XaLocal::<sqlx::Postgres>::new(
+            opts,
+            DtmClient::new("http://127.0.0.1:36789/api/dtmsvr")?,
+        );
+        let shown = format!("{xa:?}");
+        assert!(!shown.contains("s3cr3t-pw"), "{shown}");
+        assert!(shown.contains("db.example:5433/busi"), "{shown}");
+        Ok(())
     }
 }
