@@ -50,19 +50,30 @@ pub fn error_status(err: &Error) -> u16 {
     }
 }
 
+/// The text a reply carries for [`Error::Database`] and [`Error::Other`], whose own text
+/// (a database's message: table names, constraint names, sometimes values) stays in this
+/// service's log instead of going to DTM, which stores it and shows it to every caller.
+pub const INTERNAL_ERROR_TEXT: &str = "internal error in the branch (details in its log)";
+
 /// The reply for an error: `{"dtm_result":"FAILURE","message":..}` (409),
 /// `{"dtm_result":"ONGOING","message":..}` (425) or `{"error":..}` with DTM's keywords
-/// lower-cased so a retryable error can never be read as a failure.
+/// lower-cased so a retryable error can never be read as a failure. A database or
+/// application error ([`Error::Database`], [`Error::Other`]) is answered with
+/// [`INTERNAL_ERROR_TEXT`] and logged at `warn`.
 pub fn error_reply(err: &Error) -> HttpReply {
     let status = error_status(err);
     let message = match err {
         Error::Failure(m) | Error::Ongoing(m) => m.clone(),
+        Error::Database(_) | Error::Other(_) => {
+            tracing::warn!(error = %err, "branch answers a retryable error");
+            INTERNAL_ERROR_TEXT.to_string()
+        }
         other => other.to_string(),
     };
     let body = match status {
         409 => serde_json::json!({"dtm_result": "FAILURE", "message": message}),
         425 => serde_json::json!({"dtm_result": "ONGOING", "message": message}),
-        _ => serde_json::json!({"error": defuse(&err.to_string())}),
+        _ => serde_json::json!({"error": defuse(&message)}),
     };
     HttpReply {
         status,
@@ -154,6 +165,14 @@ mod tests {
         let r = reply::<()>(&Err(Error::other("upstream said FAILURE")));
         assert_eq!(r.status, 500);
         assert!(!r.body.contains("FAILURE"));
+        let r = reply::<()>(&Err(Error::Database(
+            "duplicate key value violates unique constraint \"users_secret\"".into(),
+        )));
+        assert_eq!(r.status, 500);
+        assert!(!r.body.contains("users_secret"), "{}", r.body);
+        assert!(r.body.contains(INTERNAL_ERROR_TEXT), "{}", r.body);
+        let r = reply::<()>(&Err(Error::other("secret detail")));
+        assert!(!r.body.contains("secret detail"), "{}", r.body);
         let r = reply(&Ok(serde_json::json!({"a": 1})));
         assert_eq!((r.status, r.body.as_str()), (200, "{\"a\":1}"));
     }

@@ -11,11 +11,59 @@ use tracing::Instrument;
 
 use crate::branch::http_result;
 use crate::error::{truncate_body, Error, Result};
+use crate::redact::redact_url;
+use crate::trust::TrustedServers;
 use crate::types::TransInfo;
 use crate::wire::{QueryResult, TransRequest, WorkflowProgress};
 
 /// The default URL of a local DTM server's HTTP API.
 pub const DEFAULT_SERVER: &str = "http://localhost:36789/api/dtmsvr";
+
+/// Default timeout of each HTTP call the client makes, to DTM or to a branch, when the
+/// transaction sets no `request_timeout` (30 s).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default connect timeout of the client's own `reqwest::Client` (3 s).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The longest timeout any call gets (one day). Longer settings, `Duration::MAX` included,
+/// are clamped to it: every call stays bounded, and deadline arithmetic cannot overflow.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+/// Default cap on the body of one answer, from DTM or from a branch (8 MiB). DTM's answers
+/// are small JSON objects; the largest are `query` and `prepareWorkflow`, which carry every
+/// branch's stored data. Reading stops at the cap with [`Error::TooLarge`], so a peer
+/// streaming an endless body cannot exhaust memory.
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
+/// Reads the body of `resp` (from a call to `url`) in chunks, refusing with
+/// [`Error::TooLarge`] once it exceeds `limit` bytes. A body's `Content-Length` above the
+/// limit is refused before reading. The time it takes is bounded by the request's timeout.
+pub async fn read_answer(url: &str, mut resp: reqwest::Response, limit: usize) -> Result<Bytes> {
+    let too_large = || Error::TooLarge {
+        url: redact_url(url).into_owned(),
+        limit,
+    };
+    if resp
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
+    {
+        return Err(too_large());
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| Error::transport(url, e))? {
+        if buf.len().saturating_add(chunk.len()) > limit {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Clamps a timeout to [`MAX_TIMEOUT`].
+fn bounded(d: Duration) -> Duration {
+    d.min(MAX_TIMEOUT)
+}
 
 /// A client of one DTM server over HTTP.
 ///
@@ -34,20 +82,62 @@ pub const DEFAULT_SERVER: &str = "http://localhost:36789/api/dtmsvr";
 ///     .await?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+///
+/// Every call it makes, to DTM and to branches, is bounded in time
+/// ([`DtmClientBuilder::timeout`]) and in answer size
+/// ([`DtmClientBuilder::max_answer_bytes`]). Its `Debug` output and its errors show the
+/// server URL without credentials.
+#[derive(Clone)]
 pub struct DtmClient {
     server: Arc<str>,
     http: reqwest::Client,
     timeout: Duration,
+    max_answer_bytes: usize,
+    trusted: Arc<TrustedServers>,
+}
+
+impl std::fmt::Debug for DtmClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DtmClient")
+            .field("server", &redact_url(&self.server))
+            .field("timeout", &self.timeout)
+            .field("max_answer_bytes", &self.max_answer_bytes)
+            .field("trusted", &redact_trusted(&self.trusted))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The trusted servers as `Debug` may show them (credentials redacted).
+fn redact_trusted(t: &TrustedServers) -> String {
+    match t {
+        TrustedServers::List(list) => format!(
+            "List({:?})",
+            list.iter().map(|s| redact_url(s)).collect::<Vec<_>>()
+        ),
+        other => format!("{other:?}"),
+    }
 }
 
 /// Builds a [`DtmClient`] with non-default settings.
-#[derive(Debug)]
 pub struct DtmClientBuilder {
     server: String,
     http: Option<reqwest::Client>,
     timeout: Duration,
     connect_timeout: Duration,
+    max_answer_bytes: usize,
+    trusted: TrustedServers,
+}
+
+impl std::fmt::Debug for DtmClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DtmClientBuilder")
+            .field("server", &redact_url(&self.server))
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_answer_bytes", &self.max_answer_bytes)
+            .field("trusted", &redact_trusted(&self.trusted))
+            .finish_non_exhaustive()
+    }
 }
 
 impl DtmClientBuilder {
@@ -58,18 +148,35 @@ impl DtmClientBuilder {
         self
     }
 
-    /// Timeout of each call to DTM when the transaction sets no `request_timeout`
-    /// (default 30 s). Calls with `wait_result` get this plus the transaction's own
-    /// request timeout, since the server runs branches inside them.
+    /// Timeout of each call to DTM, and of each branch call the SDK makes itself (TCC try,
+    /// XA action, msg back-check), when the transaction sets no `request_timeout` (default
+    /// [`DEFAULT_TIMEOUT`], 30 s). Calls with `wait_result` get this plus the transaction's
+    /// own request timeout, since the server runs branches inside them. Every timeout is
+    /// clamped to [`MAX_TIMEOUT`] (one day), so `Duration::MAX` is accepted.
     pub fn timeout(mut self, d: Duration) -> Self {
-        self.timeout = d;
+        self.timeout = bounded(d);
         self
     }
 
-    /// Connect timeout of the built `reqwest::Client` (default 3 s). Ignored with
-    /// [`DtmClientBuilder::http_client`].
+    /// Connect timeout of the built `reqwest::Client` (default [`DEFAULT_CONNECT_TIMEOUT`],
+    /// 3 s; at most [`MAX_TIMEOUT`]). Ignored with [`DtmClientBuilder::http_client`].
     pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.connect_timeout = d;
+        self.connect_timeout = bounded(d);
+        self
+    }
+
+    /// The largest answer body read from DTM or from a branch (default
+    /// [`DEFAULT_MAX_ANSWER_BYTES`], 8 MiB). A longer answer is [`Error::TooLarge`].
+    pub fn max_answer_bytes(mut self, limit: usize) -> Self {
+        self.max_answer_bytes = limit;
+        self
+    }
+
+    /// The DTM servers [`DtmClient::with_server`] agrees to switch to when a branch request
+    /// names one (default [`TrustedServers::Own`]: only this client's server). See
+    /// [`crate::trust`] for why.
+    pub fn trusted_servers(mut self, trusted: TrustedServers) -> Self {
+        self.trusted = trusted;
         self
     }
 
@@ -87,19 +194,33 @@ impl DtmClientBuilder {
             server: server.into(),
             http,
             timeout: self.timeout,
+            max_answer_bytes: self.max_answer_bytes,
+            trusted: Arc::new(self.trusted),
         })
     }
 }
 
 fn normalize_server(s: &str) -> Result<String> {
-    let parsed = url::Url::parse(s)
-        .map_err(|e| Error::invalid(format!("DTM server URL {s:?} is not a URL: {e}")))?;
+    let parsed = url::Url::parse(s).map_err(|e| {
+        Error::invalid(format!(
+            "DTM server URL {:?} is not a URL: {e}",
+            redact_url(s)
+        ))
+    })?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(Error::invalid(format!(
-            "DTM server URL {s:?} must be http(s)://host:port/api/dtmsvr"
+            "DTM server URL {:?} must be http(s)://host:port/api/dtmsvr",
+            redact_url(s)
         )));
     }
     Ok(s.trim_end_matches('/').to_string())
+}
+
+/// DTM's answer to `prepare`, `submit`, `abort` and `registerBranch`:
+/// `{"dtm_result":"SUCCESS"}`.
+#[derive(Deserialize)]
+struct ResultBody {
+    dtm_result: String,
 }
 
 /// The DTM convention for a `message` field in error bodies.
@@ -120,19 +241,46 @@ impl DtmClient {
         DtmClientBuilder {
             server: server.into(),
             http: None,
-            timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(3),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+            trusted: TrustedServers::Own,
         }
     }
 
-    /// A client of another DTM server sharing this one's connection pool (used for nested
-    /// transactions whose branch request names the server).
+    /// A client of another DTM server sharing this one's connection pool and settings, for
+    /// nested transactions and XA branches whose request names the server (`dtm=`).
+    ///
+    /// The request comes from whoever reached the branch, so the server must be one this
+    /// client trusts ([`DtmClientBuilder::trusted_servers`]; by default only its own):
+    /// otherwise [`Error::InvalidInput`], and nothing is sent. See [`crate::trust`].
     pub fn with_server(&self, server: &str) -> Result<Self> {
+        let named = normalize_server(server)?;
+        self.trusted.check(&self.server, &named, |s| {
+            s.trim_end_matches('/').to_string()
+        })?;
         Ok(DtmClient {
-            server: normalize_server(server)?.into(),
+            server: named.into(),
             http: self.http.clone(),
             timeout: self.timeout,
+            max_answer_bytes: self.max_answer_bytes,
+            trusted: self.trusted.clone(),
         })
+    }
+
+    /// The servers [`DtmClient::with_server`] accepts.
+    pub fn trusted_servers(&self) -> &TrustedServers {
+        &self.trusted
+    }
+
+    /// The timeout of a call when the transaction sets none.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The largest answer body the client reads.
+    pub fn max_answer_bytes(&self) -> usize {
+        self.max_answer_bytes
     }
 
     /// The server URL.
@@ -158,21 +306,15 @@ impl DtmClient {
         timeout: Duration,
         keyword_check: bool,
     ) -> Result<Bytes> {
-        let span = tracing::debug_span!("dtm", op, url = %url);
+        let span = tracing::debug_span!("dtm", op, url = %redact_url(&url));
         async move {
             let resp = req
-                .timeout(timeout)
+                .timeout(bounded(timeout))
                 .send()
                 .await
-                .map_err(|e| Error::Transport {
-                    url: url.clone(),
-                    source: e,
-                })?;
+                .map_err(|e| Error::transport(&url, e))?;
             let status = resp.status().as_u16();
-            let body = resp.bytes().await.map_err(|e| Error::Transport {
-                url: url.clone(),
-                source: e,
-            })?;
+            let body = read_answer(&url, resp, self.max_answer_bytes).await?;
             let text = String::from_utf8_lossy(&body);
             tracing::debug!(status, "dtm answered");
             let message = || {
@@ -188,7 +330,7 @@ impl DtmClient {
                 200 if keyword_check && text.contains("FAILURE") => Err(Error::Failure(message())),
                 200 => Ok(body.clone()),
                 _ => Err(Error::Status {
-                    url,
+                    url: redact_url(&url).into_owned(),
                     status,
                     body: truncate_body(&text),
                 }),
@@ -200,32 +342,59 @@ impl DtmClient {
 
     fn decode<T: DeserializeOwned>(url: &str, body: &[u8]) -> Result<T> {
         serde_json::from_slice(body).map_err(|e| Error::Decode {
-            url: url.to_string(),
+            url: redact_url(url).into_owned(),
             reason: e.to_string(),
             body: truncate_body(&String::from_utf8_lossy(body)),
         })
     }
 
+    /// Accepts only DTM's success answer, `{"dtm_result":"SUCCESS"}`: a 200 from something
+    /// else (a proxy's HTML page, an empty body) must not pass for a submitted transaction.
+    fn expect_success(url: &str, body: &[u8]) -> Result<()> {
+        let r: ResultBody = Self::decode(url, body)?;
+        if r.dtm_result == "SUCCESS" {
+            return Ok(());
+        }
+        Err(Error::Decode {
+            url: redact_url(url).into_owned(),
+            reason: format!("dtm_result is {:?}, not \"SUCCESS\"", r.dtm_result),
+            body: truncate_body(&String::from_utf8_lossy(body)),
+        })
+    }
+
+    /// The timeout of a call for a transaction: its `request_timeout`, else the client's.
+    pub fn call_timeout(&self, request_timeout: Option<Duration>) -> Duration {
+        match request_timeout {
+            Some(d) if !d.is_zero() => bounded(d),
+            _ => self.timeout,
+        }
+    }
+
     fn timeout_for(&self, req: &TransRequest) -> Duration {
-        let own = if req.request_timeout > 0 {
-            Duration::from_secs(req.request_timeout.unsigned_abs())
-        } else {
-            self.timeout
-        };
+        let own = self.call_timeout(
+            u64::try_from(req.request_timeout)
+                .ok()
+                .map(Duration::from_secs),
+        );
         if req.wait_result {
-            // The server runs the branches inside the call.
-            own + self.timeout
+            // The server runs the branches inside the call. Saturating: either may be huge.
+            bounded(own.saturating_add(self.timeout))
         } else {
             own
         }
     }
 
-    /// POSTs a global-transaction body to `<server>/<op>`.
+    /// POSTs a global-transaction body to `<server>/<op>` and checks that DTM answered
+    /// `{"dtm_result":"SUCCESS"}` (anything else is [`Error::Decode`]); returns that body.
     pub async fn call(&self, op: &'static str, body: &TransRequest) -> Result<Bytes> {
         let url = self.url(op);
         let req = self.http.post(&url).json(body);
         tracing::debug!(gid = %body.gid, trans_type = %body.trans_type, "call dtm {op}");
-        self.send(op, req, url, self.timeout_for(body), true).await
+        let answer = self
+            .send(op, req, url.clone(), self.timeout_for(body), true)
+            .await?;
+        Self::expect_success(&url, &answer)?;
+        Ok(answer)
     }
 
     /// `prepareWorkflow`: creates the workflow transaction, or returns the existing one and
@@ -265,7 +434,7 @@ impl DtmClient {
         let g: Gid = Self::decode(&url, &body)?;
         if g.gid.is_empty() {
             return Err(Error::Decode {
-                url,
+                url: redact_url(&url).into_owned(),
                 reason: "empty gid".into(),
                 body: truncate_body(&String::from_utf8_lossy(&body)),
             });
@@ -303,9 +472,10 @@ impl DtmClient {
     pub async fn register_branch(&self, fields: &BTreeMap<String, String>) -> Result<()> {
         let url = self.url("registerBranch");
         let req = self.http.post(&url).json(fields);
-        self.send("registerBranch", req, url, self.timeout, true)
-            .await
-            .map(drop)
+        let answer = self
+            .send("registerBranch", req, url.clone(), self.timeout, true)
+            .await?;
+        Self::expect_success(&url, &answer)
     }
 
     /// Subscribes `url` to a msg topic.
@@ -379,7 +549,8 @@ impl DtmClient {
     /// Calls a branch the way the SDK does for TCC try, XA action and msg back-checks:
     /// transaction info in the query, `branch_headers` as headers, the body as JSON text
     /// (POST) or nothing (GET). The answer is mapped with DTM's rules (see
-    /// [`crate::branch::http_result`]).
+    /// [`crate::branch::http_result`]). The call gets the client's timeout; see
+    /// [`DtmClient::call_branch_with_timeout`].
     pub async fn call_branch(
         &self,
         url: &str,
@@ -387,30 +558,39 @@ impl DtmClient {
         headers: &BTreeMap<String, String>,
         body: Option<String>,
     ) -> Result<BranchResponse> {
-        let span = tracing::debug_span!("branch", gid = %info.gid, branch_id = %info.branch_id, op = %info.op, url);
+        self.call_branch_with_timeout(url, info, headers, body, self.timeout)
+            .await
+    }
+
+    /// [`DtmClient::call_branch`] with this timeout (clamped to [`MAX_TIMEOUT`]); TCC, XA
+    /// and msg pass their transaction's `request_timeout` when it is set. The answer is read
+    /// up to [`DtmClientBuilder::max_answer_bytes`].
+    pub async fn call_branch_with_timeout(
+        &self,
+        url: &str,
+        info: &TransInfo,
+        headers: &BTreeMap<String, String>,
+        body: Option<String>,
+        timeout: Duration,
+    ) -> Result<BranchResponse> {
+        let span = tracing::debug_span!("branch", gid = %info.gid, branch_id = %info.branch_id, op = %info.op, url = %redact_url(url));
         async move {
             let mut req = match &body {
                 Some(_) => self.http.post(url),
                 None => self.http.get(url),
             };
-            req = req.query(&info.query_pairs());
+            req = req.query(&info.query_pairs()).timeout(bounded(timeout));
             for (k, v) in headers {
                 req = req.header(k.as_str(), v.as_str());
             }
             if let Some(b) = body {
                 req = req.header("content-type", "application/json").body(b);
             }
-            let resp = req.send().await.map_err(|e| Error::Transport {
-                url: url.to_string(),
-                source: e,
-            })?;
+            let resp = req.send().await.map_err(|e| Error::transport(url, e))?;
             let status = resp.status().as_u16();
-            let body = resp.bytes().await.map_err(|e| Error::Transport {
-                url: url.to_string(),
-                source: e,
-            })?;
+            let body = read_answer(url, resp, self.max_answer_bytes).await?;
             tracing::debug!(status, "branch answered");
-            http_result(url, status, &body)?;
+            http_result(&redact_url(url), status, &body)?;
             Ok(BranchResponse { status, body })
         }
         .instrument(span)

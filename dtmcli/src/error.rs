@@ -30,14 +30,25 @@ pub enum Error {
     Duplicated,
 
     /// The request could not be sent or its response not read (connection refused,
-    /// timeout, reset...).
+    /// timeout, reset...). Build it with [`Error::transport`], which keeps credentials out.
     #[error("transport error calling {url}: {}", chain(source))]
     Transport {
-        /// The URL that was called.
+        /// The URL that was called (credentials redacted).
         url: String,
-        /// The underlying error.
+        /// The underlying error (without its URL, which may carry credentials).
         #[source]
         source: reqwest::Error,
+    },
+
+    /// An answer was longer than the client accepts (see
+    /// [`crate::DtmClientBuilder::max_answer_bytes`]); reading stopped there, so an endless
+    /// body cannot exhaust memory. Retryable.
+    #[error("{url} answered more than {limit} bytes; the answer was not read")]
+    TooLarge {
+        /// The URL that was called (credentials redacted).
+        url: String,
+        /// The limit, in bytes.
+        limit: usize,
     },
 
     /// A gRPC call (to DTM or to a branch) ended with a status that is neither success nor
@@ -117,6 +128,16 @@ impl Error {
     /// An [`Error::InvalidInput`] with this message.
     pub fn invalid(msg: impl fmt::Display) -> Self {
         Error::InvalidInput(msg.to_string())
+    }
+
+    /// An [`Error::Transport`] for a call to `url`: the URL is redacted
+    /// ([`crate::redact::redact_url`]) and removed from the `reqwest` error, whose `Display`
+    /// would otherwise print it whole, password included.
+    pub fn transport(url: &str, source: reqwest::Error) -> Self {
+        Error::Transport {
+            url: crate::redact::redact_url(url).into_owned(),
+            source: source.without_url(),
+        }
     }
 
     /// True for [`Error::Failure`].

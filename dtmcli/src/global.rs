@@ -39,6 +39,26 @@ impl Global {
     fn branch_info(&self, branch_id: String, op: Op) -> TransInfo {
         self.core.branch_info(branch_id, op, self.client.server())
     }
+
+    /// Calls a branch (TCC try, XA action) within the transaction's `request_timeout`, or
+    /// the client's timeout without one.
+    async fn call_branch(
+        &self,
+        url: &str,
+        info: &TransInfo,
+        data: String,
+    ) -> Result<BranchResponse> {
+        let timeout = self.client.call_timeout(self.core.options.request_timeout);
+        self.client
+            .call_branch_with_timeout(
+                url,
+                info,
+                &self.core.options.branch_headers,
+                Some(data),
+                timeout,
+            )
+            .await
+    }
 }
 
 /// prepare → f → submit, or abort (with the error as rollback reason) on error or panic.
@@ -84,6 +104,7 @@ impl DtmClient {
         F: FnOnce(Tcc) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
+        crate::identity::check_gid(gid)?;
         let g = Arc::new(Global::new(self, gid, TransType::Tcc, options, ""));
         run_global(g.clone(), Tcc(g), f).await
     }
@@ -92,7 +113,9 @@ impl DtmClient {
 impl Tcc {
     /// Rebuilds the TCC inside a try handler so that it can open sub-branches (`0201`,
     /// `0202`...). `info` is the incoming request's transaction info; it must carry `dtm`
-    /// (the SDK always sends it when calling a try).
+    /// (the SDK always sends it when calling a try), and that server must be trusted by
+    /// `client` ([`DtmClient::with_server`]; by default only `client`'s own server is), or
+    /// the result is [`Error::InvalidInput`].
     pub fn nested(client: &DtmClient, info: &TransInfo) -> Result<Tcc> {
         let dtm = info
             .dtm
@@ -145,9 +168,7 @@ impl Tcc {
         .collect();
         g.client.register_branch(&fields).await?;
         let info = g.branch_info(branch_id, Op::Try);
-        g.client
-            .call_branch(try_url, &info, &g.core.options.branch_headers, Some(data))
-            .await
+        g.call_branch(try_url, &info, data).await
     }
 }
 
@@ -171,6 +192,7 @@ impl DtmClient {
         F: FnOnce(Xa) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
+        crate::identity::check_gid(gid)?;
         let g = Arc::new(Global::new(self, gid, TransType::Xa, options, ""));
         run_global(g.clone(), Xa(g), f).await
     }
@@ -191,8 +213,6 @@ impl Xa {
         let g = &self.0;
         let mut info = g.branch_info(g.core.next_branch_id()?, Op::Action);
         info.phase2_url = Some(url.to_string());
-        g.client
-            .call_branch(url, &info, &g.core.options.branch_headers, Some(data))
-            .await
+        g.call_branch(url, &info, data).await
     }
 }

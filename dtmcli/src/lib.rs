@@ -14,6 +14,14 @@
 //! Errors keep DTM's outcomes apart: [`Error::Failure`], [`Error::Ongoing`],
 //! [`Error::Duplicated`], and retryable kinds (transport, status, decode...).
 //!
+//! ## Bounds
+//! Every HTTP call the client makes, to DTM or to a branch, has a timeout
+//! ([`DEFAULT_TIMEOUT`], or the transaction's `request_timeout`; at most [`MAX_TIMEOUT`]) and
+//! reads at most [`DEFAULT_MAX_ANSWER_BYTES`] of answer ([`Error::TooLarge`] beyond); both
+//! are set on [`DtmClientBuilder`]. Errors, spans and `Debug` output show URLs without their
+//! credentials ([`redact`]). A branch request naming a DTM server (`dtm=`) is only followed
+//! to a trusted one ([`trust`]).
+//!
 //! ## Feature flags
 //! - `axum`: an axum extractor for [`TransInfo`] and `IntoResponse` for [`Error`].
 //! - `rustls`: TLS (rustls) for `https://` DTM servers and branches.
@@ -53,11 +61,14 @@ mod types;
 pub mod wire;
 
 pub use branch_id::BranchIdGen;
-pub use client::{BranchResponse, DtmClient, DtmClientBuilder, DEFAULT_SERVER};
+pub use client::{
+    read_answer, BranchResponse, DtmClient, DtmClientBuilder, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_ANSWER_BYTES, DEFAULT_SERVER, DEFAULT_TIMEOUT, MAX_TIMEOUT,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use global::{Tcc, Xa};
 pub use msg::Msg;
-pub use options::TransOptions;
+pub use options::{TransOptions, MAX_WIRE_DURATION};
 pub use saga::Saga;
 pub use trust::TrustedServers;
 pub use types::{Op, TransInfo, TransType};

@@ -103,6 +103,7 @@ impl Msg {
         if let Some(e) = &self.error {
             return Err(Error::invalid(e));
         }
+        crate::identity::check_gid(&self.gid)?;
         let mut r = TransRequest::new(&self.gid, TransType::Msg, &self.options);
         r.steps = self.steps.clone();
         r.payloads = self.payloads.clone();
@@ -176,8 +177,15 @@ impl Msg {
             &self.gid,
             business,
             || async {
+                let timeout = self.client.call_timeout(self.options.request_timeout);
                 self.client
-                    .call_branch(query_prepared, &info, &self.options.branch_headers, None)
+                    .call_branch_with_timeout(
+                        query_prepared,
+                        &info,
+                        &self.options.branch_headers,
+                        None,
+                        timeout,
+                    )
                     .await
                     .map(drop)
             },

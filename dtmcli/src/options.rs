@@ -7,6 +7,9 @@ use std::time::Duration;
 ///
 /// Durations travel as whole seconds; a non-zero duration below one second is rounded up to
 /// one second (DTM has no finer unit). Zero / `None` means "use the server's default".
+/// A duration above [`MAX_WIRE_DURATION`] (100 years, `Duration::MAX` included) is sent as
+/// that: DTM multiplies the seconds into a Go `time.Duration`, which holds only 292 years and
+/// would wrap to a negative timeout.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TransOptions {
     /// Ask the server to run the transaction inside the submit (or abort) request and answer
@@ -60,13 +63,22 @@ impl TransOptions {
     }
 }
 
-/// Whole seconds for the wire: `None`/zero → 0, otherwise rounded up.
+/// The longest duration an option carries to DTM (100 years); longer ones are sent as this.
+pub const MAX_WIRE_DURATION: Duration = Duration::from_secs(MAX_WIRE_SECS);
+
+const MAX_WIRE_SECS: u64 = 100 * 365 * 86_400;
+
+/// Whole seconds for the wire: `None`/zero → 0, otherwise rounded up, at most
+/// [`MAX_WIRE_DURATION`] (saturating: `Duration::MAX` must not overflow).
 pub(crate) fn secs(d: Option<Duration>) -> i64 {
     match d {
         None => 0,
         Some(d) if d.is_zero() => 0,
         Some(d) => {
-            let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            let s = d
+                .as_secs()
+                .saturating_add(u64::from(d.subsec_nanos() > 0))
+                .min(MAX_WIRE_SECS);
             i64::try_from(s).unwrap_or(i64::MAX)
         }
     }
@@ -82,5 +94,29 @@ mod tests {
         assert_eq!(secs(Some(Duration::from_millis(1))), 1);
         assert_eq!(secs(Some(Duration::from_millis(1500))), 2);
         assert_eq!(secs(Some(Duration::from_secs(7))), 7);
+    }
+
+    #[test]
+    fn extreme_durations_saturate() {
+        let max = i64::try_from(MAX_WIRE_DURATION.as_secs()).unwrap();
+        assert_eq!(secs(Some(Duration::MAX)), max);
+        assert_eq!(secs(Some(Duration::from_secs(u64::MAX))), max);
+        assert_eq!(secs(Some(MAX_WIRE_DURATION)), max);
+        let r = crate::TransRequest::new(
+            "g",
+            crate::TransType::Saga,
+            &TransOptions::default()
+                .request_timeout(Duration::MAX)
+                .timeout_to_fail(Duration::MAX)
+                .retry_interval(Duration::MAX),
+        );
+        assert_eq!(
+            (r.request_timeout, r.timeout_to_fail, r.retry_interval),
+            (max, max, max)
+        );
+        assert_eq!(
+            crate::flow::msg_delay_custom_data(Some(Duration::MAX)),
+            format!("{{\"delay\":{max}}}")
+        );
     }
 }

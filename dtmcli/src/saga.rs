@@ -102,6 +102,7 @@ impl Saga {
         if let Some(e) = &self.error {
             return Err(Error::invalid(e.to_string()));
         }
+        crate::identity::check_gid(&self.gid)?;
         let mut r = TransRequest::new(&self.gid, TransType::Saga, &self.options);
         r.steps = self.steps.clone();
         r.payloads = self.payloads.clone();

@@ -174,16 +174,38 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let label = req.uri().path().to_string();
+        let limit = wf.max_answer_bytes();
+        // A call without its own deadline gets the workflow's, told to the server
+        // (`grpc-timeout`, as `tonic::Request::set_timeout` does) and enforced here: a
+        // server that never answers must not hold the workflow forever.
+        let deadline = if req.headers().contains_key("grpc-timeout") {
+            None
+        } else {
+            let d = wf.call_timeout();
+            let ms = d.as_millis().clamp(1, 99_999_999);
+            if let Ok(v) = http::HeaderValue::from_str(&format!("{ms}m")) {
+                req.headers_mut().insert("grpc-timeout", v);
+            }
+            Some(d)
+        };
         Box::pin(async move {
             let target = label.clone();
+            let label_for_timeout = label.clone();
             let step = async move {
                 let resp = match inner.call(req).await {
                     Ok(r) => r,
                     Err(e) => return StepOutcome::Unrecorded(Error::other(e.into())),
                 };
                 let (parts, body) = resp.into_parts();
-                let collected = match body.collect().await {
+                // Read at most `limit` bytes: the reply is kept in memory to be recorded.
+                let collected = match http_body_util::Limited::new(body, limit).collect().await {
                     Ok(c) => c,
+                    Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                        return StepOutcome::Unrecorded(Error::TooLarge {
+                            url: dtmcli::redact::redact_url(&target).into_owned(),
+                            limit,
+                        })
+                    }
                     Err(e) => return StepOutcome::Unrecorded(Error::other(e)),
                 };
                 let trailers = collected.trailers().cloned().unwrap_or_default();
@@ -204,6 +226,18 @@ where
                         "{target}: answer without grpc-status (HTTP {})",
                         parts.status
                     ))),
+                }
+            };
+            let step = async move {
+                match deadline {
+                    Some(d) => tokio::time::timeout(d, step).await.unwrap_or_else(|_| {
+                        StepOutcome::Unrecorded(Error::Grpc {
+                            target: dtmcli::redact::redact_url(&label_for_timeout).into_owned(),
+                            code: 4,
+                            message: format!("no answer within {d:?}"),
+                        })
+                    }),
+                    None => step.await,
                 }
             };
             Ok(match wf.recorded("grpc", &label, step).await {

@@ -17,6 +17,12 @@ use dtmcli::{Error, Op};
 /// non-200 answers are retryable errors (not recorded), 200 is recorded with its body, and a
 /// replay answers a synthetic 200 `application/json` response with the recorded body.
 /// Commit and rollback callbacks call live. Requests without a [`Wf`] pass untouched.
+///
+/// Bounds: a workflow request without its own timeout (`RequestBuilder::timeout`) gets the
+/// workflow's, its `request_timeout` or else the DTM client's timeout
+/// ([`dtmcli::DEFAULT_TIMEOUT`] by default), which takes precedence over a timeout set on the
+/// `reqwest::Client`. An answer read for recording (or by [`send_http`]) longer than the DTM
+/// client's [`dtmcli::DtmClientBuilder::max_answer_bytes`] is [`Error::TooLarge`].
 /// [`send_http`] sends such a request and reads its answer the same way in every phase.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WorkflowMiddleware;
@@ -58,6 +64,10 @@ impl Middleware for WorkflowMiddleware {
             return next.run(req, extensions).await;
         };
         let info = wf.trans_info();
+        if req.timeout().is_none() {
+            // Every call of a workflow is bounded, also against a branch that never answers.
+            *req.timeout_mut() = Some(wf.call_timeout());
+        }
         {
             let mut q = req.url_mut().query_pairs_mut();
             q.append_pair("gid", &info.gid)
@@ -72,20 +82,16 @@ impl Middleware for WorkflowMiddleware {
         label_url.set_query(None);
         let label = format!("{} {}", req.method(), label_url);
         let url = req.url().to_string();
+        let limit = wf.max_answer_bytes();
         let step = async {
             let resp = match next.run(req, extensions).await {
                 Ok(r) => r,
-                Err(e) => return StepOutcome::Unrecorded(Error::other(e)),
+                Err(e) => return StepOutcome::Unrecorded(into_dtm_error(e)),
             };
             let status = resp.status().as_u16();
-            let body = match resp.bytes().await {
+            let body = match dtmcli::read_answer(&url, resp, limit).await {
                 Ok(b) => b.to_vec(),
-                Err(e) => {
-                    return StepOutcome::Unrecorded(Error::Transport {
-                        url: url.clone(),
-                        source: e,
-                    })
-                }
+                Err(e) => return StepOutcome::Unrecorded(e),
             };
             StepOutcome::from_result(answer(&url, status, body))
         };
@@ -107,7 +113,7 @@ fn answer(url: &str, status: u16, body: Vec<u8>) -> Result<Vec<u8>, Error> {
         409 => Err(Error::Failure(text())),
         425 => Err(Error::Ongoing(text())),
         _ => Err(Error::Status {
-            url: url.to_string(),
+            url: dtmcli::redact::redact_url(url).into_owned(),
             status,
             body: text(),
         }),
@@ -118,15 +124,18 @@ fn answer(url: &str, status: u16, body: Vec<u8>) -> Result<Vec<u8>, Error> {
 /// body for 200; [`Error::Failure`] for 409; [`Error::Ongoing`] for 425; [`Error::Status`]
 /// for any other status. It reads a live answer
 /// (commit and rollback callbacks) the same way as a recorded one (the branch's action), so
-/// a workflow function can return its error as it is.
-pub async fn send_http(request: RequestBuilder) -> Result<Vec<u8>, Error> {
+/// a workflow function can return its error as it is. The answer is read up to the
+/// workflow's cap (see [`WorkflowMiddleware`]; [`dtmcli::DEFAULT_MAX_ANSWER_BYTES`] for a
+/// request without a [`Wf`]).
+pub async fn send_http(mut request: RequestBuilder) -> Result<Vec<u8>, Error> {
+    let limit = request
+        .extensions()
+        .get::<Wf>()
+        .map_or(dtmcli::DEFAULT_MAX_ANSWER_BYTES, Wf::max_answer_bytes);
     let resp = request.send().await.map_err(into_dtm_error)?;
     let url = resp.url().to_string();
     let status = resp.status().as_u16();
-    let body = resp.bytes().await.map_err(|e| Error::Transport {
-        url: url.clone(),
-        source: e,
-    })?;
+    let body = dtmcli::read_answer(&url, resp, limit).await?;
     answer(&url, status, body.to_vec())
 }
 
@@ -147,7 +156,11 @@ pub fn into_dtm_error(e: reqwest_middleware::Error) -> Error {
             Ok(d) => d,
             Err(a) => Error::other(std::io::Error::other(a.to_string())),
         },
-        reqwest_middleware::Error::Reqwest(r) => Error::other(r),
+        // A reqwest error prints its URL, which may carry credentials.
+        reqwest_middleware::Error::Reqwest(r) => match r.url().map(|u| u.to_string()) {
+            Some(url) => Error::transport(&url, r),
+            None => Error::other(r),
+        },
     }
 }
 

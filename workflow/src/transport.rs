@@ -1,6 +1,7 @@
 //! How a workflow talks to DTM: HTTP, or gRPC (feature `grpc`).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use dtmcli::{DtmClient, Result, TransRequest};
 
@@ -40,6 +41,29 @@ impl Transport {
             Transport::Http(_) => "http",
             #[cfg(feature = "grpc")]
             Transport::Grpc(_) => "grpc",
+        }
+    }
+
+    /// The largest answer body the workflow's recorders read (the HTTP client's setting;
+    /// dtmcli's default over gRPC).
+    pub(crate) fn max_answer_bytes(&self) -> usize {
+        match self {
+            Transport::Http(c) => c.max_answer_bytes(),
+            #[cfg(feature = "grpc")]
+            Transport::Grpc(_) => dtmcli::DEFAULT_MAX_ANSWER_BYTES,
+        }
+    }
+
+    /// The timeout of a branch call without its own: the transaction's `request_timeout`,
+    /// else the HTTP client's timeout (dtmcli's default over gRPC).
+    pub(crate) fn call_timeout(&self, request_timeout: Option<Duration>) -> Duration {
+        match self {
+            Transport::Http(c) => c.call_timeout(request_timeout),
+            #[cfg(feature = "grpc")]
+            Transport::Grpc(_) => match request_timeout {
+                Some(d) if !d.is_zero() => d.min(dtmcli::MAX_TIMEOUT),
+                _ => dtmcli::DEFAULT_TIMEOUT,
+            },
         }
     }
 
