@@ -6,14 +6,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dtmcli::{Error, Result, TransInfo, TransOptions, TransRequest, TransType};
+use dtmcli::redact::redact_url;
+use dtmcli::{
+    Error, Result, TransInfo, TransOptions, TransRequest, TransType, TrustedServers,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ANSWER_BYTES, DEFAULT_TIMEOUT, MAX_TIMEOUT,
+};
 use http::uri::PathAndQuery;
 use prost::Message;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
 
 use crate::codec::RawCodec;
-use crate::metadata::{branch_metadata, check_branch_headers};
+use crate::metadata::{branch_metadata, check_branch_headers, printable_ascii};
 use crate::pb::dtmgimp::dtm_client::DtmClient as DtmStub;
 use crate::pb::dtmgimp::{
     DtmBranchRequest, DtmProgressesReply, DtmRequest, DtmTopicRequest, DtmTransOptions,
@@ -32,6 +36,12 @@ pub const DEFAULT_GRPC_SERVER: &str = "localhost:36790";
 /// build one per DTM server at start-up and pass it around. Channels connect lazily, so
 /// building never fails because a server is down: the first call does.
 ///
+/// Every call it makes is bounded: in time ([`DtmGrpcClientBuilder::timeout`], or the
+/// transaction's `request_timeout`) and in answer size
+/// ([`DtmGrpcClientBuilder::max_answer_bytes`]; a longer answer is
+/// [`Error::TooLarge`]). A branch request naming another DTM server is only followed to a
+/// trusted one ([`DtmGrpcClientBuilder::trusted_servers`], [`DtmGrpcClient::with_target`]).
+///
 /// ```no_run
 /// # async fn demo() -> dtmcli::Result<()> {
 /// let dtm = dtmgrpc::DtmGrpcClient::new("localhost:36790")?;
@@ -47,8 +57,15 @@ pub struct DtmGrpcClient {
 
 /// What every client derived from one builder shares.
 struct Shared {
+    /// The address the builder was given: the one server trusted in any case.
+    own: String,
+    trusted: TrustedServers,
+    /// Whether a target written without a scheme talks TLS (the builder's target was
+    /// `https://`, or a TLS configuration was given).
+    tls_default: bool,
     timeout: Duration,
     connect_timeout: Duration,
+    max_answer_bytes: usize,
     http: reqwest::Client,
     branches: Mutex<HashMap<String, Channel>>,
     #[cfg(feature = "tls")]
@@ -57,24 +74,53 @@ struct Shared {
 
 impl std::fmt::Debug for DtmGrpcClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Written by hand: no field may print credentials (targets with them are refused,
+        // but trusted-server lists are the user's text).
         f.debug_struct("DtmGrpcClient")
-            .field("target", &self.target)
+            .field("target", &redact_url(&self.target))
+            .field("tls", &self.shared.tls_default)
             .field("timeout", &self.shared.timeout)
+            .field("max_answer_bytes", &self.shared.max_answer_bytes)
+            .field("trusted", &redact_trusted(&self.shared.trusted))
             .finish_non_exhaustive()
     }
 }
 
+/// The trusted servers as `Debug` may show them (credentials redacted).
+fn redact_trusted(t: &TrustedServers) -> String {
+    match t {
+        TrustedServers::List(list) => format!(
+            "List({:?})",
+            list.iter().map(|s| redact_url(s)).collect::<Vec<_>>()
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
 /// Builds a [`DtmGrpcClient`] with non-default settings.
-#[derive(Debug)]
 #[must_use]
 pub struct DtmGrpcClientBuilder {
     target: String,
     channel: Option<Channel>,
     timeout: Duration,
     connect_timeout: Duration,
+    max_answer_bytes: usize,
+    trusted: TrustedServers,
     http: Option<reqwest::Client>,
     #[cfg(feature = "tls")]
     tls: Option<tonic::transport::ClientTlsConfig>,
+}
+
+impl std::fmt::Debug for DtmGrpcClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DtmGrpcClientBuilder")
+            .field("target", &redact_url(&self.target))
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_answer_bytes", &self.max_answer_bytes)
+            .field("trusted", &redact_trusted(&self.trusted))
+            .finish_non_exhaustive()
+    }
 }
 
 impl DtmGrpcClientBuilder {
@@ -87,16 +133,37 @@ impl DtmGrpcClientBuilder {
     }
 
     /// Timeout of each call to DTM when the transaction sets no `request_timeout`, and of each
-    /// call to a branch (default 30 s). Calls with `wait_result` get this plus the
-    /// transaction's own request timeout, since the server runs branches inside them.
+    /// call the SDK makes to a branch (TCC try, XA action, msg back-check) when it sets none
+    /// (default [`dtmcli::DEFAULT_TIMEOUT`], 30 s). Calls with `wait_result` get this plus the
+    /// transaction's own request timeout, since the server runs branches inside them. Every
+    /// timeout is clamped to [`dtmcli::MAX_TIMEOUT`] (one day), so `Duration::MAX` is
+    /// accepted.
     pub fn timeout(mut self, d: Duration) -> Self {
-        self.timeout = d;
+        self.timeout = bounded(d);
         self
     }
 
-    /// Connect timeout of the channels the client builds (default 3 s).
+    /// Connect timeout of the channels the client builds (default
+    /// [`dtmcli::DEFAULT_CONNECT_TIMEOUT`], 3 s; at most [`dtmcli::MAX_TIMEOUT`]).
     pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.connect_timeout = d;
+        self.connect_timeout = bounded(d);
+        self
+    }
+
+    /// The largest answer accepted from DTM or from a branch, in bytes (default
+    /// [`dtmcli::DEFAULT_MAX_ANSWER_BYTES`], 8 MiB): tonic's `max_decoding_message_size` on
+    /// every gRPC call, and the body cap of `http://` branches. A longer answer is
+    /// [`Error::TooLarge`].
+    pub fn max_answer_bytes(mut self, limit: usize) -> Self {
+        self.max_answer_bytes = limit;
+        self
+    }
+
+    /// The DTM servers [`DtmGrpcClient::with_target`] agrees to switch to when a branch
+    /// request names one in `dtm-dtm` (default [`TrustedServers::Own`]: only this client's
+    /// server). See [`dtmcli::trust`] for why.
+    pub fn trusted_servers(mut self, trusted: TrustedServers) -> Self {
+        self.trusted = trusted;
         self
     }
 
@@ -106,7 +173,9 @@ impl DtmGrpcClientBuilder {
         self
     }
 
-    /// Talks TLS to DTM (`https://`). Branch channels stay plaintext, as in DTM itself.
+    /// Talks TLS to DTM with this configuration (also for a target written without
+    /// `https://`). Without it, an `https://` target uses the system's and the webpki roots.
+    /// Branch channels stay plaintext, as in DTM itself.
     #[cfg(feature = "tls")]
     pub fn tls_config(mut self, tls: tonic::transport::ClientTlsConfig) -> Self {
         self.tls = Some(tls);
@@ -114,11 +183,29 @@ impl DtmGrpcClientBuilder {
     }
 
     /// Validates the target and builds the client (connecting lazily).
+    ///
+    /// Errors ([`Error::InvalidInput`]): a target that is not `[http://|https://]host:port`,
+    /// one carrying credentials, `https://` without the `tls` feature, or `http://` together
+    /// with a TLS configuration.
     pub fn build(self) -> Result<DtmGrpcClient> {
-        let target = normalize_target(&self.target)?;
+        let target = parse_target(&self.target)?;
+        #[cfg(feature = "tls")]
+        let configured = self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let configured = false;
+        if configured && target.tls == Some(false) {
+            return Err(Error::invalid(format!(
+                "DTM gRPC server {:?} is written http:// (plaintext) but a TLS configuration was given; write https:// or host:port",
+                self.target
+            )));
+        }
         let shared = Arc::new(Shared {
+            own: target.addr.clone(),
+            trusted: self.trusted,
+            tls_default: configured || target.tls == Some(true),
             timeout: self.timeout,
             connect_timeout: self.connect_timeout,
+            max_answer_bytes: self.max_answer_bytes,
             http: match self.http {
                 Some(h) => h,
                 None => reqwest::Client::builder()
@@ -135,34 +222,68 @@ impl DtmGrpcClientBuilder {
             None => dtm_channel(&shared, &target)?,
         };
         Ok(DtmGrpcClient {
-            target: target.into(),
+            target: target.addr.into(),
             channel,
             shared,
         })
     }
 }
 
-/// `host:port`, accepting (and stripping) an `http://` prefix and trailing `/`.
-fn normalize_target(s: &str) -> Result<String> {
+/// Clamps a timeout to [`MAX_TIMEOUT`], so deadline arithmetic cannot overflow.
+fn bounded(d: Duration) -> Duration {
+    d.min(MAX_TIMEOUT)
+}
+
+/// A DTM server as written by the user or named by a branch request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    /// `host:port`.
+    addr: String,
+    /// `Some(true)` for `https://`, `Some(false)` for `http://`, `None` without a scheme.
+    tls: Option<bool>,
+}
+
+/// `[http://|https://]host:port[/]`. Credentials (`user:pw@`) are refused: gRPC does not
+/// use them (they would silently not authenticate) and they would travel to every branch
+/// in `dtm-dtm`.
+fn parse_target(s: &str) -> Result<Target> {
+    let bad = |why: &str| {
+        Err(Error::invalid(format!(
+            "DTM gRPC server {:?} {why}",
+            redact_url(s)
+        )))
+    };
     let t = s.trim_end_matches('/');
-    let t = t.strip_prefix("http://").unwrap_or(t);
-    #[cfg(feature = "tls")]
-    let t = t.strip_prefix("https://").unwrap_or(t);
+    let (t, tls) = if let Some(rest) = t.strip_prefix("https://") {
+        (rest, Some(true))
+    } else if let Some(rest) = t.strip_prefix("http://") {
+        (rest, Some(false))
+    } else {
+        (t, None)
+    };
+    if t.contains('@') {
+        return bad("carries credentials (user:password@), which gRPC does not send; pass them as metadata from an interceptor on your own channel (DtmGrpcClientBuilder::channel)");
+    }
     let ok = !t.is_empty()
         && !t.contains('/')
+        && printable_ascii(t.as_bytes())
+        && !t.contains(' ')
         && t.rsplit_once(':')
             .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
     if !ok {
-        return Err(Error::invalid(format!(
-            "DTM gRPC server {s:?} must be host:port (for example localhost:36790)"
-        )));
+        return bad(
+            "must be host:port (for example localhost:36790), optionally with http:// or https://",
+        );
     }
-    Ok(t.to_string())
+    Ok(Target {
+        addr: t.to_string(),
+        tls,
+    })
 }
 
 fn endpoint(shared: &Shared, target: &str, scheme: &str) -> Result<Endpoint> {
     Ok(Endpoint::from_shared(format!("{scheme}://{target}"))
-        .map_err(|e| Error::invalid(format!("bad gRPC target {target:?}: {e}")))?
+        .map_err(|e| Error::invalid(format!("bad gRPC target {:?}: {e}", redact_url(target))))?
         .connect_timeout(shared.connect_timeout)
         .tcp_nodelay(true))
 }
@@ -178,16 +299,55 @@ fn lazy(endpoint: &Endpoint) -> Result<Channel> {
     Ok(endpoint.connect_lazy())
 }
 
-fn dtm_channel(shared: &Shared, target: &str) -> Result<Channel> {
-    #[cfg(feature = "tls")]
-    if let Some(tls) = &shared.tls {
-        return lazy(
-            &endpoint(shared, target, "https")?
-                .tls_config(tls.clone())
-                .map_err(|e| Error::invalid(format!("TLS configuration: {e}")))?,
-        );
+/// The channel to a DTM server: TLS for `https://` (or a scheme-less target when the client
+/// talks TLS), plaintext otherwise. Never plaintext for `https://`: without the `tls`
+/// feature that is an error.
+fn dtm_channel(shared: &Shared, target: &Target) -> Result<Channel> {
+    if target.tls.unwrap_or(shared.tls_default) {
+        #[cfg(feature = "tls")]
+        {
+            let tls = shared
+                .tls
+                .clone()
+                .unwrap_or_else(|| tonic::transport::ClientTlsConfig::new().with_enabled_roots());
+            return lazy(
+                &endpoint(shared, &target.addr, "https")?
+                    .tls_config(tls)
+                    .map_err(|e| Error::invalid(format!("TLS configuration: {e}")))?,
+            );
+        }
+        #[cfg(not(feature = "tls"))]
+        return Err(Error::invalid(format!(
+            "DTM gRPC server https://{} asks for TLS, but dtmgrpc was built without its `tls` feature: enable it, or write http:// for plaintext",
+            target.addr
+        )));
     }
-    lazy(&endpoint(shared, target, "http")?)
+    lazy(&endpoint(shared, &target.addr, "http")?)
+}
+
+/// The error of an answer larger than `limit`, or the status read the DTM way. tonic
+/// refuses such a message with `ResourceExhausted` before reading it.
+fn answer_error(target: &str, status: &tonic::Status, limit: usize) -> Error {
+    if status.code() == tonic::Code::ResourceExhausted
+        && status
+            .message()
+            .contains("decoded message length too large")
+    {
+        return Error::TooLarge {
+            url: redact_url(target).into_owned(),
+            limit,
+        };
+    }
+    status_to_error(&redact_url(target), status)
+}
+
+/// The error of a call that did not end within `timeout`.
+fn deadline_error(target: &str, timeout: Duration) -> Error {
+    Error::Grpc {
+        target: redact_url(target).into_owned(),
+        code: tonic::Code::DeadlineExceeded as i32,
+        message: format!("no answer within {timeout:?}"),
+    }
 }
 
 /// Copies the options into their gRPC message (whole seconds, as in HTTP).
@@ -230,14 +390,28 @@ impl From<&TransRequest> for DtmRequest {
     }
 }
 
+/// Checks a gid the SDK creates a transaction with: [`dtmcli::identity::check_gid`], and
+/// printable ASCII, since it travels to branches as gRPC metadata (`dtm-gid`).
+pub(crate) fn check_gid(gid: &str) -> Result<()> {
+    dtmcli::identity::check_gid(gid)?;
+    if !printable_ascii(gid.as_bytes()) {
+        return Err(Error::invalid(format!(
+            "gid {gid:?} must be printable ASCII: it travels to branches as gRPC metadata"
+        )));
+    }
+    Ok(())
+}
+
 /// The `DtmRequest` of a global transaction, as the Go SDK builds it (steps `"null"` when
-/// there are none). Branch headers are checked to be valid metadata.
+/// there are none). The gid is checked ([`check_gid`]) and branch headers are checked to be
+/// valid metadata, before anything is sent.
 pub(crate) fn dtm_request(
     gid: &str,
     trans_type: TransType,
     options: &TransOptions,
     steps: &[BTreeMap<String, String>],
 ) -> Result<DtmRequest> {
+    check_gid(gid)?;
     check_branch_headers(&options.branch_headers)?;
     let steps = if steps.is_empty() {
         "null".to_string()
@@ -265,8 +439,10 @@ impl DtmGrpcClient {
         DtmGrpcClientBuilder {
             target: target.into(),
             channel: None,
-            timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(3),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+            trusted: TrustedServers::Own,
             http: None,
             #[cfg(feature = "tls")]
             tls: None,
@@ -283,29 +459,63 @@ impl DtmGrpcClient {
         &self.channel
     }
 
-    /// A client of another DTM server (named by a branch request's `dtm-dtm`) sharing this
+    /// A client of another DTM server, named by a branch request's `dtm-dtm`, sharing this
     /// one's settings and branch channels; this client itself when it is the same server.
+    ///
+    /// The metadata comes from whoever reached the branch, so the server must be one this
+    /// client trusts ([`DtmGrpcClientBuilder::trusted_servers`]; by default only its own):
+    /// otherwise [`Error::InvalidInput`], and nothing is sent. See [`dtmcli::trust`].
     pub fn with_target(&self, target: &str) -> Result<Self> {
-        let target = normalize_target(target)?;
-        if target == *self.target {
+        let named = parse_target(target)?;
+        self.shared
+            .trusted
+            .check(&self.shared.own, &named.addr, |s| {
+                parse_target(s).map_or_else(|_| s.to_string(), |t| t.addr)
+            })?;
+        if named.addr == *self.target {
             return Ok(self.clone());
         }
         Ok(DtmGrpcClient {
-            channel: dtm_channel(&self.shared, &target)?,
-            target: target.into(),
+            channel: dtm_channel(&self.shared, &named)?,
+            target: named.addr.into(),
             shared: self.shared.clone(),
         })
     }
 
-    /// The call timeout for a transaction request.
+    /// The servers [`DtmGrpcClient::with_target`] accepts.
+    pub fn trusted_servers(&self) -> &TrustedServers {
+        &self.shared.trusted
+    }
+
+    /// The timeout of a call when the transaction sets none.
+    pub fn timeout(&self) -> Duration {
+        self.shared.timeout
+    }
+
+    /// The largest answer the client accepts, in bytes.
+    pub fn max_answer_bytes(&self) -> usize {
+        self.shared.max_answer_bytes
+    }
+
+    /// The timeout of a branch call for a transaction: its `request_timeout`, else the
+    /// client's (at most [`dtmcli::MAX_TIMEOUT`]).
+    pub(crate) fn branch_timeout(&self, options: &TransOptions) -> Duration {
+        match options.request_timeout {
+            Some(d) if !d.is_zero() => bounded(d),
+            _ => self.shared.timeout,
+        }
+    }
+
+    /// The call timeout for a transaction request: its `request_timeout` or the client's,
+    /// plus the client's with `wait_result` (saturating: no overflow on huge settings).
     fn timeout_for(&self, req: &DtmRequest) -> Duration {
         let o = req.trans_options.as_ref();
         let own = match o.map(|o| o.request_timeout) {
-            Some(t) if t > 0 => Duration::from_secs(t.unsigned_abs()),
+            Some(t) if t > 0 => bounded(Duration::from_secs(t.unsigned_abs())),
             _ => self.shared.timeout,
         };
         if o.is_some_and(|o| o.wait_result) {
-            own + self.shared.timeout
+            bounded(own.saturating_add(self.shared.timeout))
         } else {
             own
         }
@@ -327,7 +537,8 @@ impl DtmGrpcClient {
         let target = || format!("{}/dtmgimp.Dtm/{rpc}", self.target);
         let span = tracing::debug_span!("dtm_grpc", rpc, gid, target = %self.target);
         async move {
-            let stub = DtmStub::new(self.channel.clone());
+            let limit = self.shared.max_answer_bytes;
+            let stub = DtmStub::new(self.channel.clone()).max_decoding_message_size(limit);
             match tokio::time::timeout(timeout, f(stub)).await {
                 Ok(Ok(resp)) => {
                     tracing::debug!("dtm answered OK");
@@ -335,13 +546,9 @@ impl DtmGrpcClient {
                 }
                 Ok(Err(status)) => {
                     tracing::debug!(code = ?status.code(), message = status.message(), "dtm answered");
-                    Err(status_to_error(&target(), &status))
+                    Err(answer_error(&target(), &status, limit))
                 }
-                Err(_) => Err(Error::Grpc {
-                    target: target(),
-                    code: tonic::Code::DeadlineExceeded as i32,
-                    message: format!("no answer within {timeout:?}"),
-                }),
+                Err(_) => Err(deadline_error(&target(), timeout)),
             }
         }
         .instrument(span)
@@ -487,7 +694,9 @@ impl DtmGrpcClient {
     /// transaction info and `headers` as metadata ([`crate::branch_metadata`]); its status is
     /// read with [`status_to_error`]. An `http(s)://` URL gets the query, headers and the
     /// bytes as body (POST, or GET when there are none and it is not XA), read with DTM's HTTP
-    /// rules.
+    /// rules. The call gets the client's timeout
+    /// ([`Error::Grpc`] with code 4, `DeadlineExceeded`, when it runs out) and answers longer
+    /// than [`DtmGrpcClientBuilder::max_answer_bytes`] are [`Error::TooLarge`].
     pub async fn call_branch_raw(
         &self,
         url: &str,
@@ -495,32 +704,46 @@ impl DtmGrpcClient {
         headers: &BTreeMap<String, String>,
         body: Bytes,
     ) -> Result<Bytes> {
-        let span = tracing::debug_span!("branch", gid = %info.gid, branch_id = %info.branch_id, op = %info.op, url);
+        self.call_branch_within(url, info, headers, body, self.shared.timeout)
+            .await
+    }
+
+    /// [`DtmGrpcClient::call_branch_raw`] with this timeout.
+    pub(crate) async fn call_branch_within(
+        &self,
+        url: &str,
+        info: &TransInfo,
+        headers: &BTreeMap<String, String>,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes> {
+        let timeout = bounded(timeout);
+        let span = tracing::debug_span!("branch", gid = %info.gid, branch_id = %info.branch_id, op = %info.op, url = %redact_url(url));
         async move {
             if is_http(url) {
-                return self.call_http_branch(url, info, headers, body).await;
+                return self
+                    .call_http_branch(url, info, headers, body, timeout)
+                    .await;
             }
             let u = parse_branch_url(url)?;
-            let path = PathAndQuery::try_from(u.method.as_str())
-                .map_err(|e| Error::invalid(format!("bad gRPC method in {url:?}: {e}")))?;
+            let path = PathAndQuery::try_from(u.method.as_str()).map_err(|e| {
+                Error::invalid(format!("bad gRPC method in {:?}: {e}", redact_url(url)))
+            })?;
             let mut req = tonic::Request::new(body);
             *req.metadata_mut() = branch_metadata(info, headers)?;
-            let mut grpc = tonic::client::Grpc::new(self.branch_channel(&u.target)?);
+            let limit = self.shared.max_answer_bytes;
+            let mut grpc = tonic::client::Grpc::new(self.branch_channel(&u.target)?)
+                .max_decoding_message_size(limit);
             let call = async {
                 grpc.ready().await.map_err(|e| {
                     tonic::Status::unavailable(format!("branch channel not ready: {e}"))
                 })?;
                 grpc.unary(req, path, RawCodec).await
             };
-            let timeout = self.shared.timeout;
             let out = match tokio::time::timeout(timeout, call).await {
                 Ok(Ok(resp)) => Ok(resp.into_inner()),
-                Ok(Err(status)) => Err(status_to_error(url, &status)),
-                Err(_) => Err(Error::Grpc {
-                    target: url.to_string(),
-                    code: tonic::Code::DeadlineExceeded as i32,
-                    message: format!("no answer within {timeout:?}"),
-                }),
+                Ok(Err(status)) => Err(answer_error(url, &status, limit)),
+                Err(_) => Err(deadline_error(url, timeout)),
             };
             tracing::debug!(ok = out.is_ok(), "branch answered");
             out
@@ -535,6 +758,7 @@ impl DtmGrpcClient {
         info: &TransInfo,
         headers: &BTreeMap<String, String>,
         body: Bytes,
+        timeout: Duration,
     ) -> Result<Bytes> {
         let post = !body.is_empty() || info.trans_type == TransType::Xa;
         let mut req = if post {
@@ -546,20 +770,23 @@ impl DtmGrpcClient {
         } else {
             self.shared.http.get(url)
         };
-        req = req.query(&info.query_pairs()).timeout(self.shared.timeout);
+        req = req.query(&info.query_pairs()).timeout(timeout);
         for (k, v) in headers {
             req = req.header(k.as_str(), v.as_str());
         }
-        let resp = req.send().await.map_err(|e| Error::Transport {
-            url: url.to_string(),
-            source: e,
-        })?;
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(|e| Error::Transport {
-            url: url.to_string(),
-            source: e,
-        })?;
-        dtmcli::branch::http_result(url, status, &bytes)?;
+        // The reqwest timeout covers sending and reading; this one also bounds a body that
+        // trickles in forever through a client the caller built.
+        let call = async {
+            let resp = req.send().await.map_err(|e| Error::transport(url, e))?;
+            let status = resp.status().as_u16();
+            let bytes = dtmcli::read_answer(url, resp, self.shared.max_answer_bytes).await?;
+            Ok::<_, Error>((status, bytes))
+        };
+        let (status, bytes) = match tokio::time::timeout(timeout, call).await {
+            Ok(r) => r?,
+            Err(_) => return Err(deadline_error(url, timeout)),
+        };
+        dtmcli::branch::http_result(&redact_url(url), status, &bytes)?;
         Ok(bytes)
     }
 
@@ -573,12 +800,27 @@ impl DtmGrpcClient {
         headers: &BTreeMap<String, String>,
         body: Bytes,
     ) -> Result<Resp> {
-        let bytes = self.call_branch_raw(url, info, headers, body).await?;
+        self.call_branch_decoded(url, info, headers, body, self.shared.timeout)
+            .await
+    }
+
+    /// [`DtmGrpcClient::call_branch`] with this timeout.
+    pub(crate) async fn call_branch_decoded<Resp: Message + Default>(
+        &self,
+        url: &str,
+        info: &TransInfo,
+        headers: &BTreeMap<String, String>,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Resp> {
+        let bytes = self
+            .call_branch_within(url, info, headers, body, timeout)
+            .await?;
         if is_http(url) {
             return Ok(Resp::default());
         }
         Resp::decode(bytes.clone()).map_err(|e| Error::Decode {
-            url: url.to_string(),
+            url: redact_url(url).into_owned(),
             reason: format!("not a protobuf {}: {e}", std::any::type_name::<Resp>()),
             body: format!("{} bytes", bytes.len()),
         })
@@ -617,17 +859,28 @@ mod tests {
 
     #[test]
     fn targets() {
-        assert_eq!(
-            normalize_target("localhost:36790").unwrap(),
-            "localhost:36790"
-        );
-        assert_eq!(
-            normalize_target("http://127.0.0.1:1/").unwrap(),
-            "127.0.0.1:1"
-        );
-        for bad in ["", "localhost", "h:x", "h:1/api", ":1"] {
-            assert!(normalize_target(bad).is_err(), "{bad}");
+        let t = |s: &str| parse_target(s).unwrap();
+        assert_eq!(t("localhost:36790").addr, "localhost:36790");
+        assert_eq!(t("localhost:36790").tls, None);
+        assert_eq!(t("http://127.0.0.1:1/").addr, "127.0.0.1:1");
+        assert_eq!(t("http://127.0.0.1:1/").tls, Some(false));
+        assert_eq!(t("https://dtm:1").tls, Some(true));
+        for bad in [
+            "",
+            "localhost",
+            "h:x",
+            "h:1/api",
+            ":1",
+            "h :1",
+            "h\t:1",
+            "grpc://h:1",
+        ] {
+            assert!(parse_target(bad).is_err(), "{bad}");
         }
+        // Credentials are refused, and the refusal does not repeat them.
+        let e = parse_target("https://user:s3cret@dtm:1").unwrap_err();
+        assert!(matches!(e, Error::InvalidInput(_)), "{e}");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
     }
 
     #[test]

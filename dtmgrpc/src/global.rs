@@ -79,7 +79,9 @@ pub struct Tcc(Arc<Global>);
 
 impl DtmGrpcClient {
     /// Runs a TCC global transaction: `Prepare`, then `f` (which calls
-    /// [`Tcc::call_branch`] for each branch), then `Submit` if `f` succeeded. If `f` returns
+    /// [`Tcc::call_branch`] for each branch), then `Submit` if `f` succeeded. A `gid` that
+    /// is not a valid gid ([`dtmcli::identity::check_gid`]) or not printable ASCII is refused
+    /// with [`Error::InvalidInput`] before anything is sent. If `f` returns
     /// an error or panics, the transaction is aborted with the error text as
     /// `rollback_reason` (DTM then cancels every registered branch), and the error is
     /// returned or the panic resumed.
@@ -102,7 +104,9 @@ impl Tcc {
     /// Rebuilds the TCC inside a try handler so that it can open sub-branches (`0201`,
     /// `0202`...). `info` is the incoming request's transaction info; it must carry `dtm`
     /// (`dtm-dtm`, which the SDK always sends when calling a try). `client` lends its
-    /// settings and channels; the DTM server is the one named in `info`.
+    /// settings and channels; the DTM server is the one named in `info`, which `client` must
+    /// trust ([`DtmGrpcClient::with_target`]): a request naming another server is refused
+    /// with [`Error::InvalidInput`] before anything is sent.
     pub fn nested(client: &DtmGrpcClient, info: &TransInfo) -> Result<Tcc> {
         let dtm = info
             .dtm
@@ -136,7 +140,8 @@ impl Tcc {
     /// Registers a branch (its confirm and cancel URLs, and `req`'s bytes, which they will
     /// receive) and then calls its try URL with `req` and the `dtm-*` metadata. The try's
     /// failure is returned as [`Error::Failure`]; return it from the closure to roll the
-    /// transaction back. Returns the try's answer.
+    /// transaction back. Returns the try's answer. The try gets the transaction's
+    /// `request_timeout`, or the client's timeout.
     pub async fn call_branch<Resp: Message + Default>(
         &self,
         req: &impl Message,
@@ -164,11 +169,12 @@ impl Tcc {
         g.client.register_branch(&reg).await?;
         let info = g.branch_info(branch_id, Op::Try);
         g.client
-            .call_branch(
+            .call_branch_decoded(
                 try_url,
                 &info,
                 &g.core.options.branch_headers,
                 Bytes::from(payload),
+                g.client.branch_timeout(&g.core.options),
             )
             .await
     }
@@ -207,7 +213,8 @@ impl Xa {
 
     /// Calls an XA branch: `url` with `op action`, a new branch id, `dtm-phase2_url = url`
     /// and `dtm-dtm`, so the branch can register itself; DTM later calls the same URL with
-    /// `op commit` or `op rollback` (and an empty message). Returns the branch's answer.
+    /// `op commit` or `op rollback` (and an empty message). Returns the branch's answer. The
+    /// call gets the transaction's `request_timeout`, or the client's timeout.
     pub async fn call_branch<Resp: Message + Default>(
         &self,
         req: &impl Message,
@@ -218,11 +225,12 @@ impl Xa {
         let mut info = g.branch_info(g.core.next_branch_id()?, Op::Action);
         info.phase2_url = Some(url.to_string());
         g.client
-            .call_branch(
+            .call_branch_decoded(
                 url,
                 &info,
                 &g.core.options.branch_headers,
                 Bytes::from(req.encode_to_vec()),
+                g.client.branch_timeout(&g.core.options),
             )
             .await
     }

@@ -22,11 +22,21 @@ pub const DTM: &str = "dtm-dtm";
 /// Metadata key of an XA branch's phase-2 URL (sent by the SDK on XA actions only).
 pub const PHASE2_URL: &str = "dtm-phase2_url";
 
+/// The one rule for metadata values, read and sent alike: printable ASCII (0x20..=0x7e).
+///
+/// gRPC (and tonic's `to_str`) also lets a TAB through on reading, but refusing it when
+/// the same value is sent on would accept a transaction the SDK cannot continue (a nested
+/// TCC, an XA registration).
+pub(crate) fn printable_ascii(v: &[u8]) -> bool {
+    v.iter().all(|b| (0x20..=0x7e).contains(b))
+}
+
 /// Reads the transaction info of an incoming branch call from its metadata.
 ///
 /// `dtm-gid`, `dtm-trans_type`, `dtm-branch_id` and `dtm-op` are required; `dtm-dtm` and
-/// `dtm-phase2_url` are optional. Values are cleaned like the Go SDK does (`\n`, `\r`, `;`
-/// removed). A missing, empty or non-ASCII value, or an unknown transaction type, is an
+/// `dtm-phase2_url` are optional. A missing or empty value, one that is not printable ASCII
+/// (0x20..=0x7e, the same rule [`branch_metadata`] applies when sending), one
+/// [`dtmcli::TransInfo::from_pairs`] refuses, or an unknown transaction type, is an
 /// [`Error::InvalidInput`] naming the key.
 pub fn trans_info_from_metadata(md: &MetadataMap) -> Result<TransInfo> {
     let get = |key: &str, required: bool| -> Result<Option<String>> {
@@ -35,12 +45,12 @@ pub fn trans_info_from_metadata(md: &MetadataMap) -> Result<TransInfo> {
                 "invalid trans info: gRPC metadata `{key}` is missing"
             ))),
             None => Ok(None),
-            Some(v) => match v.to_str() {
+            Some(v) => match std::str::from_utf8(v.as_bytes()) {
                 Ok("") if required => Err(Error::invalid(format!(
                     "invalid trans info: gRPC metadata `{key}` is empty"
                 ))),
-                Ok(s) => Ok(Some(s.to_string())),
-                Err(_) => Err(Error::invalid(format!(
+                Ok(s) if printable_ascii(s.as_bytes()) => Ok(Some(s.to_string())),
+                _ => Err(Error::invalid(format!(
                     "invalid trans info: gRPC metadata `{key}` is not printable ASCII"
                 ))),
             },
@@ -78,8 +88,7 @@ fn key(name: &str) -> Result<AsciiMetadataKey> {
 }
 
 fn value(name: &str, v: &str) -> Result<AsciiMetadataValue> {
-    let printable = v.bytes().all(|b| (0x20..0x7f).contains(&b));
-    printable
+    printable_ascii(v.as_bytes())
         .then(|| AsciiMetadataValue::try_from(v).ok())
         .flatten()
         .ok_or_else(|| {
@@ -185,5 +194,39 @@ mod tests {
         }
         let h = BTreeMap::from([("ok".to_string(), "caf\u{e9}".to_string())]);
         assert!(check_branch_headers(&h).is_err());
+    }
+
+    /// Every byte a metadata value can hold is accepted on reading exactly when it is
+    /// accepted on sending (TAB included: refused both ways).
+    #[test]
+    fn one_rule_for_reading_and_sending() {
+        let base = TransInfo::new("g1", TransType::Xa, "01", Op::Action);
+        let full = branch_metadata(&base, &BTreeMap::new()).unwrap();
+        for b in 0u8..=255 {
+            let text = format!("a{}b", b as char);
+            let Ok(hv) = http::HeaderValue::from_bytes(&[b'a', b, b'b']) else {
+                continue;
+            };
+            let mut headers = full.clone().into_headers();
+            headers.insert(PHASE2_URL, hv);
+            let read = trans_info_from_metadata(&MetadataMap::from_headers(headers));
+            let mut info = base.clone();
+            info.phase2_url = Some(text.clone());
+            let sent = branch_metadata(&info, &BTreeMap::new());
+            let header = BTreeMap::from([("h".to_string(), text.clone())]);
+            let as_header = check_branch_headers(&header);
+            let printable = (0x20..=0x7e).contains(&b);
+            assert_eq!(read.is_ok(), printable, "read {b:#x}");
+            assert_eq!(sent.is_ok(), printable, "sent {b:#x}");
+            assert_eq!(as_header.is_ok(), printable, "header {b:#x}");
+            if let Ok(info) = read {
+                // What was read is sent on unchanged.
+                let again = branch_metadata(&info, &BTreeMap::new()).unwrap();
+                assert_eq!(again.get(PHASE2_URL).unwrap().as_bytes(), text.as_bytes());
+            }
+        }
+        let mut md = full.clone();
+        md.insert(GID, "g\t1".parse().unwrap());
+        assert!(trans_info_from_metadata(&md).is_err());
     }
 }

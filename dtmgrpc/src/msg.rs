@@ -72,7 +72,8 @@ impl Msg {
         self.add(&format!("topic://{topic}"), payload)
     }
 
-    /// Delivers the branches no earlier than `delay` after the message was created.
+    /// Delivers the branches no earlier than `delay` after the message was created (whole
+    /// seconds, at most [`dtmcli::MAX_WIRE_DURATION`]: `Duration::MAX` is accepted).
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = Some(delay);
         self
@@ -144,7 +145,8 @@ impl Msg {
     /// 2. `busi(info)` runs the local transaction (typically guarded by a barrier row).
     /// 3. If it returned an error other than [`dtmcli::Error::Failure`], the outcome of the local
     ///    transaction is unknown, so the `query_prepared` branch is called (empty message,
-    ///    `op msg`), as DTM itself would.
+    ///    `op msg`), as DTM itself would, within the transaction's `request_timeout` or the
+    ///    client's timeout.
     /// 4. On a failure from either, the message is aborted; on success it is submitted;
     ///    otherwise it stays prepared and DTM's back-check decides later.
     /// 5. The business error is returned if there was one, else the back-check or submit
@@ -162,11 +164,12 @@ impl Msg {
             business,
             || async {
                 self.client
-                    .call_branch_raw(
+                    .call_branch_within(
                         query_prepared,
                         &info,
                         &self.options.branch_headers,
                         Bytes::new(),
+                        self.client.branch_timeout(&self.options),
                     )
                     .await
                     .map(drop)

@@ -33,7 +33,8 @@ impl std::fmt::Display for BranchUrl {
 pub fn parse_branch_url(url: &str) -> Result<BranchUrl> {
     let bad = |why: &str| {
         Err(Error::invalid(format!(
-            "bad gRPC branch url {url:?}: {why}"
+            "bad gRPC branch url {:?}: {why}",
+            dtmcli::redact::redact_url(url)
         )))
     };
     if url.contains("://") {
