@@ -169,8 +169,8 @@ async fn garbage_bodies_are_decode_errors() {
             "{e:?}"
         );
         assert_decode(mode, &dtm.query("g").await.unwrap_err(), part);
-        // submit only looks at the status and the FAILURE keyword: a 200 is a success.
-        saga(&dtm, "g").submit().await.unwrap();
+        // A 200 that is not DTM's `{"dtm_result":"SUCCESS"}` is not a submitted saga.
+        assert_decode(mode, &saga(&dtm, "g").submit().await.unwrap_err(), part);
     }
     let e = fake("emptygid").new_gid().await.unwrap_err();
     assert_decode("emptygid", &e, r#"{"gid":""}"#);

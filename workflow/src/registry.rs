@@ -171,6 +171,8 @@ impl Workflows {
     /// - [`Error::Failure`]: it failed and was rolled back (now or earlier).
     /// - [`Error::Ongoing`] or another error: it is unfinished; DTM will call the callback
     ///   URL to resume it.
+    /// - [`Error::InvalidInput`] for a gid DTM or a barrier cannot store exactly
+    ///   ([`dtmcli::identity::check_gid`]); nothing is sent.
     pub async fn execute(&self, name: &str, gid: &str, input: &[u8]) -> Result<Vec<u8>> {
         use tracing::Instrument;
         let span = tracing::info_span!("workflow", gid, name);
@@ -178,6 +180,8 @@ impl Workflows {
     }
 
     async fn execute_inner(&self, name: &str, gid: &str, input: &[u8]) -> Result<Vec<u8>> {
+        // Refused before anything is sent or recorded (see dtmcli::identity).
+        dtmcli::identity::check_gid(gid)?;
         // DTM calls an unfinished workflow back every retry interval, also while its first
         // run is still going (a slow step): running it twice at once would run live steps
         // twice. The second caller gets ONGOING and DTM asks again later.
