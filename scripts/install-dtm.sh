@@ -12,6 +12,10 @@
 #      the downloaded module directory.
 # A cold build compiles ~200 modules and takes several minutes on 2 cores; Go's
 # module and build caches make later builds fast.
+#
+# It also copies the module's SQL files (sqls/: DTM's own store schemas, e.g.
+# dtmsvr.storage.mysql.sql, used by the chaos suite to run DTM on a MariaDB store) to
+# <root>/.tools/dtm-sqls/ (skipped when that copy is already of the pinned version).
 set -euo pipefail
 
 # shellcheck source=scripts/env.sh
@@ -34,16 +38,48 @@ is_installed() {
   [[ -x "$BIN" ]] && [[ "$(dtm_version_line "$BIN")" == "dtm version: $VERSION" ]]
 }
 
+readonly SQLS_DIR="$DTM_TOOLS_DIR/dtm-sqls"
+sqls_installed() {
+  [[ -f "$SQLS_DIR/VERSION" ]] && [[ "$(cat "$SQLS_DIR/VERSION")" == "$VERSION" ]] \
+    && [[ -f "$SQLS_DIR/dtmsvr.storage.mysql.sql" ]]
+}
+
+# Copies sqls/ of the module (downloaded into Go's module cache if needed) to $SQLS_DIR.
+install_sqls() {
+  local json dir
+  sqls_installed && return 0
+  if ! json="$(GOTOOLCHAIN=local "$GO" mod download -json "$MODULE@$VERSION" 2>&1)"; then
+    printf '%s\n' "$json" >&2
+    die "go mod download $MODULE@$VERSION failed (needed for its sqls/ directory)"
+  fi
+  dir="$(printf '%s\n' "$json" | sed -n 's/^[[:space:]]*"Dir":[[:space:]]*"\(.*\)",\{0,1\}[[:space:]]*$/\1/p' | head -n1)"
+  [[ -n "$dir" && -d "$dir/sqls" ]] || die "no sqls/ directory in the module download: $json"
+  mkdir -p "$SQLS_DIR"
+  cp -f "$dir"/sqls/*.sql "$dir"/sqls/*.js "$SQLS_DIR"/
+  chmod -R u+w "$SQLS_DIR"
+  printf '%s\n' "$VERSION" >"$SQLS_DIR/VERSION"
+  log "copied DTM's SQL files to $SQLS_DIR"
+}
+
+find_go() {
+  GO="$(command -v go || true)"
+  if [[ -z "$GO" && -x /usr/local/go/bin/go ]]; then
+    GO=/usr/local/go/bin/go
+  fi
+}
+
 if is_installed; then
+  if ! sqls_installed; then
+    find_go
+    [[ -n "$GO" ]] || die "Go is needed to fetch DTM's SQL files (sqls/); install Go >= 1.22"
+    install_sqls
+  fi
   log "$BIN is already $VERSION, nothing to do"
   exit 0
 fi
 
 # --- Go toolchain ----------------------------------------------------------------
-GO="$(command -v go || true)"
-if [[ -z "$GO" && -x /usr/local/go/bin/go ]]; then
-  GO=/usr/local/go/bin/go
-fi
+find_go
 if [[ -z "$GO" ]]; then
   die "Go is not installed (no 'go' on PATH nor /usr/local/go/bin/go).
   DTM $VERSION needs Go >= 1.22 (its go.mod says 'go 1.22'); Debian 12's golang
@@ -64,6 +100,7 @@ if ! flock -n 9; then
   flock 9
 fi
 if is_installed; then
+  install_sqls
   log "$BIN was installed by a concurrent run, nothing to do"
   exit 0
 fi
@@ -126,3 +163,4 @@ got="$(dtm_version_line "$tmp/dtm")"
 [[ "$got" == "dtm version: $VERSION" ]] || die "built binary reports '$got', expected 'dtm version: $VERSION'"
 mv -f "$tmp/dtm" "$BIN"
 log "installed $BIN ($got) in $((SECONDS - start)) s"
+install_sqls

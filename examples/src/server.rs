@@ -2,8 +2,13 @@
 //!
 //! The binary comes from `$DTM_BIN`, else `<workspace>/.tools/bin/dtm` (installed by
 //! `scripts/install-dtm.sh`). Each server runs in its own scratch directory on free ports,
-//! with its embedded boltdb store, and stops when the [`DtmServer`] is dropped or, if it is
-//! never dropped (a test-wide static), when this process exits.
+//! with its embedded boltdb store (or the store its [`DtmServerConfig::env`] names), and
+//! stops when the [`DtmServer`] is dropped or, if it is never dropped (a test-wide static),
+//! when this process exits.
+//!
+//! For crash tests, [`DtmServer::kill`] SIGKILLs the DTM process (not its watchdog) and
+//! [`DtmServer::restart`] starts a new one on the same ports, in the same directory (so on
+//! the same boltdb file) and with the same environment (so on the same redis or SQL store).
 
 use std::io;
 use std::net::TcpListener;
@@ -33,6 +38,10 @@ impl Default for DtmServerConfig {
 #[derive(Debug)]
 pub struct DtmServer {
     child: Child,
+    /// Watchdogs of DTM processes started by [`DtmServer::restart`] (the first one, `child`,
+    /// owns the directory).
+    restarted: Vec<Child>,
+    config: DtmServerConfig,
     dir: PathBuf,
     /// HTTP port.
     pub http_port: u16,
@@ -70,35 +79,59 @@ impl DtmServer {
         let grpc_port = free_port()?;
         let dir = std::env::temp_dir().join(format!("dtm-rs-{}-{}", std::process::id(), http_port));
         std::fs::create_dir_all(&dir)?;
-        let log = std::fs::File::create(dir.join("dtm.log"))?;
-        // A small shell watchdog: DTM runs as its child and is killed, and its scratch
-        // directory removed, as soon as our end of the watchdog's stdin closes, which also
-        // happens when this process dies without dropping us.
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(r#""$0" & pid=$!; trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$1"' EXIT; cat >/dev/null"#)
-            .arg(&bin)
-            .arg(&dir)
-            .current_dir(&dir)
-            .env("HTTP_PORT", http_port.to_string())
-            .env("GRPC_PORT", grpc_port.to_string())
-            .env("TRANS_CRON_INTERVAL", config.cron_interval_secs.to_string())
-            .env("LOG_LEVEL", "warn")
-            .stdin(Stdio::piped())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        for (k, v) in &config.env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn()?;
+        let child = spawn_watchdog(&bin, &dir, http_port, grpc_port, &config, true)?;
         let mut server = DtmServer {
             child,
+            restarted: Vec::new(),
+            config,
             dir,
             http_port,
             grpc_port,
         };
         server.wait_ready(Duration::from_secs(20))?;
         Ok(server)
+    }
+
+    /// SIGKILLs the DTM process (a crash: nothing is flushed, open requests are cut) and
+    /// waits until its ports are free. A no-op if it is not running.
+    pub fn kill(&mut self) -> io::Result<()> {
+        let pid = std::fs::read_to_string(self.dir.join("dtm.pid"))?;
+        let pid = pid.trim();
+        if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(io::Error::other(format!("bad DTM pid file: {pid:?}")));
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", pid])
+            .stderr(Stdio::null())
+            .status()?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !port_free(self.http_port) || !port_free(self.grpc_port) {
+            if Instant::now() > deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the ports of a killed DTM stayed busy for 20 s",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Starts a new DTM process on the same ports, directory and environment (after
+    /// [`DtmServer::kill`]) and waits until it answers.
+    pub fn restart(&mut self) -> io::Result<()> {
+        let child = spawn_watchdog(
+            &dtm_binary(),
+            &self.dir,
+            self.http_port,
+            self.grpc_port,
+            &self.config,
+            false,
+        )?;
+        // Only the newest watchdog is watched by `wait_ready`.
+        let first = std::mem::replace(&mut self.child, child);
+        self.restarted.push(first);
+        self.wait_ready(Duration::from_secs(20))
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> io::Result<()> {
@@ -141,6 +174,46 @@ impl DtmServer {
     }
 }
 
+/// Starts DTM under a small shell watchdog: DTM runs as its child (its pid in `dtm.pid`) and
+/// is killed, and (for the `owner`) the scratch directory removed, as soon as our end of the
+/// watchdog's stdin closes, which also happens when this process dies without dropping us.
+fn spawn_watchdog(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    http_port: u16,
+    grpc_port: u16,
+    config: &DtmServerConfig,
+    owner: bool,
+) -> io::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("dtm.log"))?;
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#""$0" & pid=$!; echo $pid >"$1/dtm.pid"; trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; [ "$2" = owner ] && rm -rf "$1"' EXIT; cat >/dev/null"#)
+        .arg(bin)
+        .arg(dir)
+        .arg(if owner { "owner" } else { "restarted" })
+        .current_dir(dir)
+        .env("HTTP_PORT", http_port.to_string())
+        .env("GRPC_PORT", grpc_port.to_string())
+        .env("TRANS_CRON_INTERVAL", config.cron_interval_secs.to_string())
+        .env("LOG_LEVEL", "warn")
+        .stdin(Stdio::piped())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    for (k, v) in &config.env {
+        cmd.env(k, v);
+    }
+    cmd.spawn()
+}
+
+/// True when nothing listens on `port` (DTM binds every interface).
+fn port_free(port: u16) -> bool {
+    TcpListener::bind(("0.0.0.0", port)).is_ok()
+}
+
 /// A minimal blocking HTTP/1.0 probe, so readiness needs no runtime.
 fn version_ok(port: u16) -> bool {
     use std::io::{Read, Write};
@@ -160,8 +233,15 @@ fn version_ok(port: u16) -> bool {
 
 impl Drop for DtmServer {
     fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.wait();
+        for c in self.restarted.iter_mut().skip(1).chain([&mut self.child]) {
+            drop(c.stdin.take());
+            let _ = c.wait();
+        }
+        // The owner (the first watchdog) last: it removes the directory.
+        if let Some(owner) = self.restarted.first_mut() {
+            drop(owner.stdin.take());
+            let _ = owner.wait();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

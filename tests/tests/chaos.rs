@@ -1,0 +1,1160 @@
+//! # Chaos suite: bank transfers under crashes, against the real DTM server
+//!
+//! Transfers between accounts on MariaDB, PostgreSQL, Redis and MongoDB, in the four modes
+//! (saga, TCC, msg with the outbox helpers `do_and_submit_db` / `_redis` / `_mongo`, and
+//! workflow), every branch guarded by the branch barrier of its backend, while faults are
+//! injected:
+//!
+//! - the branch service (`src/bin/chaos_bank.rs`, a child process) is SIGKILLed and started
+//!   again on the same port;
+//! - DTM is SIGKILLed and started again on the same ports and the same store;
+//! - a branch's (and a msg local transaction's) database connection is killed from a second
+//!   connection before its commit (MariaDB `KILL CONNECTION`, PostgreSQL
+//!   `pg_terminate_backend`);
+//! - transient 500s before a handler runs and after it committed;
+//! - ~5% business failures (the `in` leg's action / try answers FAILURE after its write, or
+//!   the msg local transaction fails): the transfer must roll back.
+//!
+//! DTM runs on its **redis store** and on a **MariaDB store** (one phase each; its schema
+//! is DTM's own `sqls/dtmsvr.storage.mysql.sql`, copied to `.tools/dtm-sqls/` by
+//! `scripts/install-dtm.sh` and created idempotently in the database `dtm_chaos_store`).
+//!
+//! Each transfer `n` has its own accounts (source: amount + 100, destination: 0) and the
+//! fixed-width gid `chaos-<run>-<n:06>`. After the faults stop, the suite waits (bounded,
+//! nudging DTM with `resetNextCronTime`) until every gid is final, then checks each one:
+//! `succeed` moved exactly the amount once, `failed` left both accounts unchanged; the
+//! barrier records of each leg agree with its balance change; the total is conserved.
+//! Reported: faults by kind, transfers by mode and final status, lost (a succeeded transfer
+//! missing an effect), doubled (an effect applied twice), stray (an effect left on a failed
+//! transfer), barrier mismatches, not final.
+//!
+//! Run: `cargo test --workspace --all-features --test chaos` (the CI size, 240 transfers)
+//! or `scripts/chaos.sh` (10,000 transfers, prints the table). Knobs: `CHAOS_TRANSFERS`,
+//! `CHAOS_STORES` (`redis,mysql`), `CHAOS_CONCURRENCY`, `CHAOS_BANK_KILL_SECS`,
+//! `CHAOS_DTM_KILL_SECS`, `CHAOS_P_FAIL`, `CHAOS_P_500_BEFORE`, `CHAOS_P_500_AFTER`,
+//! `CHAOS_P_KILL_CONN`, `CHAOS_SETTLE_SECS`, `CHAOS_SEED`, `CHAOS_REPORT` (a file to append
+//! the table to). Needs `scripts/start-dbs.sh` and `scripts/install-dtm.sh`.
+//!
+//! Gids are fixed-width on purpose: DTM v1.19.0's boltdb store mixes up the branches of a
+//! gid and of that gid plus digits (`x-3` / `x-30`, docs: dtm-protocol.md §7.A.14). This
+//! suite does not use boltdb, but any test that does must use fixed-width gids.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dtm_barrier::BarrierConfig;
+use dtm_examples::server::{free_port, DtmServer, DtmServerConfig};
+use dtm_tests::chaos::{
+    account, mongo_business, mysql_business, pg_business, Backend, Leg, Sabotage, Stores,
+};
+use dtm_workflow::{send_http, WfOptions, WorkflowMiddleware, Workflows};
+use dtmcli::{DtmClient, TransOptions};
+use futures_util::StreamExt;
+use reqwest_middleware::ClientWithMiddleware;
+use serde::{Deserialize, Serialize};
+
+// ---------------------------------------------------------------------------------------
+// Configuration
+
+#[derive(Debug, Clone)]
+struct Config {
+    transfers: usize,
+    stores: Vec<String>,
+    concurrency: usize,
+    bank_kill_every: Duration,
+    dtm_kill_every: Duration,
+    p_fail: f64,
+    p_500_before: f64,
+    p_500_after: f64,
+    p_kill_conn: f64,
+    settle: Duration,
+    seed: u64,
+}
+
+fn env_parse<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+impl Config {
+    fn from_env() -> Config {
+        Config {
+            transfers: env_parse("CHAOS_TRANSFERS", 240),
+            stores: env_parse("CHAOS_STORES", "redis,mysql".to_string())
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            concurrency: env_parse("CHAOS_CONCURRENCY", 16),
+            bank_kill_every: Duration::from_secs_f64(env_parse("CHAOS_BANK_KILL_SECS", 4.0)),
+            dtm_kill_every: Duration::from_secs_f64(env_parse("CHAOS_DTM_KILL_SECS", 9.0)),
+            p_fail: env_parse("CHAOS_P_FAIL", 0.05),
+            p_500_before: env_parse("CHAOS_P_500_BEFORE", 0.03),
+            p_500_after: env_parse("CHAOS_P_500_AFTER", 0.03),
+            p_kill_conn: env_parse("CHAOS_P_KILL_CONN", 0.03),
+            settle: Duration::from_secs(env_parse("CHAOS_SETTLE_SECS", 240)),
+            seed: env_parse(
+                "CHAOS_SEED",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1),
+            ),
+        }
+    }
+}
+
+/// splitmix64: a small deterministic generator (the plan of a run follows from its seed).
+#[derive(Debug)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.unit() < p
+    }
+    /// `base` scaled by a factor in [0.5, 1.5).
+    fn jitter(&mut self, base: Duration) -> Duration {
+        base.mul_f64(0.5 + self.unit())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The plan
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Mode {
+    Saga,
+    Tcc,
+    Msg,
+    Workflow,
+}
+
+impl Mode {
+    const ALL: [Mode; 4] = [Mode::Saga, Mode::Tcc, Mode::Msg, Mode::Workflow];
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Saga => "saga",
+            Mode::Tcc => "tcc",
+            Mode::Msg => "msg",
+            Mode::Workflow => "workflow",
+        }
+    }
+
+    /// `(branch_id, action op, undo op)` of the out and the in leg.
+    fn legs(self) -> [(&'static str, &'static str, Option<&'static str>); 2] {
+        match self {
+            Mode::Saga => [
+                ("01", "action", Some("compensate")),
+                ("02", "action", Some("compensate")),
+            ],
+            Mode::Tcc => [("01", "try", Some("cancel")), ("02", "try", Some("cancel"))],
+            Mode::Msg => [("00", "msg", None), ("01", "action", None)],
+            Mode::Workflow => [
+                ("01", "action", Some("rollback")),
+                ("02", "action", Some("rollback")),
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Transfer {
+    gid: String,
+    mode: Mode,
+    src: Backend,
+    dst: Backend,
+    amount: i64,
+    fail: bool,
+    src_account: String,
+    dst_account: String,
+    src_initial: i64,
+}
+
+impl Transfer {
+    fn out_leg(&self) -> Leg {
+        Leg {
+            account: self.src_account.clone(),
+            amount: self.amount,
+            fail: false,
+        }
+    }
+    fn in_leg(&self) -> Leg {
+        Leg {
+            account: self.dst_account.clone(),
+            amount: self.amount,
+            fail: self.fail,
+        }
+    }
+}
+
+/// Transfer `n`: mode `n % 4`; source backend `(n / 4) % 4`; destination another backend,
+/// `(n / 16) % 3` further on: every mode sees every ordered pair of backends every 48.
+fn plan(run: &str, count: usize, cfg: &Config, rng: &mut Rng) -> Vec<Transfer> {
+    (0..count)
+        .map(|n| {
+            let mode = Mode::ALL[n % 4];
+            let s = (n / 4) % 4;
+            let d = (s + 1 + (n / 16) % 3) % 4;
+            let amount = 1 + (rng.next() % 90) as i64;
+            Transfer {
+                gid: format!("chaos-{run}-{n:06}"),
+                mode,
+                src: Backend::ALL[s],
+                dst: Backend::ALL[d],
+                amount,
+                fail: rng.chance(cfg.p_fail),
+                src_account: account(run, n, "src"),
+                dst_account: account(run, n, "dst"),
+                src_initial: amount + 100,
+            }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Fault bookkeeping
+
+#[derive(Debug, Default)]
+struct Faults {
+    by_kind: BTreeMap<String, u64>,
+    /// Faults the bank injected, by gid (`kind branch op`).
+    by_gid: BTreeMap<String, Vec<String>>,
+    /// Kills of the bank and of DTM, seconds after the phase started.
+    kills: Vec<(f64, &'static str)>,
+}
+
+type SharedFaults = Arc<Mutex<Faults>>;
+
+fn note(faults: &SharedFaults, kind: &str) {
+    let mut f = faults.lock().unwrap_or_else(|p| p.into_inner());
+    *f.by_kind.entry(kind.to_string()).or_default() += 1;
+}
+
+// ---------------------------------------------------------------------------------------
+// The branch service, a child process
+
+struct Bank {
+    port: u16,
+    child: Option<Child>,
+    faults: SharedFaults,
+    cfg: Config,
+    log: std::path::PathBuf,
+}
+
+impl Bank {
+    fn start(cfg: &Config, faults: SharedFaults, log: std::path::PathBuf) -> Bank {
+        let mut bank = Bank {
+            port: free_port().expect("free port"),
+            child: None,
+            faults,
+            cfg: cfg.clone(),
+            log,
+        };
+        bank.spawn();
+        bank
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the process and waits for its `READY`.
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("bank log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chaos_bank"))
+            .arg(self.port.to_string())
+            .env("CHAOS_P_500_BEFORE", self.cfg.p_500_before.to_string())
+            .env("CHAOS_P_500_AFTER", self.cfg.p_500_after.to_string())
+            .env("CHAOS_P_KILL_CONN", self.cfg.p_kill_conn.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn chaos_bank");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let faults = self.faults.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("FAULT ") {
+                    let mut parts = rest.splitn(2, ' ');
+                    let kind = parts.next().unwrap_or("?").to_string();
+                    let mut f = faults.lock().unwrap_or_else(|p| p.into_inner());
+                    *f.by_kind.entry(kind.clone()).or_default() += 1;
+                    if let Some(detail) = parts.next() {
+                        let mut d = detail.splitn(2, ' ');
+                        let gid = d.next().unwrap_or("").to_string();
+                        let what = format!("{kind} {}", d.next().unwrap_or(""));
+                        f.by_gid.entry(gid).or_default().push(what);
+                    }
+                } else if line == "READY" {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("chaos_bank did not become ready");
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Bank {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// DTM on a store
+
+/// The DTM environment of one store; creates DTM's schema for the SQL store.
+async fn store_env(store: &str, run: &str, stores: &Stores) -> Vec<(String, String)> {
+    let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+    match store {
+        "redis" => vec![
+            kv("STORE_DRIVER", "redis"),
+            kv("STORE_HOST", "127.0.0.1"),
+            kv("STORE_PORT", "6379"),
+            kv("STORE_REDIS_PREFIX", &format!("{{dtm-chaos-{run}}}")),
+        ],
+        "mysql" => {
+            create_dtm_schema(&stores.mysql, DTM_STORE_DB).await;
+            vec![
+                kv("STORE_DRIVER", "mysql"),
+                kv("STORE_HOST", "127.0.0.1"),
+                kv("STORE_PORT", "3306"),
+                kv("STORE_USER", "root"),
+                kv("STORE_PASSWORD", ""),
+                kv("STORE_DB", DTM_STORE_DB),
+            ]
+        }
+        other => panic!("CHAOS_STORES: unknown store {other} (redis, mysql)"),
+    }
+}
+
+/// The MariaDB database DTM's store uses in this suite.
+const DTM_STORE_DB: &str = "dtm_chaos_store";
+
+/// DTM's own schema file: `.tools/dtm-sqls/` (scripts/install-dtm.sh), else the Go module
+/// cache.
+fn dtm_schema_file() -> std::path::PathBuf {
+    let name = "dtmsvr.storage.mysql.sql";
+    let tools =
+        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.tools/dtm-sqls"))
+            .join(name);
+    if tools.exists() {
+        return tools;
+    }
+    let gomodcache = Command::new("go")
+        .args(["env", "GOMODCACHE"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let cached = std::path::PathBuf::from(gomodcache)
+        .join("github.com/dtm-labs/dtm@v1.19.0/sqls")
+        .join(name);
+    assert!(
+        cached.exists(),
+        "DTM's schema {name} not found in .tools/dtm-sqls or the Go module cache: run scripts/install-dtm.sh"
+    );
+    cached
+}
+
+/// Creates DTM's store tables in `db` unless they exist: the statements of DTM's own
+/// schema file without its `drop table`s, in `db` instead of `dtm`.
+async fn create_dtm_schema(pool: &sqlx::MySqlPool, db: &str) {
+    let text = std::fs::read_to_string(dtm_schema_file()).expect("read DTM's schema");
+    for stmt in text.split(';') {
+        let stmt = stmt.trim();
+        if stmt.is_empty() || stmt.to_lowercase().starts_with("drop table") {
+            continue;
+        }
+        let stmt = stmt
+            .replace(
+                "CREATE DATABASE IF NOT EXISTS dtm",
+                &format!("CREATE DATABASE IF NOT EXISTS {db}"),
+            )
+            .replace(" dtm.", &format!(" {db}."));
+        sqlx::raw_sql(&stmt)
+            .execute(pool)
+            .await
+            .unwrap_or_else(|e| panic!("DTM schema statement failed: {e}\n{stmt}"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Starting transfers
+
+#[derive(Clone)]
+struct Ctx {
+    dtm: DtmClient,
+    stores: Stores,
+    bank: String,
+    wfs: Workflows,
+    cfg: Config,
+    faults: SharedFaults,
+    rng: Arc<Mutex<Rng>>,
+}
+
+impl Ctx {
+    fn leg_url(&self, backend: Backend, dir: &str) -> String {
+        format!("{}/leg/{}/{dir}", self.bank, backend.as_str())
+    }
+    fn chance(&self, p: f64) -> bool {
+        self.rng.lock().unwrap_or_else(|p| p.into_inner()).chance(p)
+    }
+}
+
+fn trans_options() -> TransOptions {
+    TransOptions::default()
+        .retry_interval(Duration::from_secs(1))
+        .request_timeout(Duration::from_secs(5))
+}
+
+/// The workflow's input.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct WfInput {
+    out_url: String,
+    in_url: String,
+    out_leg: Leg,
+    in_leg: Leg,
+}
+
+fn register_workflow(wfs: &Workflows, http: ClientWithMiddleware) {
+    let options = WfOptions {
+        trans: trans_options(),
+        ..Default::default()
+    };
+    wfs.register_with_options("transfer", options, move |wf, input| {
+        let http = http.clone();
+        async move {
+            let input: WfInput = serde_json::from_slice(&input).map_err(dtmcli::Error::invalid)?;
+            for (url, leg) in [
+                (input.out_url.clone(), input.out_leg.clone()),
+                (input.in_url.clone(), input.in_leg.clone()),
+            ] {
+                wf.new_branch()?;
+                let body = serde_json::to_vec(&leg).map_err(dtmcli::Error::invalid)?;
+                let (w, h, u, b) = (wf.clone(), http.clone(), url.clone(), body.clone());
+                wf.on_rollback(move |_info| async move {
+                    let req = w
+                        .http(&h, reqwest::Method::POST, &u)
+                        .header("content-type", "application/json")
+                        .body(b);
+                    send_http(req).await.map(drop)
+                })?;
+                let req = wf
+                    .http(&http, reqwest::Method::POST, &url)
+                    .header("content-type", "application/json")
+                    .body(body);
+                send_http(req).await?;
+            }
+            Ok(Vec::new())
+        }
+    })
+    .expect("register the workflow");
+}
+
+/// One attempt to start transfer `t`.
+async fn start(ctx: &Ctx, t: &Transfer) -> dtmcli::Result<()> {
+    let out_url = ctx.leg_url(t.src, "out");
+    let in_url = ctx.leg_url(t.dst, "in");
+    match t.mode {
+        Mode::Saga => {
+            ctx.dtm
+                .saga(&t.gid)
+                .with_options(trans_options())
+                .add(&out_url, &out_url, &t.out_leg())
+                .add(&in_url, &in_url, &t.in_leg())
+                .submit()
+                .await
+        }
+        Mode::Tcc => {
+            let options = trans_options().timeout_to_fail(Duration::from_secs(8));
+            let (out_leg, in_leg) = (t.out_leg(), t.in_leg());
+            ctx.dtm
+                .tcc_global_transaction(&t.gid, options, |tcc| async move {
+                    tcc.call_branch(&out_leg, &out_url, &out_url, &out_url)
+                        .await?;
+                    tcc.call_branch(&in_leg, &in_url, &in_url, &in_url).await?;
+                    Ok(())
+                })
+                .await
+        }
+        Mode::Msg => {
+            let msg = ctx
+                .dtm
+                .msg(&t.gid)
+                .with_options(trans_options().timeout_to_fail(Duration::from_secs(4)))
+                .add(&in_url, &t.in_leg());
+            let qp = format!("{}/qp/{}", ctx.bank, t.src.as_str());
+            let sabotage = Sabotage {
+                fail: t.fail,
+                kill_connection: t.src.is_sql() && ctx.chance(ctx.cfg.p_kill_conn),
+            };
+            if sabotage.kill_connection {
+                note(&ctx.faults, "db_conn_kill");
+            }
+            let (account, delta) = (t.src_account.clone(), -t.amount);
+            let cfg = BarrierConfig::default();
+            let r = match t.src {
+                Backend::Mysql => {
+                    let business =
+                        mysql_business(ctx.stores.mysql.clone(), account, delta, sabotage);
+                    dtm_barrier::sql::do_and_submit_db(&msg, &qp, &ctx.stores.mysql, &cfg, business)
+                        .await
+                }
+                Backend::Postgres => {
+                    let business = pg_business(ctx.stores.pg.clone(), account, delta, sabotage);
+                    dtm_barrier::sql::do_and_submit_db(&msg, &qp, &ctx.stores.pg, &cfg, business)
+                        .await
+                }
+                Backend::Redis => {
+                    // The Lua barrier cannot fail after its write: a failing transfer asks
+                    // for more than the balance instead.
+                    let delta = if t.fail { -(t.src_initial + 1) } else { delta };
+                    let mut conn = ctx.stores.redis.clone();
+                    dtm_barrier::redis::do_and_submit_redis(
+                        &msg,
+                        &qp,
+                        &mut conn,
+                        &account,
+                        delta,
+                        dtm_tests::chaos::REDIS_EXPIRE,
+                    )
+                    .await
+                }
+                Backend::Mongo => {
+                    let business = mongo_business(account, delta, sabotage);
+                    dtm_barrier::mongo::do_and_submit_mongo(
+                        &msg,
+                        &qp,
+                        &ctx.stores.mongo,
+                        &cfg,
+                        business,
+                    )
+                    .await
+                }
+            };
+            r.map_err(dtmcli::Error::from)
+        }
+        Mode::Workflow => {
+            let input = WfInput {
+                out_url,
+                in_url,
+                out_leg: t.out_leg(),
+                in_leg: t.in_leg(),
+            };
+            let input = serde_json::to_vec(&input).map_err(dtmcli::Error::invalid)?;
+            ctx.wfs.execute("transfer", &t.gid, &input).await.map(drop)
+        }
+    }
+}
+
+/// Whether DTM knows `gid`, asking until it answers (bounded); `None` if it never did.
+async fn known(dtm: &DtmClient, gid: &str) -> Option<bool> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(q) = dtm.query(gid).await {
+            return Some(q.transaction.is_some());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+/// Starts transfer `t`: an attempt that left no transaction at DTM (DTM was down) is made
+/// again; once DTM knows the gid, DTM finishes it.
+async fn run_transfer(ctx: Ctx, t: Transfer) {
+    for _ in 0..40 {
+        match start(&ctx, &t).await {
+            Ok(()) => return,
+            Err(e) if e.is_failure() => return,
+            Err(_) => match known(&ctx.dtm, &t.gid).await {
+                Some(true) | None => return,
+                Some(false) => {
+                    note(&ctx.faults, "start_retry");
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Checking
+
+#[derive(Debug, Default)]
+struct Tally {
+    /// mode -> status -> count.
+    by_mode: BTreeMap<&'static str, BTreeMap<String, u64>>,
+    lost: Vec<String>,
+    doubled: Vec<String>,
+    stray: Vec<String>,
+    barrier_mismatch: Vec<String>,
+    not_final: Vec<String>,
+    total_before: i64,
+    total_after: i64,
+    faults: BTreeMap<String, u64>,
+    business_failures: u64,
+    transfers: usize,
+}
+
+impl Tally {
+    fn merge(&mut self, o: Tally) {
+        for (m, s) in o.by_mode {
+            for (k, v) in s {
+                *self.by_mode.entry(m).or_default().entry(k).or_default() += v;
+            }
+        }
+        self.lost.extend(o.lost);
+        self.doubled.extend(o.doubled);
+        self.stray.extend(o.stray);
+        self.barrier_mismatch.extend(o.barrier_mismatch);
+        self.not_final.extend(o.not_final);
+        self.total_before += o.total_before;
+        self.total_after += o.total_after;
+        for (k, v) in o.faults {
+            *self.faults.entry(k).or_default() += v;
+        }
+        self.business_failures += o.business_failures;
+        self.transfers += o.transfers;
+    }
+
+    fn table(&self, title: &str) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(s, "== {title}: {} transfers", self.transfers);
+        let _ = writeln!(s, "faults injected:");
+        for (k, v) in &self.faults {
+            let _ = writeln!(s, "  {k:<18} {v:>7}");
+        }
+        let _ = writeln!(
+            s,
+            "  {:<18} {:>7}",
+            "business_failure", self.business_failures
+        );
+        let _ = writeln!(
+            s,
+            "{:<10} {:>8} {:>8} {:>10}",
+            "mode", "succeed", "failed", "not final"
+        );
+        for m in Mode::ALL {
+            let st = self.by_mode.get(m.name()).cloned().unwrap_or_default();
+            let get = |k: &str| st.get(k).copied().unwrap_or(0);
+            let other: u64 = st
+                .iter()
+                .filter(|(k, _)| *k != "succeed" && *k != "failed")
+                .map(|(_, v)| v)
+                .sum();
+            let _ = writeln!(
+                s,
+                "{:<10} {:>8} {:>8} {:>10}",
+                m.name(),
+                get("succeed"),
+                get("failed"),
+                other
+            );
+        }
+        let _ = writeln!(
+            s,
+            "lost {}  doubled {}  stray {}  barrier mismatch {}  not final {}  total {} -> {} ({})",
+            self.lost.len(),
+            self.doubled.len(),
+            self.stray.len(),
+            self.barrier_mismatch.len(),
+            self.not_final.len(),
+            self.total_before,
+            self.total_after,
+            if self.total_before == self.total_after {
+                "conserved"
+            } else {
+                "NOT CONSERVED"
+            }
+        );
+        for (what, list) in [
+            ("lost", &self.lost),
+            ("doubled", &self.doubled),
+            ("stray", &self.stray),
+            ("barrier mismatch", &self.barrier_mismatch),
+            ("not final", &self.not_final),
+        ] {
+            for line in list.iter().take(20) {
+                let _ = writeln!(s, "  {what}: {line}");
+            }
+        }
+        s
+    }
+}
+
+/// Waits (bounded) until every gid is final; returns gid -> status ("" if unknown).
+async fn settle(
+    dtm: &DtmClient,
+    transfers: &[Transfer],
+    limit: Duration,
+) -> BTreeMap<String, String> {
+    let deadline = Instant::now() + limit;
+    let mut status: BTreeMap<String, String> = BTreeMap::new();
+    let mut pending: Vec<String> = transfers.iter().map(|t| t.gid.clone()).collect();
+    let mut round = 0u32;
+    loop {
+        let answers: Vec<(String, Option<String>)> = futures_util::stream::iter(pending.clone())
+            .map(|gid| async move {
+                let s = dtm
+                    .query(&gid)
+                    .await
+                    .ok()
+                    .map(|q| q.transaction.map(|t| t.status).unwrap_or_default());
+                (gid, s)
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        pending.clear();
+        for (gid, s) in answers {
+            let s = s.unwrap_or_default();
+            if s != "succeed" && s != "failed" {
+                pending.push(gid.clone());
+            }
+            status.insert(gid, s);
+        }
+        if pending.is_empty() || Instant::now() > deadline {
+            return status;
+        }
+        round += 1;
+        // Nudge DTM: process the pending ones now rather than after their backoff.
+        if round % 2 == 0 {
+            futures_util::stream::iter(pending.clone())
+                .for_each_concurrent(16, |gid| async move {
+                    let _ = dtm.reset_next_cron_time(&gid).await;
+                })
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+}
+
+/// Net effect of a leg according to its barrier records: did its action / try / local
+/// transaction apply, and was that undone.
+fn leg_applied(
+    records: &BTreeMap<(String, String, String), String>,
+    gid: &str,
+    branch: &str,
+    act: &str,
+    undo: Option<&str>,
+) -> bool {
+    let get = |op: &str| records.get(&(gid.to_string(), branch.to_string(), op.to_string()));
+    let applied = match get(act) {
+        // A null compensation writes the action's record with reason = the undo op (SQL,
+        // Mongo) or `rollback` (Redis); a msg back-check that ran first writes `rollback`.
+        Some(reason) => reason != "rollback" && Some(reason.as_str()) != undo,
+        None => false,
+    };
+    let undone = undo.is_some_and(|u| get(u).is_some());
+    applied && !undone
+}
+
+async fn check(
+    stores: &Stores,
+    transfers: &[Transfer],
+    status: &BTreeMap<String, String>,
+    faults: &Faults,
+) -> Tally {
+    let mut tally = Tally {
+        transfers: transfers.len(),
+        ..Default::default()
+    };
+    let mut balances: BTreeMap<String, i64> = BTreeMap::new();
+    let mut records = BTreeMap::new();
+    for b in Backend::ALL {
+        let ids: Vec<String> = transfers
+            .iter()
+            .flat_map(|t| {
+                let mut v = Vec::new();
+                if t.src == b {
+                    v.push(t.src_account.clone());
+                }
+                if t.dst == b {
+                    v.push(t.dst_account.clone());
+                }
+                v
+            })
+            .collect();
+        balances.extend(stores.balances(b, &ids).await.expect("balances"));
+        let legs: Vec<(String, String, Vec<&'static str>)> = transfers
+            .iter()
+            .flat_map(|t| {
+                let [o, i] = t.mode.legs();
+                let mut v = Vec::new();
+                for (backend, (branch, act, undo)) in [(t.src, o), (t.dst, i)] {
+                    if backend == b {
+                        let mut ops = vec![act];
+                        ops.extend(undo);
+                        v.push((t.gid.clone(), branch.to_string(), ops));
+                    }
+                }
+                v
+            })
+            .collect();
+        let r = stores
+            .barrier_records(b, &legs)
+            .await
+            .expect("barrier records");
+        records.extend(r.into_iter().map(|(k, v)| ((b, k), v)));
+    }
+    // Records keyed by backend, then the (gid, branch, op) key used by `leg_applied`.
+    let on = |b: Backend| -> BTreeMap<(String, String, String), String> {
+        records
+            .iter()
+            .filter(|((rb, _), _)| *rb == b)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let per_backend: BTreeMap<Backend, _> = Backend::ALL.into_iter().map(|b| (b, on(b))).collect();
+
+    for t in transfers {
+        let st = status.get(&t.gid).cloned().unwrap_or_default();
+        let shown = if st.is_empty() {
+            "unknown".to_string()
+        } else {
+            st.clone()
+        };
+        *tally
+            .by_mode
+            .entry(t.mode.name())
+            .or_default()
+            .entry(shown.clone())
+            .or_default() += 1;
+        if t.fail {
+            tally.business_failures += 1;
+        }
+        let src = balances.get(&t.src_account).copied();
+        let dst = balances.get(&t.dst_account).copied();
+        tally.total_before += t.src_initial;
+        tally.total_after += src.unwrap_or(0) + dst.unwrap_or(0);
+        let [(ob, oa, ou), (ib, ia, iu)] = t.mode.legs();
+        let out_applied = leg_applied(&per_backend[&t.src], &t.gid, ob, oa, ou);
+        let in_applied = leg_applied(&per_backend[&t.dst], &t.gid, ib, ia, iu);
+        let (src_delta, dst_delta) = (
+            src.map(|b| b - t.src_initial).unwrap_or(i64::MIN),
+            dst.unwrap_or(i64::MIN),
+        );
+        let describe = || {
+            let mut recs: Vec<String> = Vec::new();
+            for (b, branch) in [(t.src, ob), (t.dst, ib)] {
+                for ((g, br, op), r) in &per_backend[&b] {
+                    if *g == t.gid && br == branch {
+                        recs.push(format!("{}:{br}/{op}={r}", b.as_str()));
+                    }
+                }
+            }
+            format!(
+                "{} {} {}->{} amount {} fail {} status {shown}: src {src_delta:+} dst {dst_delta:+}; barrier {recs:?}; bank faults {:?}",
+                t.gid,
+                t.mode.name(),
+                t.src.as_str(),
+                t.dst.as_str(),
+                t.amount,
+                t.fail,
+                faults.by_gid.get(&t.gid).cloned().unwrap_or_default()
+            )
+        };
+        // The barrier records must agree with the balances, final or not.
+        let from_barrier = (
+            if out_applied { -t.amount } else { 0 },
+            if in_applied { t.amount } else { 0 },
+        );
+        if (src_delta, dst_delta) != from_barrier {
+            tally.barrier_mismatch.push(describe());
+        }
+        let expected = match st.as_str() {
+            "succeed" => (-t.amount, t.amount),
+            "failed" => (0, 0),
+            _ => {
+                tally.not_final.push(describe());
+                continue;
+            }
+        };
+        if (src_delta, dst_delta) == expected {
+            continue;
+        }
+        let a = t.amount;
+        if src_delta < -a || src_delta > 0 || dst_delta > a || dst_delta < 0 {
+            tally.doubled.push(describe());
+        } else if st == "succeed" {
+            tally.lost.push(describe());
+        } else {
+            tally.stray.push(describe());
+        }
+    }
+    tally.faults = faults.by_kind.clone();
+    tally
+}
+
+// ---------------------------------------------------------------------------------------
+// One phase: one DTM store
+
+async fn phase(store: &str, count: usize, cfg: &Config) -> Tally {
+    let t0 = Instant::now();
+    let stores = Stores::connect(40)
+        .await
+        .expect("connect to the four databases (scripts/start-dbs.sh)");
+    let run = format!(
+        "{}{:08x}",
+        &store[..1],
+        (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+            ^ u64::from(std::process::id()))
+            & 0xffff_ffff
+    );
+    let mut rng = Rng(cfg.seed ^ u64::from(store.as_bytes()[0]));
+    let transfers = plan(&run, count, cfg, &mut rng);
+    for b in Backend::ALL {
+        let mut accounts = Vec::new();
+        for t in &transfers {
+            if t.src == b {
+                accounts.push((t.src_account.clone(), t.src_initial));
+            }
+            if t.dst == b {
+                accounts.push((t.dst_account.clone(), 0));
+            }
+        }
+        stores.open(b, &accounts).await.expect("open accounts");
+    }
+
+    let env = store_env(store, &run, &stores).await;
+    let dtm_server = DtmServer::start(DtmServerConfig {
+        cron_interval_secs: 1,
+        env,
+    })
+    .expect("start DTM");
+    let dtm_url = dtm_server.http_url();
+    let dtm_server = Arc::new(Mutex::new(dtm_server));
+    let dtm = DtmClient::builder(dtm_url.clone())
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("client");
+
+    let faults: SharedFaults = Arc::default();
+    let log = std::env::temp_dir().join(format!("chaos-bank-{run}.log"));
+    let bank = {
+        let (cfg, faults, log) = (cfg.clone(), faults.clone(), log.clone());
+        tokio::task::spawn_blocking(move || Bank::start(&cfg, faults, log))
+            .await
+            .expect("bank")
+    };
+    let bank_base = bank.base();
+    let bank = Arc::new(Mutex::new(bank));
+
+    // Workflows run in this process; DTM calls them back here.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let callback = format!("http://{}/wf", listener.local_addr().expect("addr"));
+    let wfs = Workflows::http(dtm.clone(), callback);
+    let http = reqwest_middleware::ClientBuilder::new(
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("http client"),
+    )
+    .with(WorkflowMiddleware)
+    .build();
+    register_workflow(&wfs, http);
+    let app = wfs.callback_router("/wf");
+    let wf_server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // The chaos monkey.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let monkey = {
+        let (stop, bank, dtm_server, faults) = (
+            stop.clone(),
+            bank.clone(),
+            dtm_server.clone(),
+            faults.clone(),
+        );
+        let mut rng = Rng(cfg.seed ^ 0x5eed);
+        let cfg = cfg.clone();
+        tokio::spawn(async move {
+            let mut next_bank = Instant::now() + rng.jitter(cfg.bank_kill_every);
+            let mut next_dtm = Instant::now() + rng.jitter(cfg.dtm_kill_every);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let now = Instant::now();
+                if now >= next_bank {
+                    next_bank = now + rng.jitter(cfg.bank_kill_every);
+                    let down = rng.jitter(Duration::from_millis(500));
+                    let (bank, faults) = (bank.clone(), faults.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let mut b = bank.lock().unwrap_or_else(|p| p.into_inner());
+                        b.kill();
+                        let mut f = faults.lock().unwrap_or_else(|p| p.into_inner());
+                        *f.by_kind.entry("bank_kill".into()).or_default() += 1;
+                        f.kills.push((t0.elapsed().as_secs_f64(), "bank"));
+                        drop(f);
+                        std::thread::sleep(down);
+                        b.spawn();
+                    })
+                    .await
+                    .expect("bank restart");
+                }
+                if now >= next_dtm {
+                    next_dtm = now + rng.jitter(cfg.dtm_kill_every);
+                    let down = rng.jitter(Duration::from_millis(800));
+                    let (dtm_server, faults) = (dtm_server.clone(), faults.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let mut d = dtm_server.lock().unwrap_or_else(|p| p.into_inner());
+                        d.kill().expect("kill DTM");
+                        let mut f = faults.lock().unwrap_or_else(|p| p.into_inner());
+                        *f.by_kind.entry("dtm_kill".into()).or_default() += 1;
+                        f.kills.push((t0.elapsed().as_secs_f64(), "dtm"));
+                        drop(f);
+                        std::thread::sleep(down);
+                        d.restart().expect("restart DTM");
+                    })
+                    .await
+                    .expect("DTM restart");
+                }
+            }
+        })
+    };
+
+    let ctx = Ctx {
+        dtm: dtm.clone(),
+        stores: stores.clone(),
+        bank: bank_base,
+        wfs: wfs.clone(),
+        cfg: cfg.clone(),
+        faults: faults.clone(),
+        rng: Arc::new(Mutex::new(Rng(cfg.seed ^ 0xc0ffee))),
+    };
+    futures_util::stream::iter(transfers.clone())
+        .for_each_concurrent(cfg.concurrency, |t| run_transfer(ctx.clone(), t))
+        .await;
+    let started = t0.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    monkey.await.expect("chaos monkey");
+
+    let status = settle(&dtm, &transfers, cfg.settle).await;
+    let settled = t0.elapsed();
+    let snapshot = {
+        let f = faults.lock().unwrap_or_else(|p| p.into_inner());
+        Faults {
+            by_kind: f.by_kind.clone(),
+            by_gid: f.by_gid.clone(),
+            kills: f.kills.clone(),
+        }
+    };
+    let tally = check(&stores, &transfers, &status, &snapshot).await;
+    let mut s = tally.table(&format!(
+        "DTM {store} store, run {run}: started in {:.0} s, final after {:.0} s",
+        started.as_secs_f64(),
+        settled.as_secs_f64()
+    ));
+    if !(tally.lost.is_empty()
+        && tally.doubled.is_empty()
+        && tally.stray.is_empty()
+        && tally.barrier_mismatch.is_empty()
+        && tally.not_final.is_empty())
+    {
+        s.push_str(&format!(
+            "  kills (s after start): {:?}\n  DTM log tail:\n{}\n  bank log: {}\n",
+            snapshot.kills,
+            dtm_server
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .log_tail(),
+            log.display()
+        ));
+    } else {
+        let _ = std::fs::remove_file(&log);
+    }
+    report(&s);
+    wf_server.abort();
+    tally
+}
+
+fn report(s: &str) {
+    println!("{s}");
+    if let Ok(path) = std::env::var("CHAOS_REPORT") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{s}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_transfers_survive_crashes() {
+    let cfg = Config::from_env();
+    let t0 = Instant::now();
+    let mut total = Tally::default();
+    let n = cfg.stores.len().max(1);
+    for (i, store) in cfg.stores.iter().enumerate() {
+        // Split the transfers across the stores (keeping each phase a multiple of 48, every
+        // mode x backend pair, when large enough).
+        let count = cfg.transfers / n + usize::from(i < cfg.transfers % n);
+        total.merge(phase(store, count, &cfg).await);
+    }
+    report(&total.table(&format!(
+        "all stores ({}) in {:.0} s",
+        cfg.stores.join(", "),
+        t0.elapsed().as_secs_f64()
+    )));
+    assert!(total.lost.is_empty(), "lost transfers: {:#?}", total.lost);
+    assert!(
+        total.doubled.is_empty(),
+        "doubled transfers: {:#?}",
+        total.doubled
+    );
+    assert!(
+        total.stray.is_empty(),
+        "failed transfers with effects: {:#?}",
+        total.stray
+    );
+    assert!(
+        total.barrier_mismatch.is_empty(),
+        "barrier records disagree with balances: {:#?}",
+        total.barrier_mismatch
+    );
+    assert!(
+        total.not_final.is_empty(),
+        "not final: {:#?}",
+        total.not_final
+    );
+    assert_eq!(total.total_before, total.total_after, "money not conserved");
+}
