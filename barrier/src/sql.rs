@@ -161,7 +161,11 @@ macro_rules! insert_sql {
 macro_rules! holders_sql {
     (mysql, $t:expr, $n:expr) => {
         format!(
-            "select gid, branch_id, op, barrier_id from {} where {} lock in share mode",
+            // convert(): sqlx reads a utf8mb4_bin column as VARBINARY, which a String
+            // refuses; the bytes are utf8mb4 already and stay as they are.
+            "select convert(gid using utf8mb4), convert(branch_id using utf8mb4), \
+             convert(op using utf8mb4), convert(barrier_id using utf8mb4) \
+             from {} where {} lock in share mode",
             $t,
             vec!["(gid=? and branch_id=? and op=? and barrier_id=?)"; $n].join(" or ")
         )
