@@ -326,12 +326,15 @@ fn dtm_channel(shared: &Shared, target: &Target) -> Result<Channel> {
 }
 
 /// The error of an answer larger than `limit`, or the status read the DTM way. tonic
-/// refuses such a message with `ResourceExhausted` before reading it.
+/// refuses such a message (with `OutOfRange`) from its length prefix, before reading it; the
+/// message text is what tells it from a peer's own status.
 fn answer_error(target: &str, status: &tonic::Status, limit: usize) -> Error {
-    if status.code() == tonic::Code::ResourceExhausted
-        && status
-            .message()
-            .contains("decoded message length too large")
+    if matches!(
+        status.code(),
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+    ) && status
+        .message()
+        .contains("decoded message length too large")
     {
         return Error::TooLarge {
             url: redact_url(target).into_owned(),
@@ -508,7 +511,7 @@ impl DtmGrpcClient {
 
     /// The call timeout for a transaction request: its `request_timeout` or the client's,
     /// plus the client's with `wait_result` (saturating: no overflow on huge settings).
-    fn timeout_for(&self, req: &DtmRequest) -> Duration {
+    pub(crate) fn timeout_for(&self, req: &DtmRequest) -> Duration {
         let o = req.trans_options.as_ref();
         let own = match o.map(|o| o.request_timeout) {
             Some(t) if t > 0 => bounded(Duration::from_secs(t.unsigned_abs())),

@@ -113,6 +113,8 @@
 
 #[cfg(feature = "barrier")]
 mod barrier;
+#[cfg(test)]
+mod bounds_tests;
 mod client;
 pub mod codec;
 mod global;
