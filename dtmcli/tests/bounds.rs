@@ -1,6 +1,8 @@
 //! The client against hostile peers, without a DTM server: a branch that accepts and never
 //! answers, answers that never end, 200s that are not DTM's answer, extreme durations,
 //! credentials in the server URL, untrusted servers named by a request, invalid gids.
+// Test helpers outside #[test] functions unwrap too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -2,6 +2,8 @@
 //! DTM server is refused (nested TCC from the query), extreme durations go over the wire
 //! without panicking, normal flows still pass with the strict success check, and the
 //! workflow HTTP recorder caps and times out what it reads.
+// Test helpers outside #[test] functions unwrap too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
