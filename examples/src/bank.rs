@@ -204,6 +204,9 @@ impl Bank {
         let sql = "select trans_type, branch_id, op, barrier_id, reason from dtm_barrier.barrier where gid = ";
         let rows: Vec<(String, String, String, String, String)> = match db {
             Db::Mysql => {
+                // sqlx reads the utf8mb4_bin identity columns as VARBINARY: convert them.
+                let sql = "select trans_type, convert(branch_id using utf8mb4), convert(op using utf8mb4), \
+                    convert(barrier_id using utf8mb4), reason from dtm_barrier.barrier where gid = ";
                 sqlx::query_as(&format!("{sql}? order by id"))
                     .bind(gid)
                     .fetch_all(&self.0.mysql)
