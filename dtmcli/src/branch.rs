@@ -22,7 +22,7 @@ pub fn http_result(url: &str, status: u16, body: &[u8]) -> Result<()> {
     }
     if status != 200 {
         return Err(Error::Status {
-            url: url.to_string(),
+            url: crate::redact::redact_url(url).into_owned(),
             status,
             body: truncate_body(&text),
         });

@@ -590,7 +590,7 @@ impl DtmClient {
             let status = resp.status().as_u16();
             let body = read_answer(url, resp, self.max_answer_bytes).await?;
             tracing::debug!(status, "branch answered");
-            http_result(&redact_url(url), status, &body)?;
+            http_result(url, status, &body)?;
             Ok(BranchResponse { status, body })
         }
         .instrument(span)

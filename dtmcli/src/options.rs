@@ -21,7 +21,9 @@ pub struct TransOptions {
     /// Base interval between retries of a failing branch (doubled on errors, kept on ONGOING).
     pub retry_interval: Option<Duration>,
     /// Timeout of each call the server makes to a branch. Also the SDK's own timeout when it
-    /// calls DTM for this transaction.
+    /// calls DTM for this transaction (plus the client's timeout with `wait_result`) and
+    /// when it calls a branch itself (TCC try, XA action, msg back-check); without it the
+    /// client's timeout applies ([`crate::DtmClientBuilder::timeout`]).
     pub request_timeout: Option<Duration>,
     /// Saga only: how many times a branch that is ongoing or erroring is retried before the
     /// saga aborts.

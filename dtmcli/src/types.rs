@@ -138,8 +138,9 @@ impl From<&str> for Op {
 }
 
 /// What identifies one branch call: the transaction info DTM puts in the query string
-/// (HTTP) or metadata (gRPC) of every call to a branch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// (HTTP) or metadata (gRPC) of every call to a branch. Its `Debug` output shows `dtm` and
+/// `phase2_url` without credentials.
+#[derive(Clone, PartialEq, Eq)]
 pub struct TransInfo {
     /// Global transaction id.
     pub gid: String,
@@ -154,6 +155,22 @@ pub struct TransInfo {
     pub dtm: Option<String>,
     /// XA only: the URL DTM must call for phase 2 of this branch.
     pub phase2_url: Option<String>,
+}
+
+impl std::fmt::Debug for TransInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn redact(u: &Option<String>) -> Option<std::borrow::Cow<'_, str>> {
+            u.as_deref().map(crate::redact::redact_url)
+        }
+        f.debug_struct("TransInfo")
+            .field("gid", &self.gid)
+            .field("trans_type", &self.trans_type)
+            .field("branch_id", &self.branch_id)
+            .field("op", &self.op)
+            .field("dtm", &redact(&self.dtm))
+            .field("phase2_url", &redact(&self.phase2_url))
+            .finish()
+    }
 }
 
 impl TransInfo {

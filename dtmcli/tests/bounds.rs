@@ -391,6 +391,12 @@ async fn credentials_never_show() {
     assert!(matches!(e, Error::TooLarge { .. }), "{e:?}");
     assert_error_clean("too large", &e);
 
+    // Transaction info naming a server with credentials.
+    let mut i = info(Op::Action);
+    i.dtm = Some(with_pw.clone());
+    i.phase2_url = Some(with_pw.clone());
+    assert_no_secret("TransInfo Debug", &format!("{i:?}"));
+
     // Untrusted and malformed server URLs.
     let e = dtm
         .with_server("http://evil:s3cret@127.0.0.1:9/api/dtmsvr")
