@@ -21,6 +21,16 @@
 //!
 //! XA local transactions (the branch side of XA) are in the `xa` module.
 //!
+//! ## Identities are exact
+//! A barrier row, Redis key or XA xid belongs to one (gid, branch id, op, barrier id). A
+//! value a store cannot hold exactly (too long, a control character, leading or trailing
+//! whitespace, a `-` in a branch id where the parts are joined with `-`) is refused with
+//! [`dtmcli::Error::InvalidInput`] before anything is written ([`dtmcli::identity`]), and
+//! the MySQL/MariaDB table compares the identity columns binary. A table created with a
+//! folding collation (the Go SDK's DDL) still works, but a request whose row folds onto
+//! another transaction's is refused with the `ALTER TABLE` that fixes the table
+//! (`sql::mysql_exact_collation_migration`), never skipped as a duplicate.
+//!
 //! ## Feature flags
 //! - `mysql`: the SQL barrier, msg helpers and XA local transactions on MySQL/MariaDB (sqlx).
 //! - `postgres`: the same on PostgreSQL (sqlx).

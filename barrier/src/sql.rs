@@ -312,22 +312,18 @@ pub async fn insert_barriers_exact<DB: BarrierDatabase>(
         return Ok(n);
     }
     let holders = DB::holders_of(&mut *conn, table, rows).await?;
-    let exact = |r: &BarrierRow<'_>| {
-        holders.iter().any(|(g, b, o, i)| {
-            (g.as_str(), b.as_str(), o.as_str(), i.as_str())
-                == (r.gid, r.branch_id, r.op, r.barrier_id)
-        })
+    // Byte for byte, whatever the table's collation says.
+    let same = |(g, b, o, i): &BarrierKey, r: &BarrierRow<'_>| {
+        (g.as_str(), b.as_str(), o.as_str(), i.as_str()) == (r.gid, r.branch_id, r.op, r.barrier_id)
     };
-    match rows.iter().find(|r| !exact(r)) {
+    match rows.iter().find(|r| !holders.iter().any(|h| same(h, r))) {
         None => Ok(n),
         Some(r) => {
-            let other = holders
-                .first()
-                .map(|(g, b, o, i)| format!(" ({g:?}, {b:?}, {o:?}, {i:?})"))
-                .unwrap_or_default();
-            tracing::error!(table = %table, gid = r.gid, branch_id = r.branch_id, op = r.op, "barrier row collides with another identity under the table's collation");
+            // The other transaction's identity goes to the log only, not into the answer.
+            let other = holders.iter().find(|h| !rows.iter().any(|r| same(h, r)));
+            tracing::error!(table = %table, gid = r.gid, branch_id = r.branch_id, op = r.op, held_by = ?other, "barrier row collides with another identity under the table's collation");
             Err(Error::Config(format!(
-                "barrier table {table}: the row (gid {:?}, branch_id {:?}, op {:?}, barrier_id {:?}) is held by another identity{other} that the table's collation compares as equal (case, accent or pad folding), so this request was refused instead of being skipped as a duplicate. Make the table compare exactly: {}",
+                "barrier table {table}: the row (gid {:?}, branch_id {:?}, op {:?}, barrier_id {:?}) is held by another identity that the table's collation compares as equal (case, accent or pad folding), so this request was refused instead of being skipped as a duplicate. Make the table compare exactly: {}",
                 r.gid, r.branch_id, r.op, r.barrier_id,
                 mysql_exact_collation_migration(table)
             )))
@@ -526,6 +522,8 @@ impl BranchBarrier {
 /// trailing spaces (PAD SPACE), which is why gids with leading or trailing whitespace are
 /// refused ([`dtmcli::identity::check_gid`]); branch ids, ops and barrier ids hold no
 /// spaces at all. Columns, sizes and the rows written for the same values are unchanged.
+/// sqlx reports binary-collation columns as `VARBINARY`: read them as `Vec<u8>`, or select
+/// `convert(gid using utf8mb4)` to get a `String`.
 pub fn barrier_ddl(kind: DbKind, table: &TableName) -> Vec<String> {
     let mut v = Vec::new();
     match kind {

@@ -417,6 +417,9 @@ impl<DB: XaDatabase> XaLocal<DB> {
         };
         let result = match result {
             Ok(()) if info.op == Op::Rollback => {
+                // Count ignored, as in Go: the row only records the rollback (late actions
+                // are stopped by registerBranch), so a folded neighbour on a legacy table is
+                // no reason to fail a rollback that already happened.
                 let row = BarrierRow::of(info, "action", "01", "rollback");
                 DB::insert_barrier(&mut conn, &self.config.table, row)
                     .await
