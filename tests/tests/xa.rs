@@ -13,7 +13,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
-use dtmcli::{DtmClient, Error, Op, TransOptions, TransRequest, TransType};
+use dtmcli::{DtmClient, Error, Op, TransOptions, TransRequest, TransType, TrustedServers};
 use support::*;
 
 fn opts() -> TransOptions {
@@ -214,15 +214,32 @@ async fn start_proxy() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
 async fn prepare_and_abort_bodies_and_status_transitions() {
     let direct = dtm();
     let (proxy_url, log) = start_proxy().await;
-    let dtm = DtmClient::new(proxy_url).unwrap();
+    let dtm = DtmClient::new(proxy_url.clone()).unwrap();
+    // The XA branch registers with the server the SDK names (`dtm=`), here the proxy: its
+    // client must trust it (by default a client only follows its own server).
+    let branch = dtm_examples::busi::Busi::new(
+        DtmClient::builder(env().server.http_url())
+            .trusted_servers(TrustedServers::list([proxy_url]))
+            .build()
+            .unwrap(),
+    );
+    let base = branch.serve(0).await.unwrap();
+    let url = |handler: &str| format!("{base}/{handler}");
+    let calls_with = |gid: &str, handler: &str, op: Op| -> Vec<Call> {
+        branch
+            .calls(gid)
+            .into_iter()
+            .filter(|c| c.handler == handler && c.info.as_ref().map(|i| &i.op) == Some(&op))
+            .collect()
+    };
     let gid = gid("xa-abort");
     // The rollback answers ONGOING once, so the `aborting` status lasts a retry interval.
-    busi().script(&gid, "TransOutXa", [Outcome::Success, Outcome::Ongoing]);
+    branch.script(&gid, "TransOutXa", [Outcome::Success, Outcome::Ongoing]);
     let o = opts().timeout_to_fail(Duration::from_secs(30));
-    let (g2, d2) = (gid.clone(), direct.clone());
+    let (g2, d2, out_url) = (gid.clone(), direct.clone(), url("TransOutXa"));
     let err = dtm
         .xa_global_transaction(&gid, o.clone(), |xa| async move {
-            xa.call_branch(&BusiReq::new(1), &url("TransOutXa")).await?;
+            xa.call_branch(&BusiReq::new(1), &out_url).await?;
             let q = d2.query(&g2).await?;
             let t = q.transaction.as_ref().unwrap();
             assert_eq!(
