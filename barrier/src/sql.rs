@@ -99,8 +99,8 @@ pub trait BarrierDatabase: sqlx::Database + sealed::Sealed {
     /// The barrier rows that hold the unique keys of `rows`, as the table's collation
     /// compares them, read with a shared lock in the current transaction: (gid, branch_id,
     /// op, barrier_id) of each. On a table whose collation folds case or accents this
-    /// returns another identity's row too, which is how [`insert_barriers_exact`] tells a
-    /// real duplicate from a collision.
+    /// returns another identity's row too, which is how the barrier tells a real duplicate
+    /// from a collision (and refuses the latter).
     fn holders_of<'c>(
         conn: &'c mut Self::Connection,
         table: &'c TableName,
@@ -302,7 +302,7 @@ impl_barrier_db!(sqlx::Postgres, DbKind::Postgres, postgres, |e| match e {
 /// folding collation mapped it onto another transaction's row: refused with
 /// [`Error::Config`], naming the table and the statement that migrates it
 /// ([`mysql_exact_collation_migration`]). PostgreSQL compares exactly and needs no read.
-pub async fn insert_barriers_exact<DB: BarrierDatabase>(
+pub(crate) async fn insert_barriers_exact<DB: BarrierDatabase>(
     conn: &mut DB::Connection,
     table: &TableName,
     rows: &[BarrierRow<'_>],
