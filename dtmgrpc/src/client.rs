@@ -431,8 +431,9 @@ pub(crate) fn dtm_request(
 }
 
 impl DtmGrpcClient {
-    /// A client of the DTM server at `target` (`host:port`, for example `localhost:36790`).
-    /// Must be called inside a tokio runtime (the channel's worker runs on it).
+    /// A client of the DTM server at `target` (`host:port`, for example `localhost:36790`;
+    /// `http://host:port` is the same, `https://host:port` talks TLS and needs the `tls`
+    /// feature). Must be called inside a tokio runtime (the channel's worker runs on it).
     pub fn new(target: impl Into<String>) -> Result<Self> {
         Self::builder(target).build()
     }

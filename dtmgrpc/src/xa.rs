@@ -46,8 +46,9 @@ where
 }
 
 impl<DB: XaDatabase> XaGrpcLocal<DB> {
-    /// XA branches on `local`'s database, registering through `client` (or the DTM server
-    /// named by an incoming request's `dtm-dtm`).
+    /// XA branches on `local`'s database, registering through `client`, or through the DTM
+    /// server named by an incoming request's `dtm-dtm` when `client` trusts it
+    /// ([`DtmGrpcClient::with_target`]; another server is refused before anything is sent).
     pub fn new(local: XaLocal<DB>, client: DtmGrpcClient) -> Self {
         XaGrpcLocal {
             local: Arc::new(local),
