@@ -134,7 +134,11 @@ pub type BarrierKey = (String, String, String, String);
 //   ASCII for everything but the gid, which utf8mb4 holds whole).
 // - a duplicate the collation made (a table created with a folding collation, e.g. by the Go
 //   SDK's DDL) is caught by reading the holders back and comparing in Rust
-//   (`insert_barriers_exact`).
+//   (`insert_barriers_exact`). That read costs one round trip whenever a row already
+//   existed (duplicates, and every undo op whose action ran), on MySQL/MariaDB only.
+// - left to the table: a column narrower than the DDL's or a charset other than utf8mb4
+//   would still be truncated or converted by IGNORE on a first insert; the migration
+//   statement (`mysql_exact_collation_migration`) also restores sizes and charset.
 macro_rules! insert_sql {
     (mysql, $t:expr, $n:expr) => {
         format!(
