@@ -29,7 +29,8 @@
 //! the MySQL/MariaDB table compares the identity columns binary. A table created with a
 //! folding collation (the Go SDK's DDL) still works, but a request whose row folds onto
 //! another transaction's is refused with the `ALTER TABLE` that fixes the table
-//! (`sql::mysql_exact_collation_migration`), never skipped as a duplicate.
+//! (`sql::mysql_exact_collation_migration`), never skipped as a duplicate;
+//! `sql::check_mysql_barrier_table` finds such a table at startup.
 //!
 //! ## Feature flags
 //! - `mysql`: the SQL barrier, msg helpers and XA local transactions on MySQL/MariaDB (sqlx).

@@ -583,6 +583,64 @@ pub fn barrier_ddl(kind: DbKind, table: &TableName) -> Vec<String> {
     v
 }
 
+/// Checks that a MySQL/MariaDB barrier table holds identities exactly: gid, branch_id, op
+/// and barrier_id in utf8mb4 with a binary collation, at least as wide as [`barrier_ddl`]'s
+/// columns. Call it at startup: a table created by the Go SDK's DDL (default collation,
+/// which folds case and accents) passes every request whose row has no folded neighbour and
+/// refuses the others one by one; this finds it at once. The error is [`Error::Config`]
+/// with the statement that fixes the table ([`mysql_exact_collation_migration`]).
+#[cfg(feature = "mysql")]
+pub async fn check_mysql_barrier_table(pool: &sqlx::MySqlPool, table: &TableName) -> Result<()> {
+    let cols: Vec<(String, Option<String>, Option<String>, Option<i64>)> = sqlx::query_as(
+        "select cast(column_name as char), cast(character_set_name as char), \
+         cast(collation_name as char), cast(character_maximum_length as signed) \
+         from information_schema.columns where table_schema = coalesce(?, database()) and table_name = ?",
+    )
+    .bind(table.schema())
+    .bind(table.table())
+    .fetch_all(pool)
+    .await?;
+    if cols.is_empty() {
+        return Err(Error::Config(format!(
+            "barrier table {table} does not exist (create it with barrier_ddl / create_barrier_table)"
+        )));
+    }
+    let mut wrong = Vec::new();
+    for (name, width) in [
+        ("gid", 128),
+        ("branch_id", 128),
+        ("op", 45),
+        ("barrier_id", 45),
+    ] {
+        match cols.iter().find(|c| c.0.eq_ignore_ascii_case(name)) {
+            None => wrong.push(format!("{name} is missing")),
+            Some((_, charset, collation, len)) => {
+                let charset = charset.as_deref().unwrap_or("");
+                let collation = collation.as_deref().unwrap_or("");
+                // utf8mb4_bin (PAD SPACE; trailing spaces are refused anyway) or
+                // utf8mb4_0900_bin (MySQL 8, NO PAD): both compare bytes.
+                if charset != "utf8mb4" || !collation.ends_with("_bin") {
+                    wrong.push(format!("{name} is {charset}/{collation}"));
+                }
+                if len.unwrap_or(0) < width {
+                    wrong.push(format!(
+                        "{name} holds {} characters, not {width}",
+                        len.unwrap_or(0)
+                    ));
+                }
+            }
+        }
+    }
+    if wrong.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "barrier table {table} cannot hold identities exactly ({}): two transactions could share a barrier row. Fix it with: {}",
+        wrong.join(", "),
+        mysql_exact_collation_migration(table)
+    )))
+}
+
 /// Creates the barrier table (and its schema) if missing.
 pub async fn create_barrier_table<DB>(pool: &Pool<DB>, table: &TableName) -> Result<()>
 where

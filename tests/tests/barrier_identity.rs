@@ -12,7 +12,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dtm_barrier::sql::{barrier_ddl, create_barrier_table, BarrierDatabase, DbKind};
+use dtm_barrier::sql::{
+    barrier_ddl, check_mysql_barrier_table, create_barrier_table, BarrierDatabase, DbKind,
+};
 use dtm_barrier::{BarrierConfig, BranchBarrier, Outcome, TableName};
 use dtmcli::{Op, TransInfo, TransType};
 use sqlx::{MySqlPool, PgPool, Pool};
@@ -293,6 +295,15 @@ async fn mysql_legacy_folding_table_refuses_collisions_with_a_migration_hint() {
     .await
     .unwrap();
 
+    // The startup check finds the table at once.
+    let e = check_mysql_barrier_table(&pool, &table).await.unwrap_err();
+    assert!(e.is_invalid_input(), "{e}");
+    assert!(
+        e.to_string().contains("gid is utf8mb4/utf8mb4_general_ci"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("ALTER TABLE"), "{e}");
+
     let id = run_id();
     let ran = AtomicUsize::new(0);
     let (a, b) = (format!("Case-x-abc-{id}"), format!("case-x-ABC-{id}"));
@@ -351,6 +362,7 @@ async fn mysql_legacy_folding_table_refuses_collisions_with_a_migration_hint() {
         .execute(&pool)
         .await
         .unwrap();
+    check_mysql_barrier_table(&pool, &table).await.unwrap();
     let now = run(&pool, &table, &b, "01", Op::Action, &ran)
         .await
         .unwrap();
@@ -376,6 +388,11 @@ async fn mysql_ddl_uses_binary_collation_for_the_identity() {
         let c = cols.iter().find(|(n, _)| n == name).unwrap();
         assert_eq!(c.1.as_deref(), Some("utf8mb4_bin"), "{name}");
     }
+    check_mysql_barrier_table(&pool, &table).await.unwrap();
+    let missing = TableName::new("dtm_barrier.ident_no_such_table").unwrap();
+    assert!(check_mysql_barrier_table(&pool, &missing)
+        .await
+        .is_err_and(|e| e.is_invalid_input()));
 }
 
 /// PostgreSQL compares exactly; a too-long gid or a NUL used to come back as a database
