@@ -591,7 +591,9 @@ pub fn barrier_ddl(kind: DbKind, table: &TableName) -> Vec<String> {
 /// with the statement that fixes the table ([`mysql_exact_collation_migration`]).
 #[cfg(feature = "mysql")]
 pub async fn check_mysql_barrier_table(pool: &sqlx::MySqlPool, table: &TableName) -> Result<()> {
-    let cols: Vec<(String, Option<String>, Option<String>, Option<i64>)> = sqlx::query_as(
+    // (name, character set, collation, width in characters)
+    type Column = (String, Option<String>, Option<String>, Option<i64>);
+    let cols: Vec<Column> = sqlx::query_as(
         "select cast(column_name as char), cast(character_set_name as char), \
          cast(collation_name as char), cast(character_maximum_length as signed) \
          from information_schema.columns where table_schema = coalesce(?, database()) and table_name = ?",
