@@ -236,3 +236,42 @@ async fn workflow_http_recorder_caps_and_times_out() {
     let e = wfs.execute("call-peer", "bad;gid", b"").await.unwrap_err();
     assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
 }
+
+#[tokio::test]
+async fn workflow_grpc_recorder_times_out() {
+    use dtm_examples::grpc_busi::pb::busi_client::BusiClient;
+    use dtm_examples::grpc_busi::pb::ReqGrpc;
+    use tower_layer::Layer;
+
+    // Accepts TCP, never speaks HTTP/2: a call waits forever without a deadline.
+    let (silent, _) = peer(None, false).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{silent}"))
+        .unwrap()
+        .connect_lazy();
+    let client = BusiClient::new(dtm_workflow::WorkflowLayer.layer(channel));
+    let wfs = Workflows::http(dtm(), "http://127.0.0.1:1/api/wf/resume");
+    let options = WfOptions {
+        trans: TransOptions::default()
+            .request_timeout(Duration::from_secs(1))
+            .retry_interval(Duration::from_secs(60)),
+        compensate_error_branch: false,
+    };
+    wfs.register_with_options("grpc-silent", options, move |wf, _input| {
+        let mut c = client.clone();
+        async move {
+            wf.new_branch()?;
+            c.trans_out(wf.grpc_request(ReqGrpc::default()))
+                .await
+                .map_err(|s| dtmgrpc::status_to_error("TransOut", &s))?;
+            Ok(Vec::new())
+        }
+    })
+    .unwrap();
+    let t = Instant::now();
+    let e = wfs
+        .execute("grpc-silent", &gid("wf-grpc-silent"), b"")
+        .await
+        .unwrap_err();
+    assert!(e.is_transport(), "{e:?}");
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+}

@@ -74,6 +74,11 @@ impl Wf {
 /// failure, `FailedPrecondition` (ongoing) and other codes are retryable and not recorded.
 /// A replay answers the recorded reply (or failure) without calling. Commit and rollback
 /// callbacks call live. Requests without a [`Wf`] pass untouched.
+///
+/// Bounds: a call without its own `grpc-timeout` gets the workflow's (its `request_timeout`,
+/// else the DTM client's timeout), sent as `grpc-timeout` and enforced here
+/// (`DeadlineExceeded`); a recorded reply longer than the DTM client's answer cap is
+/// [`Error::TooLarge`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WorkflowLayer;
 
@@ -138,6 +143,23 @@ fn unframe(mut data: Bytes) -> Result<Vec<u8>, Error> {
     Ok(data.split_to(len).to_vec())
 }
 
+/// The error of a call that got no answer: the channel failed (a gRPC status would have come
+/// in the response). `DeadlineExceeded` (4) when the `grpc-timeout` ran out, else
+/// `Unavailable` (14); both count as transport errors ([`Error::is_transport`]).
+fn channel_error(target: &str, e: Box<dyn std::error::Error + Send + Sync>) -> Error {
+    let mut timed_out = false;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&*e);
+    while let Some(c) = cur {
+        timed_out |= c.is::<tonic::TimeoutExpired>();
+        cur = c.source();
+    }
+    Error::Grpc {
+        target: dtmcli::redact::redact_url(target).into_owned(),
+        code: if timed_out { 4 } else { 14 },
+        message: e.to_string(),
+    }
+}
+
 impl<S> tower_service::Service<http::Request<Body>> for WorkflowGrpc<S>
 where
     S: tower_service::Service<http::Request<Body>, Response = http::Response<Body>>
@@ -168,13 +190,6 @@ where
             }
             Err(e) => return Box::pin(async move { Ok(error_response(&e)) }),
         }
-        if info.op != Op::Action {
-            return Box::pin(self.inner.call(req));
-        }
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let label = req.uri().path().to_string();
-        let limit = wf.max_answer_bytes();
         // A call without its own deadline gets the workflow's, told to the server
         // (`grpc-timeout`, as `tonic::Request::set_timeout` does) and enforced here: a
         // server that never answers must not hold the workflow forever.
@@ -188,13 +203,31 @@ where
             }
             Some(d)
         };
+        if info.op != Op::Action {
+            // Live phase-2 call: bounded until the answer starts; tonic reads its body.
+            let call = self.inner.call(req);
+            return Box::pin(async move {
+                match deadline {
+                    Some(d) => match tokio::time::timeout(d, call).await {
+                        Ok(r) => r,
+                        Err(_) => Ok(Status::deadline_exceeded(format!("no answer within {d:?}"))
+                            .into_http()),
+                    },
+                    None => call.await,
+                }
+            });
+        }
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let label = req.uri().path().to_string();
+        let limit = wf.max_answer_bytes();
         Box::pin(async move {
             let target = label.clone();
             let label_for_timeout = label.clone();
             let step = async move {
                 let resp = match inner.call(req).await {
                     Ok(r) => r,
-                    Err(e) => return StepOutcome::Unrecorded(Error::other(e.into())),
+                    Err(e) => return StepOutcome::Unrecorded(channel_error(&target, e.into())),
                 };
                 let (parts, body) = resp.into_parts();
                 // Read at most `limit` bytes: the reply is kept in memory to be recorded.

@@ -44,25 +44,24 @@ impl Transport {
         }
     }
 
-    /// The largest answer body the workflow's recorders read (the HTTP client's setting;
-    /// dtmcli's default over gRPC).
+    /// The largest answer body the workflow's recorders read: the DTM client's setting.
     pub(crate) fn max_answer_bytes(&self) -> usize {
         match self {
             Transport::Http(c) => c.max_answer_bytes(),
             #[cfg(feature = "grpc")]
-            Transport::Grpc(_) => dtmcli::DEFAULT_MAX_ANSWER_BYTES,
+            Transport::Grpc(c) => c.max_answer_bytes(),
         }
     }
 
     /// The timeout of a branch call without its own: the transaction's `request_timeout`,
-    /// else the HTTP client's timeout (dtmcli's default over gRPC).
+    /// else the DTM client's timeout.
     pub(crate) fn call_timeout(&self, request_timeout: Option<Duration>) -> Duration {
         match self {
             Transport::Http(c) => c.call_timeout(request_timeout),
             #[cfg(feature = "grpc")]
-            Transport::Grpc(_) => match request_timeout {
+            Transport::Grpc(c) => match request_timeout {
                 Some(d) if !d.is_zero() => d.min(dtmcli::MAX_TIMEOUT),
-                _ => dtmcli::DEFAULT_TIMEOUT,
+                _ => c.timeout(),
             },
         }
     }
