@@ -7,7 +7,10 @@
 //! (with the branch's headers) to an address of their choosing.
 //!
 //! Here a client only switches to a server its [`TrustedServers`] accepts; a request naming
-//! another one is refused with [`Error::InvalidInput`]. The default,
+//! another one is refused with [`Error::InvalidInput`] before anything is sent. The check
+//! lives inside [`crate::DtmClient::with_server`], the one way the branch-side helpers (nested
+//! [`crate::Tcc::nested`], the barrier crate's XA registration) reach a named server, so
+//! none of them can skip it. Set the list with [`crate::DtmClientBuilder::trusted_servers`]. The default,
 //! [`TrustedServers::Own`], accepts just the server the client was built for: in a
 //! single-server deployment every legitimate request names that one (or none). List every
 //! member of a DTM cluster with [`TrustedServers::List`] (the same server under another name,
