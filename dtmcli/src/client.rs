@@ -86,7 +86,10 @@ fn bounded(d: Duration) -> Duration {
 /// Every call it makes, to DTM and to branches, is bounded in time
 /// ([`DtmClientBuilder::timeout`]) and in answer size
 /// ([`DtmClientBuilder::max_answer_bytes`]). Its `Debug` output and its errors show the
-/// server URL without credentials.
+/// server URL without credentials. Calls DTM merely acknowledges (`prepare`, `submit`,
+/// `abort`, `registerBranch`, the topic and admin calls) succeed only on DTM's own answer,
+/// 200 with `{"dtm_result":"SUCCESS"}`; any other 200 (a proxy's page, an empty body) is
+/// [`Error::Decode`].
 #[derive(Clone)]
 pub struct DtmClient {
     server: Arc<str>,
@@ -349,7 +352,8 @@ impl DtmClient {
     }
 
     /// Accepts only DTM's success answer, `{"dtm_result":"SUCCESS"}`: a 200 from something
-    /// else (a proxy's HTML page, an empty body) must not pass for a submitted transaction.
+    /// else (a proxy's HTML page, an empty body) must not pass for a submitted transaction
+    /// (or a done subscription, force-stop...).
     fn expect_success(url: &str, body: &[u8]) -> Result<()> {
         let r: ResultBody = Self::decode(url, body)?;
         if r.dtm_result == "SUCCESS" {
@@ -485,18 +489,20 @@ impl DtmClient {
             .http
             .get(&u)
             .query(&[("topic", topic), ("url", url), ("remark", remark)]);
-        self.send("subscribe", req, u, self.timeout, false)
-            .await
-            .map(drop)
+        let answer = self
+            .send("subscribe", req, u.clone(), self.timeout, false)
+            .await?;
+        Self::expect_success(&u, &answer)
     }
 
     /// Removes a topic subscription.
     pub async fn unsubscribe(&self, topic: &str, url: &str) -> Result<()> {
         let u = self.url("unsubscribe");
         let req = self.http.get(&u).query(&[("topic", topic), ("url", url)]);
-        self.send("unsubscribe", req, u, self.timeout, false)
-            .await
-            .map(drop)
+        let answer = self
+            .send("unsubscribe", req, u.clone(), self.timeout, false)
+            .await?;
+        Self::expect_success(&u, &answer)
     }
 
     /// Deletes a topic. (DTM v1.19.0 deletes it even with subscribers left, and keeps
@@ -509,9 +515,10 @@ impl DtmClient {
             .push(topic);
         let u = u.to_string();
         let req = self.http.delete(&u);
-        self.send("deleteTopic", req, u, self.timeout, false)
-            .await
-            .map(drop)
+        let answer = self
+            .send("deleteTopic", req, u.clone(), self.timeout, false)
+            .await?;
+        Self::expect_success(&u, &answer)
     }
 
     /// Admin: makes the server process `gid` at its next cron pass instead of waiting for its
@@ -519,18 +526,20 @@ impl DtmClient {
     pub async fn reset_next_cron_time(&self, gid: &str) -> Result<()> {
         let u = self.url("resetNextCronTime");
         let req = self.http.post(&u).json(&BTreeMap::from([("gid", gid)]));
-        self.send("resetNextCronTime", req, u, self.timeout, false)
-            .await
-            .map(drop)
+        let answer = self
+            .send("resetNextCronTime", req, u.clone(), self.timeout, false)
+            .await?;
+        Self::expect_success(&u, &answer)
     }
 
     /// Admin: marks an unfinished transaction `failed` without running anything.
     pub async fn force_stop(&self, gid: &str) -> Result<()> {
         let u = self.url("forceStop");
         let req = self.http.post(&u).json(&BTreeMap::from([("gid", gid)]));
-        self.send("forceStop", req, u, self.timeout, false)
-            .await
-            .map(drop)
+        let answer = self
+            .send("forceStop", req, u.clone(), self.timeout, false)
+            .await?;
+        Self::expect_success(&u, &answer)
     }
 
     /// The server's version string (`v1.19.0`).

@@ -290,6 +290,15 @@ async fn a_200_that_is_not_dtms_answer_is_a_decode_error() {
         ));
         let req = dtmcli::TransRequest::new("g", TransType::Tcc, &TransOptions::default());
         assert!(matches!(dtm.abort(&req).await, Err(Error::Decode { .. })));
+        for r in [
+            dtm.subscribe("t", "http://x", "").await,
+            dtm.unsubscribe("t", "http://x").await,
+            dtm.delete_topic("t").await,
+            dtm.force_stop("g").await,
+            dtm.reset_next_cron_time("g").await,
+        ] {
+            assert!(matches!(r, Err(Error::Decode { .. })), "{answer}: {r:?}");
+        }
     }
     // DTM's own answer still passes.
     let peer = hostile(Behaviour::Fixed(ok("application/json", SUCCESS))).await;
