@@ -9,7 +9,16 @@ use std::borrow::Cow;
 /// `url` with any `user:password@` of its authority replaced by `***@`. Works on full URLs
 /// (`https://u:p@host/path`) and on gRPC targets without a scheme (`u:p@host:port/pkg.Svc/M`).
 pub fn redact_url(url: &str) -> Cow<'_, str> {
-    let start = url.find("://").map_or(0, |i| i + 3);
+    // A scheme only counts when it is one (`://` later in a path is not a scheme).
+    let start = url
+        .find("://")
+        .filter(|&i| {
+            i > 0
+                && url[..i]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        })
+        .map_or(0, |i| i + 3);
     let rest = &url[start..];
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     match rest[..end].rfind('@') {
@@ -32,6 +41,7 @@ mod tests {
         assert_eq!(redact_url("https://a@b:c@h"), "https://***@h");
         assert_eq!(redact_url("http://h:1/p@x"), "http://h:1/p@x");
         assert_eq!(redact_url("h:1"), "h:1");
+        assert_eq!(redact_url("u:pw@a/://"), "***@a/://");
         assert_eq!(redact_url(""), "");
     }
 }
