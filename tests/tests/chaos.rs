@@ -100,7 +100,7 @@ impl Config {
             p_500_before: env_parse("CHAOS_P_500_BEFORE", 0.03),
             p_500_after: env_parse("CHAOS_P_500_AFTER", 0.03),
             p_kill_conn: env_parse("CHAOS_P_KILL_CONN", 0.03),
-            settle: Duration::from_secs(env_parse("CHAOS_SETTLE_SECS", 240)),
+            settle: Duration::from_secs(env_parse("CHAOS_SETTLE_SECS", 90)),
             seed: env_parse(
                 "CHAOS_SEED",
                 std::time::SystemTime::now()
@@ -371,6 +371,9 @@ async fn store_env(store: &str, run: &str, stores: &Stores) -> Vec<(String, Stri
                 kv("STORE_USER", "root"),
                 kv("STORE_PASSWORD", ""),
                 kv("STORE_DB", DTM_STORE_DB),
+                // DTM's default pool (500) could exhaust MariaDB's 151 connections.
+                kv("STORE_MAX_OPEN_CONNS", "30"),
+                kv("STORE_MAX_IDLE_CONNS", "30"),
             ]
         }
         other => panic!("CHAOS_STORES: unknown store {other} (redis, mysql)"),
