@@ -38,8 +38,8 @@ impl Default for DtmServerConfig {
 #[derive(Debug)]
 pub struct DtmServer {
     child: Child,
-    /// Watchdogs of DTM processes started by [`DtmServer::restart`] (the first one, `child`,
-    /// owns the directory).
+    /// After a [`DtmServer::restart`], the first watchdog (it owns the directory; its DTM
+    /// was killed).
     restarted: Vec<Child>,
     config: DtmServerConfig,
     dir: PathBuf,
@@ -100,6 +100,15 @@ impl DtmServer {
         if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
             return Err(io::Error::other(format!("bad DTM pid file: {pid:?}")));
         }
+        // Only while that pid is still DTM: after a kill the pid may belong to another process.
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let name: String = dtm_binary()
+            .file_name()
+            .map(|n| n.to_string_lossy().chars().take(15).collect())
+            .unwrap_or_default();
+        if comm.trim() != name {
+            return Ok(());
+        }
         let _ = Command::new("kill")
             .args(["-KILL", pid])
             .stderr(Stdio::null())
@@ -128,9 +137,15 @@ impl DtmServer {
             &self.config,
             false,
         )?;
-        // Only the newest watchdog is watched by `wait_ready`.
-        let first = std::mem::replace(&mut self.child, child);
-        self.restarted.push(first);
+        // Only the newest watchdog is watched by `wait_ready`. The first one owns the
+        // directory and stays until drop; later ones (their DTM is dead) go at once.
+        let mut old = std::mem::replace(&mut self.child, child);
+        if self.restarted.is_empty() {
+            self.restarted.push(old);
+        } else {
+            drop(old.stdin.take());
+            let _ = old.wait();
+        }
         self.wait_ready(Duration::from_secs(20))
     }
 
@@ -177,6 +192,8 @@ impl DtmServer {
 /// Starts DTM under a small shell watchdog: DTM runs as its child (its pid in `dtm.pid`) and
 /// is killed, and (for the `owner`) the scratch directory removed, as soon as our end of the
 /// watchdog's stdin closes, which also happens when this process dies without dropping us.
+/// The watchdog kills that pid only while it is still DTM (a killed DTM's pid may have been
+/// reused).
 fn spawn_watchdog(
     bin: &std::path::Path,
     dir: &std::path::Path,
@@ -191,7 +208,7 @@ fn spawn_watchdog(
         .open(dir.join("dtm.log"))?;
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
-        .arg(r#""$0" & pid=$!; echo $pid >"$1/dtm.pid"; trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; [ "$2" = owner ] && rm -rf "$1"' EXIT; cat >/dev/null"#)
+        .arg(r#""$0" & pid=$!; echo $pid >"$1/dtm.pid"; c=$(basename "$0" | cut -c1-15); trap '[ "$(cat /proc/$pid/comm 2>/dev/null)" = "$c" ] && kill $pid 2>/dev/null; wait $pid 2>/dev/null; [ "$2" = owner ] && rm -rf "$1"' EXIT; cat >/dev/null"#)
         .arg(bin)
         .arg(dir)
         .arg(if owner { "owner" } else { "restarted" })
