@@ -8,7 +8,7 @@
 //!
 //! | key | value | written by |
 //! |---|---|---|
-//! | `<gid>-<branch_id>-<op>-<barrier_id>` | `op` (the literal word) | every call that got past the balance check |
+//! | `<gid>-<branch_id>-<op>-<barrier_id>` | `op` (the literal word) | every executed adjustment and every null compensation |
 //! | `<gid>-<branch_id>-<origin op>-<barrier_id>` | `rollback` | a null compensation (cancel / compensate / rollback whose try / action never ran) |
 //! | `<gid>-00-msg-01` | `op`, or `rollback` | the msg local transaction ([`do_and_submit_redis`]), or the back-check ([`BranchBarrier::redis_query_prepared`]) that ran first |
 //!
@@ -73,33 +73,33 @@ use redis::Script;
 use crate::barrier::{BranchBarrier, Layout, Outcome};
 use crate::error::{Error, Result};
 
-/// The Go SDK's `RedisCheckAdjustAmount` script, with the same keys, values and order of
-/// checks (balance before duplicate), except that a null compensation and an executed
-/// adjustment answer distinct markers instead of nil.
+/// The Go SDK's `RedisCheckAdjustAmount` script with the same keys and values, but the
+/// barrier decides before the balance does: duplicate, then null compensation, then the
+/// balance check. Go checks the balance first, so a null compensation of a credit (take the
+/// amount back from an account that never received it) answers FAILURE, which DTM retries
+/// for ever: the transaction never ends (found by the chaos suite). A duplicate likewise
+/// must not depend on today's balance. A null compensation and an executed adjustment
+/// answer distinct markers instead of nil.
 ///
 /// KEYS: business key, barrier key of this op, barrier key of the origin op.
 /// ARGV: amount, origin op (`""` when none), expiry in seconds.
-const CHECK_ADJUST_AMOUNT_LUA: &str = r"-- dtm-barrier RedisCheckAdjustAmount
-local v = redis.call('GET', KEYS[1])
-local e1 = redis.call('GET', KEYS[2])
+const CHECK_ADJUST_AMOUNT_LUA: &str = r"-- dtm-barrier RedisCheckAdjustAmount (barrier first)
+if redis.call('EXISTS', KEYS[2]) == 1 then
+	return 'DUPLICATE'
+end
 
+if ARGV[2] ~= '' and redis.call('EXISTS', KEYS[3]) == 0 then
+	redis.call('SET', KEYS[2], 'op', 'EX', ARGV[3])
+	redis.call('SET', KEYS[3], 'rollback', 'EX', ARGV[3])
+	return 'NULL_COMPENSATION'
+end
+
+local v = redis.call('GET', KEYS[1])
 if v == false or v + ARGV[1] < 0 then
 	return 'FAILURE'
 end
 
-if e1 ~= false then
-	return 'DUPLICATE'
-end
-
 redis.call('SET', KEYS[2], 'op', 'EX', ARGV[3])
-
-if ARGV[2] ~= '' then
-	local e2 = redis.call('GET', KEYS[3])
-	if e2 == false then
-		redis.call('SET', KEYS[3], 'rollback', 'EX', ARGV[3])
-		return 'NULL_COMPENSATION'
-	end
-end
 redis.call('INCRBY', KEYS[1], ARGV[1])
 return 'EXECUTED'
 ";
@@ -149,18 +149,19 @@ impl BranchBarrier {
     /// Adds `amount` (negative to take) to the integer at `key`, guarded by the barrier, in
     /// one atomic Lua script (barrier id: the next one, `01` on the first call).
     ///
-    /// In the script's order:
-    /// 1. `key` missing, or its value + `amount` below zero: nothing is written and the call
-    ///    fails with [`dtmcli::Error::Failure`] (DTM rolls the transaction back). This check
-    ///    comes first, for every op, as in the Go SDK.
-    /// 2. the barrier key of this op exists: a duplicate or a hanging request,
+    /// In the script's order (the barrier first, unlike the Go SDK, which checks the balance
+    /// first and so never ends a transaction whose credit has to be null-compensated):
+    /// 1. the barrier key of this op exists: a duplicate or a hanging request,
     ///    [`Outcome::Duplicate`], or [`dtmcli::Error::Duplicated`] for op `msg` (the msg
     ///    back-check ran first; see [`do_and_submit_redis`]).
-    /// 3. the barrier key is set to `op`; for cancel / compensate / rollback whose try /
-    ///    action key is missing, that key is set to `rollback` and nothing else happens:
+    /// 2. cancel / compensate / rollback whose try / action key is missing: the barrier key
+    ///    is set to `op`, the origin's to `rollback`, and nothing else happens:
     ///    [`Outcome::NullCompensation`] (a late try / action then finds its key and is a
     ///    duplicate).
-    /// 4. otherwise `INCRBY key amount`: [`Outcome::Executed`].
+    /// 3. `key` missing, or its value + `amount` below zero: nothing is written and the call
+    ///    fails with [`dtmcli::Error::Failure`] (DTM rolls the transaction back).
+    /// 4. otherwise the barrier key is set to `op` and `INCRBY key amount`:
+    ///    [`Outcome::Executed`].
     ///
     /// Barrier keys expire after `expire` (whole seconds, rounded up, at least one).
     /// Redis errors (a non-integer value at `key`...) are [`Error::Redis`].

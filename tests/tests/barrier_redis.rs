@@ -746,3 +746,61 @@ async fn msg_query_prepared_answers_dtm_back_checks() {
     assert_eq!(balance(&mut c, &t.from).await, Some(100));
     assert!(outcomes(&gid, "TransIn").is_empty());
 }
+
+/// A credit that never ran, compensated while the account holds less than its amount:
+/// the barrier answers null compensation (the Go SDK's script checks the balance first and
+/// answers FAILURE, which DTM retries for ever, so the transaction never ends). A repeated
+/// undo whose action did run is a duplicate whatever the balance is now.
+#[tokio::test]
+async fn barrier_decides_before_the_balance() {
+    let mut c = conn().await;
+    let g = gid("rb-null-credit");
+    let acct = format!("acct-{g}");
+    set(&mut c, &acct, 0).await;
+    let undo = TransInfo::new(g.as_str(), TransType::Saga, "02", Op::Compensate);
+    let out = BranchBarrier::new(undo.clone())
+        .redis_check_adjust_amount(&mut c, &acct, -5, EXPIRE)
+        .await
+        .unwrap();
+    assert_eq!(out, Outcome::NullCompensation);
+    let go_info = TransInfo::new(
+        gid("rb-null-credit-go").as_str(),
+        TransType::Saga,
+        "02",
+        Op::Compensate,
+    );
+    assert_eq!(
+        go_adjust(&mut c, &go_info, &acct, -5).await.as_deref(),
+        Some("FAILURE"),
+        "the Go script's order, kept here as the reason for ours"
+    );
+    let late = TransInfo::new(g.as_str(), TransType::Saga, "02", Op::Action);
+    let out = BranchBarrier::new(late)
+        .redis_check_adjust_amount(&mut c, &acct, 5, EXPIRE)
+        .await
+        .unwrap();
+    assert_eq!(out, Outcome::Duplicate);
+    assert_eq!(balance(&mut c, &acct).await, Some(0));
+
+    // Action ran (+5), the money left the account, then the compensation is repeated.
+    let g = gid("rb-dup-undo");
+    let acct = format!("acct-{g}");
+    set(&mut c, &acct, 0).await;
+    let act = TransInfo::new(g.as_str(), TransType::Saga, "01", Op::Action);
+    let undo = TransInfo::new(g.as_str(), TransType::Saga, "01", Op::Compensate);
+    let conn2 = c.clone();
+    let run = |info: &TransInfo, amount: i64| {
+        let bb = BranchBarrier::new(info.clone());
+        let key = acct.clone();
+        let mut c = conn2.clone();
+        async move {
+            bb.redis_check_adjust_amount(&mut c, &key, amount, EXPIRE)
+                .await
+        }
+    };
+    assert_eq!(run(&act, 5).await.unwrap(), Outcome::Executed(()));
+    assert_eq!(run(&undo, -5).await.unwrap(), Outcome::Executed(()));
+    set(&mut c, &acct, 1).await;
+    assert_eq!(run(&undo, -5).await.unwrap(), Outcome::Duplicate);
+    assert_eq!(balance(&mut c, &acct).await, Some(1));
+}
