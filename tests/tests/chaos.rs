@@ -1126,8 +1126,14 @@ async fn phase(store: &str, count: usize, cfg: &Config, fixed: Option<&[Fixed]>)
         && tally.not_final.is_empty())
     {
         s.push_str(&format!(
-            "  kills (s after start): {:?}\n  DTM log tail:\n{}\n  bank log: {}\n",
-            snapshot.kills,
+            "  kills (s after start; first 30): {}\n  DTM log tail:\n{}\n  bank log: {}\n",
+            snapshot
+                .kills
+                .iter()
+                .take(30)
+                .map(|(at, what)| format!("{what}@{at:.1}"))
+                .collect::<Vec<_>>()
+                .join(" "),
             dtm_server
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
