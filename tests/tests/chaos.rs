@@ -12,8 +12,12 @@
 //!   connection before its commit (MariaDB `KILL CONNECTION`, PostgreSQL
 //!   `pg_terminate_backend`);
 //! - transient 500s before a handler runs and after it committed;
-//! - ~5% business failures (the `in` leg's action / try answers FAILURE after its write, or
-//!   the msg local transaction fails): the transfer must roll back.
+//! - ~5% business failures (the `in` leg's action / try answers FAILURE after its write,
+//!   rolled back with it; on Redis, whose barrier is one atomic script, before it; for msg
+//!   the local transaction fails, on Redis by debiting more than the balance): the transfer
+//!   must roll back.
+//!
+//! Connection kills are for the SQL backends only; Redis and MongoDB get the other faults.
 //!
 //! DTM runs on its **redis store** and on a **MariaDB store** (one phase each; its schema
 //! is DTM's own `sqls/dtmsvr.storage.mysql.sql`, copied to `.tools/dtm-sqls/` by
@@ -36,15 +40,17 @@
 //! `CHAOS_P_KILL_CONN`, `CHAOS_SETTLE_SECS`, `CHAOS_SEED`, `CHAOS_REPORT` (a file to append
 //! the table to). Needs `scripts/start-dbs.sh` and `scripts/install-dtm.sh`.
 //!
-//! Known failure (found by this suite, reproduced without faults by
+//! Found by this suite (regression test without faults:
 //! `redis_null_cancel_below_zero_finishes`): a saga or TCC whose `in` leg on Redis never
-//! applied (its action / try failed or never arrived) stays `aborting` for ever, because the
-//! Redis barrier checks the balance before it recognises the null compensation, and the
-//! destination account cannot go below zero. Those transfers show up as "not final".
+//! applied (its action / try failed or never arrived) stayed `aborting` for ever, because the
+//! Redis barrier checked the balance before it recognised the null compensation, and the
+//! destination account cannot go below zero. The barrier now decides duplicate and null
+//! compensation first.
 //!
 //! Gids are fixed-width on purpose: DTM v1.19.0's boltdb store mixes up the branches of a
-//! gid and of that gid plus digits (`x-3` / `x-30`, docs: dtm-protocol.md §7.A.14). This
-//! suite does not use boltdb, but any test that does must use fixed-width gids.
+//! gid and of that gid plus digits (`x-3` / `x-30`: the shorter reads the longer's rows, and
+//! a saga can be marked `succeed` without its actions). This suite does not use boltdb, but
+//! any test that does must use fixed-width gids.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -1207,13 +1213,13 @@ async fn bank_transfers_survive_crashes() {
     assert_eq!(total.total_before, total.total_after, "money not conserved");
 }
 
-/// Found by the chaos suite (not a chaos run: no faults at all): a TCC whose `in` try on
-/// Redis fails (answers FAILURE without writing, as any refused try does; the same happens
-/// when the try never reaches the service) must end `failed`. DTM then cancels the `in`
-/// branch; its cancel is a null compensation, a debit of the credit that never happened.
-/// The Redis barrier (like the Go SDK's `RedisCheckAdjustAmount`) checks the balance before
-/// it checks the barrier keys, so on the destination account (balance 0) that null
-/// compensation answers FAILURE forever and the transaction stays `aborting`.
+/// Found by the chaos suite; a regression test without faults: a saga or TCC whose `in`
+/// action / try on Redis fails (answers FAILURE without writing, as any refused try does;
+/// the same happens when it never reaches the service) must end `failed`. DTM then
+/// compensates / cancels the `in` branch: a null compensation, a debit of the credit that
+/// never happened. A Redis barrier that checks the balance first (as the Go SDK's
+/// `RedisCheckAdjustAmount` does) answers FAILURE to it for ever on the destination account
+/// (balance 0), and the transaction stays `aborting`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_null_cancel_below_zero_finishes() {
     let cfg = Config {
