@@ -105,19 +105,8 @@ impl std::fmt::Debug for DtmClient {
             .field("server", &redact_url(&self.server))
             .field("timeout", &self.timeout)
             .field("max_answer_bytes", &self.max_answer_bytes)
-            .field("trusted", &redact_trusted(&self.trusted))
+            .field("trusted", &self.trusted)
             .finish_non_exhaustive()
-    }
-}
-
-/// The trusted servers as `Debug` may show them (credentials redacted).
-fn redact_trusted(t: &TrustedServers) -> String {
-    match t {
-        TrustedServers::List(list) => format!(
-            "List({:?})",
-            list.iter().map(|s| redact_url(s)).collect::<Vec<_>>()
-        ),
-        other => format!("{other:?}"),
     }
 }
 
@@ -138,7 +127,7 @@ impl std::fmt::Debug for DtmClientBuilder {
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_answer_bytes", &self.max_answer_bytes)
-            .field("trusted", &redact_trusted(&self.trusted))
+            .field("trusted", &self.trusted)
             .finish_non_exhaustive()
     }
 }

@@ -22,7 +22,9 @@ use crate::redact::redact_url;
 
 /// The DTM servers a client accepts when a branch request names one (see the
 /// [module docs](self)).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Its `Debug` output shows the listed servers without credentials.
+#[derive(Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TrustedServers {
     /// Only the server the client was built for (the default).
@@ -34,6 +36,19 @@ pub enum TrustedServers {
     /// Any server a request names: the Go SDK's behaviour. Only for services that no
     /// untrusted party can reach.
     Any,
+}
+
+impl std::fmt::Debug for TrustedServers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrustedServers::Own => f.write_str("Own"),
+            TrustedServers::List(list) => f
+                .debug_tuple("List")
+                .field(&list.iter().map(|s| redact_url(s)).collect::<Vec<_>>())
+                .finish(),
+            TrustedServers::Any => f.write_str("Any"),
+        }
+    }
 }
 
 impl TrustedServers {
@@ -99,5 +114,7 @@ mod tests {
             .check(own, "http://dtm3:36789/api/dtmsvr", norm)
             .is_err());
         assert!(TrustedServers::Any.check(own, "http://x", norm).is_ok());
+        let dbg = format!("{:?}", TrustedServers::list(["http://u:pw@h:1/api"]));
+        assert_eq!(dbg, r#"List(["http://***@h:1/api"])"#);
     }
 }

@@ -81,19 +81,8 @@ impl std::fmt::Debug for DtmGrpcClient {
             .field("tls", &self.shared.tls_default)
             .field("timeout", &self.shared.timeout)
             .field("max_answer_bytes", &self.shared.max_answer_bytes)
-            .field("trusted", &redact_trusted(&self.shared.trusted))
+            .field("trusted", &self.shared.trusted)
             .finish_non_exhaustive()
-    }
-}
-
-/// The trusted servers as `Debug` may show them (credentials redacted).
-fn redact_trusted(t: &TrustedServers) -> String {
-    match t {
-        TrustedServers::List(list) => format!(
-            "List({:?})",
-            list.iter().map(|s| redact_url(s)).collect::<Vec<_>>()
-        ),
-        other => format!("{other:?}"),
     }
 }
 
@@ -118,7 +107,7 @@ impl std::fmt::Debug for DtmGrpcClientBuilder {
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_answer_bytes", &self.max_answer_bytes)
-            .field("trusted", &redact_trusted(&self.trusted))
+            .field("trusted", &self.trusted)
             .finish_non_exhaustive()
     }
 }
