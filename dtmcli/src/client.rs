@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tracing::Instrument;
 
-use crate::branch::http_result;
 use crate::error::{truncate_body, Error, Result};
+use crate::limits::{call_http_branch, clamp_timeout, read_answer, Limits};
 use crate::redact::redact_url;
 use crate::trust::TrustedServers;
 use crate::types::TransInfo;
@@ -18,52 +18,6 @@ use crate::wire::{QueryResult, TransRequest, WorkflowProgress};
 
 /// The default URL of a local DTM server's HTTP API.
 pub const DEFAULT_SERVER: &str = "http://localhost:36789/api/dtmsvr";
-
-/// Default timeout of each HTTP call the client makes, to DTM or to a branch, when the
-/// transaction sets no `request_timeout` (30 s).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Default connect timeout of the client's own `reqwest::Client` (3 s).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The longest timeout any call gets (one day). Longer settings, `Duration::MAX` included,
-/// are clamped to it: every call stays bounded, and deadline arithmetic cannot overflow.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
-
-/// Default cap on the body of one answer, from DTM or from a branch (8 MiB). DTM's answers
-/// are small JSON objects; the largest are `query` and `prepareWorkflow`, which carry every
-/// branch's stored data. Reading stops at the cap with [`Error::TooLarge`], so a peer
-/// streaming an endless body cannot exhaust memory.
-pub const DEFAULT_MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
-
-/// Reads the body of `resp` (from a call to `url`) in chunks, refusing with
-/// [`Error::TooLarge`] once it exceeds `limit` bytes. A body's `Content-Length` above the
-/// limit is refused before reading. The time it takes is bounded by the request's timeout.
-pub async fn read_answer(url: &str, mut resp: reqwest::Response, limit: usize) -> Result<Bytes> {
-    let too_large = || Error::TooLarge {
-        url: redact_url(url).into_owned(),
-        limit,
-    };
-    if resp
-        .content_length()
-        .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
-    {
-        return Err(too_large());
-    }
-    let mut buf = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| Error::transport(url, e))? {
-        if buf.len().saturating_add(chunk.len()) > limit {
-            return Err(too_large());
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(buf))
-}
-
-/// Clamps a timeout to [`MAX_TIMEOUT`].
-fn bounded(d: Duration) -> Duration {
-    d.min(MAX_TIMEOUT)
-}
 
 /// A client of one DTM server over HTTP.
 ///
@@ -94,8 +48,7 @@ fn bounded(d: Duration) -> Duration {
 pub struct DtmClient {
     server: Arc<str>,
     http: reqwest::Client,
-    timeout: Duration,
-    max_answer_bytes: usize,
+    limits: Limits,
     trusted: Arc<TrustedServers>,
 }
 
@@ -103,8 +56,7 @@ impl std::fmt::Debug for DtmClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DtmClient")
             .field("server", &redact_url(&self.server))
-            .field("timeout", &self.timeout)
-            .field("max_answer_bytes", &self.max_answer_bytes)
+            .field("limits", &self.limits)
             .field("trusted", &self.trusted)
             .finish_non_exhaustive()
     }
@@ -114,9 +66,7 @@ impl std::fmt::Debug for DtmClient {
 pub struct DtmClientBuilder {
     server: String,
     http: Option<reqwest::Client>,
-    timeout: Duration,
-    connect_timeout: Duration,
-    max_answer_bytes: usize,
+    limits: Limits,
     trusted: TrustedServers,
 }
 
@@ -124,9 +74,7 @@ impl std::fmt::Debug for DtmClientBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DtmClientBuilder")
             .field("server", &redact_url(&self.server))
-            .field("timeout", &self.timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("max_answer_bytes", &self.max_answer_bytes)
+            .field("limits", &self.limits)
             .field("trusted", &self.trusted)
             .finish_non_exhaustive()
     }
@@ -142,25 +90,25 @@ impl DtmClientBuilder {
 
     /// Timeout of each call to DTM, and of each branch call the SDK makes itself (TCC try,
     /// XA action, msg back-check), when the transaction sets no `request_timeout` (default
-    /// [`DEFAULT_TIMEOUT`], 30 s). Calls with `wait_result` get this plus the transaction's
+    /// [`crate::DEFAULT_TIMEOUT`], 30 s). Calls with `wait_result` get this plus the transaction's
     /// own request timeout, since the server runs branches inside them. Every timeout is
-    /// clamped to [`MAX_TIMEOUT`] (one day), so `Duration::MAX` is accepted.
+    /// clamped to [`crate::MAX_TIMEOUT`] (one day), so `Duration::MAX` is accepted.
     pub fn timeout(mut self, d: Duration) -> Self {
-        self.timeout = bounded(d);
+        self.limits.set_timeout(d);
         self
     }
 
-    /// Connect timeout of the built `reqwest::Client` (default [`DEFAULT_CONNECT_TIMEOUT`],
-    /// 3 s; at most [`MAX_TIMEOUT`]). Ignored with [`DtmClientBuilder::http_client`].
+    /// Connect timeout of the built `reqwest::Client` (default [`crate::DEFAULT_CONNECT_TIMEOUT`],
+    /// 3 s; at most [`crate::MAX_TIMEOUT`]). Ignored with [`DtmClientBuilder::http_client`].
     pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.connect_timeout = bounded(d);
+        self.limits.set_connect_timeout(d);
         self
     }
 
     /// The largest answer body read from DTM or from a branch (default
-    /// [`DEFAULT_MAX_ANSWER_BYTES`], 8 MiB). A longer answer is [`Error::TooLarge`].
+    /// [`crate::DEFAULT_MAX_ANSWER_BYTES`], 8 MiB). A longer answer is [`Error::TooLarge`].
     pub fn max_answer_bytes(mut self, limit: usize) -> Self {
-        self.max_answer_bytes = limit;
+        self.limits.set_max_answer_bytes(limit);
         self
     }
 
@@ -178,15 +126,14 @@ impl DtmClientBuilder {
         let http = match self.http {
             Some(h) => h,
             None => reqwest::Client::builder()
-                .connect_timeout(self.connect_timeout)
+                .connect_timeout(self.limits.connect_timeout())
                 .build()
                 .map_err(|e| Error::invalid(format!("cannot build HTTP client: {e}")))?,
         };
         Ok(DtmClient {
             server: server.into(),
             http,
-            timeout: self.timeout,
-            max_answer_bytes: self.max_answer_bytes,
+            limits: self.limits,
             trusted: Arc::new(self.trusted),
         })
     }
@@ -233,9 +180,7 @@ impl DtmClient {
         DtmClientBuilder {
             server: server.into(),
             http: None,
-            timeout: DEFAULT_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+            limits: Limits::default(),
             trusted: TrustedServers::Own,
         }
     }
@@ -254,8 +199,7 @@ impl DtmClient {
         Ok(DtmClient {
             server: named.into(),
             http: self.http.clone(),
-            timeout: self.timeout,
-            max_answer_bytes: self.max_answer_bytes,
+            limits: self.limits,
             trusted: self.trusted.clone(),
         })
     }
@@ -265,14 +209,19 @@ impl DtmClient {
         &self.trusted
     }
 
+    /// The client's bounds: call and connect timeouts, answer cap.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// The timeout of a call when the transaction sets none.
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.limits.timeout()
     }
 
     /// The largest answer body the client reads.
     pub fn max_answer_bytes(&self) -> usize {
-        self.max_answer_bytes
+        self.limits.max_answer_bytes()
     }
 
     /// The server URL.
@@ -301,12 +250,12 @@ impl DtmClient {
         let span = tracing::debug_span!("dtm", op, url = %redact_url(&url));
         async move {
             let resp = req
-                .timeout(bounded(timeout))
+                .timeout(clamp_timeout(timeout))
                 .send()
                 .await
                 .map_err(|e| Error::transport(&url, e))?;
             let status = resp.status().as_u16();
-            let body = read_answer(&url, resp, self.max_answer_bytes).await?;
+            let body = read_answer(&url, resp, self.limits.max_answer_bytes()).await?;
             let text = String::from_utf8_lossy(&body);
             tracing::debug!(status, "dtm answered");
             let message = || {
@@ -355,26 +304,15 @@ impl DtmClient {
         })
     }
 
-    /// The timeout of a call for a transaction: its `request_timeout`, else the client's.
+    /// The timeout of a call for a transaction: its `request_timeout`, else the client's
+    /// (see [`Limits::call_timeout`]).
     pub fn call_timeout(&self, request_timeout: Option<Duration>) -> Duration {
-        match request_timeout {
-            Some(d) if !d.is_zero() => bounded(d),
-            _ => self.timeout,
-        }
+        self.limits.call_timeout(request_timeout)
     }
 
     fn timeout_for(&self, req: &TransRequest) -> Duration {
-        let own = self.call_timeout(
-            u64::try_from(req.request_timeout)
-                .ok()
-                .map(Duration::from_secs),
-        );
-        if req.wait_result {
-            // The server runs the branches inside the call. Saturating: either may be huge.
-            bounded(own.saturating_add(self.timeout))
-        } else {
-            own
-        }
+        self.limits
+            .dtm_call_timeout(req.request_timeout, req.wait_result)
     }
 
     /// POSTs a global-transaction body to `<server>/<op>` and checks that DTM answered
@@ -420,7 +358,7 @@ impl DtmClient {
                 "newGid",
                 self.http.get(&url),
                 url.clone(),
-                self.timeout,
+                self.limits.timeout(),
                 false,
             )
             .await?;
@@ -440,7 +378,7 @@ impl DtmClient {
         let url = self.url("query");
         let req = self.http.get(&url).query(&[("gid", gid)]);
         let body = self
-            .send("query", req, url.clone(), self.timeout, false)
+            .send("query", req, url.clone(), self.limits.timeout(), false)
             .await?;
         Self::decode(&url, &body)
     }
@@ -466,7 +404,13 @@ impl DtmClient {
         let url = self.url("registerBranch");
         let req = self.http.post(&url).json(fields);
         let answer = self
-            .send("registerBranch", req, url.clone(), self.timeout, true)
+            .send(
+                "registerBranch",
+                req,
+                url.clone(),
+                self.limits.timeout(),
+                true,
+            )
             .await?;
         Self::expect_success(&url, &answer)
     }
@@ -479,7 +423,7 @@ impl DtmClient {
             .get(&u)
             .query(&[("topic", topic), ("url", url), ("remark", remark)]);
         let answer = self
-            .send("subscribe", req, u.clone(), self.timeout, false)
+            .send("subscribe", req, u.clone(), self.limits.timeout(), false)
             .await?;
         Self::expect_success(&u, &answer)
     }
@@ -489,7 +433,7 @@ impl DtmClient {
         let u = self.url("unsubscribe");
         let req = self.http.get(&u).query(&[("topic", topic), ("url", url)]);
         let answer = self
-            .send("unsubscribe", req, u.clone(), self.timeout, false)
+            .send("unsubscribe", req, u.clone(), self.limits.timeout(), false)
             .await?;
         Self::expect_success(&u, &answer)
     }
@@ -505,7 +449,7 @@ impl DtmClient {
         let u = u.to_string();
         let req = self.http.delete(&u);
         let answer = self
-            .send("deleteTopic", req, u.clone(), self.timeout, false)
+            .send("deleteTopic", req, u.clone(), self.limits.timeout(), false)
             .await?;
         Self::expect_success(&u, &answer)
     }
@@ -516,7 +460,13 @@ impl DtmClient {
         let u = self.url("resetNextCronTime");
         let req = self.http.post(&u).json(&BTreeMap::from([("gid", gid)]));
         let answer = self
-            .send("resetNextCronTime", req, u.clone(), self.timeout, false)
+            .send(
+                "resetNextCronTime",
+                req,
+                u.clone(),
+                self.limits.timeout(),
+                false,
+            )
             .await?;
         Self::expect_success(&u, &answer)
     }
@@ -526,7 +476,7 @@ impl DtmClient {
         let u = self.url("forceStop");
         let req = self.http.post(&u).json(&BTreeMap::from([("gid", gid)]));
         let answer = self
-            .send("forceStop", req, u.clone(), self.timeout, false)
+            .send("forceStop", req, u.clone(), self.limits.timeout(), false)
             .await?;
         Self::expect_success(&u, &answer)
     }
@@ -539,7 +489,13 @@ impl DtmClient {
         }
         let u = self.url("version");
         let body = self
-            .send("version", self.http.get(&u), u.clone(), self.timeout, false)
+            .send(
+                "version",
+                self.http.get(&u),
+                u.clone(),
+                self.limits.timeout(),
+                false,
+            )
             .await?;
         Ok(Self::decode::<V>(&u, &body)?.version)
     }
@@ -556,11 +512,11 @@ impl DtmClient {
         headers: &BTreeMap<String, String>,
         body: Option<String>,
     ) -> Result<BranchResponse> {
-        self.call_branch_with_timeout(url, info, headers, body, self.timeout)
+        self.call_branch_with_timeout(url, info, headers, body, self.limits.timeout())
             .await
     }
 
-    /// [`DtmClient::call_branch`] with this timeout (clamped to [`MAX_TIMEOUT`]); TCC, XA
+    /// [`DtmClient::call_branch`] with this timeout (clamped to [`crate::MAX_TIMEOUT`]); TCC, XA
     /// and msg pass their transaction's `request_timeout` when it is set. The answer is read
     /// up to [`DtmClientBuilder::max_answer_bytes`].
     pub async fn call_branch_with_timeout(
@@ -573,22 +529,10 @@ impl DtmClient {
     ) -> Result<BranchResponse> {
         let span = tracing::debug_span!("branch", gid = %info.gid, branch_id = %info.branch_id, op = %info.op, url = %redact_url(url));
         async move {
-            let mut req = match &body {
-                Some(_) => self.http.post(url),
-                None => self.http.get(url),
-            };
-            req = req.query(&info.query_pairs()).timeout(bounded(timeout));
-            for (k, v) in headers {
-                req = req.header(k.as_str(), v.as_str());
-            }
-            if let Some(b) = body {
-                req = req.header("content-type", "application/json").body(b);
-            }
-            let resp = req.send().await.map_err(|e| Error::transport(url, e))?;
-            let status = resp.status().as_u16();
-            let body = read_answer(url, resp, self.max_answer_bytes).await?;
-            tracing::debug!(status, "branch answered");
-            http_result(url, status, &body)?;
+            let body = body.map(Bytes::from);
+            let (status, body) =
+                call_http_branch(&self.http, &self.limits, url, info, headers, body, timeout)
+                    .await?;
             Ok(BranchResponse { status, body })
         }
         .instrument(span)

@@ -52,6 +52,7 @@ mod error;
 pub mod flow;
 mod global;
 pub mod identity;
+pub mod limits;
 mod msg;
 mod options;
 pub mod redact;
@@ -61,12 +62,13 @@ mod types;
 pub mod wire;
 
 pub use branch_id::BranchIdGen;
-pub use client::{
-    read_answer, BranchResponse, DtmClient, DtmClientBuilder, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_MAX_ANSWER_BYTES, DEFAULT_SERVER, DEFAULT_TIMEOUT, MAX_TIMEOUT,
-};
+pub use client::{BranchResponse, DtmClient, DtmClientBuilder, DEFAULT_SERVER};
 pub use error::{Error, ErrorKind, Result};
 pub use global::{Tcc, Xa};
+pub use limits::{
+    read_answer, Limits, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ANSWER_BYTES, DEFAULT_TIMEOUT,
+    MAX_TIMEOUT,
+};
 pub use msg::Msg;
 pub use options::{TransOptions, MAX_WIRE_DURATION};
 pub use saga::Saga;

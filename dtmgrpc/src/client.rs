@@ -6,11 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use dtmcli::limits::{call_http_branch, clamp_timeout, Limits};
 use dtmcli::redact::redact_url;
-use dtmcli::{
-    Error, Result, TransInfo, TransOptions, TransRequest, TransType, TrustedServers,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ANSWER_BYTES, DEFAULT_TIMEOUT, MAX_TIMEOUT,
-};
+use dtmcli::{Error, Result, TransInfo, TransOptions, TransRequest, TransType, TrustedServers};
 use http::uri::PathAndQuery;
 use prost::Message;
 use tonic::transport::{Channel, Endpoint};
@@ -63,9 +61,7 @@ struct Shared {
     /// Whether a target written without a scheme talks TLS (the builder's target was
     /// `https://`, or a TLS configuration was given).
     tls_default: bool,
-    timeout: Duration,
-    connect_timeout: Duration,
-    max_answer_bytes: usize,
+    limits: Limits,
     http: reqwest::Client,
     branches: Mutex<HashMap<String, Channel>>,
     #[cfg(feature = "tls")]
@@ -79,8 +75,7 @@ impl std::fmt::Debug for DtmGrpcClient {
         f.debug_struct("DtmGrpcClient")
             .field("target", &redact_url(&self.target))
             .field("tls", &self.shared.tls_default)
-            .field("timeout", &self.shared.timeout)
-            .field("max_answer_bytes", &self.shared.max_answer_bytes)
+            .field("limits", &self.shared.limits)
             .field("trusted", &self.shared.trusted)
             .finish_non_exhaustive()
     }
@@ -91,9 +86,7 @@ impl std::fmt::Debug for DtmGrpcClient {
 pub struct DtmGrpcClientBuilder {
     target: String,
     channel: Option<Channel>,
-    timeout: Duration,
-    connect_timeout: Duration,
-    max_answer_bytes: usize,
+    limits: Limits,
     trusted: TrustedServers,
     http: Option<reqwest::Client>,
     #[cfg(feature = "tls")]
@@ -104,9 +97,7 @@ impl std::fmt::Debug for DtmGrpcClientBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DtmGrpcClientBuilder")
             .field("target", &redact_url(&self.target))
-            .field("timeout", &self.timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("max_answer_bytes", &self.max_answer_bytes)
+            .field("limits", &self.limits)
             .field("trusted", &self.trusted)
             .finish_non_exhaustive()
     }
@@ -128,14 +119,14 @@ impl DtmGrpcClientBuilder {
     /// timeout is clamped to [`dtmcli::MAX_TIMEOUT`] (one day), so `Duration::MAX` is
     /// accepted.
     pub fn timeout(mut self, d: Duration) -> Self {
-        self.timeout = bounded(d);
+        self.limits.set_timeout(d);
         self
     }
 
     /// Connect timeout of the channels the client builds (default
     /// [`dtmcli::DEFAULT_CONNECT_TIMEOUT`], 3 s; at most [`dtmcli::MAX_TIMEOUT`]).
     pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.connect_timeout = bounded(d);
+        self.limits.set_connect_timeout(d);
         self
     }
 
@@ -144,7 +135,7 @@ impl DtmGrpcClientBuilder {
     /// every gRPC call, and the body cap of `http://` branches. A longer answer is
     /// [`Error::TooLarge`].
     pub fn max_answer_bytes(mut self, limit: usize) -> Self {
-        self.max_answer_bytes = limit;
+        self.limits.set_max_answer_bytes(limit);
         self
     }
 
@@ -192,13 +183,11 @@ impl DtmGrpcClientBuilder {
             own: target.addr.clone(),
             trusted: self.trusted,
             tls_default: configured || target.tls == Some(true),
-            timeout: self.timeout,
-            connect_timeout: self.connect_timeout,
-            max_answer_bytes: self.max_answer_bytes,
+            limits: self.limits,
             http: match self.http {
                 Some(h) => h,
                 None => reqwest::Client::builder()
-                    .connect_timeout(self.connect_timeout)
+                    .connect_timeout(self.limits.connect_timeout())
                     .build()
                     .map_err(|e| Error::invalid(format!("cannot build HTTP client: {e}")))?,
             },
@@ -216,11 +205,6 @@ impl DtmGrpcClientBuilder {
             shared,
         })
     }
-}
-
-/// Clamps a timeout to [`MAX_TIMEOUT`], so deadline arithmetic cannot overflow.
-fn bounded(d: Duration) -> Duration {
-    d.min(MAX_TIMEOUT)
 }
 
 /// A DTM server as written by the user or named by a branch request.
@@ -273,7 +257,7 @@ fn parse_target(s: &str) -> Result<Target> {
 fn endpoint(shared: &Shared, target: &str, scheme: &str) -> Result<Endpoint> {
     Ok(Endpoint::from_shared(format!("{scheme}://{target}"))
         .map_err(|e| Error::invalid(format!("bad gRPC target {:?}: {e}", redact_url(target))))?
-        .connect_timeout(shared.connect_timeout)
+        .connect_timeout(shared.limits.connect_timeout())
         .tcp_nodelay(true))
 }
 
@@ -432,9 +416,7 @@ impl DtmGrpcClient {
         DtmGrpcClientBuilder {
             target: target.into(),
             channel: None,
-            timeout: DEFAULT_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+            limits: Limits::default(),
             trusted: TrustedServers::Own,
             http: None,
             #[cfg(feature = "tls")]
@@ -482,36 +464,33 @@ impl DtmGrpcClient {
 
     /// The timeout of a call when the transaction sets none.
     pub fn timeout(&self) -> Duration {
-        self.shared.timeout
+        self.shared.limits.timeout()
+    }
+
+    /// The client's bounds: call and connect timeouts, answer cap.
+    pub fn limits(&self) -> &Limits {
+        &self.shared.limits
     }
 
     /// The largest answer the client accepts, in bytes.
     pub fn max_answer_bytes(&self) -> usize {
-        self.shared.max_answer_bytes
+        self.shared.limits.max_answer_bytes()
     }
 
     /// The timeout of a branch call for a transaction: its `request_timeout`, else the
     /// client's (at most [`dtmcli::MAX_TIMEOUT`]).
     pub(crate) fn branch_timeout(&self, options: &TransOptions) -> Duration {
-        match options.request_timeout {
-            Some(d) if !d.is_zero() => bounded(d),
-            _ => self.shared.timeout,
-        }
+        self.shared.limits.call_timeout(options.request_timeout)
     }
 
     /// The call timeout for a transaction request: its `request_timeout` or the client's,
     /// plus the client's with `wait_result` (saturating: no overflow on huge settings).
     pub(crate) fn timeout_for(&self, req: &DtmRequest) -> Duration {
         let o = req.trans_options.as_ref();
-        let own = match o.map(|o| o.request_timeout) {
-            Some(t) if t > 0 => bounded(Duration::from_secs(t.unsigned_abs())),
-            _ => self.shared.timeout,
-        };
-        if o.is_some_and(|o| o.wait_result) {
-            bounded(own.saturating_add(self.shared.timeout))
-        } else {
-            own
-        }
+        self.shared.limits.dtm_call_timeout(
+            o.map_or(0, |o| o.request_timeout),
+            o.is_some_and(|o| o.wait_result),
+        )
     }
 
     /// Runs one call to DTM with a span, a timeout and DTM's status mapping.
@@ -530,7 +509,7 @@ impl DtmGrpcClient {
         let target = || format!("{}/dtmgimp.Dtm/{rpc}", self.target);
         let span = tracing::debug_span!("dtm_grpc", rpc, gid, target = %self.target);
         async move {
-            let limit = self.shared.max_answer_bytes;
+            let limit = self.shared.limits.max_answer_bytes();
             let stub = DtmStub::new(self.channel.clone()).max_decoding_message_size(limit);
             match tokio::time::timeout(timeout, f(stub)).await {
                 Ok(Ok(resp)) => {
@@ -551,9 +530,12 @@ impl DtmGrpcClient {
     /// Asks DTM for a new global id.
     pub async fn new_gid(&self) -> Result<String> {
         let reply = self
-            .call("NewGid", "", self.shared.timeout, |mut s| async move {
-                s.new_gid(()).await
-            })
+            .call(
+                "NewGid",
+                "",
+                self.shared.limits.timeout(),
+                |mut s| async move { s.new_gid(()).await },
+            )
             .await?;
         if reply.gid.is_empty() {
             return Err(Error::Grpc {
@@ -608,7 +590,7 @@ impl DtmGrpcClient {
         self.call(
             "RegisterBranch",
             &req.gid,
-            self.shared.timeout,
+            self.shared.limits.timeout(),
             |mut s| async move { s.register_branch(r).await },
         )
         .await
@@ -634,9 +616,12 @@ impl DtmGrpcClient {
             url: url.to_string(),
             remark: remark.to_string(),
         };
-        self.call("Subscribe", "", self.shared.timeout, |mut s| async move {
-            s.subscribe(r).await
-        })
+        self.call(
+            "Subscribe",
+            "",
+            self.shared.limits.timeout(),
+            |mut s| async move { s.subscribe(r).await },
+        )
         .await
     }
 
@@ -647,9 +632,12 @@ impl DtmGrpcClient {
             url: url.to_string(),
             remark: String::new(),
         };
-        self.call("Unsubscribe", "", self.shared.timeout, |mut s| async move {
-            s.unsubscribe(r).await
-        })
+        self.call(
+            "Unsubscribe",
+            "",
+            self.shared.limits.timeout(),
+            |mut s| async move { s.unsubscribe(r).await },
+        )
         .await
     }
 
@@ -659,9 +647,12 @@ impl DtmGrpcClient {
             topic: topic.to_string(),
             ..Default::default()
         };
-        self.call("DeleteTopic", "", self.shared.timeout, |mut s| async move {
-            s.delete_topic(r).await
-        })
+        self.call(
+            "DeleteTopic",
+            "",
+            self.shared.limits.timeout(),
+            |mut s| async move { s.delete_topic(r).await },
+        )
         .await
     }
 
@@ -697,7 +688,7 @@ impl DtmGrpcClient {
         headers: &BTreeMap<String, String>,
         body: Bytes,
     ) -> Result<Bytes> {
-        self.call_branch_within(url, info, headers, body, self.shared.timeout)
+        self.call_branch_within(url, info, headers, body, self.shared.limits.timeout())
             .await
     }
 
@@ -710,7 +701,7 @@ impl DtmGrpcClient {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Bytes> {
-        let timeout = bounded(timeout);
+        let timeout = clamp_timeout(timeout);
         let span = tracing::debug_span!("branch", gid = %info.gid, branch_id = %info.branch_id, op = %info.op, url = %redact_url(url));
         async move {
             if is_http(url) {
@@ -724,7 +715,7 @@ impl DtmGrpcClient {
             })?;
             let mut req = tonic::Request::new(body);
             *req.metadata_mut() = branch_metadata(info, headers)?;
-            let limit = self.shared.max_answer_bytes;
+            let limit = self.shared.limits.max_answer_bytes();
             let mut grpc = tonic::client::Grpc::new(self.branch_channel(&u.target)?)
                 .max_decoding_message_size(limit);
             let call = async {
@@ -745,6 +736,8 @@ impl DtmGrpcClient {
         .await
     }
 
+    /// An `http(s)://` branch: POST when there is a body or the branch is XA (phase 2 is a
+    /// POST), as DTM does; the shared HTTP branch call otherwise.
     async fn call_http_branch(
         &self,
         url: &str,
@@ -754,33 +747,12 @@ impl DtmGrpcClient {
         timeout: Duration,
     ) -> Result<Bytes> {
         let post = !body.is_empty() || info.trans_type == TransType::Xa;
-        let mut req = if post {
-            self.shared
-                .http
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body)
-        } else {
-            self.shared.http.get(url)
-        };
-        req = req.query(&info.query_pairs()).timeout(timeout);
-        for (k, v) in headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        // The reqwest timeout covers sending and reading; this one also bounds a body that
-        // trickles in forever through a client the caller built.
-        let call = async {
-            let resp = req.send().await.map_err(|e| Error::transport(url, e))?;
-            let status = resp.status().as_u16();
-            let bytes = dtmcli::read_answer(url, resp, self.shared.max_answer_bytes).await?;
-            Ok::<_, Error>((status, bytes))
-        };
-        let (status, bytes) = match tokio::time::timeout(timeout, call).await {
-            Ok(r) => r?,
-            Err(_) => return Err(deadline_error(url, timeout)),
-        };
-        dtmcli::branch::http_result(&redact_url(url), status, &bytes)?;
-        Ok(bytes)
+        let body = post.then_some(body);
+        let limits = &self.shared.limits;
+        let http = &self.shared.http;
+        call_http_branch(http, limits, url, info, headers, body, timeout)
+            .await
+            .map(|(_, bytes)| bytes)
     }
 
     /// Calls a branch with a protobuf request and decodes its protobuf answer (see
@@ -793,7 +765,7 @@ impl DtmGrpcClient {
         headers: &BTreeMap<String, String>,
         body: Bytes,
     ) -> Result<Resp> {
-        self.call_branch_decoded(url, info, headers, body, self.shared.timeout)
+        self.call_branch_decoded(url, info, headers, body, self.shared.limits.timeout())
             .await
     }
 

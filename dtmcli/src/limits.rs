@@ -1,0 +1,196 @@
+//! The bounds every call of the SDK keeps, in time and in answer size, written once for the
+//! HTTP client ([`crate::DtmClient`]), the gRPC client (`dtmgrpc`) and the workflow
+//! recorders: a peer that never answers, or answers without end, cannot hold or exhaust a
+//! service.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::branch::http_result;
+use crate::error::{Error, Result};
+use crate::redact::redact_url;
+use crate::types::TransInfo;
+
+/// Default timeout of each call, to DTM or to a branch, when the transaction sets no
+/// `request_timeout` (30 s).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default connect timeout of the connections a client opens itself (3 s).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The longest timeout any call gets (one day). Longer settings, `Duration::MAX` included,
+/// are clamped to it: every call stays bounded, and deadline arithmetic cannot overflow.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+/// Default cap on the body of one answer, from DTM or from a branch (8 MiB). DTM's answers
+/// are small JSON objects; the largest are `query` and `prepareWorkflow`, which carry every
+/// branch's stored data. Reading stops at the cap with [`Error::TooLarge`], so a peer
+/// streaming an endless body cannot exhaust memory.
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
+/// Clamps a timeout to [`MAX_TIMEOUT`].
+pub fn clamp_timeout(d: Duration) -> Duration {
+    d.min(MAX_TIMEOUT)
+}
+
+/// A client's bounds: the timeout of its calls, of its connects, and the largest answer it
+/// reads. Every setter clamps to [`MAX_TIMEOUT`], so no value panics or overflows later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    timeout: Duration,
+    connect_timeout: Duration,
+    max_answer_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+        }
+    }
+}
+
+impl Limits {
+    /// Sets the call timeout used when a transaction sets no `request_timeout`.
+    pub fn set_timeout(&mut self, d: Duration) {
+        self.timeout = clamp_timeout(d);
+    }
+
+    /// Sets the connect timeout.
+    pub fn set_connect_timeout(&mut self, d: Duration) {
+        self.connect_timeout = clamp_timeout(d);
+    }
+
+    /// Sets the largest answer read, in bytes.
+    pub fn set_max_answer_bytes(&mut self, limit: usize) {
+        self.max_answer_bytes = limit;
+    }
+
+    /// The call timeout used when a transaction sets no `request_timeout`.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The connect timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// The largest answer read, in bytes.
+    pub fn max_answer_bytes(&self) -> usize {
+        self.max_answer_bytes
+    }
+
+    /// The timeout of a call for a transaction: its `request_timeout` (clamped), else the
+    /// client's.
+    pub fn call_timeout(&self, request_timeout: Option<Duration>) -> Duration {
+        match request_timeout {
+            Some(d) if !d.is_zero() => clamp_timeout(d),
+            _ => self.timeout,
+        }
+    }
+
+    /// The timeout of a call to DTM carrying a transaction whose `request_timeout` is
+    /// `request_timeout_secs` on the wire: with `wait_result` the server runs the branches
+    /// inside the call, so the client's timeout is added (saturating, clamped).
+    pub fn dtm_call_timeout(&self, request_timeout_secs: i64, wait_result: bool) -> Duration {
+        let own = self.call_timeout(
+            u64::try_from(request_timeout_secs)
+                .ok()
+                .map(Duration::from_secs),
+        );
+        if wait_result {
+            clamp_timeout(own.saturating_add(self.timeout))
+        } else {
+            own
+        }
+    }
+}
+
+/// Reads the body of `resp` (from a call to `url`) in chunks, refusing with
+/// [`Error::TooLarge`] once it exceeds `limit` bytes. A body's `Content-Length` above the
+/// limit is refused before reading. The time it takes is bounded by the request's timeout.
+pub async fn read_answer(url: &str, mut resp: reqwest::Response, limit: usize) -> Result<Bytes> {
+    let too_large = || Error::TooLarge {
+        url: redact_url(url).into_owned(),
+        limit,
+    };
+    if resp
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
+    {
+        return Err(too_large());
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| Error::transport(url, e))? {
+        if buf.len().saturating_add(chunk.len()) > limit {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// One call the SDK makes to an HTTP branch itself (TCC try, XA action, msg back-check, an
+/// `http(s)://` branch of a gRPC transaction): the transaction info in the query, `headers`
+/// as headers, `body` POSTed as `application/json` (DTM's content type for every payload) or
+/// a GET without one. Bounded by `timeout` (reqwest's per-request timeout covers connect,
+/// send and the whole body) and `limits`' answer cap; the answer is mapped with DTM's rules
+/// ([`http_result`]). Returns the status and body of a success.
+pub async fn call_http_branch(
+    http: &reqwest::Client,
+    limits: &Limits,
+    url: &str,
+    info: &TransInfo,
+    headers: &BTreeMap<String, String>,
+    body: Option<Bytes>,
+    timeout: Duration,
+) -> Result<(u16, Bytes)> {
+    let mut req = match body {
+        Some(b) => http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(b),
+        None => http.get(url),
+    };
+    req = req
+        .query(&info.query_pairs())
+        .timeout(clamp_timeout(timeout));
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let resp = req.send().await.map_err(|e| Error::transport(url, e))?;
+    let status = resp.status().as_u16();
+    let body = read_answer(url, resp, limits.max_answer_bytes()).await?;
+    tracing::debug!(status, "branch answered");
+    http_result(&redact_url(url), status, &body)?;
+    Ok((status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clamps_and_saturates() {
+        let mut l = Limits::default();
+        l.set_timeout(Duration::MAX);
+        l.set_connect_timeout(Duration::MAX);
+        assert_eq!(
+            (l.timeout(), l.connect_timeout()),
+            (MAX_TIMEOUT, MAX_TIMEOUT)
+        );
+        assert_eq!(l.call_timeout(Some(Duration::MAX)), MAX_TIMEOUT);
+        assert_eq!(l.call_timeout(Some(Duration::ZERO)), MAX_TIMEOUT);
+        assert_eq!(l.dtm_call_timeout(i64::MAX, true), MAX_TIMEOUT);
+        assert_eq!(l.dtm_call_timeout(-1, false), MAX_TIMEOUT);
+        let d = Limits::default();
+        assert_eq!(d.dtm_call_timeout(5, false), Duration::from_secs(5));
+        assert_eq!(d.dtm_call_timeout(5, true), Duration::from_secs(35));
+        assert_eq!(d.dtm_call_timeout(0, true), Duration::from_secs(60));
+    }
+}
