@@ -1,5 +1,16 @@
 //! The barrier value and its configuration.
 
+// What the backends share is unused when no backend feature is on: one allow for all of it.
+#![cfg_attr(
+    not(any(
+        feature = "mysql",
+        feature = "postgres",
+        feature = "redis",
+        feature = "mongodb"
+    )),
+    allow(dead_code)
+)]
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use dtmcli::{Op, TransInfo, TransType};
@@ -98,15 +109,6 @@ pub struct BarrierRow<'a> {
 
 /// How a backend stores the parts of a barrier identity, which decides the branch-id rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(
-    not(any(
-        feature = "mysql",
-        feature = "postgres",
-        feature = "redis",
-        feature = "mongodb"
-    )),
-    allow(dead_code)
-)]
 pub(crate) enum Layout {
     /// One column or field per part (SQL rows, Mongo documents).
     Columns,
@@ -129,15 +131,6 @@ impl<'a> BarrierRow<'a> {
     }
 }
 
-#[cfg_attr(
-    not(any(
-        feature = "mysql",
-        feature = "postgres",
-        feature = "redis",
-        feature = "mongodb"
-    )),
-    allow(dead_code)
-)]
 impl BarrierRow<'_> {
     /// Refuses, before anything is written, a row the stores cannot hold exactly: the one
     /// identity check of every backend ([`dtmcli::identity`]'s rules). A value that a
@@ -210,15 +203,6 @@ impl BranchBarrier {
 }
 
 /// What the backends share (unused when no backend feature is on).
-#[cfg_attr(
-    not(any(
-        feature = "mysql",
-        feature = "postgres",
-        feature = "redis",
-        feature = "mongodb"
-    )),
-    allow(dead_code)
-)]
 impl BranchBarrier {
     /// The op whose row a call of this op must also insert (try for cancel, action for
     /// compensate and rollback), as a string.

@@ -1,9 +1,8 @@
 //! How a workflow talks to DTM: HTTP, or gRPC (feature `grpc`).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use dtmcli::{DtmClient, Result, TransRequest};
+use dtmcli::{DtmClient, Limits, Result, TransRequest};
 
 /// The DTM connection of a workflow registry.
 #[derive(Debug, Clone)]
@@ -44,25 +43,12 @@ impl Transport {
         }
     }
 
-    /// The largest answer body the workflow's recorders read: the DTM client's setting.
-    pub(crate) fn max_answer_bytes(&self) -> usize {
+    /// The DTM client's bounds, which the workflow's recorders keep too.
+    pub(crate) fn limits(&self) -> &Limits {
         match self {
-            Transport::Http(c) => c.max_answer_bytes(),
+            Transport::Http(c) => c.limits(),
             #[cfg(feature = "grpc")]
-            Transport::Grpc(c) => c.max_answer_bytes(),
-        }
-    }
-
-    /// The timeout of a branch call without its own: the transaction's `request_timeout`,
-    /// else the DTM client's timeout.
-    pub(crate) fn call_timeout(&self, request_timeout: Option<Duration>) -> Duration {
-        match self {
-            Transport::Http(c) => c.call_timeout(request_timeout),
-            #[cfg(feature = "grpc")]
-            Transport::Grpc(c) => match request_timeout {
-                Some(d) if !d.is_zero() => d.min(dtmcli::MAX_TIMEOUT),
-                _ => c.timeout(),
-            },
+            Transport::Grpc(c) => c.limits(),
         }
     }
 

@@ -112,13 +112,14 @@ impl Wf {
 
     /// The cap on an answer body the recorders read.
     pub(crate) fn max_answer_bytes(&self) -> usize {
-        self.0.transport.max_answer_bytes()
+        self.0.transport.limits().max_answer_bytes()
     }
 
     /// The timeout a branch call without its own gets.
     pub(crate) fn call_timeout(&self) -> std::time::Duration {
         self.0
             .transport
+            .limits()
             .call_timeout(self.0.options.trans.request_timeout)
     }
 
