@@ -113,8 +113,9 @@ impl XaDatabase for sqlx::MySql {
             // Rows (formatID, gtrid_length, bqual_length, data), data = gtrid + bqual. Our
             // xids are a gtrid alone (bqual empty, formatID 1, as `XA START 'xid'` makes).
             // Text protocol: XA RECOVER cannot be prepared either.
-            let rows = sqlx::Executor::fetch_all(&mut *conn, "xa recover").await?;
-            for row in rows {
+            // Streamed, stopping at the match: a server may hold many prepared xids.
+            let mut rows = sqlx::Executor::fetch(&mut *conn, "xa recover");
+            while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows).await? {
                 let gtrid_len: i64 = row.try_get_unchecked(1)?;
                 let bqual_len: i64 = row.try_get_unchecked(2)?;
                 let data: Vec<u8> = row.try_get_unchecked(3)?;
