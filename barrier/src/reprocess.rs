@@ -39,8 +39,9 @@ impl ReprocessPolicy {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let jitter = base / 4 * (nanos % 1000) / 1000;
-        (base + jitter).min(self.max_backoff)
+        // Saturating: a policy with huge durations must not panic here.
+        let jitter = (base / 4).saturating_mul(nanos % 1000) / 1000;
+        base.saturating_add(jitter).min(self.max_backoff)
     }
 }
 
@@ -53,5 +54,11 @@ mod tests {
         assert!(p.backoff(1) >= Duration::from_millis(20));
         assert!(p.backoff(2) >= Duration::from_millis(40));
         assert!(p.backoff(30) <= Duration::from_secs(1));
+        let huge = ReprocessPolicy {
+            initial_backoff: Duration::MAX,
+            max_backoff: Duration::MAX,
+            ..ReprocessPolicy::default()
+        };
+        assert_eq!(huge.backoff(u32::MAX), Duration::MAX);
     }
 }
