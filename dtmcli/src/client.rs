@@ -162,6 +162,15 @@ struct ResultBody {
     dtm_result: String,
 }
 
+/// DTM's answer to `resetCronTime` ([`DtmClient::reset_cron_time`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct CronReset {
+    /// How many transactions were rescheduled for now.
+    pub succeed_count: u64,
+    /// More transactions matched than `limit` allowed.
+    pub has_remaining: bool,
+}
+
 /// The DTM convention for a `message` field in error bodies.
 #[derive(Deserialize)]
 struct MessageBody {
@@ -456,6 +465,10 @@ impl DtmClient {
 
     /// Admin: makes the server process `gid` at its next cron pass instead of waiting for its
     /// retry interval.
+    ///
+    /// DTM v1.19.0's Redis store ignores this: it rewrites the transaction's record but not
+    /// the schedule its cron reads. [`reset_cron_time`](Self::reset_cron_time) works on
+    /// every store.
     pub async fn reset_next_cron_time(&self, gid: &str) -> Result<()> {
         let u = self.url("resetNextCronTime");
         let req = self.http.post(&u).json(&BTreeMap::from([("gid", gid)]));
@@ -469,6 +482,28 @@ impl DtmClient {
             )
             .await?;
         Self::expect_success(&u, &answer)
+    }
+
+    /// Admin (`resetCronTime`): schedules up to `limit` unfinished transactions whose next
+    /// retry lies more than `after` ahead for now, so that work held back by retry backoff
+    /// during an outage resumes at once. Returns how many were rescheduled and whether more
+    /// remain (call again until it says none).
+    pub async fn reset_cron_time(&self, after: Duration, limit: u32) -> Result<CronReset> {
+        let u = self.url("resetCronTime");
+        let req = self.http.get(&u).query(&[
+            ("timeout", after.as_secs().to_string()),
+            ("limit", limit.to_string()),
+        ]);
+        let answer = self
+            .send(
+                "resetCronTime",
+                req,
+                u.clone(),
+                self.limits.timeout(),
+                false,
+            )
+            .await?;
+        Self::decode(&u, &answer)
     }
 
     /// Admin: marks an unfinished transaction `failed` without running anything.

@@ -62,7 +62,7 @@ mod types;
 pub mod wire;
 
 pub use branch_id::BranchIdGen;
-pub use client::{BranchResponse, DtmClient, DtmClientBuilder, DEFAULT_SERVER};
+pub use client::{BranchResponse, CronReset, DtmClient, DtmClientBuilder, DEFAULT_SERVER};
 pub use error::{Error, ErrorKind, Result};
 pub use global::{Tcc, Xa};
 pub use limits::{

@@ -171,6 +171,11 @@ impl DtmServer {
         }
     }
 
+    /// The server's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("dtm.log")
+    }
+
     /// The last lines of the server's log.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.dir.join("dtm.log")).unwrap_or_default();

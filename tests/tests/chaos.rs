@@ -748,6 +748,21 @@ impl Tally {
     }
 }
 
+/// The last `max` lines of the file at `path` that mention one of `needles`, indented and cut
+/// to 400 characters.
+fn lines_mentioning(path: &std::path::Path, needles: &[&str], max: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let hits: Vec<&str> = text
+        .lines()
+        .filter(|l| needles.iter().any(|n| l.contains(n)))
+        .collect();
+    hits[hits.len().saturating_sub(max)..]
+        .iter()
+        .map(|l| format!("    {}", l.chars().take(400).collect::<String>()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Waits (bounded) until every gid is final; returns gid -> status ("" if unknown).
 async fn settle(
     dtm: &DtmClient,
@@ -783,13 +798,17 @@ async fn settle(
             return status;
         }
         round += 1;
-        // Nudge DTM: process the pending ones now rather than after their backoff.
+        // Nudge DTM: process the pending ones now rather than after their backoff, which
+        // doubles with every failed retry (a Mongo transaction orphaned by a SIGKILL holds
+        // its documents for 60 s, long enough for 64 s gaps). `resetCronTime`, because
+        // `resetNextCronTime` does nothing on DTM's Redis store.
         if round % 2 == 0 {
-            futures_util::stream::iter(pending.clone())
-                .for_each_concurrent(16, |gid| async move {
-                    let _ = dtm.reset_next_cron_time(&gid).await;
-                })
-                .await;
+            for _ in 0..8 {
+                match dtm.reset_cron_time(Duration::ZERO, 1000).await {
+                    Ok(r) if r.has_remaining => continue,
+                    _ => break,
+                }
+            }
         }
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
@@ -1137,6 +1156,26 @@ async fn phase(store: &str, count: usize, cfg: &Config, fixed: Option<&[Fixed]>)
         && tally.barrier_mismatch.is_empty()
         && tally.not_final.is_empty())
     {
+        // What the logs say about the transactions that went wrong: on CI the files are gone.
+        let suspects: Vec<&str> = tally
+            .not_final
+            .iter()
+            .chain(&tally.lost)
+            .chain(&tally.doubled)
+            .chain(&tally.barrier_mismatch)
+            .filter_map(|d| d.split_whitespace().next())
+            .take(5)
+            .collect();
+        let dtm_log = dtm_server
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .log_path();
+        for (name, path) in [("DTM", dtm_log), ("bank", log.clone())] {
+            s.push_str(&format!(
+                "  {name} log on {suspects:?}:\n{}\n",
+                lines_mentioning(&path, &suspects, 12)
+            ));
+        }
         s.push_str(&format!(
             "  kills (s after start; first 30): {}\n  DTM log tail:\n{}\n  bank log: {}\n",
             snapshot
@@ -1258,4 +1297,92 @@ async fn redis_null_cancel_below_zero_finishes() {
         tally.not_final
     );
     assert!(tally.lost.is_empty() && tally.doubled.is_empty() && tally.stray.is_empty());
+}
+
+/// Why the settle nudges with `resetCronTime`: on DTM v1.19.0's Redis store
+/// `resetNextCronTime` rewrites the transaction's record but not the schedule the cron reads,
+/// so a transaction whose retries backed off stays untouched; `resetCronTime` reschedules it.
+/// A saga whose branch failed twice (retry interval 3 s, doubled per failure: the next retry
+/// is 12 s away)
+/// gets its branch fixed, is nudged both ways, and must finish within seconds only after
+/// the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_reset_cron_time_reschedules() {
+    use axum::http::StatusCode;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let broken = Arc::new(AtomicBool::new(true));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (b, c) = (broken.clone(), calls.clone());
+    let app = axum::Router::new().route(
+        "/action",
+        axum::routing::post(move || {
+            let (b, c) = (b.clone(), c.clone());
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                if b.load(Ordering::SeqCst) {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "down for now")
+                } else {
+                    (StatusCode::OK, r#"{"dtm_result":"SUCCESS"}"#)
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/action", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let run = format!("reset-{:08x}", std::process::id());
+    let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+    let dtm_server = DtmServer::start(DtmServerConfig {
+        cron_interval_secs: 1,
+        env: vec![
+            kv("STORE_DRIVER", "redis"),
+            kv("STORE_HOST", "127.0.0.1"),
+            kv("STORE_PORT", "6379"),
+            kv("STORE_REDIS_PREFIX", &format!("{{dtm-{run}}}")),
+        ],
+    })
+    .expect("start DTM");
+    let dtm = DtmClient::new(dtm_server.http_url()).unwrap();
+    let gid = format!("{run}-saga");
+    dtm.saga(&gid)
+        .add(&url, "", &serde_json::json!({}))
+        .with_options(TransOptions::default().retry_interval(Duration::from_secs(3)))
+        .submit()
+        .await
+        .unwrap();
+    // The submit's own try fails, then the first retry (6 s later): the next is 12 s away.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while calls.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "DTM did not retry the branch");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    broken.store(false, Ordering::SeqCst);
+    let status = || async {
+        dtm.query(&gid)
+            .await
+            .unwrap()
+            .transaction
+            .map(|t| t.status)
+            .unwrap_or_default()
+    };
+    dtm.reset_next_cron_time(&gid).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "resetNextCronTime works on Redis now?"
+    );
+    assert_eq!(status().await, "submitted");
+    let r = dtm.reset_cron_time(Duration::ZERO, 100).await.unwrap();
+    assert!(r.succeed_count >= 1, "{r:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status().await != "succeed" {
+        assert!(
+            Instant::now() < deadline,
+            "resetCronTime did not reschedule"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    server.abort();
 }

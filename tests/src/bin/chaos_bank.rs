@@ -29,6 +29,7 @@ use axum::{Json, Router};
 use dtm_barrier::BranchBarrier;
 use dtm_tests::chaos::{leg_delta, Backend, Leg, Sabotage, Stores, REDIS_EXPIRE};
 use dtmcli::{Op, TransInfo};
+use tracing::Instrument;
 
 struct App {
     stores: Stores,
@@ -83,11 +84,19 @@ async fn leg(
         fault("500_before", &info);
         return injected_500("before the handler");
     }
+    // Names the transaction in every line logged below (the harness greps the log by gid).
+    let span = tracing::warn_span!("leg", gid = %info.gid, branch = %info.branch_id, op = %info.op);
+    async move { leg_inner(&app, &backend, &dir, info, body).await }
+        .instrument(span)
+        .await
+}
+
+async fn leg_inner(app: &App, backend: &str, dir: &str, info: TransInfo, body: Bytes) -> Response {
     let result = async {
-        let backend = Backend::parse(&backend)
+        let backend = Backend::parse(backend)
             .ok_or_else(|| dtmcli::Error::invalid(format!("unknown backend {backend}")))?;
         let leg: Leg = serde_json::from_slice(&body).map_err(dtmcli::Error::invalid)?;
-        let delta = leg_delta(&dir, &info.op, leg.amount)
+        let delta = leg_delta(dir, &info.op, leg.amount)
             .ok_or_else(|| dtmcli::Error::invalid(format!("no {dir} leg for op {}", info.op)))?;
         let sabotage = Sabotage {
             fail: leg.fail && dir == "in" && matches!(info.op, Op::Action | Op::Try),
@@ -155,6 +164,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .nth(1)
         .ok_or("usage: chaos_bank <port>")?
         .parse()?;
+    // Warnings (a branch's hidden internal error, for one) go to stderr: the harness keeps it
+    // as the bank log it prints with a failure.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let stores = Stores::connect(40).await?;
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
