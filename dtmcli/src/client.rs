@@ -12,6 +12,7 @@ use tracing::Instrument;
 use crate::error::{truncate_body, Error, Result};
 use crate::limits::{call_http_branch, clamp_timeout, read_answer, Limits};
 use crate::redact::redact_url;
+use crate::transport::{BranchRegistration, DtmOp, Json, RegistrationKind, Transport};
 use crate::trust::TrustedServers;
 use crate::types::TransInfo;
 use crate::wire::{QueryResult, TransRequest, WorkflowProgress};
@@ -248,7 +249,7 @@ impl DtmClient {
     }
 
     /// Sends a request to DTM and returns the raw body of a success answer.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         op: &'static str,
         req: reqwest::RequestBuilder,
@@ -290,7 +291,7 @@ impl DtmClient {
         .await
     }
 
-    fn decode<T: DeserializeOwned>(url: &str, body: &[u8]) -> Result<T> {
+    pub(crate) fn decode<T: DeserializeOwned>(url: &str, body: &[u8]) -> Result<T> {
         serde_json::from_slice(body).map_err(|e| Error::Decode {
             url: redact_url(url).into_owned(),
             reason: e.to_string(),
@@ -562,9 +563,20 @@ impl DtmClient {
         body: Option<String>,
         timeout: Duration,
     ) -> Result<BranchResponse> {
+        self.branch_call(url, info, headers, body.map(Bytes::from), timeout)
+            .await
+    }
+
+    pub(crate) async fn branch_call(
+        &self,
+        url: &str,
+        info: &TransInfo,
+        headers: &BTreeMap<String, String>,
+        body: Option<Bytes>,
+        timeout: Duration,
+    ) -> Result<BranchResponse> {
         let span = tracing::debug_span!("branch", gid = %info.gid, branch_id = %info.branch_id, op = %info.op, url = %redact_url(url));
         async move {
-            let body = body.map(Bytes::from);
             let (status, body) =
                 call_http_branch(&self.http, &self.limits, url, info, headers, body, timeout)
                     .await?;
@@ -572,6 +584,100 @@ impl DtmClient {
         }
         .instrument(span)
         .await
+    }
+
+    /// The flat string map of `registerBranch` over HTTP.
+    pub(crate) fn registration_fields(
+        reg: &BranchRegistration,
+    ) -> Result<BTreeMap<String, String>> {
+        let text = |b: &Bytes| {
+            std::str::from_utf8(b)
+                .map(str::to_string)
+                .map_err(|_| Error::invalid("a branch body sent over HTTP must be UTF-8 text"))
+        };
+        let mut f = BTreeMap::from([
+            ("gid".to_string(), reg.gid.clone()),
+            (
+                "trans_type".to_string(),
+                reg.trans_type().as_str().to_string(),
+            ),
+            ("branch_id".to_string(), reg.branch_id.clone()),
+        ]);
+        match &reg.kind {
+            RegistrationKind::Tcc {
+                confirm,
+                cancel,
+                data,
+            } => {
+                f.insert("confirm".into(), confirm.clone());
+                f.insert("cancel".into(), cancel.clone());
+                f.insert("data".into(), text(data)?);
+            }
+            RegistrationKind::Xa { url } => {
+                f.insert("url".into(), url.clone());
+            }
+            RegistrationKind::Workflow { op, status, data } => {
+                f.insert("op".into(), op.clone());
+                f.insert("status".into(), status.clone());
+                f.insert("sync".into(), "1".into());
+                f.insert("data".into(), text(data)?);
+            }
+        }
+        Ok(f)
+    }
+}
+
+/// HTTP: DTM's JSON API, branch bodies as JSON text.
+impl Transport for DtmClient {
+    type Encoding = Json;
+
+    fn protocol(&self) -> &'static str {
+        "http"
+    }
+
+    fn server(&self) -> &str {
+        &self.server
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn with_server(&self, server: &str) -> Result<Self> {
+        DtmClient::with_server(self, server)
+    }
+
+    fn check_request(&self, _req: &TransRequest) -> Result<()> {
+        Ok(())
+    }
+
+    /// Any URL: DTM itself calls a branch over gRPC when its URL is not `http(s)://`, so one
+    /// HTTP transaction may have gRPC branches.
+    fn check_branch_url(&self, _url: &str) -> Result<()> {
+        Ok(())
+    }
+
+    async fn call_dtm(&self, op: DtmOp, req: &TransRequest) -> Result<()> {
+        self.call(op.as_str(), req).await.map(drop)
+    }
+
+    async fn register(&self, reg: &BranchRegistration) -> Result<()> {
+        self.register_branch(&Self::registration_fields(reg)?).await
+    }
+
+    async fn prepare_workflow_progress(&self, req: &TransRequest) -> Result<WorkflowProgress> {
+        self.prepare_workflow(req).await
+    }
+
+    async fn call_branch_bytes(
+        &self,
+        url: &str,
+        info: &TransInfo,
+        headers: &BTreeMap<String, String>,
+        body: Option<Bytes>,
+        timeout: Duration,
+    ) -> Result<BranchResponse> {
+        self.branch_call(url, info, headers, body, timeout).await
     }
 }
 

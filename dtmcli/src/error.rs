@@ -76,6 +76,20 @@ pub enum Error {
         body: String,
     },
 
+    /// A JSON-RPC peer (DTM's `/api/json-rpc`, or a branch) answered with an error object
+    /// that is none of DTM's outcomes (those become [`Error::Failure`] /
+    /// [`Error::Ongoing`]). Retryable.
+    #[error("{url} answered JSON-RPC error {code}: {message}")]
+    JsonRpc {
+        /// The URL that was called (credentials redacted).
+        url: String,
+        /// The error code (-32700 parse error, -32600 bad request, -32601 unknown method,
+        /// -32603 other).
+        code: i64,
+        /// The error message (truncated to a few KiB).
+        message: String,
+    },
+
     /// The peer answered 200 with a body that is not what the protocol says.
     #[error("{url} answered an unexpected body ({reason}): {body}")]
     Decode {

@@ -1,92 +1,235 @@
 //! TCC and XA global transactions: prepare, run the user's code, then submit or abort.
+//!
+//! [`GlobalTx`] is the lifecycle and the branch side of both modes, written once for every
+//! transport. [`Tcc`] and [`Xa`] are its faces for JSON transports (HTTP here); `dtmgrpc` has
+//! its own faces, which take and return protobuf messages, over the same [`GlobalTx`].
 
 use std::future::Future;
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+use futures_util::FutureExt;
 use serde::Serialize;
 
+use crate::branch_id::BranchIdGen;
 use crate::client::{BranchResponse, DtmClient};
 use crate::error::{Error, Result};
-use crate::flow::GlobalCore;
 use crate::options::TransOptions;
+use crate::transport::{BranchRegistration, DtmOp, Encode, Json, RegistrationKind, Transport};
 use crate::types::{Op, TransInfo, TransType};
 use crate::wire::TransRequest;
 
+/// A TCC or XA global transaction as the SDK keeps it on the client side: the transport, the
+/// id, mode and options, and the generator of its branch ids. Shared (`Arc`) by the handle a
+/// closure receives and its clones.
 #[derive(Debug)]
-struct Global {
-    client: DtmClient,
-    core: GlobalCore,
+pub struct GlobalTx<T: Transport> {
+    transport: T,
+    gid: String,
+    trans_type: TransType,
+    options: TransOptions,
+    ids: Mutex<BranchIdGen>,
 }
 
-impl Global {
+impl<T: Transport> GlobalTx<T> {
     fn new(
-        client: &DtmClient,
+        transport: T,
         gid: &str,
-        tt: TransType,
+        trans_type: TransType,
         options: TransOptions,
         parent: &str,
     ) -> Self {
-        Global {
-            client: client.clone(),
-            core: GlobalCore::new(gid, tt, options, parent),
+        GlobalTx {
+            transport,
+            gid: gid.to_string(),
+            trans_type,
+            options,
+            ids: Mutex::new(BranchIdGen::new(parent)),
         }
     }
 
-    fn request(&self) -> TransRequest {
-        TransRequest::new(&self.core.gid, self.core.trans_type, &self.core.options)
+    /// Runs a global transaction of mode `trans_type` (TCC or XA): `prepare`, then `f` with
+    /// the transaction's handle (`wrap` makes the face the closure expects), then `submit` if
+    /// `f` succeeded. If `f` returns an error or panics, the transaction is aborted with the
+    /// error (or panic) text as `rollback_reason`, and the error is returned or the panic
+    /// resumed. A failed abort is only logged: DTM times the transaction out and rolls it
+    /// back anyway.
+    pub async fn run<H, R, F, Fut>(
+        transport: &T,
+        gid: &str,
+        trans_type: TransType,
+        options: TransOptions,
+        wrap: impl FnOnce(Arc<Self>) -> H,
+        f: F,
+    ) -> Result<R>
+    where
+        F: FnOnce(H) -> Fut,
+        Fut: Future<Output = Result<R>>,
+    {
+        crate::identity::check_gid(gid)?;
+        let g = Arc::new(GlobalTx::new(
+            transport.clone(),
+            gid,
+            trans_type,
+            options,
+            "",
+        ));
+        let req = g.request()?;
+        g.transport.call_dtm(DtmOp::Prepare, &req).await?;
+        let (reason, result) = match AssertUnwindSafe(f(wrap(g.clone()))).catch_unwind().await {
+            Ok(Ok(v)) => {
+                g.transport.call_dtm(DtmOp::Submit, &req).await?;
+                return Ok(v);
+            }
+            Ok(Err(e)) => (e.to_string(), Ok(Err(e))),
+            Err(panic) => (panic_text(&*panic), Err(panic)),
+        };
+        let mut abort = req;
+        abort.rollback_reason = reason;
+        if let Err(e) = g.transport.call_dtm(DtmOp::Abort, &abort).await {
+            tracing::warn!(gid, error = %e, "abort failed; DTM will time the transaction out");
+        }
+        match result {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// Rebuilds a TCC inside a try handler so that it can open sub-branches (`0201`,
+    /// `0202`...): `info` is the incoming request's transaction info; it must name its DTM
+    /// server (`dtm`), which `transport` must trust ([`Transport::with_server`]).
+    pub fn nested_tcc(transport: &T, info: &TransInfo) -> Result<Arc<Self>> {
+        let dtm = info
+            .dtm
+            .as_deref()
+            .ok_or_else(|| Error::invalid("a nested TCC needs the request's DTM server (query `dtm`, gRPC metadata `dtm-dtm`)"))?;
+        Ok(Arc::new(GlobalTx::new(
+            transport.with_server(dtm)?,
+            &info.gid,
+            TransType::Tcc,
+            TransOptions::default(),
+            &info.branch_id,
+        )))
+    }
+
+    fn request(&self) -> Result<TransRequest> {
+        let r = TransRequest::new(&self.gid, self.trans_type, &self.options);
+        self.transport.check_request(&r)?;
+        Ok(r)
+    }
+
+    /// The global id.
+    pub fn gid(&self) -> &str {
+        &self.gid
+    }
+
+    /// The options (branch headers go on every branch call).
+    pub fn options(&self) -> &TransOptions {
+        &self.options
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    fn next_branch_id(&self) -> Result<String> {
+        self.ids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .new_sub_branch_id()
     }
 
     fn branch_info(&self, branch_id: String, op: Op) -> TransInfo {
-        self.core.branch_info(branch_id, op, self.client.server())
+        let mut info = TransInfo::new(self.gid.clone(), self.trans_type, branch_id, op);
+        info.dtm = Some(self.transport.server().to_string());
+        info
     }
 
-    /// Calls a branch (TCC try, XA action) within the transaction's `request_timeout`, or
-    /// the client's timeout without one.
-    async fn call_branch(
-        &self,
-        url: &str,
-        info: &TransInfo,
-        data: String,
-    ) -> Result<BranchResponse> {
-        let timeout = self.client.call_timeout(self.core.options.request_timeout);
-        self.client
-            .call_branch_with_timeout(
-                url,
-                info,
-                &self.core.options.branch_headers,
-                Some(data),
-                timeout,
-            )
+    /// Calls a branch within the transaction's `request_timeout`, or the client's timeout.
+    async fn call(&self, url: &str, info: &TransInfo, body: Bytes) -> Result<BranchResponse> {
+        let timeout = self
+            .transport
+            .limits()
+            .call_timeout(self.options.request_timeout);
+        self.transport
+            .call_branch_bytes(url, info, &self.options.branch_headers, Some(body), timeout)
             .await
     }
+
+    /// TCC: registers a branch (its confirm and cancel URLs, and `body`, which they will
+    /// receive) and then calls its try URL with `body`. The try's failure is returned as
+    /// [`Error::Failure`].
+    pub async fn tcc_branch(
+        &self,
+        body: Bytes,
+        try_url: &str,
+        confirm_url: &str,
+        cancel_url: &str,
+    ) -> Result<BranchResponse> {
+        for u in [try_url, confirm_url, cancel_url] {
+            self.transport.check_branch_url(u)?;
+        }
+        let branch_id = self.next_branch_id()?;
+        self.transport
+            .register(&BranchRegistration {
+                gid: self.gid.clone(),
+                branch_id: branch_id.clone(),
+                kind: RegistrationKind::Tcc {
+                    confirm: confirm_url.to_string(),
+                    cancel: cancel_url.to_string(),
+                    data: body.clone(),
+                },
+            })
+            .await?;
+        let info = self.branch_info(branch_id, Op::Try);
+        self.call(try_url, &info, body).await
+    }
+
+    /// XA: calls a branch with `op=action`, a new branch id, `phase2_url=url` and `dtm`, so
+    /// that the branch can register itself; DTM later calls the same URL with `op=commit` or
+    /// `op=rollback`.
+    pub async fn xa_branch(&self, body: Bytes, url: &str) -> Result<BranchResponse> {
+        self.transport.check_branch_url(url)?;
+        let mut info = self.branch_info(self.next_branch_id()?, Op::Action);
+        info.phase2_url = Some(url.to_string());
+        self.call(url, &info, body).await
+    }
 }
 
-/// prepare → f → submit, or abort (with the error as rollback reason) on error or panic.
-async fn run_global<H, T, F, Fut>(global: Arc<Global>, handle: H, f: F) -> Result<T>
-where
-    F: FnOnce(H) -> Fut,
-    Fut: Future<Output = Result<T>>,
-{
-    let req = global.request();
-    crate::flow::global_transaction(
-        &global.core.gid,
-        || global.client.prepare(&req),
-        f(handle),
-        || global.client.submit(&req),
-        |reason| {
-            let mut abort = req.clone();
-            abort.rollback_reason = reason;
-            let client = global.client.clone();
-            async move { client.abort(&abort).await }
-        },
-    )
-    .await
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_string()
+    }
 }
 
-/// A TCC global transaction, handed to the closure of [`DtmClient::tcc_global_transaction`],
-/// or rebuilt inside a try handler with [`Tcc::nested`]. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Tcc(Arc<Global>);
+/// A TCC global transaction over a JSON transport (HTTP by default), handed to the closure of
+/// [`DtmClient::tcc_global_transaction`], or rebuilt inside a try handler with
+/// [`Tcc::nested`]. Cheap to clone.
+#[derive(Debug)]
+pub struct Tcc<T: Transport<Encoding = Json> = DtmClient>(Arc<GlobalTx<T>>);
+
+impl<T: Transport<Encoding = Json>> Clone for Tcc<T> {
+    fn clone(&self) -> Self {
+        Tcc(self.0.clone())
+    }
+}
+
+/// The global side of an XA transaction over a JSON transport (HTTP by default), handed to
+/// the closure of [`DtmClient::xa_global_transaction`]. Cheap to clone.
+#[derive(Debug)]
+pub struct Xa<T: Transport<Encoding = Json> = DtmClient>(Arc<GlobalTx<T>>);
+
+impl<T: Transport<Encoding = Json>> Clone for Xa<T> {
+    fn clone(&self) -> Self {
+        Xa(self.0.clone())
+    }
+}
 
 impl DtmClient {
     /// Runs a TCC global transaction: `prepare`, then `f` (which calls
@@ -94,51 +237,65 @@ impl DtmClient {
     /// an error or panics, the transaction is aborted with the error text as
     /// `rollback_reason` (DTM then cancels every registered branch), and the error is
     /// returned or the panic resumed.
-    pub async fn tcc_global_transaction<T, F, Fut>(
+    pub async fn tcc_global_transaction<R, F, Fut>(
         &self,
         gid: &str,
         options: TransOptions,
         f: F,
-    ) -> Result<T>
+    ) -> Result<R>
     where
         F: FnOnce(Tcc) -> Fut,
-        Fut: Future<Output = Result<T>>,
+        Fut: Future<Output = Result<R>>,
     {
-        crate::identity::check_gid(gid)?;
-        let g = Arc::new(Global::new(self, gid, TransType::Tcc, options, ""));
-        run_global(g.clone(), Tcc(g), f).await
+        GlobalTx::run(self, gid, TransType::Tcc, options, Tcc, f).await
+    }
+
+    /// Runs an XA global transaction: `prepare`, then `f` (which calls
+    /// [`Xa::call_branch`] for each branch; each branch prepares its local XA transaction
+    /// and registers itself), then `submit` (DTM commits every branch) or, on error or panic,
+    /// `abort` (DTM rolls every branch back).
+    pub async fn xa_global_transaction<R, F, Fut>(
+        &self,
+        gid: &str,
+        options: TransOptions,
+        f: F,
+    ) -> Result<R>
+    where
+        F: FnOnce(Xa) -> Fut,
+        Fut: Future<Output = Result<R>>,
+    {
+        GlobalTx::run(self, gid, TransType::Xa, options, Xa, f).await
     }
 }
 
-impl Tcc {
+impl<T: Transport<Encoding = Json>> Tcc<T> {
+    /// Runs a TCC global transaction over `transport` (see
+    /// [`DtmClient::tcc_global_transaction`]).
+    pub async fn run<R, F, Fut>(transport: &T, gid: &str, options: TransOptions, f: F) -> Result<R>
+    where
+        F: FnOnce(Self) -> Fut,
+        Fut: Future<Output = Result<R>>,
+    {
+        GlobalTx::run(transport, gid, TransType::Tcc, options, Tcc, f).await
+    }
+
     /// Rebuilds the TCC inside a try handler so that it can open sub-branches (`0201`,
     /// `0202`...). `info` is the incoming request's transaction info; it must carry `dtm`
     /// (the SDK always sends it when calling a try), and that server must be trusted by
     /// `client` ([`DtmClient::with_server`]; by default only `client`'s own server is), or
     /// the result is [`Error::InvalidInput`].
-    pub fn nested(client: &DtmClient, info: &TransInfo) -> Result<Tcc> {
-        let dtm = info
-            .dtm
-            .as_deref()
-            .ok_or_else(|| Error::invalid("nested TCC needs the `dtm` query parameter"))?;
-        let client = client.with_server(dtm)?;
-        Ok(Tcc(Arc::new(Global::new(
-            &client,
-            &info.gid,
-            TransType::Tcc,
-            TransOptions::default(),
-            &info.branch_id,
-        ))))
+    pub fn nested(client: &T, info: &TransInfo) -> Result<Self> {
+        GlobalTx::nested_tcc(client, info).map(Tcc)
     }
 
     /// The global id.
     pub fn gid(&self) -> &str {
-        &self.0.core.gid
+        self.0.gid()
     }
 
     /// The options (branch headers go on every try call).
     pub fn options(&self) -> &TransOptions {
-        &self.0.core.options
+        self.0.options()
     }
 
     /// Registers a branch (its confirm and cancel URLs, and `body` which they will receive)
@@ -151,68 +308,34 @@ impl Tcc {
         confirm_url: &str,
         cancel_url: &str,
     ) -> Result<BranchResponse> {
-        let data = serde_json::to_string(body)
-            .map_err(|e| Error::invalid(format!("tcc branch body: {e}")))?;
-        let g = &self.0;
-        let branch_id = g.core.next_branch_id()?;
-        let fields = [
-            ("gid", g.core.gid.as_str()),
-            ("trans_type", "tcc"),
-            ("branch_id", branch_id.as_str()),
-            ("data", data.as_str()),
-            ("confirm", confirm_url),
-            ("cancel", cancel_url),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        g.client.register_branch(&fields).await?;
-        let info = g.branch_info(branch_id, Op::Try);
-        g.call_branch(try_url, &info, data).await
+        let data = Encode::<Json>::encode(body)?;
+        self.0
+            .tcc_branch(data, try_url, confirm_url, cancel_url)
+            .await
     }
 }
 
-/// The global side of an XA transaction, handed to the closure of
-/// [`DtmClient::xa_global_transaction`]. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Xa(Arc<Global>);
-
-impl DtmClient {
-    /// Runs an XA global transaction: `prepare`, then `f` (which calls
-    /// [`Xa::call_branch`] for each branch; each branch prepares its local XA transaction
-    /// and registers itself), then `submit` (DTM commits every branch) or, on error or panic,
-    /// `abort` (DTM rolls every branch back).
-    pub async fn xa_global_transaction<T, F, Fut>(
-        &self,
-        gid: &str,
-        options: TransOptions,
-        f: F,
-    ) -> Result<T>
+impl<T: Transport<Encoding = Json>> Xa<T> {
+    /// Runs an XA global transaction over `transport` (see
+    /// [`DtmClient::xa_global_transaction`]).
+    pub async fn run<R, F, Fut>(transport: &T, gid: &str, options: TransOptions, f: F) -> Result<R>
     where
-        F: FnOnce(Xa) -> Fut,
-        Fut: Future<Output = Result<T>>,
+        F: FnOnce(Self) -> Fut,
+        Fut: Future<Output = Result<R>>,
     {
-        crate::identity::check_gid(gid)?;
-        let g = Arc::new(Global::new(self, gid, TransType::Xa, options, ""));
-        run_global(g.clone(), Xa(g), f).await
+        GlobalTx::run(transport, gid, TransType::Xa, options, Xa, f).await
     }
-}
 
-impl Xa {
     /// The global id.
     pub fn gid(&self) -> &str {
-        &self.0.core.gid
+        self.0.gid()
     }
 
     /// Calls an XA branch: POST `url` with `op=action`, a new branch id, `phase2_url=url`
     /// and `dtm`, so the branch can register itself; DTM later calls the same URL with
     /// `op=commit` or `op=rollback`.
     pub async fn call_branch(&self, body: &impl Serialize, url: &str) -> Result<BranchResponse> {
-        let data = serde_json::to_string(body)
-            .map_err(|e| Error::invalid(format!("xa branch body: {e}")))?;
-        let g = &self.0;
-        let mut info = g.branch_info(g.core.next_branch_id()?, Op::Action);
-        info.phase2_url = Some(url.to_string());
-        g.call_branch(url, &info, data).await
+        let data = Encode::<Json>::encode(body)?;
+        self.0.xa_branch(data, url).await
     }
 }

@@ -9,7 +9,29 @@
 //! - [`Msg`]: 2-phase messages, topics, delay, and the outbox helper [`Msg::do_and_submit`].
 //! - [`Tcc`]: try/confirm/cancel with [`DtmClient::tcc_global_transaction`], nested TCC.
 //! - [`Xa`]: the global side of XA ([`DtmClient::xa_global_transaction`]).
+//! - [`JsonRpcClient`]: the same modes over DTM's JSON-RPC API ([`jsonrpc`]).
 //! - [`branch`]: the result convention for branch handlers, and [`TransInfo`] from a query.
+//!
+//! ## Architecture
+//! Every transaction mode is written once, generic over a [`Transport`] (how DTM is reached)
+//! and its payload [`transport::Encoding`] (JSON, protobuf):
+//!
+//! ```text
+//!   Saga<T>   Msg<T>   GlobalTx<T> (TCC, XA)   workflow   XA / TCC branch side
+//!        \       |         /                      |          /
+//!         +------ Transport: call_dtm, register, call_branch_bytes, ... ------+
+//!         |                         |                          |
+//!   DtmClient (HTTP, JSON)   JsonRpcClient (JSON-RPC)   dtmgrpc::DtmGrpcClient (gRPC, protobuf)
+//! ```
+//!
+//! The modes own the protocol-independent parts: the request and its options, gid and
+//! branch-id rules, the TCC/XA lifecycle (prepare, run, submit or abort), msg do-and-submit
+//! with its back-check, concurrent-saga orders, what a branch registers. A transport owns the
+//! wire: encoding the request, mapping DTM's answers to [`Error`]'s outcomes, bounding every
+//! call ([`Limits`]). `dtmcli::Saga` is `Saga<DtmClient>` and `dtmgrpc::Saga` is
+//! `Saga<DtmGrpcClient>`; TCC and XA have a small face per encoding ([`Tcc`], [`Xa`] for
+//! JSON; dtmgrpc's take and return protobuf messages). Reads (query, admin) stay on each
+//! client, where their answers are typed.
 //!
 //! Errors keep DTM's outcomes apart: [`Error::Failure`], [`Error::Ongoing`],
 //! [`Error::Duplicated`], and retryable kinds (transport, status, decode...).
@@ -49,14 +71,15 @@ pub mod branch;
 mod branch_id;
 mod client;
 mod error;
-pub mod flow;
 mod global;
 pub mod identity;
+pub mod jsonrpc;
 pub mod limits;
 mod msg;
 mod options;
 pub mod redact;
 mod saga;
+pub mod transport;
 pub mod trust;
 mod types;
 pub mod wire;
@@ -64,7 +87,8 @@ pub mod wire;
 pub use branch_id::BranchIdGen;
 pub use client::{BranchResponse, CronReset, DtmClient, DtmClientBuilder, DEFAULT_SERVER};
 pub use error::{Error, ErrorKind, Result};
-pub use global::{Tcc, Xa};
+pub use global::{GlobalTx, Tcc, Xa};
+pub use jsonrpc::JsonRpcClient;
 pub use limits::{
     read_answer, Limits, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ANSWER_BYTES, DEFAULT_TIMEOUT,
     MAX_TIMEOUT,
@@ -72,6 +96,7 @@ pub use limits::{
 pub use msg::Msg;
 pub use options::{TransOptions, MAX_WIRE_DURATION};
 pub use saga::Saga;
+pub use transport::{Encode, Json, Transport};
 pub use trust::TrustedServers;
 pub use types::{Op, TransInfo, TransType};
 pub use wire::{

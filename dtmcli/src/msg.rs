@@ -1,18 +1,21 @@
-//! 2-phase messages: prepare, do local work, submit; DTM back-checks when unsure.
+//! 2-phase messages: prepare, do local work, submit; DTM back-checks when unsure. Written
+//! once for every transport: `dtmcli::Msg` is `Msg<DtmClient>`, `dtmgrpc::Msg` is
+//! `Msg<DtmGrpcClient>`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use serde::Serialize;
+use bytes::Bytes;
 
 use crate::client::DtmClient;
 use crate::error::{Error, Result};
 use crate::options::TransOptions;
+use crate::transport::{DtmOp, Encode, Transport};
 use crate::types::{Op, TransInfo, TransType};
 use crate::wire::TransRequest;
 
-/// A 2-phase message under construction ([`DtmClient::msg`]).
+/// A 2-phase message under construction ([`DtmClient::msg`], or the gRPC client's `msg`).
 ///
 /// Once submitted, DTM delivers every branch until it succeeds. With [`Msg::prepare`] first,
 /// DTM asks the `query_prepared` URL whether the local transaction committed if the message
@@ -20,13 +23,13 @@ use crate::wire::TransRequest;
 /// outbox pattern.
 #[derive(Debug)]
 #[must_use = "a message does nothing until submitted"]
-pub struct Msg {
+pub struct Msg<T: Transport = DtmClient> {
     /// The back-check URL of the last `prepare`, repeated on submit as the Go SDK does.
     prepared: std::sync::Mutex<String>,
-    client: DtmClient,
+    transport: T,
     gid: String,
     steps: Vec<BTreeMap<String, String>>,
-    payloads: Vec<String>,
+    payloads: Vec<Bytes>,
     delay: Option<Duration>,
     concurrent: bool,
     options: TransOptions,
@@ -36,9 +39,16 @@ pub struct Msg {
 impl DtmClient {
     /// Starts a 2-phase message with global id `gid`.
     pub fn msg(&self, gid: impl Into<String>) -> Msg {
+        Msg::new(self.clone(), gid)
+    }
+}
+
+impl<T: Transport> Msg<T> {
+    /// A message with global id `gid` sent through `transport`.
+    pub fn new(transport: T, gid: impl Into<String>) -> Self {
         Msg {
             prepared: std::sync::Mutex::new(String::new()),
-            client: self.clone(),
+            transport,
             gid: gid.into(),
             steps: Vec::new(),
             payloads: Vec::new(),
@@ -48,17 +58,16 @@ impl DtmClient {
             error: None,
         }
     }
-}
 
-impl Msg {
     /// The global id.
     pub fn gid(&self) -> &str {
         &self.gid
     }
 
-    /// Adds a branch DTM will POST `payload` (as JSON) to.
-    pub fn add(self, action: &str, payload: &impl Serialize) -> Self {
-        match serde_json::to_string(payload) {
+    /// Adds a branch DTM will call with `payload`, encoded the transport's way (JSON over
+    /// HTTP, protobuf over gRPC).
+    pub fn add<P: Encode<T::Encoding> + ?Sized>(self, action: &str, payload: &P) -> Self {
+        match payload.encode() {
             Ok(p) => self.add_raw(action, p),
             Err(e) => {
                 let mut s = self;
@@ -69,7 +78,7 @@ impl Msg {
     }
 
     /// Adds a branch with an already-encoded body.
-    pub fn add_raw(mut self, action: &str, payload: impl Into<String>) -> Self {
+    pub fn add_raw(mut self, action: &str, payload: impl Into<Bytes>) -> Self {
         self.steps
             .push(BTreeMap::from([("action".to_string(), action.to_string())]));
         self.payloads.push(payload.into());
@@ -77,8 +86,8 @@ impl Msg {
     }
 
     /// Adds a branch for every subscriber of `topic` (see [`DtmClient::subscribe`]).
-    pub fn add_topic(self, topic: &str, payload: &impl Serialize) -> Self {
-        self.add(&format!("topic://{topic}"), payload)
+    pub fn add_topic<P: Encode<T::Encoding> + ?Sized>(self, topic: &str, payload: &P) -> Self {
+        self.add(&format!("{TOPIC_PREFIX}{topic}"), payload)
     }
 
     /// Delivers the branches no earlier than `delay` after the message was created.
@@ -87,7 +96,8 @@ impl Msg {
         self
     }
 
-    /// Delivers the branches concurrently.
+    /// Delivers the branches concurrently. (DTM's gRPC API has no field for it: over gRPC
+    /// the branches are delivered one after another.)
     pub fn concurrent(mut self) -> Self {
         self.concurrent = true;
         self
@@ -104,25 +114,32 @@ impl Msg {
             return Err(Error::invalid(e));
         }
         crate::identity::check_gid(&self.gid)?;
+        for url in self.steps.iter().flat_map(|s| s.values()) {
+            if !url.starts_with(TOPIC_PREFIX) {
+                self.transport.check_branch_url(url)?;
+            }
+        }
         let mut r = TransRequest::new(&self.gid, TransType::Msg, &self.options);
         r.steps = self.steps.clone();
         r.payloads = self.payloads.clone();
         r.concurrent = self.concurrent;
+        self.transport.check_request(&r)?;
         Ok(r)
     }
 
-    /// The exact body [`Msg::prepare`] sends.
+    /// The exact request [`Msg::prepare`] sends.
     pub fn prepare_request(&self, query_prepared: &str) -> Result<TransRequest> {
+        self.transport.check_branch_url(query_prepared)?;
         let mut r = self.base()?;
         r.query_prepared = query_prepared.to_string();
         Ok(r)
     }
 
-    /// The exact body [`Msg::submit`] sends (after a [`Msg::prepare`], it repeats its
+    /// The exact request [`Msg::submit`] sends (after a [`Msg::prepare`], it repeats its
     /// `query_prepared`, as the Go SDK does).
     pub fn submit_request(&self) -> Result<TransRequest> {
         let mut r = self.base()?;
-        r.custom_data = crate::flow::msg_delay_custom_data(self.delay);
+        r.custom_data = delay_custom_data(self.delay);
         r.query_prepared = self
             .prepared
             .lock()
@@ -135,20 +152,20 @@ impl Msg {
     pub async fn prepare(&self, query_prepared: &str) -> Result<()> {
         let req = self.prepare_request(query_prepared)?;
         *self.prepared.lock().unwrap_or_else(|p| p.into_inner()) = query_prepared.to_string();
-        self.client.prepare(&req).await
+        self.transport.call_dtm(DtmOp::Prepare, &req).await
     }
 
     /// Phase 2 (or a one-shot message when not prepared): DTM delivers the branches.
     pub async fn submit(&self) -> Result<()> {
         let req = self.submit_request()?;
-        self.client.submit(&req).await
+        self.transport.call_dtm(DtmOp::Submit, &req).await
     }
 
     /// The transaction info the local business of [`Msg::do_and_submit`] receives:
     /// `trans_type=msg, branch_id=00, op=msg`, ready to build a barrier from.
     pub fn local_info(&self) -> TransInfo {
         let mut info = TransInfo::new(self.gid.clone(), TransType::Msg, "00", Op::Msg);
-        info.dtm = Some(self.client.server().to_string());
+        info.dtm = Some(self.transport.server().to_string());
         info
     }
 
@@ -160,7 +177,8 @@ impl Msg {
     ///    database transaction, see the barrier crate).
     /// 3. If it returned an error other than [`Error::Failure`], the outcome of the local
     ///    transaction is unknown (it may have committed before the error), so the
-    ///    `query_prepared` URL is asked, as DTM itself would.
+    ///    `query_prepared` branch is asked (no body, `op=msg`), as DTM itself would, within
+    ///    the transaction's `request_timeout` or the client's timeout.
     /// 4. On a failure from either, the message is aborted; on success it is submitted;
     ///    otherwise it is left prepared and DTM's back-check decides later.
     /// 5. The business error is returned if there was one, else the back-check or submit
@@ -173,13 +191,15 @@ impl Msg {
         self.prepare(query_prepared).await?;
         let info = self.local_info();
         let business = busi(info.clone()).await;
-        crate::flow::after_local_business(
-            &self.gid,
-            business,
-            || async {
-                let timeout = self.client.call_timeout(self.options.request_timeout);
-                self.client
-                    .call_branch_with_timeout(
+        let mut err = match &business {
+            Err(e) if !e.is_failure() => {
+                tracing::debug!(gid = %self.gid, error = %e, "local business failed; back-checking");
+                let timeout = self
+                    .transport
+                    .limits()
+                    .call_timeout(self.options.request_timeout);
+                self.transport
+                    .call_branch_bytes(
                         query_prepared,
                         &info,
                         &self.options.branch_headers,
@@ -188,12 +208,33 @@ impl Msg {
                     )
                     .await
                     .map(drop)
-            },
-            // Built only when the message is aborted (it copies every payload).
-            || async { self.client.abort(&self.base()?).await },
-            || self.submit(),
-        )
-        .await
+            }
+            _ => Ok(()),
+        };
+        let failed = matches!(&business, Err(e) if e.is_failure())
+            || matches!(&err, Err(e) if e.is_failure());
+        if failed {
+            let abort = async { self.transport.call_dtm(DtmOp::Abort, &self.base()?).await };
+            if let Err(e) = abort.await {
+                tracing::warn!(gid = %self.gid, error = %e, "abort of msg failed; DTM's back-check will decide");
+            }
+        } else if err.is_ok() {
+            err = self.submit().await;
+        }
+        business?;
+        err
+    }
+}
+
+/// The step URL prefix of a topic (`topic://<name>`): DTM expands it to the subscribers.
+const TOPIC_PREFIX: &str = "topic://";
+
+/// The `custom_data` of a msg delivered no earlier than `delay` after its creation
+/// (`{"delay":<whole seconds, rounded up>}`); empty without a delay.
+fn delay_custom_data(delay: Option<Duration>) -> String {
+    match crate::options::secs(delay) {
+        0 => String::new(),
+        secs => serde_json::json!({ "delay": secs }).to_string(),
     }
 }
 

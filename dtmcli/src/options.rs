@@ -116,8 +116,12 @@ mod tests {
             (r.request_timeout, r.timeout_to_fail, r.retry_interval),
             (max, max, max)
         );
+        let m = crate::DtmClient::new("http://localhost:1/api/dtmsvr")
+            .unwrap()
+            .msg("g")
+            .delay(Duration::MAX);
         assert_eq!(
-            crate::flow::msg_delay_custom_data(Some(Duration::MAX)),
+            m.submit_request().unwrap().custom_data,
             format!("{{\"delay\":{max}}}")
         );
     }

@@ -1,30 +1,32 @@
-//! Saga: actions with compensations, sequential or as a DAG.
+//! Saga: actions with compensations, sequential or as a DAG. Written once for every
+//! transport: `dtmcli::Saga` is `Saga<DtmClient>`, `dtmgrpc::Saga` is `Saga<DtmGrpcClient>`.
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use bytes::Bytes;
 
 use crate::client::DtmClient;
 use crate::error::{Error, Result};
 use crate::options::TransOptions;
+use crate::transport::{DtmOp, Encode, Transport};
 use crate::types::TransType;
 use crate::wire::TransRequest;
 
-/// A saga under construction. Build it with [`DtmClient::saga`], add steps, then
-/// [`Saga::submit`].
+/// A saga under construction. Build it with [`DtmClient::saga`] (or the gRPC client's
+/// `saga`), add steps, then [`Saga::submit`].
 ///
 /// Each step is an action URL and a compensation URL (either may be empty, which DTM treats as
-/// an immediate success) plus the JSON body both receive. DTM runs the actions in order (or
-/// as a DAG with [`Saga::concurrent`] and [`Saga::add_branch_order`]); at the first
-/// failure it runs the compensation of every action that ran, the failed one included, in
-/// reverse order.
+/// an immediate success) plus the body both receive (JSON over HTTP, protobuf over gRPC).
+/// DTM runs the actions in order (or as a DAG with [`Saga::concurrent`] and
+/// [`Saga::add_branch_order`]); at the first failure it runs the compensation of every action
+/// that ran, the failed one included, in reverse order.
 #[derive(Debug)]
 #[must_use = "a saga does nothing until submitted"]
-pub struct Saga {
-    client: DtmClient,
+pub struct Saga<T: Transport = DtmClient> {
+    transport: T,
     gid: String,
     steps: Vec<BTreeMap<String, String>>,
-    payloads: Vec<String>,
+    payloads: Vec<Bytes>,
     orders: BTreeMap<usize, Vec<usize>>,
     concurrent: bool,
     options: TransOptions,
@@ -34,8 +36,15 @@ pub struct Saga {
 impl DtmClient {
     /// Starts a saga with global id `gid`.
     pub fn saga(&self, gid: impl Into<String>) -> Saga {
+        Saga::new(self.clone(), gid)
+    }
+}
+
+impl<T: Transport> Saga<T> {
+    /// A saga with global id `gid` sent through `transport`.
+    pub fn new(transport: T, gid: impl Into<String>) -> Self {
         Saga {
-            client: self.clone(),
+            transport,
             gid: gid.into(),
             steps: Vec::new(),
             payloads: Vec::new(),
@@ -45,25 +54,29 @@ impl DtmClient {
             error: None,
         }
     }
-}
 
-impl Saga {
     /// The global id.
     pub fn gid(&self) -> &str {
         &self.gid
     }
 
-    /// Adds a step whose action and compensation both receive `payload` as JSON.
-    /// A payload that cannot be serialized is reported by [`Saga::submit`].
-    pub fn add(self, action: &str, compensate: &str, payload: &impl Serialize) -> Self {
-        match serde_json::to_string(payload) {
+    /// Adds a step whose action and compensation both receive `payload`, encoded the
+    /// transport's way (JSON over HTTP, protobuf over gRPC). A payload that cannot be encoded
+    /// is reported by [`Saga::submit`].
+    pub fn add<P: Encode<T::Encoding> + ?Sized>(
+        self,
+        action: &str,
+        compensate: &str,
+        payload: &P,
+    ) -> Self {
+        match payload.encode() {
             Ok(p) => self.add_raw(action, compensate, p),
             Err(e) => self.fail(Error::invalid(format!("saga payload: {e}"))),
         }
     }
 
     /// Adds a step with an already-encoded body.
-    pub fn add_raw(mut self, action: &str, compensate: &str, payload: impl Into<String>) -> Self {
+    pub fn add_raw(mut self, action: &str, compensate: &str, payload: impl Into<Bytes>) -> Self {
         self.steps.push(BTreeMap::from([
             ("action".to_string(), action.to_string()),
             ("compensate".to_string(), compensate.to_string()),
@@ -97,20 +110,25 @@ impl Saga {
         self
     }
 
-    /// The exact body [`Saga::submit`] sends.
+    /// The exact request [`Saga::submit`] sends, after every check.
     pub fn request(&self) -> Result<TransRequest> {
         if let Some(e) = &self.error {
             return Err(Error::invalid(e.to_string()));
         }
         crate::identity::check_gid(&self.gid)?;
+        for url in self.steps.iter().flat_map(|s| s.values()) {
+            if !url.is_empty() {
+                self.transport.check_branch_url(url)?;
+            }
+        }
         let mut r = TransRequest::new(&self.gid, TransType::Saga, &self.options);
         r.steps = self.steps.clone();
         r.payloads = self.payloads.clone();
         if self.concurrent {
-            r.custom_data =
-                crate::flow::saga_concurrent_custom_data(self.steps.len(), &self.orders)?;
+            r.custom_data = concurrent_custom_data(self.steps.len(), &self.orders)?;
             r.concurrent = true;
         }
+        self.transport.check_request(&r)?;
         Ok(r)
     }
 
@@ -118,8 +136,26 @@ impl Saga {
     /// ([`Error::Failure`] with the rollback reason when it rolled back).
     pub async fn submit(&self) -> Result<()> {
         let req = self.request()?;
-        self.client.submit(&req).await
+        self.transport.call_dtm(DtmOp::Submit, &req).await
     }
+}
+
+/// The `custom_data` of a concurrent saga (`{"concurrent":true,"orders":{..}}`), after
+/// checking that every order names an existing step and only earlier prerequisites.
+fn concurrent_custom_data(steps: usize, orders: &BTreeMap<usize, Vec<usize>>) -> Result<String> {
+    for (branch, pre) in orders {
+        if *branch >= steps {
+            return Err(Error::invalid(format!(
+                "branch order names step {branch}, the saga has {steps} steps"
+            )));
+        }
+        if let Some(p) = pre.iter().find(|p| **p >= *branch) {
+            return Err(Error::invalid(format!(
+                "branch order: step {branch} cannot wait for step {p}, which is not before it"
+            )));
+        }
+    }
+    Ok(serde_json::json!({"concurrent": true, "orders": orders}).to_string())
 }
 
 #[cfg(test)]

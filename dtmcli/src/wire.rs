@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::options::{secs, TransOptions};
@@ -55,9 +56,16 @@ pub struct TransRequest {
     /// Steps: `{"action":..,"compensate":..}` (saga) or `{"action":..}` (msg).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<BTreeMap<String, String>>,
-    /// One payload per step.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub payloads: Vec<String>,
+    /// One payload per step, as encoded by the transaction's encoding: JSON text travels as
+    /// strings over HTTP (a payload that is not UTF-8 cannot be sent there), bytes over gRPC.
+    /// Cloning a request shares the payloads instead of copying them.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "payloads_as_text",
+        deserialize_with = "payloads_from_text"
+    )]
+    pub payloads: Vec<Bytes>,
     /// msg back-check URL / workflow callback URL.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub query_prepared: String,
@@ -235,6 +243,22 @@ impl TransStatus {
     }
 }
 
+fn payloads_as_text<S: serde::Serializer>(p: &[Bytes], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::{Error, SerializeSeq};
+    let mut seq = s.serialize_seq(Some(p.len()))?;
+    for b in p {
+        let text = std::str::from_utf8(b)
+            .map_err(|_| S::Error::custom("a payload is not UTF-8 text: send it over gRPC"))?;
+        seq.serialize_element(text)?;
+    }
+    seq.end()
+}
+
+fn payloads_from_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Bytes>, D::Error> {
+    let v = Option::<Vec<String>>::deserialize(d)?.unwrap_or_default();
+    Ok(v.into_iter().map(Bytes::from).collect())
+}
+
 fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -269,7 +293,7 @@ mod tests {
                 "http://h/TransOutRevert".to_string(),
             ),
         ]));
-        r.payloads.push("{\"amount\":30}".into());
+        r.payloads.push(Bytes::from_static(b"{\"amount\":30}"));
         let s = serde_json::to_string(&r).unwrap();
         assert_eq!(
             s,

@@ -187,8 +187,7 @@ async fn calls_to_silent_peers_end_within_the_timeout() {
     // Speaks HTTP/2 and gRPC, but the call never ends.
     let grpc = hostile_grpc(8).await;
     let c = client(&grpc, t);
-    let req =
-        crate::client::dtm_request("g1", TransType::Saga, &TransOptions::default(), &[]).unwrap();
+    let req = DtmRequest::from(&c.saga("g1").request().unwrap());
     let started = Instant::now();
     let e = c.submit(&req).await.unwrap_err();
     assert!(matches!(e, Error::Grpc { code: 4, .. }), "{e:?}");
@@ -282,9 +281,12 @@ async fn extreme_durations_do_not_panic() {
         .request_timeout(Duration::MAX)
         .timeout_to_fail(Duration::MAX)
         .retry_interval(Duration::MAX);
-    let req = crate::client::dtm_request("g1", TransType::Saga, &o, &[]).unwrap();
+    let req = DtmRequest::from(&c.saga("g1").with_options(o.clone()).request().unwrap());
     assert_eq!(c.timeout_for(&req), dtmcli::MAX_TIMEOUT);
-    assert_eq!(c.branch_timeout(&o), dtmcli::MAX_TIMEOUT);
+    assert_eq!(
+        c.limits().call_timeout(o.request_timeout),
+        dtmcli::MAX_TIMEOUT
+    );
     // A real call with these settings (wait_result: the timeout is summed).
     c.prepare(&req).await.unwrap();
     // A wire value DTM could never have sent through this SDK still does not overflow.
@@ -299,8 +301,8 @@ async fn extreme_durations_do_not_panic() {
         .delay(Duration::MAX)
         .with_options(o.clone());
     let s = m.submit_request().unwrap();
-    assert!(s.customed_data.contains("delay"), "{}", s.customed_data);
-    let s = c.saga("g1").with_options(o).request().unwrap();
+    assert!(s.custom_data.contains("delay"), "{}", s.custom_data);
+    let s = DtmRequest::from(&c.saga("g1").with_options(o).request().unwrap());
     assert!(s.trans_options.unwrap().request_timeout > 0);
 }
 

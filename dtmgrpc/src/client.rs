@@ -8,7 +8,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use dtmcli::limits::{call_http_branch, clamp_timeout, Limits};
 use dtmcli::redact::redact_url;
-use dtmcli::{Error, Result, TransInfo, TransOptions, TransRequest, TransType, TrustedServers};
+use dtmcli::transport::{BranchRegistration, DtmOp, Protobuf, RegistrationKind, Transport};
+use dtmcli::{
+    BranchResponse, Error, Result, TransBranch, TransGlobal, TransInfo, TransRequest, TransType,
+    TrustedServers, WorkflowProgress,
+};
 use http::uri::PathAndQuery;
 use prost::Message;
 use tonic::transport::{Channel, Endpoint};
@@ -21,6 +25,7 @@ use crate::pb::dtmgimp::{
     DtmBranchRequest, DtmProgressesReply, DtmRequest, DtmTopicRequest, DtmTransOptions,
 };
 use crate::status::status_to_error;
+use crate::url::check_branch_url;
 use crate::url::{is_http, parse_branch_url};
 
 /// The default address of a local DTM server's gRPC API.
@@ -326,11 +331,6 @@ fn deadline_error(target: &str, timeout: Duration) -> Error {
     }
 }
 
-/// Copies the options into their gRPC message (whole seconds, as in HTTP).
-pub(crate) fn trans_options(o: &TransOptions) -> DtmTransOptions {
-    options_of(&TransRequest::new("", TransType::Saga, o))
-}
-
 /// The gRPC options message of a wire body's flat options.
 fn options_of(r: &TransRequest) -> DtmTransOptions {
     DtmTransOptions {
@@ -357,7 +357,7 @@ impl From<&TransRequest> for DtmRequest {
             trans_type: r.trans_type.clone(),
             trans_options: Some(options_of(r)),
             customed_data: r.custom_data.clone(),
-            bin_payloads: r.payloads.iter().map(|p| p.clone().into_bytes()).collect(),
+            bin_payloads: r.payloads.iter().map(|p| p.to_vec()).collect(),
             query_prepared: r.query_prepared.clone(),
             steps,
             req_extra: r.req_extra.clone().into_iter().collect(),
@@ -376,31 +376,6 @@ pub(crate) fn check_gid(gid: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// The `DtmRequest` of a global transaction, as the Go SDK builds it (steps `"null"` when
-/// there are none). The gid is checked ([`check_gid`]) and branch headers are checked to be
-/// valid metadata, before anything is sent.
-pub(crate) fn dtm_request(
-    gid: &str,
-    trans_type: TransType,
-    options: &TransOptions,
-    steps: &[BTreeMap<String, String>],
-) -> Result<DtmRequest> {
-    check_gid(gid)?;
-    check_branch_headers(&options.branch_headers)?;
-    let steps = if steps.is_empty() {
-        "null".to_string()
-    } else {
-        serde_json::to_string(steps).map_err(|e| Error::invalid(format!("steps: {e}")))?
-    };
-    Ok(DtmRequest {
-        gid: gid.to_string(),
-        trans_type: trans_type.as_str().to_string(),
-        trans_options: Some(trans_options(options)),
-        steps,
-        ..Default::default()
-    })
 }
 
 impl DtmGrpcClient {
@@ -475,12 +450,6 @@ impl DtmGrpcClient {
     /// The largest answer the client accepts, in bytes.
     pub fn max_answer_bytes(&self) -> usize {
         self.shared.limits.max_answer_bytes()
-    }
-
-    /// The timeout of a branch call for a transaction: its `request_timeout`, else the
-    /// client's (at most [`dtmcli::MAX_TIMEOUT`]).
-    pub(crate) fn branch_timeout(&self, options: &TransOptions) -> Duration {
-        self.shared.limits.call_timeout(options.request_timeout)
     }
 
     /// The call timeout for a transaction request: its `request_timeout` or the client's,
@@ -778,23 +747,155 @@ impl DtmGrpcClient {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Resp> {
-        let bytes = self
+        let body = self
             .call_branch_within(url, info, headers, body, timeout)
             .await?;
-        if is_http(url) {
-            return Ok(Resp::default());
+        decode_answer(url, BranchResponse { status: 200, body })
+    }
+}
+
+/// A branch's answer as the protobuf message `Resp`; an `http(s)://` branch's body is not
+/// protobuf, and gives `Resp::default()`.
+pub(crate) fn decode_answer<Resp: Message + Default>(
+    url: &str,
+    answer: BranchResponse,
+) -> Result<Resp> {
+    if is_http(url) {
+        return Ok(Resp::default());
+    }
+    Resp::decode(answer.body.clone()).map_err(|e| Error::Decode {
+        url: redact_url(url).into_owned(),
+        reason: format!("not a protobuf {}: {e}", std::any::type_name::<Resp>()),
+        body: format!("{} bytes", answer.body.len()),
+    })
+}
+
+/// gRPC: DTM's gRPC API (`dtmgimp.Dtm`), branch bodies as protobuf messages.
+impl Transport for DtmGrpcClient {
+    type Encoding = Protobuf;
+
+    fn protocol(&self) -> &'static str {
+        "grpc"
+    }
+
+    fn server(&self) -> &str {
+        &self.target
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.shared.limits
+    }
+
+    fn with_server(&self, server: &str) -> Result<Self> {
+        self.with_target(server)
+    }
+
+    /// The gid and the branch headers travel to branches as metadata: both must be valid
+    /// there.
+    fn check_request(&self, req: &TransRequest) -> Result<()> {
+        check_gid(&req.gid)?;
+        check_branch_headers(&req.branch_headers)
+    }
+
+    fn check_branch_url(&self, url: &str) -> Result<()> {
+        check_branch_url(url)
+    }
+
+    async fn call_dtm(&self, op: DtmOp, req: &TransRequest) -> Result<()> {
+        let r = DtmRequest::from(req);
+        match op {
+            DtmOp::Prepare => self.prepare(&r).await,
+            DtmOp::Submit => self.submit(&r).await,
+            DtmOp::Abort => self.abort(&r).await,
         }
-        Resp::decode(bytes.clone()).map_err(|e| Error::Decode {
-            url: redact_url(url).into_owned(),
-            reason: format!("not a protobuf {}: {e}", std::any::type_name::<Resp>()),
-            body: format!("{} bytes", bytes.len()),
-        })
+    }
+
+    async fn register(&self, reg: &BranchRegistration) -> Result<()> {
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let (op, data, payload) = match &reg.kind {
+            RegistrationKind::Tcc {
+                confirm,
+                cancel,
+                data,
+            } => (
+                "",
+                map(&[("confirm", confirm), ("cancel", cancel)]),
+                data.to_vec(),
+            ),
+            RegistrationKind::Xa { url } => ("", map(&[("url", url)]), Vec::new()),
+            RegistrationKind::Workflow { op, status, data } => (
+                op.as_str(),
+                map(&[("status", status), ("op", op), ("sync", "1")]),
+                data.to_vec(),
+            ),
+            _ => {
+                return Err(Error::invalid(
+                    "this branch registration has no gRPC form yet",
+                ))
+            }
+        };
+        let req = DtmBranchRequest {
+            gid: reg.gid.clone(),
+            trans_type: reg.trans_type().as_str().to_string(),
+            branch_id: reg.branch_id.clone(),
+            op: op.to_string(),
+            data,
+            busi_payload: payload,
+        };
+        self.register_branch(&req).await
+    }
+
+    /// (Over gRPC, DTM never fills the transaction's `result`.)
+    async fn prepare_workflow_progress(&self, req: &TransRequest) -> Result<WorkflowProgress> {
+        let reply = self.prepare_workflow(&req.into()).await?;
+        let mut progress = WorkflowProgress::default();
+        progress.transaction = reply.transaction.map(|t| {
+            let mut g = TransGlobal::default();
+            g.gid = t.gid;
+            g.status = t.status;
+            g.rollback_reason = t.rollback_reason;
+            g.result = t.result;
+            g
+        });
+        progress.progresses = reply
+            .progresses
+            .into_iter()
+            .map(|p| {
+                let mut b = TransBranch::default();
+                b.branch_id = p.branch_id;
+                b.op = p.op;
+                b.status = p.status;
+                b.bin_data = p.bin_data;
+                b
+            })
+            .collect();
+        Ok(progress)
+    }
+
+    async fn call_branch_bytes(
+        &self,
+        url: &str,
+        info: &TransInfo,
+        headers: &BTreeMap<String, String>,
+        body: Option<Bytes>,
+        timeout: Duration,
+    ) -> Result<BranchResponse> {
+        let body = self
+            .call_branch_within(url, info, headers, body.unwrap_or_default(), timeout)
+            .await?;
+        Ok(BranchResponse { status: 200, body })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dtmcli::TransOptions;
 
     #[test]
     fn http_bodies_convert_field_for_field() {
@@ -848,8 +949,8 @@ mod tests {
         assert!(!e.to_string().contains("s3cret"), "{e}");
     }
 
-    #[test]
-    fn request_like_go() {
+    #[tokio::test]
+    async fn request_like_go() {
         let o = TransOptions::default()
             .wait_result(true)
             .timeout_to_fail(Duration::from_millis(1500))
@@ -857,9 +958,10 @@ mod tests {
             .request_timeout(Duration::from_secs(4))
             .retry_limit(5)
             .branch_header("test_header", "v");
-        let r = dtm_request("g", TransType::Tcc, &o, &[]).unwrap();
+        let c = DtmGrpcClient::new("localhost:1").unwrap();
+        let r = DtmRequest::from(&c.saga("g").with_options(o).request().unwrap());
         assert_eq!(r.steps, "null");
-        assert_eq!(r.trans_type, "tcc");
+        assert_eq!(r.trans_type, "saga");
         let t = r.trans_options.unwrap();
         assert_eq!(
             (
@@ -873,6 +975,6 @@ mod tests {
         );
         assert_eq!(t.branch_headers["test_header"], "v");
         let bad = TransOptions::default().branch_header("Bad Key", "v");
-        assert!(dtm_request("g", TransType::Saga, &bad, &[]).is_err());
+        assert!(c.saga("g").with_options(bad).request().is_err());
     }
 }

@@ -130,6 +130,10 @@ pub mod xa;
 #[cfg(feature = "barrier")]
 pub use barrier::{barrier_from_metadata, barrier_from_metadata_with_config};
 pub use client::{DtmGrpcClient, DtmGrpcClientBuilder, DEFAULT_GRPC_SERVER};
+/// What a gRPC user needs from dtmcli, so that one crate suffices.
+pub use dtmcli::{
+    Error, ErrorKind, Op, Result, TransInfo, TransOptions, TransType, TrustedServers,
+};
 pub use global::{Tcc, Xa};
 pub use metadata::{branch_metadata, trans_info, trans_info_from_metadata};
 pub use msg::Msg;

@@ -80,8 +80,10 @@ async fn stored_bytes_are_exactly_the_encoded_requests() {
         saga = saga.add(&grpc_url("TransIn"), &grpc_url("TransInRevert"), r);
     }
     assert_eq!(
-        saga.request().unwrap().bin_payloads,
-        reqs.iter().map(Message::encode_to_vec).collect::<Vec<_>>()
+        saga.request().unwrap().payloads,
+        reqs.iter()
+            .map(|r| prost::bytes::Bytes::from(r.encode_to_vec()))
+            .collect::<Vec<_>>()
     );
     saga.submit().await.unwrap();
     let q = wait_status(&support::dtm(), &gid, "succeed").await;
