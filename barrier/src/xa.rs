@@ -30,8 +30,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::BTreeMap;
-
+use dtmcli::transport::{BranchRegistration, RegistrationKind, Transport};
 use dtmcli::{DtmClient, Op, TransInfo};
 use futures_util::future::BoxFuture;
 use sqlx::{ConnectOptions, Connection};
@@ -223,26 +222,17 @@ pub fn xid(info: &TransInfo) -> Result<String> {
     Ok(xid)
 }
 
-/// How a branch registers itself with DTM at the end of phase 1.
-#[derive(Debug, Clone)]
-pub enum Registration {
-    /// XA mode: `registerBranch {gid, trans_type, branch_id, url: phase2_url}`.
-    Xa,
-    /// Nothing to register (the caller does it, e.g. workflow's DoXa marker).
-    None,
-}
-
 /// XA local transactions on one database: connection settings for the dedicated phase-1
-/// connections, the barrier table, and a DTM client (its connection pool) for registering
-/// branches.
-pub struct XaLocal<DB: XaDatabase> {
+/// connections, the barrier table, and the transport (`T`: HTTP by default, any
+/// [`Transport`], such as `dtmgrpc::DtmGrpcClient`) a branch registers itself through.
+pub struct XaLocal<DB: XaDatabase, T: Transport = DtmClient> {
     connect: <DB::Connection as Connection>::Options,
     config: BarrierConfig,
-    dtm: DtmClient,
+    dtm: T,
 }
 
 // By hand: the connect options' own Debug prints the password.
-impl<DB: XaDatabase> std::fmt::Debug for XaLocal<DB> {
+impl<DB: XaDatabase, T: Transport> std::fmt::Debug for XaLocal<DB, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("XaLocal")
             .field("database", &DB::describe(&self.connect))
@@ -252,7 +242,7 @@ impl<DB: XaDatabase> std::fmt::Debug for XaLocal<DB> {
     }
 }
 
-impl<DB: XaDatabase> Clone for XaLocal<DB> {
+impl<DB: XaDatabase, T: Transport> Clone for XaLocal<DB, T> {
     fn clone(&self) -> Self {
         XaLocal {
             connect: self.connect.clone(),
@@ -262,10 +252,19 @@ impl<DB: XaDatabase> Clone for XaLocal<DB> {
     }
 }
 
-impl<DB: XaDatabase> XaLocal<DB> {
-    /// XA branches on the database reached with `connect`; `dtm` is used when the request
-    /// does not name its DTM server.
-    pub fn new(connect: <DB::Connection as Connection>::Options, dtm: DtmClient) -> Self {
+/// Pins a business closure to the higher-ranked shape [`XaLocal::phase1`] takes.
+fn business<DB, R, F>(f: F) -> F
+where
+    DB: XaDatabase,
+    F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<R>>,
+{
+    f
+}
+
+impl<DB: XaDatabase, T: Transport> XaLocal<DB, T> {
+    /// XA branches on the database reached with `connect`, registering through `dtm`
+    /// (switched to the DTM server a request names, if `dtm` trusts it).
+    pub fn new(connect: <DB::Connection as Connection>::Options, dtm: T) -> Self {
         XaLocal {
             connect,
             config: BarrierConfig::default(),
@@ -279,41 +278,68 @@ impl<DB: XaDatabase> XaLocal<DB> {
         self
     }
 
-    /// Handles one XA branch request: phase 1 (`op=action`) runs `busi` and returns its
-    /// value; phase 2 (`op=commit`/`op=rollback`) returns `None`.
-    pub async fn handle<T, F>(&self, info: &TransInfo, busi: F) -> Result<Option<T>>
+    /// Handles one XA branch request: phase 1 (`op=action`) runs `busi`, registers the
+    /// branch (`registerBranch {url: phase2_url}`, inside the XA transaction, before
+    /// prepare: DTM refuses it once the global transaction is no longer prepared, which
+    /// stops late, hanging actions) and returns `busi`'s value; phase 2
+    /// (`op=commit`/`op=rollback`) returns `None`.
+    pub async fn handle<R, F>(&self, info: &TransInfo, busi: F) -> Result<Option<R>>
     where
-        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T>>,
+        R: Send + 'static,
+        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<R>> + Send + 'static,
     {
         match info.op {
             Op::Commit | Op::Rollback => self.phase2(info).await.map(|()| None),
-            Op::Action => self.phase1(info, Registration::Xa, busi).await.map(Some),
+            Op::Action => {
+                let dtm = self.registrar(info)?;
+                let url = info
+                    .phase2_url
+                    .clone()
+                    .ok_or_else(|| Error::Config("XA branch request without phase2_url".into()))?;
+                let reg = BranchRegistration::new(
+                    info.gid.clone(),
+                    info.branch_id.clone(),
+                    RegistrationKind::Xa { url },
+                );
+                let registered = business::<DB, R, _>(move |conn| {
+                    Box::pin(async move {
+                        let v = busi(conn).await?;
+                        dtm.register(&reg).await?;
+                        Ok(v)
+                    })
+                });
+                self.phase1(info, registered).await.map(Some)
+            }
             ref other => Err(Error::Config(format!("XA branch called with op {other}"))),
         }
+    }
+
+    /// The transport to register through: the DTM server the request names, if trusted.
+    fn registrar(&self, info: &TransInfo) -> Result<T> {
+        Ok(match info.dtm.as_deref() {
+            Some(server) => self.dtm.with_server(server)?,
+            None => self.dtm.clone(),
+        })
     }
 
     async fn connect(&self) -> Result<DB::Connection> {
         Ok(self.connect.connect().await?)
     }
 
-    /// Phase 1: on a dedicated connection, start the XA transaction, write the barrier row,
-    /// run `busi`, register the branch, end and prepare it (or roll it back if anything
-    /// failed), then close the connection.
-    pub async fn phase1<T, F>(
-        &self,
-        info: &TransInfo,
-        registration: Registration,
-        busi: F,
-    ) -> Result<T>
+    /// Phase 1 without registering: on a dedicated connection, start the XA transaction,
+    /// write the barrier row, run `busi`, end and prepare it (or roll it back if anything
+    /// failed), then close the connection. [`XaLocal::handle`] uses it with a `busi` that
+    /// registers the branch; a workflow's XA step records its own marker instead.
+    pub async fn phase1<R, F>(&self, info: &TransInfo, busi: F) -> Result<R>
     where
-        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T>>,
+        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<R>>,
     {
         let xid = xid(info)?;
         let mut conn = self.connect().await?;
         let span = tracing::debug_span!("xa_phase1", gid = %info.gid, branch_id = %info.branch_id, xid = %xid);
         let _enter = span.enter();
         DB::exec(&mut conn, &DB::xa_start(&xid)).await?;
-        let result = self.phase1_body(&mut conn, info, registration, busi).await;
+        let result = self.phase1_body(&mut conn, info, busi).await;
         let end = match DB::xa_end(&xid) {
             Some(sql) => DB::exec(&mut conn, &sql).await.map_err(Error::from),
             None => Ok(()),
@@ -336,47 +362,18 @@ impl<DB: XaDatabase> XaLocal<DB> {
         result
     }
 
-    async fn phase1_body<'c, T, F>(
+    async fn phase1_body<'c, R, F>(
         &self,
         conn: &'c mut DB::Connection,
         info: &TransInfo,
-        registration: Registration,
         busi: F,
-    ) -> Result<T>
+    ) -> Result<R>
     where
-        F: FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T>>,
+        F: FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<R>>,
     {
         let row = BarrierRow::of(info, "action", "01", "action");
         DB::insert_barrier(&mut *conn, &self.config.table, row).await?;
-        let value = busi(conn).await?;
-        // Registered inside the XA transaction, before prepare: DTM refuses it once the
-        // global transaction is no longer prepared, which stops late (hanging) actions.
-        if let Registration::Xa = registration {
-            self.register(info).await?;
-        }
-        Ok(value)
-    }
-
-    async fn register(&self, info: &TransInfo) -> Result<()> {
-        let url = info
-            .phase2_url
-            .as_deref()
-            .ok_or_else(|| Error::Config("XA branch request without phase2_url".into()))?;
-        let dtm = match info.dtm.as_deref() {
-            Some(server) => self.dtm.with_server(server)?,
-            None => self.dtm.clone(),
-        };
-        let fields: BTreeMap<String, String> = [
-            ("gid", info.gid.as_str()),
-            ("trans_type", info.trans_type.as_str()),
-            ("branch_id", info.branch_id.as_str()),
-            ("url", url),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        dtm.register_branch(&fields).await?;
-        Ok(())
+        busi(conn).await
     }
 
     /// Phase 2: commit or roll back the prepared branch `<gid>-<branch_id>`. An unknown

@@ -14,10 +14,11 @@
 //! - [`Tcc`]: try/confirm/cancel with [`DtmGrpcClient::tcc_global_transaction`], nested TCC
 //!   from an incoming request's metadata ([`Tcc::from_metadata`]).
 //! - [`Xa`]: the global side of XA ([`DtmGrpcClient::xa_global_transaction`]); the branch
-//!   side is `xa::XaGrpcLocal` (features `mysql` / `postgres`).
+//!   side is the barrier crate's `XaLocal<DB, DtmGrpcClient>`, which registers over gRPC.
 //! - Branch services: [`trans_info_from_metadata`] (the `dtm-*` metadata DTM sends),
 //!   [`result_to_status`] (failure → `Aborted`, ongoing → `FailedPrecondition`, anything
-//!   else retryable), and `barrier_from_metadata` (feature `barrier`).
+//!   else retryable); a branch barrier is
+//!   `dtm_barrier::BranchBarrier::new(trans_info_from_metadata(request.metadata())?)`.
 //! - [`parse_branch_url`] splits `host:port/package.Service/Method` as DTM does.
 //! - [`pb`] holds the generated messages and stubs, compiled from `.proto` files written from
 //!   DTM's field tables (no `protoc` needed: the build uses `protox`).
@@ -53,10 +54,6 @@
 //!   the provider dtmcli's `rustls` feature uses too; the system's and the webpki roots), or
 //!   your own `DtmGrpcClientBuilder::tls_config`. Without it, an `https://` target is
 //!   refused when the client is built, never dialled in plaintext.
-//! - `barrier`: `barrier_from_metadata`, a `dtm_barrier::BranchBarrier` from the metadata
-//!   of an incoming call.
-//! - `mysql`, `postgres`: `xa::XaGrpcLocal`, XA branches over gRPC on MySQL/MariaDB or
-//!   PostgreSQL (implies `barrier`).
 //!
 //! ## Example
 //! ```no_run
@@ -111,8 +108,6 @@
 //! # }
 //! ```
 
-#[cfg(feature = "barrier")]
-mod barrier;
 #[cfg(test)]
 mod bounds_tests;
 mod client;
@@ -124,11 +119,7 @@ pub mod pb;
 mod saga;
 mod status;
 mod url;
-#[cfg(any(feature = "mysql", feature = "postgres"))]
-pub mod xa;
 
-#[cfg(feature = "barrier")]
-pub use barrier::{barrier_from_metadata, barrier_from_metadata_with_config};
 pub use client::{DtmGrpcClient, DtmGrpcClientBuilder, DEFAULT_GRPC_SERVER};
 /// What a gRPC user needs from dtmcli, so that one crate suffices.
 pub use dtmcli::{

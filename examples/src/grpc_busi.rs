@@ -8,7 +8,7 @@
 //!   `ERROR`) or by a script per gid and handler; every call is recorded with its metadata.
 //! - [`GrpcBank`] (`busi.BankMysql`, `busi.BankPostgres`): the barrier-guarded bank of
 //!   [`crate::bank`] over gRPC, on MariaDB and PostgreSQL, with XA branches
-//!   ([`dtmgrpc::xa::XaGrpcLocal`]).
+//!   (`dtm_barrier::xa::XaLocal` registering through the gRPC client).
 //!
 //! The request message is [`pb::ReqGrpc`] (fields 1-3 as in dtm's Go test service). DTM calls
 //! these services with the content-type `application/grpc+dtm_raw`: plain tonic servers
@@ -20,8 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use dtm_barrier::xa::XaLocal;
 use dtm_barrier::{Error as BError, Outcome as BOutcome};
-use dtmcli::{DtmClient, Op, TransInfo};
-use dtmgrpc::xa::XaGrpcLocal;
+use dtmcli::{Op, TransInfo};
 use dtmgrpc::{DtmGrpcClient, Tcc};
 use futures_util::future::BoxFuture;
 use sqlx::{MySql, Pool, Postgres};
@@ -322,14 +321,14 @@ busi_methods! {
 
 struct BankInner {
     bank: Bank,
-    xa_mysql: XaGrpcLocal<MySql>,
-    xa_pg: XaGrpcLocal<Postgres>,
+    xa_mysql: XaLocal<MySql, DtmGrpcClient>,
+    xa_pg: XaLocal<Postgres, DtmGrpcClient>,
 }
 
 /// The barrier-guarded bank as the gRPC services `busi.BankMysql` and `busi.BankPostgres`
 /// (cheap to clone). Every handler builds its barrier from the call's metadata
-/// ([`dtmgrpc::barrier_from_metadata`]); `TransOutXa`/`TransInXa` are XA branches
-/// ([`XaGrpcLocal`]). A debit below zero answers FAILURE; `TransOutResult` /
+/// ([`dtmgrpc::trans_info_from_metadata`]); `TransOutXa`/`TransInXa` are XA branches
+/// ([`XaLocal`] registering over gRPC). A debit below zero answers FAILURE; `TransOutResult` /
 /// `TransInResult` = `FAILURE` make the action/try fail after its write.
 #[derive(Clone)]
 pub struct GrpcBank(Arc<BankInner>);
@@ -342,18 +341,10 @@ impl std::fmt::Debug for GrpcBank {
 
 impl GrpcBank {
     /// The gRPC bank on `bank`'s databases (see [`Bank::connect`]), registering XA branches
-    /// through `client`. `http` is only lent to the barrier crate's [`XaLocal`], which never
-    /// uses it for gRPC branches.
-    pub fn new(
-        bank: Bank,
-        client: DtmGrpcClient,
-        http: DtmClient,
-    ) -> Result<GrpcBank, crate::bank::BankError> {
-        let xa_mysql = XaGrpcLocal::new(
-            XaLocal::new(crate::bank::mysql_url().parse()?, http.clone()),
-            client.clone(),
-        );
-        let xa_pg = XaGrpcLocal::new(XaLocal::new(crate::bank::pg_url().parse()?, http), client);
+    /// through `client`.
+    pub fn new(bank: Bank, client: DtmGrpcClient) -> Result<GrpcBank, crate::bank::BankError> {
+        let xa_mysql = XaLocal::new(crate::bank::mysql_url().parse()?, client.clone());
+        let xa_pg = XaLocal::new(crate::bank::pg_url().parse()?, client);
         Ok(GrpcBank(Arc::new(BankInner {
             bank,
             xa_mysql,
@@ -416,7 +407,8 @@ impl GrpcBank {
         handler: &'static str,
         request: Request<ReqGrpc>,
     ) -> dtmcli::Result<()> {
-        let bb = dtmgrpc::barrier_from_metadata(request.metadata())?;
+        let bb =
+            dtm_barrier::BranchBarrier::new(dtmgrpc::trans_info_from_metadata(request.metadata())?);
         let info = bb.info().clone();
         let req = request.into_inner();
         let pool = DB::pool(&self.0.bank);
@@ -474,14 +466,14 @@ fn guarded<DB: GrpcBankDb>(
 /// The bank's resources per database (its SQL is the HTTP bank's [`BankDb`]).
 trait GrpcBankDb: BankDb {
     fn pool(bank: &Bank) -> &Pool<Self>;
-    fn xa(bank: &GrpcBank) -> &XaGrpcLocal<Self>;
+    fn xa(bank: &GrpcBank) -> &XaLocal<Self, DtmGrpcClient>;
 }
 
 impl GrpcBankDb for MySql {
     fn pool(bank: &Bank) -> &Pool<Self> {
         bank.mysql()
     }
-    fn xa(bank: &GrpcBank) -> &XaGrpcLocal<Self> {
+    fn xa(bank: &GrpcBank) -> &XaLocal<Self, DtmGrpcClient> {
         &bank.0.xa_mysql
     }
 }
@@ -490,7 +482,7 @@ impl GrpcBankDb for Postgres {
     fn pool(bank: &Bank) -> &Pool<Self> {
         bank.pg()
     }
-    fn xa(bank: &GrpcBank) -> &XaGrpcLocal<Self> {
+    fn xa(bank: &GrpcBank) -> &XaLocal<Self, DtmGrpcClient> {
         &bank.0.xa_pg
     }
 }

@@ -1,6 +1,6 @@
 //! XA over gRPC against the real DTM server: the global side (dtmgrpc's `Xa`), the
 //! metadata it sends (checked on the recording service's XA stub), and real XA branches on
-//! MariaDB and PostgreSQL (`XaGrpcLocal` in the gRPC bank).
+//! MariaDB and PostgreSQL (the barrier crate's `XaLocal` registering over gRPC, in the gRPC bank).
 
 mod support;
 

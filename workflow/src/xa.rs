@@ -1,6 +1,6 @@
 //! `Wf::do_xa`: an XA local transaction as a workflow branch.
 
-use dtm_barrier::xa::{Registration, XaDatabase, XaLocal};
+use dtm_barrier::xa::{XaDatabase, XaLocal};
 use dtmcli::{Error, Op, Result};
 use futures_util::future::BoxFuture;
 
@@ -16,9 +16,10 @@ impl Wf {
     /// to DTM. On a resumed run, a marker without a recorded action means the process died
     /// between prepare and recording: the step fails (FAILURE) and the workflow rolls back,
     /// as in the Go SDK.
-    pub async fn do_xa<DB, F>(&self, xa: &XaLocal<DB>, busi: F) -> Result<Vec<u8>>
+    pub async fn do_xa<DB, T, F>(&self, xa: &XaLocal<DB, T>, busi: F) -> Result<Vec<u8>>
     where
         DB: XaDatabase,
+        T: dtmcli::Transport,
         F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, dtm_barrier::Result<Vec<u8>>>
             + Send,
     {
@@ -36,7 +37,7 @@ impl Wf {
                 }
                 let marker_info = info.clone();
                 let r = xa
-                    .phase1(&info, Registration::None, move |conn| {
+                    .phase1(&info, move |conn| {
                         let business = busi(conn);
                         Box::pin(async move {
                             let v = business.await?;

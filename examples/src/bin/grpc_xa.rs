@@ -15,11 +15,7 @@ use dtmcli::TransOptions;
 #[tokio::main]
 async fn main() -> Result<(), DemoError> {
     let d = GrpcDemo::start().await?;
-    let bank = GrpcBank::new(
-        Bank::connect(d.demo.dtm.clone()).await?,
-        d.dtm.clone(),
-        d.demo.dtm.clone(),
-    )?;
+    let bank = GrpcBank::new(Bank::connect(d.demo.dtm.clone()).await?, d.dtm.clone())?;
     let base = bank.serve(0).await?;
     println!("   gRPC bank (busi.BankMysql, busi.BankPostgres) at {base}\n");
     let (from, to) = (9_100_001, 9_100_002);

@@ -246,16 +246,10 @@ pub fn grpc_bank_env() -> &'static GrpcBankEnv {
         let bank = bank_env().bank.clone();
         let handle = env().handle.clone();
         let target = env().server.grpc_addr();
-        let http = env().server.http_url();
         std::thread::spawn(move || {
             handle.block_on(async move {
                 let client = dtmgrpc::DtmGrpcClient::new(target).expect("grpc client");
-                let bank = dtm_examples::grpc_busi::GrpcBank::new(
-                    bank,
-                    client,
-                    DtmClient::new(http).expect("client"),
-                )
-                .expect("grpc bank");
+                let bank = dtm_examples::grpc_busi::GrpcBank::new(bank, client).expect("grpc bank");
                 let base = bank.serve(0).await.expect("serve grpc bank");
                 GrpcBankEnv { bank, base }
             })
