@@ -48,6 +48,8 @@ pub const DEFAULT_SERVER: &str = "http://localhost:36789/api/dtmsvr";
 #[derive(Clone)]
 pub struct DtmClient {
     server: Arc<str>,
+    /// The hot endpoints, parsed once.
+    endpoints: Arc<Endpoints>,
     http: reqwest::Client,
     limits: Limits,
     trusted: Arc<TrustedServers>,
@@ -113,6 +115,14 @@ impl DtmClientBuilder {
         self
     }
 
+    /// How many idle connections to each host (DTM, each branch service) the built
+    /// `reqwest::Client` keeps (default [`crate::limits::DEFAULT_MAX_IDLE_PER_HOST`]). Ignored
+    /// with [`DtmClientBuilder::http_client`].
+    pub fn max_idle_per_host(mut self, n: usize) -> Self {
+        self.limits.set_max_idle_per_host(n);
+        self
+    }
+
     /// The DTM servers [`DtmClient::with_server`] agrees to switch to when a branch request
     /// names one (default [`TrustedServers::Own`]: only this client's server). See
     /// [`crate::trust`] for why.
@@ -126,12 +136,10 @@ impl DtmClientBuilder {
         let server = normalize_server(&self.server)?;
         let http = match self.http {
             Some(h) => h,
-            None => reqwest::Client::builder()
-                .connect_timeout(self.limits.connect_timeout())
-                .build()
-                .map_err(|e| Error::invalid(format!("cannot build HTTP client: {e}")))?,
+            None => crate::limits::http_client(&self.limits)?,
         };
         Ok(DtmClient {
+            endpoints: Arc::new(Endpoints::new(&server)?),
             server: server.into(),
             http,
             limits: self.limits,
@@ -154,6 +162,45 @@ fn normalize_server(s: &str) -> Result<String> {
         )));
     }
     Ok(s.trim_end_matches('/').to_string())
+}
+
+/// The URLs of the calls every transaction makes, parsed once per server rather than
+/// formatted and parsed again on every call.
+#[derive(Debug)]
+struct Endpoints {
+    prepare: reqwest::Url,
+    submit: reqwest::Url,
+    abort: reqwest::Url,
+    register_branch: reqwest::Url,
+    prepare_workflow: reqwest::Url,
+}
+
+impl Endpoints {
+    fn new(server: &str) -> Result<Self> {
+        let url = |op: &str| {
+            reqwest::Url::parse(&format!("{server}/{op}")).map_err(|e| {
+                Error::invalid(format!("DTM server URL {:?}: {e}", redact_url(server)))
+            })
+        };
+        Ok(Endpoints {
+            prepare: url("prepare")?,
+            submit: url("submit")?,
+            abort: url("abort")?,
+            register_branch: url("registerBranch")?,
+            prepare_workflow: url("prepareWorkflow")?,
+        })
+    }
+
+    fn get(&self, op: &str) -> Option<&reqwest::Url> {
+        Some(match op {
+            "prepare" => &self.prepare,
+            "submit" => &self.submit,
+            "abort" => &self.abort,
+            "registerBranch" => &self.register_branch,
+            "prepareWorkflow" => &self.prepare_workflow,
+            _ => return None,
+        })
+    }
 }
 
 /// DTM's answer to `prepare`, `submit`, `abort` and `registerBranch`:
@@ -206,7 +253,11 @@ impl DtmClient {
         self.trusted.check(&self.server, &named, |s| {
             s.trim_end_matches('/').to_string()
         })?;
+        if named == *self.server {
+            return Ok(self.clone());
+        }
         Ok(DtmClient {
+            endpoints: Arc::new(Endpoints::new(&named)?),
             server: named.into(),
             http: self.http.clone(),
             limits: self.limits,
@@ -253,19 +304,19 @@ impl DtmClient {
         &self,
         op: &'static str,
         req: reqwest::RequestBuilder,
-        url: String,
+        url: &str,
         timeout: Duration,
         keyword_check: bool,
     ) -> Result<Bytes> {
-        let span = tracing::debug_span!("dtm", op, url = %redact_url(&url));
+        let span = tracing::debug_span!("dtm", op, url = %redact_url(url));
         async move {
             let resp = req
                 .timeout(clamp_timeout(timeout))
                 .send()
                 .await
-                .map_err(|e| Error::transport(&url, e))?;
+                .map_err(|e| Error::transport(url, e))?;
             let status = resp.status().as_u16();
-            let body = read_answer(&url, resp, self.limits.max_answer_bytes()).await?;
+            let body = read_answer(url, resp, self.limits.max_answer_bytes()).await?;
             let text = String::from_utf8_lossy(&body);
             tracing::debug!(status, "dtm answered");
             let message = || {
@@ -281,7 +332,7 @@ impl DtmClient {
                 200 if keyword_check && text.contains("FAILURE") => Err(Error::Failure(message())),
                 200 => Ok(body.clone()),
                 _ => Err(Error::Status {
-                    url: redact_url(&url).into_owned(),
+                    url: redact_url(url).into_owned(),
                     status,
                     body: truncate_body(&text),
                 }),
@@ -328,27 +379,36 @@ impl DtmClient {
     /// POSTs a global-transaction body to `<server>/<op>` and checks that DTM answered
     /// `{"dtm_result":"SUCCESS"}` (anything else is [`Error::Decode`]); returns that body.
     pub async fn call(&self, op: &'static str, body: &TransRequest) -> Result<Bytes> {
-        let url = self.url(op);
-        let req = self.http.post(&url).json(body);
+        let (req, url) = self.post(op);
         tracing::debug!(gid = %body.gid, trans_type = %body.trans_type, "call dtm {op}");
         let answer = self
-            .send(op, req, url.clone(), self.timeout_for(body), true)
+            .send(op, req.json(body), &url, self.timeout_for(body), true)
             .await?;
         Self::expect_success(&url, &answer)?;
         Ok(answer)
+    }
+
+    /// A POST to `<server>/<op>`: a parsed endpoint for the calls every transaction makes.
+    fn post(&self, op: &str) -> (reqwest::RequestBuilder, std::borrow::Cow<'_, str>) {
+        match self.endpoints.get(op) {
+            Some(u) => (self.http.post(u.clone()), u.as_str().into()),
+            None => {
+                let u = self.url(op);
+                (self.http.post(&u), u.into())
+            }
+        }
     }
 
     /// `prepareWorkflow`: creates the workflow transaction, or returns the existing one and
     /// every recorded branch. Unlike the other calls, a body that merely mentions FAILURE (a
     /// stored rollback reason) is not an error.
     pub async fn prepare_workflow(&self, body: &TransRequest) -> Result<WorkflowProgress> {
-        let url = self.url("prepareWorkflow");
-        let req = self.http.post(&url).json(body);
+        let (req, url) = self.post("prepareWorkflow");
         let answer = self
             .send(
                 "prepareWorkflow",
-                req,
-                url.clone(),
+                req.json(body),
+                &url,
                 self.timeout_for(body),
                 false,
             )
@@ -367,7 +427,7 @@ impl DtmClient {
             .send(
                 "newGid",
                 self.http.get(&url),
-                url.clone(),
+                &url,
                 self.limits.timeout(),
                 false,
             )
@@ -388,7 +448,7 @@ impl DtmClient {
         let url = self.url("query");
         let req = self.http.get(&url).query(&[("gid", gid)]);
         let body = self
-            .send("query", req, url.clone(), self.limits.timeout(), false)
+            .send("query", req, &url, self.limits.timeout(), false)
             .await?;
         Self::decode(&url, &body)
     }
@@ -411,13 +471,12 @@ impl DtmClient {
     /// `registerBranch` with its flat string map (see the protocol: tcc `data`, `confirm`,
     /// `cancel`; xa `url`; workflow `op`, `status`, `data`).
     pub async fn register_branch(&self, fields: &BTreeMap<String, String>) -> Result<()> {
-        let url = self.url("registerBranch");
-        let req = self.http.post(&url).json(fields);
+        let (req, url) = self.post("registerBranch");
         let answer = self
             .send(
                 "registerBranch",
-                req,
-                url.clone(),
+                req.json(fields),
+                &url,
                 self.limits.timeout(),
                 true,
             )
@@ -433,7 +492,7 @@ impl DtmClient {
             .get(&u)
             .query(&[("topic", topic), ("url", url), ("remark", remark)]);
         let answer = self
-            .send("subscribe", req, u.clone(), self.limits.timeout(), false)
+            .send("subscribe", req, &u, self.limits.timeout(), false)
             .await?;
         Self::expect_success(&u, &answer)
     }
@@ -443,7 +502,7 @@ impl DtmClient {
         let u = self.url("unsubscribe");
         let req = self.http.get(&u).query(&[("topic", topic), ("url", url)]);
         let answer = self
-            .send("unsubscribe", req, u.clone(), self.limits.timeout(), false)
+            .send("unsubscribe", req, &u, self.limits.timeout(), false)
             .await?;
         Self::expect_success(&u, &answer)
     }
@@ -459,7 +518,7 @@ impl DtmClient {
         let u = u.to_string();
         let req = self.http.delete(&u);
         let answer = self
-            .send("deleteTopic", req, u.clone(), self.limits.timeout(), false)
+            .send("deleteTopic", req, &u, self.limits.timeout(), false)
             .await?;
         Self::expect_success(&u, &answer)
     }
@@ -474,13 +533,7 @@ impl DtmClient {
         let u = self.url("resetNextCronTime");
         let req = self.http.post(&u).json(&BTreeMap::from([("gid", gid)]));
         let answer = self
-            .send(
-                "resetNextCronTime",
-                req,
-                u.clone(),
-                self.limits.timeout(),
-                false,
-            )
+            .send("resetNextCronTime", req, &u, self.limits.timeout(), false)
             .await?;
         Self::expect_success(&u, &answer)
     }
@@ -496,13 +549,7 @@ impl DtmClient {
             ("limit", limit.to_string()),
         ]);
         let answer = self
-            .send(
-                "resetCronTime",
-                req,
-                u.clone(),
-                self.limits.timeout(),
-                false,
-            )
+            .send("resetCronTime", req, &u, self.limits.timeout(), false)
             .await?;
         Self::decode(&u, &answer)
     }
@@ -512,7 +559,7 @@ impl DtmClient {
         let u = self.url("forceStop");
         let req = self.http.post(&u).json(&BTreeMap::from([("gid", gid)]));
         let answer = self
-            .send("forceStop", req, u.clone(), self.limits.timeout(), false)
+            .send("forceStop", req, &u, self.limits.timeout(), false)
             .await?;
         Self::expect_success(&u, &answer)
     }
@@ -528,7 +575,7 @@ impl DtmClient {
             .send(
                 "version",
                 self.http.get(&u),
-                u.clone(),
+                &u,
                 self.limits.timeout(),
                 false,
             )

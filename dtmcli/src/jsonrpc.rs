@@ -126,10 +126,7 @@ impl JsonRpcClient {
             params,
         };
         let req = self.0.http().post(url).json(&envelope);
-        let body = self
-            .0
-            .send(method, req, url.to_string(), timeout, false)
-            .await?;
+        let body = self.0.send(method, req, url, timeout, false).await?;
         read_envelope(url, &body)
     }
 

@@ -46,7 +46,7 @@
 //!
 //! ## Feature flags
 //! - `axum`: an axum extractor for [`TransInfo`] and `IntoResponse` for [`Error`].
-//! - `rustls`: TLS (rustls) for `https://` DTM servers and branches.
+//! - `tls`: TLS (rustls) for `https://` DTM servers and branches.
 //!
 //! ## Example
 //! ```no_run

@@ -30,6 +30,25 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 /// streaming an endless body cannot exhaust memory.
 pub const DEFAULT_MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 
+/// Default cap on the idle connections a client keeps open per host (DTM, each branch
+/// service): enough to serve a burst again without reconnecting, bounded so that a burst of
+/// thousands of concurrent transactions does not leave thousands of sockets open.
+pub const DEFAULT_MAX_IDLE_PER_HOST: usize = 64;
+
+/// How long an idle connection is kept before it is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The HTTP client a builder makes when the user brings none: bounded connects, a bounded
+/// idle pool.
+pub fn http_client(limits: &Limits) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(limits.connect_timeout())
+        .pool_max_idle_per_host(limits.max_idle_per_host())
+        .pool_idle_timeout(IDLE_TIMEOUT)
+        .build()
+        .map_err(|e| Error::invalid(format!("cannot build HTTP client: {e}")))
+}
+
 /// Clamps a timeout to [`MAX_TIMEOUT`].
 pub fn clamp_timeout(d: Duration) -> Duration {
     d.min(MAX_TIMEOUT)
@@ -42,6 +61,7 @@ pub struct Limits {
     timeout: Duration,
     connect_timeout: Duration,
     max_answer_bytes: usize,
+    max_idle_per_host: usize,
 }
 
 impl Default for Limits {
@@ -50,6 +70,7 @@ impl Default for Limits {
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+            max_idle_per_host: DEFAULT_MAX_IDLE_PER_HOST,
         }
     }
 }
@@ -68,6 +89,16 @@ impl Limits {
     /// Sets the largest answer read, in bytes.
     pub fn set_max_answer_bytes(&mut self, limit: usize) {
         self.max_answer_bytes = limit;
+    }
+
+    /// Sets how many idle connections are kept per host.
+    pub fn set_max_idle_per_host(&mut self, n: usize) {
+        self.max_idle_per_host = n;
+    }
+
+    /// How many idle connections are kept per host.
+    pub fn max_idle_per_host(&self) -> usize {
+        self.max_idle_per_host
     }
 
     /// The call timeout used when a transaction sets no `request_timeout`.

@@ -345,7 +345,7 @@ async fn credentials_never_show() {
         .build()
         .unwrap();
     assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
-    let e = c.with_target("u:s3cret@evil:1").unwrap_err();
+    let e = c.with_server("u:s3cret@evil:1").unwrap_err();
     assert!(!e.to_string().contains("s3cret"), "{e}");
     // A branch URL with credentials: the transport error does not repeat them.
     let port = {
@@ -376,31 +376,31 @@ async fn credentials_never_show() {
 }
 
 #[tokio::test]
-async fn with_target_follows_only_trusted_servers() {
+async fn with_server_follows_only_trusted_servers() {
     let own = DtmGrpcClient::new("127.0.0.1:36790").unwrap();
     assert_eq!(
-        own.with_target("127.0.0.1:36790").unwrap().target(),
-        own.target()
+        own.with_server("127.0.0.1:36790").unwrap().server(),
+        own.server()
     );
-    assert!(own.with_target("http://127.0.0.1:36790/").is_ok());
+    assert!(own.with_server("http://127.0.0.1:36790/").is_ok());
     for other in ["evil:36790", "localhost:36790", "127.0.0.1:36791"] {
-        let e = own.with_target(other).unwrap_err();
+        let e = own.with_server(other).unwrap_err();
         assert!(matches!(e, Error::InvalidInput(_)), "{other}: {e:?}");
     }
     let listed = DtmGrpcClient::builder("127.0.0.1:36790")
         .trusted_servers(TrustedServers::list(["http://localhost:36790"]))
         .build()
         .unwrap();
-    let nested = listed.with_target("localhost:36790").unwrap();
-    assert_eq!(nested.target(), "localhost:36790");
+    let nested = listed.with_server("localhost:36790").unwrap();
+    assert_eq!(nested.server(), "localhost:36790");
     // The derived client keeps the first client's trust (and its own server).
-    assert!(nested.with_target("127.0.0.1:36790").is_ok());
-    assert!(nested.with_target("evil:1").is_err());
+    assert!(nested.with_server("127.0.0.1:36790").is_ok());
+    assert!(nested.with_server("evil:1").is_err());
     let any = DtmGrpcClient::builder("127.0.0.1:36790")
         .trusted_servers(TrustedServers::Any)
         .build()
         .unwrap();
-    assert!(any.with_target("evil:1").is_ok());
+    assert!(any.with_server("evil:1").is_ok());
     // Nested TCC from metadata naming an untrusted server: refused before any call.
     let mut info = info();
     info.dtm = Some("evil:1".into());

@@ -43,7 +43,7 @@ pub const DEFAULT_GRPC_SERVER: &str = "localhost:36790";
 /// transaction's `request_timeout`) and in answer size
 /// ([`DtmGrpcClientBuilder::max_answer_bytes`]; a longer answer is
 /// [`Error::TooLarge`]). A branch request naming another DTM server is only followed to a
-/// trusted one ([`DtmGrpcClientBuilder::trusted_servers`], [`DtmGrpcClient::with_target`]).
+/// trusted one ([`DtmGrpcClientBuilder::trusted_servers`], [`DtmGrpcClient::with_server`]).
 ///
 /// ```no_run
 /// # async fn demo() -> dtmcli::Result<()> {
@@ -144,7 +144,7 @@ impl DtmGrpcClientBuilder {
         self
     }
 
-    /// The DTM servers [`DtmGrpcClient::with_target`] agrees to switch to when a branch
+    /// The DTM servers [`DtmGrpcClient::with_server`] agrees to switch to when a branch
     /// request names one in `dtm-dtm` (default [`TrustedServers::Own`]: only this client's
     /// server). See [`dtmcli::trust`] for why.
     pub fn trusted_servers(mut self, trusted: TrustedServers) -> Self {
@@ -191,10 +191,7 @@ impl DtmGrpcClientBuilder {
             limits: self.limits,
             http: match self.http {
                 Some(h) => h,
-                None => reqwest::Client::builder()
-                    .connect_timeout(self.limits.connect_timeout())
-                    .build()
-                    .map_err(|e| Error::invalid(format!("cannot build HTTP client: {e}")))?,
+                None => dtmcli::limits::http_client(&self.limits)?,
             },
             branches: Mutex::new(HashMap::new()),
             #[cfg(feature = "tls")]
@@ -357,7 +354,7 @@ impl From<&TransRequest> for DtmRequest {
             trans_type: r.trans_type.clone(),
             trans_options: Some(options_of(r)),
             customed_data: r.custom_data.clone(),
-            bin_payloads: r.payloads.iter().map(|p| p.to_vec()).collect(),
+            bin_payloads: r.payloads.clone(),
             query_prepared: r.query_prepared.clone(),
             steps,
             req_extra: r.req_extra.clone().into_iter().collect(),
@@ -400,7 +397,7 @@ impl DtmGrpcClient {
     }
 
     /// The DTM server's address (`host:port`), as sent to branches in `dtm-dtm`.
-    pub fn target(&self) -> &str {
+    pub fn server(&self) -> &str {
         &self.target
     }
 
@@ -415,7 +412,7 @@ impl DtmGrpcClient {
     /// The metadata comes from whoever reached the branch, so the server must be one this
     /// client trusts ([`DtmGrpcClientBuilder::trusted_servers`]; by default only its own):
     /// otherwise [`Error::InvalidInput`], and nothing is sent. See [`dtmcli::trust`].
-    pub fn with_target(&self, target: &str) -> Result<Self> {
+    pub fn with_server(&self, target: &str) -> Result<Self> {
         let named = parse_target(target)?;
         self.shared
             .trusted
@@ -432,7 +429,7 @@ impl DtmGrpcClient {
         })
     }
 
-    /// The servers [`DtmGrpcClient::with_target`] accepts.
+    /// The servers [`DtmGrpcClient::with_server`] accepts.
     pub fn trusted_servers(&self) -> &TrustedServers {
         &self.shared.trusted
     }
@@ -787,7 +784,7 @@ impl Transport for DtmGrpcClient {
     }
 
     fn with_server(&self, server: &str) -> Result<Self> {
-        self.with_target(server)
+        DtmGrpcClient::with_server(self, server)
     }
 
     /// The gid and the branch headers travel to branches as metadata: both must be valid
@@ -825,13 +822,13 @@ impl Transport for DtmGrpcClient {
             } => (
                 "",
                 map(&[("confirm", confirm), ("cancel", cancel)]),
-                data.to_vec(),
+                data.clone(),
             ),
-            RegistrationKind::Xa { url } => ("", map(&[("url", url)]), Vec::new()),
+            RegistrationKind::Xa { url } => ("", map(&[("url", url)]), Bytes::new()),
             RegistrationKind::Workflow { op, status, data } => (
                 op.as_str(),
                 map(&[("status", status), ("op", op), ("sync", "1")]),
-                data.to_vec(),
+                data.clone(),
             ),
             _ => {
                 return Err(Error::invalid(
@@ -870,7 +867,7 @@ impl Transport for DtmGrpcClient {
                 b.branch_id = p.branch_id;
                 b.op = p.op;
                 b.status = p.status;
-                b.bin_data = p.bin_data;
+                b.bin_data = p.bin_data.to_vec();
                 b
             })
             .collect();

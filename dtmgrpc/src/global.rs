@@ -68,7 +68,7 @@ impl Tcc {
     /// `0202`...). `info` is the incoming request's transaction info; it must carry `dtm`
     /// (`dtm-dtm`, which the SDK always sends when calling a try). `client` lends its
     /// settings and channels; the DTM server is the one named in `info`, which `client` must
-    /// trust ([`DtmGrpcClient::with_target`]): a request naming another server is refused
+    /// trust ([`DtmGrpcClient::with_server`]): a request naming another server is refused
     /// with [`Error::InvalidInput`](dtmcli::Error::InvalidInput) before anything is sent.
     pub fn nested(client: &DtmGrpcClient, info: &TransInfo) -> Result<Tcc> {
         GlobalTx::nested_tcc(client, info).map(Tcc)

@@ -51,7 +51,7 @@
 //!
 //! ## Feature flags
 //! - `tls`: TLS to the DTM server for `https://` targets (tonic with rustls on aws-lc-rs,
-//!   the provider dtmcli's `rustls` feature uses too; the system's and the webpki roots), or
+//!   the provider dtmcli's `tls` feature uses too; the system's and the webpki roots), or
 //!   your own `DtmGrpcClientBuilder::tls_config`. Without it, an `https://` target is
 //!   refused when the client is built, never dialled in plaintext.
 //!

@@ -59,7 +59,7 @@ mod tests {
             trans_type: "saga".into(),
             trans_options: Some(o),
             customed_data: "c".into(),
-            bin_payloads: vec![vec![1], vec![2]],
+            bin_payloads: vec![vec![1].into(), vec![2].into()],
             query_prepared: "q".into(),
             steps: "[]".into(),
             req_extra: [("a".to_string(), "b".to_string())].into(),
@@ -86,7 +86,7 @@ mod tests {
             branch_id: "01".into(),
             op: "try".into(),
             data: [("confirm".to_string(), "u".to_string())].into(),
-            busi_payload: vec![1],
+            busi_payload: vec![1].into(),
         };
         assert_eq!(
             tags(&b.encode_to_vec()),
@@ -101,7 +101,7 @@ mod tests {
             }),
             progresses: vec![DtmProgress {
                 status: "s".into(),
-                bin_data: vec![1],
+                bin_data: vec![1].into(),
                 branch_id: "01".into(),
                 op: "action".into(),
             }],
@@ -119,7 +119,9 @@ mod tests {
         assert_eq!(tags(&topic.encode_to_vec()), [(1, 2), (2, 2), (3, 2)]);
         let gid = DtmGidReply { gid: "g".into() };
         assert_eq!(tags(&gid.encode_to_vec()), [(1, 2)]);
-        let wf = super::workflow::WorkflowData { data: vec![1] };
+        let wf = super::workflow::WorkflowData {
+            data: vec![1].into(),
+        };
         assert_eq!(tags(&wf.encode_to_vec()), [(1, 2)]);
     }
 

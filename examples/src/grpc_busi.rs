@@ -270,7 +270,7 @@ impl GrpcBusi {
             .phase2_url
             .clone()
             .ok_or_else(|| dtmcli::Error::invalid("XA branch called without dtm-phase2_url"))?;
-        let client = self.client.with_target(dtm)?;
+        let client = self.client.with_server(dtm)?;
         client
             .register_branch(&dtmgrpc::pb::dtmgimp::DtmBranchRequest {
                 gid: info.gid.clone(),
@@ -547,7 +547,7 @@ impl GrpcDemo {
     pub async fn start() -> Result<GrpcDemo, crate::demo::DemoError> {
         let demo = crate::demo::Demo::start().await?;
         let dtm = DtmGrpcClient::new(demo.server.grpc_addr())?;
-        println!("   DTM gRPC API at {}", dtm.target());
+        println!("   DTM gRPC API at {}", dtm.server());
         let busi = GrpcBusi::new(dtm.clone());
         let base = busi.serve(0).await?;
         println!("   gRPC business service busi.Busi at {base}\n");

@@ -42,7 +42,7 @@ async fn prepare_workflow_returns_the_recorded_progress_but_no_result() {
             ("sync".to_string(), "1".to_string()),
         ]
         .into(),
-        busi_payload: vec![0, 1, 2, 255],
+        busi_payload: vec![0, 1, 2, 255].into(),
         ..Default::default()
     })
     .await
@@ -55,8 +55,8 @@ async fn prepare_workflow_returns_the_recorded_progress_but_no_result() {
         ("01", "action", "succeed")
     );
     assert_eq!(
-        p.bin_data,
-        [0, 1, 2, 255],
+        p.bin_data.as_ref(),
+        [0, 1, 2, 255].as_slice(),
         "binary results survive over gRPC"
     );
     // Submit it as succeeded with a result: the gRPC API never returns `Result`.

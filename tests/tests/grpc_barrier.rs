@@ -155,7 +155,7 @@ async fn hanging_tcc_try(db: Db) {
             ("confirm".to_string(), grpc_bank_url(db, "TransOutConfirm")),
             ("cancel".to_string(), grpc_bank_url(db, "TransOutCancel")),
         ]),
-        busi_payload: prost::Message::encode_to_vec(&r),
+        busi_payload: prost::Message::encode_to_vec(&r).into(),
         ..Default::default()
     })
     .await

@@ -155,7 +155,7 @@ async fn do_and_submit_error_asks_the_back_check_itself() {
     let info = calls[0].info.as_ref().unwrap();
     // The SDK's own back-check: like DTM's, plus dtm-dtm and the branch headers.
     assert_eq!((info.branch_id.as_str(), &info.op), ("00", &Op::Msg));
-    assert_eq!(info.dtm.as_deref(), Some(dtm.target()));
+    assert_eq!(info.dtm.as_deref(), Some(dtm.server()));
     assert_eq!(calls[0].metadata["test_header"], "msg");
 
     // The back-check says it did not commit: aborted.

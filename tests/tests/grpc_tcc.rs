@@ -70,7 +70,7 @@ async fn success_confirms_every_branch() {
     let try0 = calls[0].info.clone().unwrap();
     assert_eq!((try0.op, try0.branch_id.as_str()), (Op::Try, "01"));
     assert_eq!(try0.trans_type, TransType::Tcc);
-    assert_eq!(try0.dtm.as_deref(), Some(dtm.target()));
+    assert_eq!(try0.dtm.as_deref(), Some(dtm.server()));
     assert_eq!(calls[0].metadata["content-type"], "application/grpc");
     assert_eq!(calls[1].info.as_ref().unwrap().branch_id, "02");
     // DTM's confirm calls get the registered bytes and no dtm address.
@@ -152,7 +152,7 @@ async fn nested_tcc_registers_sub_branches_from_incoming_metadata() {
         .expect("nested try called");
     let info = nested_try.info.unwrap();
     assert_eq!(info.branch_id, "0201");
-    assert_eq!(info.dtm.as_deref(), Some(dtm.target()));
+    assert_eq!(info.dtm.as_deref(), Some(dtm.server()));
     assert_eq!(grpc_busi().count(&gid, "TransInConfirm"), 2);
     assert_eq!(grpc_busi().count(&gid, "TransOutConfirm"), 1);
 }

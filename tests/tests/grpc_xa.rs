@@ -26,7 +26,7 @@ fn assert_action(c: &GrpcCall, dtm: &dtmgrpc::DtmGrpcClient, branch_id: &str, ha
         (&Op::Action, TransType::Xa, branch_id),
         "{c:?}"
     );
-    assert_eq!(info.dtm.as_deref(), Some(dtm.target()), "{c:?}");
+    assert_eq!(info.dtm.as_deref(), Some(dtm.server()), "{c:?}");
     assert_eq!(c.metadata["dtm-phase2_url"], grpc_url(handler), "{c:?}");
     assert_eq!(c.metadata["x-test-header"], "xa", "{c:?}");
 }

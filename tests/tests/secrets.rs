@@ -179,7 +179,7 @@ async fn no_secret_in_errors_debug_or_logs() {
     seen.result("gRPC new_gid on a closed port", grpc.new_gid().await);
     seen.result(
         "gRPC untrusted target",
-        grpc.with_target(&format!("u:{SECRET}@127.0.0.1:4")),
+        grpc.with_server(&format!("u:{SECRET}@127.0.0.1:4")),
     );
 
     // XA branches: database options with a password, a refused login on the real databases.
