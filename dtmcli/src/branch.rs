@@ -32,6 +32,7 @@ pub fn http_result(url: &str, status: u16, body: &[u8]) -> Result<()> {
 
 /// An HTTP answer for DTM, independent of any web framework.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HttpReply {
     /// Status code.
     pub status: u16,

@@ -212,6 +212,7 @@ struct ResultBody {
 
 /// DTM's answer to `resetCronTime` ([`DtmClient::reset_cron_time`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
 pub struct CronReset {
     /// How many transactions were rescheduled for now.
     pub succeed_count: u64,
@@ -730,6 +731,7 @@ impl Transport for DtmClient {
 
 /// A successful answer of a branch the SDK called itself.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct BranchResponse {
     /// HTTP status (always 200 for a success).
     pub status: u16,
@@ -738,6 +740,11 @@ pub struct BranchResponse {
 }
 
 impl BranchResponse {
+    /// A successful answer with this status and body (for transports other than HTTP).
+    pub fn new(status: u16, body: Bytes) -> Self {
+        BranchResponse { status, body }
+    }
+
     /// The body as JSON.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_slice(&self.body).map_err(|e| Error::Decode {

@@ -11,6 +11,7 @@ use std::time::Duration;
 /// that: DTM multiplies the seconds into a Go `time.Duration`, which holds only 292 years and
 /// would wrap to a negative timeout.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TransOptions {
     /// Ask the server to run the transaction inside the submit (or abort) request and answer
     /// with its outcome: a saga that does not succeed returns [`crate::Error::Failure`].

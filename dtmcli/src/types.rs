@@ -141,6 +141,7 @@ impl From<&str> for Op {
 /// (HTTP) or metadata (gRPC) of every call to a branch. Its `Debug` output shows `dtm` and
 /// `phase2_url` without credentials.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TransInfo {
     /// Global transaction id.
     pub gid: String,

@@ -21,6 +21,7 @@ fn is_zero(n: &i64) -> bool {
 /// flat top-level keys, zero options are omitted, `concurrent` and `protocol` are always
 /// present.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TransRequest {
     /// Global id.
     pub gid: String,

@@ -747,7 +747,7 @@ impl DtmGrpcClient {
         let body = self
             .call_branch_within(url, info, headers, body, timeout)
             .await?;
-        decode_answer(url, BranchResponse { status: 200, body })
+        decode_answer(url, BranchResponse::new(200, body))
     }
 }
 
@@ -885,7 +885,7 @@ impl Transport for DtmGrpcClient {
         let body = self
             .call_branch_within(url, info, headers, body.unwrap_or_default(), timeout)
             .await?;
-        Ok(BranchResponse { status: 200, body })
+        Ok(BranchResponse::new(200, body))
     }
 }
 

@@ -4,6 +4,7 @@ use dtmcli::{Error, Result};
 
 /// A parsed gRPC branch URL.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct BranchUrl {
     /// What to dial: everything before the first `/` (`localhost:58081`).
     pub target: String,
