@@ -23,6 +23,15 @@
 //! - [`pb`] holds the generated messages and stubs, compiled from `.proto` files written from
 //!   DTM's field tables (no `protoc` needed: the build uses `protox`).
 //!
+//! ## Architecture
+//! The modes are written once in `dtmcli`, generic over a transport (see dtmcli's crate
+//! docs); this crate is the gRPC transport ([`DtmGrpcClient`] implements
+//! `dtmcli::Transport` with protobuf payloads) plus its faces: [`Saga`] and [`Msg`] are
+//! `dtmcli::Saga<DtmGrpcClient>` and `dtmcli::Msg<DtmGrpcClient>`, [`Tcc`] and [`Xa`] wrap
+//! `dtmcli::GlobalTx<DtmGrpcClient>` to take and return protobuf messages, and the helpers
+//! for branch services (metadata, status mapping). It does not depend on the barrier crate:
+//! a barrier or an XA branch takes the [`TransInfo`] from [`trans_info_from_metadata`].
+//!
 //! Errors are [`dtmcli::Error`]: DTM's `Aborted` is [`dtmcli::Error::Failure`],
 //! `FailedPrecondition` is [`dtmcli::Error::Ongoing`], and any other status is
 //! [`dtmcli::Error::Grpc`] (retryable; a server that cannot be reached gives code 14,
