@@ -123,6 +123,15 @@ pub enum Error {
     Other(Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
+/// The error a builder kept from a bad step, for every later `submit` (errors are not
+/// `Clone`; a builder's are always [`Error::InvalidInput`]).
+pub(crate) fn copy_invalid(e: &Error) -> Error {
+    match e {
+        Error::InvalidInput(m) => Error::InvalidInput(m.clone()),
+        other => Error::InvalidInput(other.to_string()),
+    }
+}
+
 impl Error {
     /// A [`Error::Failure`] with this message.
     pub fn failure(msg: impl fmt::Display) -> Self {

@@ -33,7 +33,7 @@ pub struct Msg<T: Transport = DtmClient> {
     delay: Option<Duration>,
     concurrent: bool,
     options: TransOptions,
-    error: Option<String>,
+    error: Option<Error>,
 }
 
 impl DtmClient {
@@ -71,14 +71,21 @@ impl<T: Transport> Msg<T> {
             Ok(p) => self.add_raw(action, p),
             Err(e) => {
                 let mut s = self;
-                s.error.get_or_insert(format!("msg payload: {e}"));
+                s.error.get_or_insert(e);
                 s
             }
         }
     }
 
-    /// Adds a branch with an already-encoded body.
+    /// Adds a branch with an already-encoded body. Its URL is checked here, once (a bad one
+    /// is reported when the message is sent).
     pub fn add_raw(mut self, action: &str, payload: impl Into<Bytes>) -> Self {
+        if !action.starts_with(TOPIC_PREFIX) {
+            if let Err(e) = self.transport.check_branch_url(action) {
+                self.error.get_or_insert(e);
+                return self;
+            }
+        }
         self.steps
             .push(BTreeMap::from([("action".to_string(), action.to_string())]));
         self.payloads.push(payload.into());
@@ -111,14 +118,9 @@ impl<T: Transport> Msg<T> {
 
     fn base(&self) -> Result<TransRequest> {
         if let Some(e) = &self.error {
-            return Err(Error::invalid(e));
+            return Err(crate::error::copy_invalid(e));
         }
         crate::identity::check_gid(&self.gid)?;
-        for url in self.steps.iter().flat_map(|s| s.values()) {
-            if !url.starts_with(TOPIC_PREFIX) {
-                self.transport.check_branch_url(url)?;
-            }
-        }
         let mut r = TransRequest::new(&self.gid, TransType::Msg, &self.options);
         r.steps = self.steps.clone();
         r.payloads = self.payloads.clone();

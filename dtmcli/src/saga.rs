@@ -71,12 +71,20 @@ impl<T: Transport> Saga<T> {
     ) -> Self {
         match payload.encode() {
             Ok(p) => self.add_raw(action, compensate, p),
-            Err(e) => self.fail(Error::invalid(format!("saga payload: {e}"))),
+            Err(e) => self.fail(e),
         }
     }
 
-    /// Adds a step with an already-encoded body.
+    /// Adds a step with an already-encoded body. Its URLs are checked here, once (a bad one
+    /// is reported by [`Saga::submit`]).
     pub fn add_raw(mut self, action: &str, compensate: &str, payload: impl Into<Bytes>) -> Self {
+        if let Some(e) = [action, compensate]
+            .into_iter()
+            .filter(|u| !u.is_empty())
+            .find_map(|u| self.transport.check_branch_url(u).err())
+        {
+            return self.fail(e);
+        }
         self.steps.push(BTreeMap::from([
             ("action".to_string(), action.to_string()),
             ("compensate".to_string(), compensate.to_string()),
@@ -113,14 +121,9 @@ impl<T: Transport> Saga<T> {
     /// The exact request [`Saga::submit`] sends, after every check.
     pub fn request(&self) -> Result<TransRequest> {
         if let Some(e) = &self.error {
-            return Err(Error::invalid(e.to_string()));
+            return Err(crate::error::copy_invalid(e));
         }
         crate::identity::check_gid(&self.gid)?;
-        for url in self.steps.iter().flat_map(|s| s.values()) {
-            if !url.is_empty() {
-                self.transport.check_branch_url(url)?;
-            }
-        }
         let mut r = TransRequest::new(&self.gid, TransType::Saga, &self.options);
         r.steps = self.steps.clone();
         r.payloads = self.payloads.clone();
