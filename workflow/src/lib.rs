@@ -76,6 +76,16 @@
 //! - Every step record is written with `"sync":"1"`, so a default-configured v1.19.0
 //!   server (`UpdateBranchSync` off) keeps it; the Go SDK loses it there.
 //!
+//! ## Working with Go services: the record format
+//! The first two points above come from this SDK's own record format,
+//! [`RecordFormat::Checked`], the default. A Go service cannot resume a workflow recorded
+//! that way. A registry built with
+//! `Workflows::http(..).with_record_format(RecordFormat::Go)` writes and reads records as
+//! the Go SDK does (the raw bytes of each step's result), so a Go service registering the
+//! same workflow name can resume what this service started, and the other way round. It
+//! gives up the per-step non-determinism check, and over HTTP a result must be UTF-8 text.
+//! [`RecordFormat`] compares the two.
+//!
 //! ## Feature flags
 //! - `axum` (default): [`Workflows::callback_router`].
 //! - `grpc`: workflows over gRPC (`Workflows::grpc`), the `workflow.Workflow/Execute`
@@ -86,6 +96,8 @@
 #[cfg(feature = "grpc")]
 mod grpc;
 mod http;
+mod lifecycle;
+mod options;
 mod record;
 mod registry;
 mod transport;
@@ -96,5 +108,7 @@ mod xa;
 #[cfg(feature = "grpc")]
 pub use grpc::{ExecuteService, WorkflowGrpc, WorkflowLayer};
 pub use http::{dtm_error, into_dtm_error, send_http, WorkflowMiddleware};
-pub use registry::{WfOptions, Workflows};
+pub use options::WfOptions;
+pub use record::RecordFormat;
+pub use registry::Workflows;
 pub use wf::Wf;

@@ -1,55 +1,18 @@
 //! The workflow registry: register workflow functions, execute and resume them.
 
-use std::collections::HashSet;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 
-use base64::Engine;
-use dtmcli::{DtmClient, Error, Result, TransOptions, TransRequest, TransStatus, TransType};
-use futures_util::future::BoxFuture;
+use dtmcli::{DtmClient, Error, Result};
 
+use crate::lifecycle::{Execution, WfFn};
+use crate::options::WfOptions;
+use crate::record::RecordFormat;
 use crate::transport::Transport;
-use crate::wf::{Progress, Wf};
+use crate::wf::Wf;
 
-/// Where a gRPC workflow keeps a copy of its result.
-const RESULT_BRANCH: &str = "00";
-const RESULT_OP: &str = "result";
-
-/// The result of a finished workflow: DTM's `result` (HTTP), or the copy kept as a step
-/// record (gRPC).
-fn stored_result(p: &crate::transport::Prepared) -> Result<Vec<u8>> {
-    if p.result.is_empty() {
-        if let Some(s) = p
-            .steps
-            .iter()
-            .find(|s| s.branch_id == RESULT_BRANCH && s.op == RESULT_OP)
-        {
-            return Ok(crate::record::decode(&s.data).payload);
-        }
-        return Ok(Vec::new());
-    }
-    base64::engine::general_purpose::STANDARD
-        .decode(p.result.as_bytes())
-        .map_err(|e| Error::Decode {
-            url: "prepareWorkflow".into(),
-            reason: format!("result is not base64: {e}"),
-            body: p.result.clone(),
-        })
-}
-
-type WfFn = Arc<dyn Fn(Wf, Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>>> + Send + Sync>;
-
-/// Options of one registered workflow.
-#[derive(Debug, Clone, Default)]
-pub struct WfOptions {
-    /// Transaction options (retry interval of DTM's callbacks, branch headers, ...).
-    pub trans: TransOptions,
-    /// Also roll back a branch whose own action failed (default: no, as in the Go SDK: the
-    /// failed action left nothing to undo).
-    pub compensate_error_branch: bool,
-}
-
+#[derive(Clone)]
 struct Registered {
     f: WfFn,
     options: WfOptions,
@@ -58,6 +21,7 @@ struct Registered {
 struct Inner {
     transport: Transport,
     callback: String,
+    format: RecordFormat,
     fns: RwLock<HashMap<String, Registered>>,
     /// Gids executing in this process right now.
     running: Mutex<HashSet<String>>,
@@ -88,6 +52,7 @@ impl std::fmt::Debug for Workflows {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Workflows")
             .field("callback", &self.0.callback)
+            .field("record_format", &self.0.format)
             .finish_non_exhaustive()
     }
 }
@@ -100,20 +65,10 @@ impl Workflows {
         Workflows(Arc::new(Inner {
             transport: Transport::Http(dtm),
             callback: callback_url.into(),
+            format: RecordFormat::default(),
             fns: RwLock::new(HashMap::new()),
             running: Mutex::new(HashSet::new()),
         }))
-    }
-
-    fn insert(&self, name: &str, f: WfFn, options: WfOptions) -> Result<()> {
-        let mut fns = self.0.fns.write().unwrap_or_else(|p| p.into_inner());
-        if fns.contains_key(name) {
-            return Err(Error::invalid(format!(
-                "workflow '{name}' is already registered"
-            )));
-        }
-        fns.insert(name.to_string(), Registered { f, options });
-        Ok(())
     }
 
     /// Workflows over gRPC: `dtm` is the DTM gRPC client, `service_addr` this service's
@@ -127,9 +82,51 @@ impl Workflows {
                 "{}/workflow.Workflow/Execute",
                 service_addr.trim_end_matches('/')
             ),
+            format: RecordFormat::default(),
             fns: RwLock::new(HashMap::new()),
             running: Mutex::new(HashSet::new()),
         }))
+    }
+
+    /// Stores every step record of this registry's workflows in `format` (default:
+    /// [`RecordFormat::Checked`]); [`RecordFormat::Go`] lets Go services of the same names
+    /// resume this service's workflows and this service resume theirs, without the
+    /// per-step non-determinism check (see [`RecordFormat`]). Set it when building the
+    /// registry: called on a registry that was already cloned, it returns a separate
+    /// registry with the same workflows, and the clones keep their format.
+    pub fn with_record_format(self, format: RecordFormat) -> Self {
+        match Arc::try_unwrap(self.0) {
+            Ok(mut inner) => {
+                inner.format = format;
+                Workflows(Arc::new(inner))
+            }
+            Err(shared) => {
+                let fns = shared.fns.read().unwrap_or_else(|p| p.into_inner()).clone();
+                Workflows(Arc::new(Inner {
+                    transport: shared.transport.clone(),
+                    callback: shared.callback.clone(),
+                    format,
+                    fns: RwLock::new(fns),
+                    running: Mutex::new(HashSet::new()),
+                }))
+            }
+        }
+    }
+
+    /// The format of this registry's step records.
+    pub fn record_format(&self) -> RecordFormat {
+        self.0.format
+    }
+
+    fn insert(&self, name: &str, f: WfFn, options: WfOptions) -> Result<()> {
+        let mut fns = self.0.fns.write().unwrap_or_else(|p| p.into_inner());
+        if fns.contains_key(name) {
+            return Err(Error::invalid(format!(
+                "workflow '{name}' is already registered"
+            )));
+        }
+        fns.insert(name.to_string(), Registered { f, options });
+        Ok(())
     }
 
     /// Registers a workflow without a result.
@@ -182,115 +179,44 @@ impl Workflows {
     async fn execute_inner(&self, name: &str, gid: &str, input: &[u8]) -> Result<Vec<u8>> {
         // Refused before anything is sent or recorded (see dtmcli::identity).
         dtmcli::identity::check_gid(gid)?;
-        // DTM calls an unfinished workflow back every retry interval, also while its first
-        // run is still going (a slow step): running it twice at once would run live steps
-        // twice. The second caller gets ONGOING and DTM asks again later.
-        let _running = {
-            let mut set = self.0.running.lock().unwrap_or_else(|p| p.into_inner());
-            if !set.insert(gid.to_string()) {
-                return Err(Error::Ongoing(format!(
-                    "workflow {name} gid {gid} is already running in this process"
-                )));
-            }
-            Running {
-                set: &self.0.running,
-                gid: gid.to_string(),
-            }
+        let _running = self.mark_running(name, gid)?;
+        let (f, options) = self.registered(name)?;
+        let execution = Execution {
+            transport: &self.0.transport,
+            callback: &self.0.callback,
+            format: self.0.format,
+            name,
+            gid,
+            options: &options,
         };
-        let (f, options) = {
-            let fns = self.0.fns.read().unwrap_or_else(|p| p.into_inner());
-            let r = fns.get(name).ok_or_else(|| {
-                Error::invalid(format!(
-                    "workflow '{name}' not registered. please register at startup"
-                ))
-            })?;
-            (r.f.clone(), r.options.clone())
-        };
-        let mut req = TransRequest::new(gid, TransType::Workflow, &options.trans);
-        req.protocol = self.0.transport.protocol().to_string();
-        req.query_prepared = self.0.callback.clone();
-        let data = if input.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(input))
-        };
-        req.custom_data = serde_json::json!({ "data": data, "name": name }).to_string();
-        let prepared = self.0.transport.prepare_workflow(&req).await?;
-        match TransStatus::parse(&prepared.status) {
-            TransStatus::Succeed => return stored_result(&prepared),
-            TransStatus::Failed => return Err(Error::Failure(prepared.rollback_reason.clone())),
-            _ => {}
+        execution.execute(&f, input).await
+    }
+
+    /// DTM calls an unfinished workflow back every retry interval, also while its first run
+    /// is still going (a slow step): running it twice at once would run live steps twice.
+    /// The second caller gets ONGOING and DTM asks again later.
+    fn mark_running(&self, name: &str, gid: &str) -> Result<Running<'_>> {
+        let mut set = self.0.running.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(gid.to_string()) {
+            return Err(Error::Ongoing(format!(
+                "workflow {name} gid {gid} is already running in this process"
+            )));
         }
-        let progress: HashMap<String, Progress> = prepared
-            .steps
-            .into_iter()
-            .map(|b| {
-                (
-                    format!("{}-{}", b.branch_id, b.op),
-                    Progress {
-                        status: b.status,
-                        data: b.data,
-                    },
-                )
-            })
-            .collect();
-        tracing::info!(gid, name, recorded = progress.len(), "workflow starts");
-        let wf = Wf::new(
-            gid.to_string(),
-            name.to_string(),
-            self.0.transport.clone(),
-            options,
-            progress,
-        );
-        let mut outcome = f(wf.clone(), input.to_vec()).await;
-        if outcome.is_ok() {
-            let left = wf.unconsumed_actions();
-            if !left.is_empty() {
-                outcome = Err(Error::NonDeterministic(format!(
-                    "workflow {name} gid {gid} finished without asking for the recorded steps {left:?}"
-                )));
-            }
-        }
-        let rollback = match &outcome {
-            Ok(_) => false,
-            Err(Error::Failure(_)) => true,
-            Err(e) => {
-                tracing::info!(gid, name, error = %e, "workflow unfinished; DTM will call it back");
-                return outcome;
-            }
-        };
-        wf.phase2(rollback).await?;
-        let mut submit = TransRequest::new(gid, TransType::Workflow, &TransOptions::default());
-        submit.protocol = self.0.transport.protocol().to_string();
-        let (status, reason, result) = match &outcome {
-            Ok(r) => ("succeed", String::new(), r.clone()),
-            Err(e) => ("failed", e.to_string(), Vec::new()),
-        };
-        submit.req_extra = BTreeMap::from([
-            ("status".to_string(), status.to_string()),
-            ("rollback_reason".to_string(), reason),
-            (
-                "result".to_string(),
-                base64::engine::general_purpose::STANDARD.encode(&result),
-            ),
-        ]);
-        if status == "succeed" && self.0.transport.protocol() == "grpc" {
-            // DTM's gRPC prepareWorkflow never returns the stored result (§7.10): keep a
-            // copy as a step record, so executing the finished workflow again returns it.
-            self.0
-                .transport
-                .record(
-                    gid,
-                    RESULT_BRANCH,
-                    RESULT_OP,
-                    "succeed",
-                    crate::record::encode("result", "", &result),
-                )
-                .await?;
-        }
-        self.0.transport.submit(&submit).await?;
-        tracing::info!(gid, name, status, "workflow finished");
-        outcome
+        Ok(Running {
+            set: &self.0.running,
+            gid: gid.to_string(),
+        })
+    }
+
+    /// The function and options registered as `name`.
+    fn registered(&self, name: &str) -> Result<(WfFn, WfOptions)> {
+        let fns = self.0.fns.read().unwrap_or_else(|p| p.into_inner());
+        let r = fns.get(name).ok_or_else(|| {
+            Error::invalid(format!(
+                "workflow '{name}' not registered. please register at startup"
+            ))
+        })?;
+        Ok((r.f.clone(), r.options.clone()))
     }
 
     /// Handles DTM's callback: the query names the workflow (`op`) and the gid, the body is

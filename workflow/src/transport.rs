@@ -1,7 +1,23 @@
 //! How a workflow talks to DTM: HTTP, or gRPC (feature `grpc`).
+//!
+//! Each method is one step of DTM's workflow protocol, with what differs between the
+//! protocols kept here: which `protocol` the transaction names, that DTM's HTTP API stores
+//! a record as text, and that DTM's gRPC `PrepareWorkflow` never returns the stored result.
 
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use bytes::Bytes;
 use dtmcli::transport::{BranchRegistration, DtmOp, RegistrationKind, Transport as DtmTransport};
-use dtmcli::{DtmClient, Limits, Result, TransRequest};
+use dtmcli::{
+    DtmClient, Error, Limits, Result, TransOptions, TransRequest, TransStatus, TransType,
+};
+
+use crate::record::RecordFormat;
+
+/// Where a gRPC workflow keeps a copy of its result (see [`Transport::submit_workflow`]).
+const RESULT_BRANCH: &str = "00";
+const RESULT_OP: &str = "result";
 
 /// The DTM connection of a workflow registry.
 #[derive(Debug, Clone)]
@@ -22,15 +38,13 @@ pub(crate) struct Step {
     pub(crate) data: Vec<u8>,
 }
 
-/// The answer of `prepareWorkflow`.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Prepared {
-    /// Empty when DTM returned no transaction.
-    pub(crate) status: String,
-    /// base64 of the result (HTTP only: DTM's gRPC answer never carries it).
-    pub(crate) result: String,
-    pub(crate) rollback_reason: String,
-    pub(crate) steps: Vec<Step>,
+/// What `prepareWorkflow` found.
+#[derive(Debug)]
+pub(crate) enum Prepared {
+    /// The workflow finished earlier: its stored result, or its failure.
+    Finished(Result<Vec<u8>>),
+    /// The transaction is prepared (now, or by an earlier run): the steps recorded so far.
+    Open(Vec<Step>),
 }
 
 /// Runs `$body` with `$c` bound to the concrete client: every method below is one call of
@@ -58,47 +72,109 @@ impl Transport {
         each!(self, c => DtmTransport::server(c).to_string())
     }
 
-    pub(crate) async fn prepare_workflow(&self, req: &TransRequest) -> Result<Prepared> {
-        let p = each!(self, c => c.prepare_workflow_progress(req).await)?;
+    /// `prepareWorkflow`: creates the transaction `req` describes, or finds it with its
+    /// records (read in `format`).
+    pub(crate) async fn prepare_workflow(
+        &self,
+        mut req: TransRequest,
+        format: RecordFormat,
+    ) -> Result<Prepared> {
+        req.protocol = self.protocol().to_string();
+        let p = each!(self, c => c.prepare_workflow_progress(&req).await)?;
         let t = p.transaction.unwrap_or_default();
-        Ok(Prepared {
-            status: t.status,
-            result: t.result,
-            rollback_reason: t.rollback_reason,
-            steps: p
-                .progresses
-                .into_iter()
-                .map(|b| Step {
-                    branch_id: b.branch_id,
-                    op: b.op,
-                    status: b.status,
-                    data: b.bin_data,
-                })
-                .collect(),
+        let steps: Vec<Step> = p
+            .progresses
+            .into_iter()
+            .map(|b| Step {
+                branch_id: b.branch_id,
+                op: b.op,
+                status: b.status,
+                data: b.bin_data,
+            })
+            .collect();
+        Ok(match TransStatus::parse(&t.status) {
+            TransStatus::Succeed => Prepared::Finished(stored_result(&t.result, &steps, format)),
+            TransStatus::Failed => Prepared::Finished(Err(Error::Failure(t.rollback_reason))),
+            _ => Prepared::Open(steps),
         })
     }
 
+    /// `registerBranch`: records a step's outcome (`data` as the record format made it).
     pub(crate) async fn record(
         &self,
         gid: &str,
         branch_id: &str,
         op: &str,
         status: &str,
-        data: String,
+        data: Bytes,
     ) -> Result<()> {
+        if matches!(self, Transport::Http(_)) && std::str::from_utf8(&data).is_err() {
+            // Only the Go record format stores raw bytes; DTM's HTTP API takes a record as
+            // JSON text, and a lossy copy would replay other bytes than the step produced.
+            return Err(Error::invalid(format!(
+                "step {branch_id}-{op} of {gid}: its result is not UTF-8 text, which DTM's \
+                 HTTP API cannot record in the Go record format (the checked format can)"
+            )));
+        }
         let reg = BranchRegistration::new(
             gid,
             branch_id,
             RegistrationKind::Workflow {
                 op: op.to_string(),
                 status: status.to_string(),
-                data: data.into(),
+                data,
             },
         );
         each!(self, c => c.register(&reg).await)
     }
 
-    pub(crate) async fn submit(&self, req: &TransRequest) -> Result<()> {
-        each!(self, c => c.call_dtm(DtmOp::Submit, req).await)
+    /// `submit`: ends workflow `gid` as `succeed` with its result, or `failed` with the
+    /// error as its rollback reason.
+    pub(crate) async fn submit_workflow(
+        &self,
+        gid: &str,
+        outcome: &Result<Vec<u8>>,
+        format: RecordFormat,
+    ) -> Result<()> {
+        let (status, reason, result) = match outcome {
+            Ok(r) => ("succeed", String::new(), r.as_slice()),
+            Err(e) => ("failed", e.to_string(), &[][..]),
+        };
+        if status == "succeed" && self.protocol() == "grpc" {
+            // DTM's gRPC prepareWorkflow never returns the stored result (§7.10): keep a
+            // copy as a step record, so executing the finished workflow again returns it.
+            let copy = format.encode(RESULT_OP, "", result);
+            self.record(gid, RESULT_BRANCH, RESULT_OP, status, copy)
+                .await?;
+        }
+        let mut req = TransRequest::new(gid, TransType::Workflow, &TransOptions::default());
+        req.protocol = self.protocol().to_string();
+        req.req_extra = BTreeMap::from([
+            ("status".to_string(), status.to_string()),
+            ("rollback_reason".to_string(), reason),
+            (
+                "result".to_string(),
+                base64::engine::general_purpose::STANDARD.encode(result),
+            ),
+        ]);
+        each!(self, c => c.call_dtm(DtmOp::Submit, &req).await)
     }
+}
+
+/// The result of a finished workflow: DTM's `result` (base64, HTTP), or the copy kept as a
+/// step record (gRPC, where DTM never returns the result).
+fn stored_result(result: &str, steps: &[Step], format: RecordFormat) -> Result<Vec<u8>> {
+    if result.is_empty() {
+        let copy = steps
+            .iter()
+            .find(|s| s.branch_id == RESULT_BRANCH && s.op == RESULT_OP);
+        return Ok(copy.map_or_else(Vec::new, |s| format.decode(&s.data).payload));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(result.as_bytes())
+        .map_err(|e| Error::Decode {
+            url: "prepareWorkflow".into(),
+            reason: format!("result is not base64: {e}"),
+            body: result.to_string(),
+        })
 }

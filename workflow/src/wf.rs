@@ -8,18 +8,18 @@ use dtmcli::{BranchIdGen, Error, Op, Result, TransInfo, TransType};
 use futures_util::future::BoxFuture;
 use tracing::Instrument;
 
-use crate::record::{self, Record};
-use crate::registry::WfOptions;
-use crate::transport::Transport;
+use crate::options::WfOptions;
+use crate::record::{Record, RecordFormat};
+use crate::transport::{Step, Transport};
 
 /// A phase-2 callback.
 pub(crate) type Callback = Box<dyn FnOnce(TransInfo) -> BoxFuture<'static, Result<()>> + Send>;
 
 /// A step result recorded on the DTM server (`branch_id-op` → status and data).
 #[derive(Debug, Clone)]
-pub(crate) struct Progress {
-    pub(crate) status: String,
-    pub(crate) data: Vec<u8>,
+struct Progress {
+    status: String,
+    data: Vec<u8>,
 }
 
 struct State {
@@ -33,12 +33,13 @@ struct State {
     consumed: HashSet<String>,
 }
 
-pub(crate) struct Inner {
-    pub(crate) gid: String,
-    pub(crate) name: String,
-    pub(crate) transport: Transport,
-    pub(crate) options: WfOptions,
-    pub(crate) progress: HashMap<String, Progress>,
+struct Inner {
+    gid: String,
+    name: String,
+    transport: Transport,
+    options: WfOptions,
+    format: RecordFormat,
+    progress: HashMap<String, Progress>,
     state: Mutex<State>,
 }
 
@@ -52,7 +53,7 @@ pub(crate) struct Inner {
 /// On a resumed run, every action already recorded on the DTM server returns its recorded
 /// result instead of running again.
 #[derive(Clone)]
-pub struct Wf(pub(crate) Arc<Inner>);
+pub struct Wf(Arc<Inner>);
 
 impl std::fmt::Debug for Wf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -84,18 +85,31 @@ impl StepOutcome {
 }
 
 impl Wf {
+    /// The workflow `name` as transaction `gid`, resumed from the `steps` DTM recorded.
     pub(crate) fn new(
         gid: String,
         name: String,
         transport: Transport,
         options: WfOptions,
-        progress: HashMap<String, Progress>,
+        format: RecordFormat,
+        steps: Vec<Step>,
     ) -> Self {
+        let progress = steps
+            .into_iter()
+            .map(|b| {
+                let p = Progress {
+                    status: b.status,
+                    data: b.data,
+                };
+                (format!("{}-{}", b.branch_id, b.op), p)
+            })
+            .collect();
         Wf(Arc::new(Inner {
             gid,
             name,
             transport,
             options,
+            format,
             progress,
             state: Mutex::new(State {
                 ids: BranchIdGen::new(""),
@@ -168,6 +182,27 @@ impl Wf {
         self.0
             .progress
             .contains_key(&format!("{}-{}", s.branch, s.op))
+    }
+
+    /// True when DTM holds a record of `op` for the current branch (how the XA step finds
+    /// its `business` marker).
+    #[cfg(feature = "xa")]
+    pub(crate) fn has_record(&self, op: &Op) -> bool {
+        let branch = self.state().branch.clone();
+        self.0.progress.contains_key(&format!("{branch}-{op}"))
+    }
+
+    /// Records, with no data, that branch `branch_id` reached `op`: the XA step's
+    /// `business` marker, written from inside its XA transaction. Raw in every record
+    /// format, as the Go SDK writes it.
+    #[cfg(feature = "xa")]
+    pub(crate) async fn record_marker(&self, branch_id: &str, op: &Op) -> Result<()> {
+        let (gid, status) = (&self.0.gid, "succeed");
+        let empty = bytes::Bytes::new();
+        self.0
+            .transport
+            .record(gid, branch_id, op.as_str(), status, empty)
+            .await
     }
 
     /// Starts the next branch (`01`, `02`...). Not allowed inside phase-2 callbacks.
@@ -306,7 +341,7 @@ impl Wf {
                     &branch,
                     op.as_str(),
                     status,
-                    record::encode(kind, label, &payload),
+                    self.0.format.encode(kind, label, &payload),
                 )
                 .await?;
             result
@@ -323,7 +358,7 @@ impl Wf {
     }
 
     fn replay(&self, key: &str, kind: &str, label: &str, p: &Progress) -> Result<Vec<u8>> {
-        let rec: Record = record::decode(&p.data);
+        let rec: Record = self.0.format.decode(&p.data);
         if let Some(k) = &rec.kind {
             if k != kind || rec.label != label {
                 return Err(Error::NonDeterministic(format!(

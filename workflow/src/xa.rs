@@ -24,32 +24,24 @@ impl Wf {
             + Send,
     {
         let branch = self.branch_id();
-        let marker = self.0.progress.contains_key(&format!("{branch}-business"));
-        let acted = self.0.progress.contains_key(&format!("{branch}-action"));
+        // The step below runs only when the action has no record, so a marker now means the
+        // process died between prepare and recording the action.
+        let interrupted = self.has_record(&Op::Business);
         let info = self.trans_info();
         let wf = self.clone();
         let res = self
             .recorded("xa", "", async move {
-                if marker && !acted {
+                if interrupted {
                     return StepOutcome::Failed(
                         "error occur at prepare, not resumable, to rollback".into(),
                     );
                 }
-                let marker_info = info.clone();
                 let r = xa
                     .phase1(&info, move |conn| {
                         let business = busi(conn);
                         Box::pin(async move {
                             let v = business.await?;
-                            wf.0.transport
-                                .record(
-                                    &marker_info.gid,
-                                    &marker_info.branch_id,
-                                    Op::Business.as_str(),
-                                    "succeed",
-                                    String::new(),
-                                )
-                                .await?;
+                            wf.record_marker(&branch, &Op::Business).await?;
                             Ok(v)
                         })
                     })

@@ -3,12 +3,14 @@
 //! `wf_crash_child run <dtm> <port> <busi> <gid>` starts workflow `crash` as `gid` and stops
 //! forever between its two steps (the test SIGKILLs it there);
 //! `wf_crash_child serve <dtm> <port> <busi>` only serves DTM's resume callbacks on the same
-//! port, so the workflow completes in a fresh process.
+//! port, so the workflow completes in a fresh process. A last argument `--go` stores the
+//! step records in the Go SDK's format (`RecordFormat::Go`). The workflow's result is what
+//! its first step returned (replayed, in the second process).
 
 use std::io::Write;
 use std::time::Duration;
 
-use dtm_workflow::{send_http, WfOptions, WorkflowMiddleware, Workflows};
+use dtm_workflow::{send_http, RecordFormat, WfOptions, WorkflowMiddleware, Workflows};
 use dtmcli::{DtmClient, TransOptions};
 use reqwest::Method;
 
@@ -16,13 +18,18 @@ use reqwest::Method;
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let args: Vec<String> = std::env::args().collect();
     let [_, mode, dtm, port, busi, rest @ ..] = args.as_slice() else {
-        return Err("usage: wf_crash_child run|serve <dtm> <port> <busi> [gid]".into());
+        return Err("usage: wf_crash_child run|serve <dtm> <port> <busi> [gid] [--go]".into());
+    };
+    let (format, rest) = match rest {
+        [rest @ .., last] if last == "--go" => (RecordFormat::Go, rest),
+        _ => (RecordFormat::Checked, rest),
     };
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
     let wfs = Workflows::http(
         DtmClient::new(dtm.as_str())?,
         format!("http://127.0.0.1:{port}/resume"),
-    );
+    )
+    .with_record_format(format);
     let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(WorkflowMiddleware)
         .build();
@@ -35,7 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let (http, busi) = (http.clone(), busi.clone());
         async move {
             wf.new_branch()?;
-            send_http(
+            let first = send_http(
                 wf.http(&http, Method::POST, &format!("{busi}/TransOut"))
                     .body(input.clone()),
             )
@@ -52,7 +59,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                     .body(input),
             )
             .await?;
-            Ok(Vec::new())
+            Ok(first)
         }
     })?;
     let app = wfs.callback_router("/resume");

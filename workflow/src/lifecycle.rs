@@ -1,0 +1,133 @@
+//! One execution of a workflow, in the four steps of DTM's workflow protocol:
+//!
+//! 1. **prepare**: `prepareWorkflow` creates the transaction, or returns it with the steps
+//!    recorded so far; a workflow that finished earlier ends here with its stored outcome.
+//! 2. **run**: the workflow function runs; recorded steps replay, new ones run and are
+//!    recorded. Its outcome is a [`Verdict`]: commit, roll back, or unfinished (ongoing or a
+//!    retryable error: no phase 2 and no submit, DTM calls the workflow back).
+//! 3. **phase 2**: the commit or the rollback callbacks, each a recorded step.
+//! 4. **submit**: the outcome goes to DTM, which finishes the transaction.
+//!
+//! How each step reaches DTM is the transport's business ([`crate::transport`]).
+
+use std::sync::Arc;
+
+use base64::Engine;
+use dtmcli::{Error, Result, TransRequest, TransType};
+use futures_util::future::BoxFuture;
+
+use crate::options::WfOptions;
+use crate::record::RecordFormat;
+use crate::transport::{Prepared, Step, Transport};
+use crate::wf::Wf;
+
+/// A registered workflow function.
+pub(crate) type WfFn =
+    Arc<dyn Fn(Wf, Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>>> + Send + Sync>;
+
+/// What a workflow is executed with: its registration and the registry's settings.
+pub(crate) struct Execution<'a> {
+    pub(crate) transport: &'a Transport,
+    /// The URL DTM calls to resume the workflow.
+    pub(crate) callback: &'a str,
+    pub(crate) format: RecordFormat,
+    pub(crate) name: &'a str,
+    pub(crate) gid: &'a str,
+    pub(crate) options: &'a WfOptions,
+}
+
+/// Where a run of the workflow function leaves the transaction.
+enum Verdict {
+    /// It succeeded with this result: commit.
+    Commit(Vec<u8>),
+    /// It failed for good ([`Error::Failure`]): roll back.
+    Rollback(Error),
+    /// Ongoing or a retryable error: leave the transaction prepared for DTM to call back.
+    Unfinished(Error),
+}
+
+impl Execution<'_> {
+    /// The whole lifecycle: prepare, run, phase 2, submit.
+    pub(crate) async fn execute(&self, f: &WfFn, input: &[u8]) -> Result<Vec<u8>> {
+        // 1. prepare
+        let wf = match self.prepare(input).await? {
+            Prepared::Finished(outcome) => return outcome,
+            Prepared::Open(steps) => self.workflow(steps),
+        };
+        // 2. run
+        let outcome = match self.run(&wf, f, input).await {
+            Verdict::Unfinished(e) => return Err(e),
+            Verdict::Commit(result) => Ok(result),
+            Verdict::Rollback(e) => Err(e),
+        };
+        // 3. phase 2: an error here leaves the transaction prepared, and DTM's next call
+        // replays the callbacks that finished and retries the others.
+        let rollback = outcome.is_err();
+        wf.phase2(rollback).await?;
+        // 4. submit
+        self.submit(&outcome).await?;
+        outcome
+    }
+
+    /// Step 1: `prepareWorkflow` with the Go SDK's transaction (the callback URL as
+    /// `query_prepared`, the name and input in `custom_data`).
+    async fn prepare(&self, input: &[u8]) -> Result<Prepared> {
+        let mut req = TransRequest::new(self.gid, TransType::Workflow, &self.options.trans);
+        req.query_prepared = self.callback.to_string();
+        let data = if input.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(input))
+        };
+        req.custom_data = serde_json::json!({ "data": data, "name": self.name }).to_string();
+        self.transport.prepare_workflow(req, self.format).await
+    }
+
+    /// The workflow context, holding the steps DTM recorded.
+    fn workflow(&self, steps: Vec<Step>) -> Wf {
+        let (gid, name) = (self.gid, self.name);
+        tracing::info!(gid, name, recorded = steps.len(), "workflow starts");
+        Wf::new(
+            gid.to_string(),
+            name.to_string(),
+            self.transport.clone(),
+            self.options.clone(),
+            self.format,
+            steps,
+        )
+    }
+
+    /// Step 2: runs the workflow function; a success that skipped recorded actions is
+    /// non-deterministic, so it is not committed.
+    async fn run(&self, wf: &Wf, f: &WfFn, input: &[u8]) -> Verdict {
+        let (gid, name) = (self.gid, self.name);
+        let mut outcome = f(wf.clone(), input.to_vec()).await;
+        if outcome.is_ok() {
+            let left = wf.unconsumed_actions();
+            if !left.is_empty() {
+                outcome = Err(Error::NonDeterministic(format!(
+                    "workflow {name} gid {gid} finished without asking for the recorded steps {left:?}"
+                )));
+            }
+        }
+        match outcome {
+            Ok(result) => Verdict::Commit(result),
+            Err(e @ Error::Failure(_)) => Verdict::Rollback(e),
+            Err(e) => {
+                tracing::info!(gid, name, error = %e, "workflow unfinished; DTM will call it back");
+                Verdict::Unfinished(e)
+            }
+        }
+    }
+
+    /// Step 4: submits the outcome (step 3 is [`Wf::phase2`]).
+    async fn submit(&self, outcome: &Result<Vec<u8>>) -> Result<()> {
+        let (gid, name) = (self.gid, self.name);
+        self.transport
+            .submit_workflow(gid, outcome, self.format)
+            .await?;
+        let status = if outcome.is_ok() { "succeed" } else { "failed" };
+        tracing::info!(gid, name, status, "workflow finished");
+        Ok(())
+    }
+}
