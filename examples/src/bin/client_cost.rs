@@ -54,7 +54,7 @@
 //! | `CLIENT_COST_ITERS` | 1000 | timed transactions per case |
 //! | `CLIENT_COST_WARMUP` | 100 | untimed transactions before each case (at least the concurrency) |
 //! | `CLIENT_COST_MODES` | `saga,msg,tcc,workflow` | modes to run |
-//! | `CLIENT_COST_TRANSPORTS` | `http,grpc` | client transports to run |
+//! | `CLIENT_COST_TRANSPORTS` | `http,grpc,json-rpc` | client transports to run |
 //! | `CLIENT_COST_CONCURRENCY` | `1,16,256` | transactions in flight per case |
 //! | `CLIENT_COST_INFLIGHT` | 10000 | transactions of the memory probe (0 skips it) |
 //! | `CLIENT_COST_STORE` | `redis` | DTM's store: `redis` or `boltdb` |
@@ -75,7 +75,7 @@ use dtm_examples::grpc_busi::pb::busi_server::{Busi as BusiService, BusiServer};
 use dtm_examples::grpc_busi::pb::{BusiReply, ReqGrpc};
 use dtm_examples::server::{DtmServer, DtmServerConfig};
 use dtm_workflow::{send_http, Wf, WorkflowGrpc, WorkflowLayer, WorkflowMiddleware, Workflows};
-use dtmcli::{DtmClient, TransOptions};
+use dtmcli::{DtmClient, JsonRpcClient, Tcc, TransOptions};
 use dtmgrpc::DtmGrpcClient;
 use prost::Message;
 use tonic::transport::Channel;
@@ -141,24 +141,31 @@ impl Mode {
 /// The client's transport to DTM (and to the branch service, for TCC tries and workflow
 /// steps).
 ///
-/// JSON-RPC goes here when the SDK gains it: a `JsonRpc` variant, its name, a client in
-/// [`Env`], and one arm per mode in [`one_transaction`] and [`inflight_probe`]; the table
-/// then gets its rows without other changes.
+/// JSON-RPC transactions call the same plain-HTTP branches (DTM uses JSON-RPC envelopes only
+/// for branch URLs naming a `method`); DTM has no workflow over JSON-RPC, so that case is
+/// skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Transport {
     Http,
     Grpc,
+    JsonRpc,
 }
 
 impl Transport {
-    const ALL: [Transport; 2] = [Transport::Http, Transport::Grpc];
+    const ALL: [Transport; 3] = [Transport::Http, Transport::Grpc, Transport::JsonRpc];
 
     fn name(self) -> &'static str {
         match self {
             Transport::Http => "http",
             Transport::Grpc => "grpc",
+            Transport::JsonRpc => "json-rpc",
         }
     }
+}
+
+/// The JSON-RPC endpoint of the DTM server whose HTTP API is `http`.
+fn json_rpc_url(http: &str) -> String {
+    http.replace("/api/dtmsvr", "/api/json-rpc")
 }
 
 /// The knobs (see the module docs).
@@ -237,7 +244,7 @@ impl Config {
             )?,
             transports: env_list(
                 "CLIENT_COST_TRANSPORTS",
-                "http,grpc",
+                "http,grpc,json-rpc",
                 &Transport::ALL,
                 Transport::name,
             )?,
@@ -516,6 +523,7 @@ impl Urls {
 struct Env {
     http: DtmClient,
     grpc: DtmGrpcClient,
+    jrpc: JsonRpcClient,
     http_urls: Urls,
     grpc_urls: Urls,
     json_req: BusiReq,
@@ -535,6 +543,7 @@ impl Env {
     async fn new(server: &DtmServer, busi: &BranchChild) -> Result<Env, BoxError> {
         let http = DtmClient::new(server.http_url())?;
         let grpc = DtmGrpcClient::new(server.grpc_addr())?;
+        let jrpc = JsonRpcClient::new(json_rpc_url(&server.http_url()))?;
         let http_urls = Urls::new(&format!("http://127.0.0.1:{}/api/busi/", busi.http_port));
         let grpc_urls = Urls::new(&format!("127.0.0.1:{}/busi.Busi/", busi.grpc_port));
 
@@ -609,6 +618,7 @@ impl Env {
             grpc_body: grpc_req.encode_to_vec(),
             http,
             grpc,
+            jrpc,
             http_urls,
             grpc_urls,
             json_req,
@@ -644,6 +654,38 @@ async fn one_transaction(
                 .add(&u.inn, &u.in_revert, req)
                 .submit()
                 .await
+        }
+        (Mode::Saga, Transport::JsonRpc) => {
+            let (u, req) = (&env.http_urls, &env.json_req);
+            env.jrpc
+                .saga(gid)
+                .add(&u.out, &u.out_revert, req)
+                .add(&u.inn, &u.in_revert, req)
+                .submit()
+                .await
+        }
+        (Mode::Msg, Transport::JsonRpc) => {
+            let (u, req) = (&env.http_urls, &env.json_req);
+            env.jrpc
+                .msg(gid)
+                .add(&u.out, req)
+                .add(&u.inn, req)
+                .submit()
+                .await
+        }
+        (Mode::Tcc, Transport::JsonRpc) => {
+            let (u, req) = (&env.http_urls, &env.json_req);
+            Tcc::run(&env.jrpc, gid, TransOptions::default(), |tcc| async move {
+                tcc.call_branch(req, &u.out_try, &u.out_confirm, &u.out_cancel)
+                    .await?;
+                tcc.call_branch(req, &u.in_try, &u.in_confirm, &u.in_cancel)
+                    .await?;
+                Ok(())
+            })
+            .await
+        }
+        (Mode::Workflow, Transport::JsonRpc) => {
+            Err(dtmcli::Error::invalid("DTM has no workflow over JSON-RPC"))
         }
         (Mode::Msg, Transport::Http) => {
             let (u, req) = (&env.http_urls, &env.json_req);
@@ -961,6 +1003,7 @@ async fn inflight_probe(args: &[String]) -> Result<(), BoxError> {
         .ok_or_else(|| format!("unknown transport {transport}"))?;
     let http = DtmClient::new(dtm_http.as_str())?;
     let grpc = DtmGrpcClient::new(dtm_grpc.as_str())?;
+    let jrpc = JsonRpcClient::new(json_rpc_url(dtm_http))?;
     let http_urls = Urls::new(&format!("http://127.0.0.1:{busi_http}/api/busi/"));
     let grpc_urls = Urls::new(&format!("127.0.0.1:{busi_grpc}/busi.Busi/"));
     let (json_req, grpc_req) = (BusiReq::new(30), ReqGrpc::amount(30));
@@ -969,7 +1012,7 @@ async fn inflight_probe(args: &[String]) -> Result<(), BoxError> {
     let max_in_flight = AtomicUsize::new(0);
 
     let submit = |gid: String| {
-        let (http, grpc, hu, gu) = (&http, &grpc, &http_urls, &grpc_urls);
+        let (http, grpc, jrpc, hu, gu) = (&http, &grpc, &jrpc, &http_urls, &grpc_urls);
         let (jr, gr) = (&json_req, &grpc_req);
         let (in_flight, max_in_flight) = (&in_flight, &max_in_flight);
         async move {
@@ -987,6 +1030,13 @@ async fn inflight_probe(args: &[String]) -> Result<(), BoxError> {
                     grpc.saga(&gid)
                         .add(&gu.out, &gu.out_revert, gr)
                         .add(&gu.inn, &gu.in_revert, gr)
+                        .submit()
+                        .await
+                }
+                Transport::JsonRpc => {
+                    jrpc.saga(&gid)
+                        .add(&hu.out, &hu.out_revert, jr)
+                        .add(&hu.inn, &hu.in_revert, jr)
                         .submit()
                         .await
                 }
@@ -1143,6 +1193,9 @@ async fn bench() -> Result<(), BoxError> {
     let mut failures = Vec::new();
     for &mode in &cfg.modes {
         for &transport in &cfg.transports {
+            if mode == Mode::Workflow && transport == Transport::JsonRpc {
+                continue;
+            }
             for &concurrency in &cfg.concurrency {
                 let name = format!("{} {} c={concurrency}", mode.name(), transport.name());
                 eprintln!("== {name}");
