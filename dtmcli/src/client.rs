@@ -12,7 +12,9 @@ use tracing::Instrument;
 use crate::error::{truncate_body, Error, Result};
 use crate::limits::{call_http_branch, clamp_timeout, read_answer, Limits};
 use crate::redact::redact_url;
-use crate::transport::{BranchRegistration, DtmOp, Json, RegistrationKind, Transport};
+use crate::transport::{
+    BranchRegistration, BranchResponse, DtmOp, Json, RegistrationKind, Transport,
+};
 use crate::trust::TrustedServers;
 use crate::types::TransInfo;
 use crate::wire::{QueryResult, TransRequest, WorkflowProgress};
@@ -726,35 +728,5 @@ impl Transport for DtmClient {
         timeout: Duration,
     ) -> Result<BranchResponse> {
         self.branch_call(url, info, headers, body, timeout).await
-    }
-}
-
-/// A successful answer of a branch the SDK called itself.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct BranchResponse {
-    /// HTTP status (always 200 for a success).
-    pub status: u16,
-    /// Raw body.
-    pub body: Bytes,
-}
-
-impl BranchResponse {
-    /// A successful answer with this status and body (for transports other than HTTP).
-    pub fn new(status: u16, body: Bytes) -> Self {
-        BranchResponse { status, body }
-    }
-
-    /// The body as JSON.
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_slice(&self.body).map_err(|e| Error::Decode {
-            url: String::new(),
-            reason: e.to_string(),
-            body: truncate_body(&String::from_utf8_lossy(&self.body)),
-        })
-    }
-    /// The body as text (lossy UTF-8).
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
     }
 }

@@ -31,6 +31,7 @@ pub enum Error {
 
     /// The request could not be sent or its response not read (connection refused,
     /// timeout, reset...). Build it with [`Error::transport`], which keeps credentials out.
+    #[cfg(feature = "http")]
     #[error("transport error calling {url}: {}", chain(source))]
     Transport {
         /// The URL that was called (credentials redacted).
@@ -156,6 +157,7 @@ impl Error {
     /// An [`Error::Transport`] for a call to `url`: the URL is redacted
     /// ([`crate::redact::redact_url`]) and removed from the `reqwest` error, whose `Display`
     /// would otherwise print it whole, password included.
+    #[cfg(feature = "http")]
     pub fn transport(url: &str, source: reqwest::Error) -> Self {
         Error::Transport {
             url: crate::redact::redact_url(url).into_owned(),
@@ -181,10 +183,11 @@ impl Error {
     /// True when the request never got an answer because the peer could not be reached or
     /// timed out.
     pub fn is_transport(&self) -> bool {
-        matches!(
-            self,
-            Error::Transport { .. } | Error::Grpc { code: 4 | 14, .. }
-        )
+        #[cfg(feature = "http")]
+        if matches!(self, Error::Transport { .. }) {
+            return true;
+        }
+        matches!(self, Error::Grpc { code: 4 | 14, .. })
     }
 
     /// The outcome class DTM gives this error.
@@ -225,6 +228,7 @@ pub(crate) fn truncate_body(body: &str) -> String {
     format!("{}...({} bytes)", &body[..end], body.len())
 }
 
+#[cfg(feature = "http")]
 /// An error and its causes, `a: b: c`.
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();

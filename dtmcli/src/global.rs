@@ -13,9 +13,11 @@ use futures_util::FutureExt;
 use serde::Serialize;
 
 use crate::branch_id::BranchIdGen;
-use crate::client::{BranchResponse, DtmClient};
+#[cfg(feature = "http")]
+use crate::client::DtmClient;
 use crate::error::{Error, Result};
 use crate::options::TransOptions;
+use crate::transport::BranchResponse;
 use crate::transport::{BranchRegistration, DtmOp, Encode, Json, RegistrationKind, Transport};
 use crate::types::{Op, TransInfo, TransType};
 use crate::wire::TransRequest;
@@ -212,7 +214,7 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 /// [`DtmClient::tcc_global_transaction`], or rebuilt inside a try handler with
 /// [`Tcc::nested`]. Cheap to clone.
 #[derive(Debug)]
-pub struct Tcc<T: Transport<Encoding = Json> = DtmClient>(Arc<GlobalTx<T>>);
+pub struct Tcc<T: Transport<Encoding = Json>>(Arc<GlobalTx<T>>);
 
 impl<T: Transport<Encoding = Json>> Clone for Tcc<T> {
     fn clone(&self) -> Self {
@@ -223,7 +225,7 @@ impl<T: Transport<Encoding = Json>> Clone for Tcc<T> {
 /// The global side of an XA transaction over a JSON transport (HTTP by default), handed to
 /// the closure of [`DtmClient::xa_global_transaction`]. Cheap to clone.
 #[derive(Debug)]
-pub struct Xa<T: Transport<Encoding = Json> = DtmClient>(Arc<GlobalTx<T>>);
+pub struct Xa<T: Transport<Encoding = Json>>(Arc<GlobalTx<T>>);
 
 impl<T: Transport<Encoding = Json>> Clone for Xa<T> {
     fn clone(&self) -> Self {
@@ -231,6 +233,7 @@ impl<T: Transport<Encoding = Json>> Clone for Xa<T> {
     }
 }
 
+#[cfg(feature = "http")]
 impl DtmClient {
     /// Runs a TCC global transaction: `prepare`, then `f` (which calls
     /// [`Tcc::call_branch`] for each branch), then `submit` if `f` succeeded. If `f` returns
@@ -244,7 +247,7 @@ impl DtmClient {
         f: F,
     ) -> Result<R>
     where
-        F: FnOnce(Tcc) -> Fut,
+        F: FnOnce(Tcc<DtmClient>) -> Fut,
         Fut: Future<Output = Result<R>>,
     {
         GlobalTx::run(self, gid, TransType::Tcc, options, Tcc, f).await
@@ -261,7 +264,7 @@ impl DtmClient {
         f: F,
     ) -> Result<R>
     where
-        F: FnOnce(Xa) -> Fut,
+        F: FnOnce(Xa<DtmClient>) -> Fut,
         Fut: Future<Output = Result<R>>,
     {
         GlobalTx::run(self, gid, TransType::Xa, options, Xa, f).await

@@ -21,12 +21,13 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::client::{BranchResponse, DtmClient};
+use crate::client::DtmClient;
 use crate::error::{truncate_body, Error, Result};
 use crate::limits::Limits;
 use crate::msg::Msg;
 use crate::redact::redact_url;
 use crate::saga::Saga;
+use crate::transport::BranchResponse;
 use crate::transport::{BranchRegistration, DtmOp, Json, Transport};
 use crate::types::TransInfo;
 use crate::wire::{TransRequest, WorkflowProgress};
@@ -157,7 +158,7 @@ impl JsonRpcClient {
 /// The `method` query parameter of a branch URL, if any: DTM then calls it over JSON-RPC.
 fn branch_method(url: &str) -> Option<String> {
     let query = url.split_once('?')?.1;
-    url::form_urlencoded::parse(query.as_bytes())
+    form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == "method")
         .map(|(_, v)| v.into_owned())
 }

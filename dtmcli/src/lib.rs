@@ -28,8 +28,8 @@
 //! branch-id rules, the TCC/XA lifecycle (prepare, run, submit or abort), msg do-and-submit
 //! with its back-check, concurrent-saga orders, what a branch registers. A transport owns the
 //! wire: encoding the request, mapping DTM's answers to [`Error`]'s outcomes, bounding every
-//! call ([`Limits`]). `dtmcli::Saga` is `Saga<DtmClient>` and `dtmgrpc::Saga` is
-//! `Saga<DtmGrpcClient>`; TCC and XA have a small face per encoding ([`Tcc`], [`Xa`] for
+//! call ([`Limits`]). The generic types live in [`saga`], [`msg`] and [`global`];
+//! `dtmcli::Saga` is `saga::Saga<DtmClient>` and `dtmgrpc::Saga` is `Saga<DtmGrpcClient>`; TCC and XA have a small face per encoding ([`Tcc`], [`Xa`] for
 //! JSON; dtmgrpc's take and return protobuf messages). Reads (query, admin) stay on each
 //! client, where their answers are typed.
 //!
@@ -45,6 +45,11 @@
 //! to a trusted one ([`trust`]).
 //!
 //! ## Feature flags
+//! - `http` (default): the HTTP transport ([`DtmClient`]) and JSON-RPC ([`JsonRpcClient`]), on
+//!   reqwest. Without it dtmcli is the protocol-independent core ([`saga`], [`msg`],
+//!   [`global`], [`transport`], options, errors, branch-side types) that dtmgrpc builds on
+//!   without reqwest; [`Saga`], [`Msg`], [`Tcc`] and [`Xa`] then name the generic types.
+//! - `protobuf`: protobuf payloads ([`transport::Encode`] for prost messages), for dtmgrpc.
 //! - `axum`: an axum extractor for [`TransInfo`] and `IntoResponse` for [`Error`].
 //! - `tls`: TLS (rustls) for `https://` DTM servers and branches.
 //!
@@ -69,34 +74,55 @@
 
 pub mod branch;
 mod branch_id;
+#[cfg(feature = "http")]
 mod client;
 mod error;
-mod global;
+pub mod global;
 pub mod identity;
+#[cfg(feature = "http")]
 pub mod jsonrpc;
 pub mod limits;
-mod msg;
+pub mod msg;
 mod options;
 pub mod redact;
-mod saga;
+pub mod saga;
 pub mod transport;
 pub mod trust;
 mod types;
 pub mod wire;
 
 pub use branch_id::BranchIdGen;
-pub use client::{BranchResponse, CronReset, DtmClient, DtmClientBuilder, DEFAULT_SERVER};
+#[cfg(feature = "http")]
+pub use client::{CronReset, DtmClient, DtmClientBuilder, DEFAULT_SERVER};
 pub use error::{Error, ErrorKind, Result};
-pub use global::{GlobalTx, Tcc, Xa};
+pub use global::GlobalTx;
+#[cfg(feature = "http")]
 pub use jsonrpc::JsonRpcClient;
+/// TCC over a JSON transport, HTTP ([`DtmClient`]) unless another is named.
+#[cfg(feature = "http")]
+pub type Tcc<T = DtmClient> = global::Tcc<T>;
+/// The global side of XA over a JSON transport, HTTP ([`DtmClient`]) unless another is named.
+#[cfg(feature = "http")]
+pub type Xa<T = DtmClient> = global::Xa<T>;
+#[cfg(not(feature = "http"))]
+pub use global::{Tcc, Xa};
+#[cfg(feature = "http")]
+pub use limits::read_answer;
 pub use limits::{
-    read_answer, Limits, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ANSWER_BYTES, DEFAULT_TIMEOUT,
-    MAX_TIMEOUT,
+    Limits, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ANSWER_BYTES, DEFAULT_TIMEOUT, MAX_TIMEOUT,
 };
+/// A 2-phase message, over HTTP ([`DtmClient`]) unless another transport is named.
+#[cfg(feature = "http")]
+pub type Msg<T = DtmClient> = msg::Msg<T>;
+#[cfg(not(feature = "http"))]
 pub use msg::Msg;
 pub use options::{TransOptions, MAX_WIRE_DURATION};
+/// A saga, over HTTP ([`DtmClient`]) unless another transport is named.
+#[cfg(feature = "http")]
+pub type Saga<T = DtmClient> = saga::Saga<T>;
+#[cfg(not(feature = "http"))]
 pub use saga::Saga;
-pub use transport::{Encode, Json, Transport};
+pub use transport::{BranchResponse, Encode, Json, Transport};
 pub use trust::TrustedServers;
 pub use types::{Op, TransInfo, TransType};
 pub use wire::{

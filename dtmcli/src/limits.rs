@@ -3,15 +3,10 @@
 //! recorders: a peer that never answers, or answers without end, cannot hold or exhaust a
 //! service.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::Bytes;
-
-use crate::branch::http_result;
-use crate::error::{Error, Result};
-use crate::redact::redact_url;
-use crate::types::TransInfo;
+#[cfg(feature = "http")]
+pub use http::{call_http_branch, http_client, read_answer};
 
 /// Default timeout of each call, to DTM or to a branch, when the transaction sets no
 /// `request_timeout` (30 s).
@@ -26,7 +21,7 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 
 /// Default cap on the body of one answer, from DTM or from a branch (8 MiB). DTM's answers
 /// are small JSON objects; the largest are `query` and `prepareWorkflow`, which carry every
-/// branch's stored data. Reading stops at the cap with [`Error::TooLarge`], so a peer
+/// branch's stored data. Reading stops at the cap with [`crate::Error::TooLarge`], so a peer
 /// streaming an endless body cannot exhaust memory.
 pub const DEFAULT_MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 
@@ -37,17 +32,6 @@ pub const DEFAULT_MAX_IDLE_PER_HOST: usize = 64;
 
 /// How long an idle connection is kept before it is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// The HTTP client a builder makes when the user brings none: bounded connects, a bounded
-/// idle pool.
-pub fn http_client(limits: &Limits) -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(limits.connect_timeout())
-        .pool_max_idle_per_host(limits.max_idle_per_host())
-        .pool_idle_timeout(IDLE_TIMEOUT)
-        .build()
-        .map_err(|e| Error::invalid(format!("cannot build HTTP client: {e}")))
-}
 
 /// Clamps a timeout to [`MAX_TIMEOUT`].
 pub fn clamp_timeout(d: Duration) -> Duration {
@@ -142,64 +126,94 @@ impl Limits {
     }
 }
 
-/// Reads the body of `resp` (from a call to `url`) in chunks, refusing with
-/// [`Error::TooLarge`] once it exceeds `limit` bytes. A body's `Content-Length` above the
-/// limit is refused before reading. The time it takes is bounded by the request's timeout.
-pub async fn read_answer(url: &str, mut resp: reqwest::Response, limit: usize) -> Result<Bytes> {
-    let too_large = || Error::TooLarge {
-        url: redact_url(url).into_owned(),
-        limit,
-    };
-    if resp
-        .content_length()
-        .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
-    {
-        return Err(too_large());
+/// The HTTP side of the bounds (feature `http`).
+#[cfg(feature = "http")]
+mod http {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::{clamp_timeout, Limits, IDLE_TIMEOUT};
+    use crate::branch::http_result;
+    use crate::error::{Error, Result};
+    use crate::redact::redact_url;
+    use crate::types::TransInfo;
+
+    /// The HTTP client a builder makes when the user brings none: bounded connects, a bounded
+    /// idle pool.
+    pub fn http_client(limits: &Limits) -> Result<reqwest::Client> {
+        reqwest::Client::builder()
+            .connect_timeout(limits.connect_timeout())
+            .pool_max_idle_per_host(limits.max_idle_per_host())
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .build()
+            .map_err(|e| Error::invalid(format!("cannot build HTTP client: {e}")))
     }
-    let mut buf = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| Error::transport(url, e))? {
-        if buf.len().saturating_add(chunk.len()) > limit {
+
+    /// Reads the body of `resp` (from a call to `url`) in chunks, refusing with
+    /// [`Error::TooLarge`] once it exceeds `limit` bytes. A body's `Content-Length` above the
+    /// limit is refused before reading. The time it takes is bounded by the request's timeout.
+    pub async fn read_answer(
+        url: &str,
+        mut resp: reqwest::Response,
+        limit: usize,
+    ) -> Result<Bytes> {
+        let too_large = || Error::TooLarge {
+            url: redact_url(url).into_owned(),
+            limit,
+        };
+        if resp
+            .content_length()
+            .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
+        {
             return Err(too_large());
         }
-        buf.extend_from_slice(&chunk);
+        let mut buf = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| Error::transport(url, e))? {
+            if buf.len().saturating_add(chunk.len()) > limit {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(buf))
     }
-    Ok(Bytes::from(buf))
-}
 
-/// One call the SDK makes to an HTTP branch itself (TCC try, XA action, msg back-check, an
-/// `http(s)://` branch of a gRPC transaction): the transaction info in the query, `headers`
-/// as headers, `body` POSTed as `application/json` (DTM's content type for every payload) or
-/// a GET without one. Bounded by `timeout` (reqwest's per-request timeout covers connect,
-/// send and the whole body) and `limits`' answer cap; the answer is mapped with DTM's rules
-/// ([`http_result`]). Returns the status and body of a success.
-pub async fn call_http_branch(
-    http: &reqwest::Client,
-    limits: &Limits,
-    url: &str,
-    info: &TransInfo,
-    headers: &BTreeMap<String, String>,
-    body: Option<Bytes>,
-    timeout: Duration,
-) -> Result<(u16, Bytes)> {
-    let mut req = match body {
-        Some(b) => http
-            .post(url)
-            .header("content-type", "application/json")
-            .body(b),
-        None => http.get(url),
-    };
-    req = req
-        .query(&info.query_pairs())
-        .timeout(clamp_timeout(timeout));
-    for (k, v) in headers {
-        req = req.header(k.as_str(), v.as_str());
+    /// One call the SDK makes to an HTTP branch itself (TCC try, XA action, msg back-check, an
+    /// `http(s)://` branch of a gRPC transaction): the transaction info in the query, `headers`
+    /// as headers, `body` POSTed as `application/json` (DTM's content type for every payload) or
+    /// a GET without one. Bounded by `timeout` (reqwest's per-request timeout covers connect,
+    /// send and the whole body) and `limits`' answer cap; the answer is mapped with DTM's rules
+    /// ([`http_result`]). Returns the status and body of a success.
+    pub async fn call_http_branch(
+        http: &reqwest::Client,
+        limits: &Limits,
+        url: &str,
+        info: &TransInfo,
+        headers: &BTreeMap<String, String>,
+        body: Option<Bytes>,
+        timeout: Duration,
+    ) -> Result<(u16, Bytes)> {
+        let mut req = match body {
+            Some(b) => http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(b),
+            None => http.get(url),
+        };
+        req = req
+            .query(&info.query_pairs())
+            .timeout(clamp_timeout(timeout));
+        for (k, v) in headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let resp = req.send().await.map_err(|e| Error::transport(url, e))?;
+        let status = resp.status().as_u16();
+        let body = read_answer(url, resp, limits.max_answer_bytes()).await?;
+        tracing::debug!(status, "branch answered");
+        http_result(&redact_url(url), status, &body)?;
+        Ok((status, body))
     }
-    let resp = req.send().await.map_err(|e| Error::transport(url, e))?;
-    let status = resp.status().as_u16();
-    let body = read_answer(url, resp, limits.max_answer_bytes()).await?;
-    tracing::debug!(status, "branch answered");
-    http_result(&redact_url(url), status, &body)?;
-    Ok((status, body))
 }
 
 #[cfg(test)]

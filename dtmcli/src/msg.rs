@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+#[cfg(feature = "http")]
 use crate::client::DtmClient;
 use crate::error::{Error, Result};
 use crate::options::TransOptions;
@@ -23,7 +24,7 @@ use crate::wire::TransRequest;
 /// outbox pattern.
 #[derive(Debug)]
 #[must_use = "a message does nothing until submitted"]
-pub struct Msg<T: Transport = DtmClient> {
+pub struct Msg<T: Transport> {
     /// The back-check URL of the last `prepare`, repeated on submit as the Go SDK does.
     prepared: std::sync::Mutex<String>,
     transport: T,
@@ -36,9 +37,10 @@ pub struct Msg<T: Transport = DtmClient> {
     error: Option<Error>,
 }
 
+#[cfg(feature = "http")]
 impl DtmClient {
     /// Starts a 2-phase message with global id `gid`.
-    pub fn msg(&self, gid: impl Into<String>) -> Msg {
+    pub fn msg(&self, gid: impl Into<String>) -> Msg<DtmClient> {
         Msg::new(self.clone(), gid)
     }
 }
@@ -240,7 +242,7 @@ fn delay_custom_data(delay: Option<Duration>) -> String {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "http"))]
 mod tests {
     use super::*;
 

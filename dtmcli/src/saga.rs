@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+#[cfg(feature = "http")]
 use crate::client::DtmClient;
 use crate::error::{Error, Result};
 use crate::options::TransOptions;
@@ -22,7 +23,7 @@ use crate::wire::TransRequest;
 /// that ran, the failed one included, in reverse order.
 #[derive(Debug)]
 #[must_use = "a saga does nothing until submitted"]
-pub struct Saga<T: Transport = DtmClient> {
+pub struct Saga<T: Transport> {
     transport: T,
     gid: String,
     steps: Vec<BTreeMap<String, String>>,
@@ -33,9 +34,10 @@ pub struct Saga<T: Transport = DtmClient> {
     error: Option<Error>,
 }
 
+#[cfg(feature = "http")]
 impl DtmClient {
     /// Starts a saga with global id `gid`.
-    pub fn saga(&self, gid: impl Into<String>) -> Saga {
+    pub fn saga(&self, gid: impl Into<String>) -> Saga<DtmClient> {
         Saga::new(self.clone(), gid)
     }
 }
@@ -161,7 +163,7 @@ fn concurrent_custom_data(steps: usize, orders: &BTreeMap<usize, Vec<usize>>) ->
     Ok(serde_json::json!({"concurrent": true, "orders": orders}).to_string())
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "http"))]
 mod tests {
     use super::*;
 

@@ -13,12 +13,42 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde::de::DeserializeOwned;
 
-use crate::client::BranchResponse;
-use crate::error::Result;
+use crate::error::{truncate_body, Error, Result};
 use crate::limits::Limits;
 use crate::types::{TransInfo, TransType};
 use crate::wire::{TransRequest, WorkflowProgress};
+
+/// A successful answer of a branch the SDK called itself.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BranchResponse {
+    /// HTTP status (always 200 for a success).
+    pub status: u16,
+    /// Raw body.
+    pub body: Bytes,
+}
+
+impl BranchResponse {
+    /// A successful answer with this status and body (for transports other than HTTP).
+    pub fn new(status: u16, body: Bytes) -> Self {
+        BranchResponse { status, body }
+    }
+
+    /// The body as JSON.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_slice(&self.body).map_err(|e| Error::Decode {
+            url: String::new(),
+            reason: e.to_string(),
+            body: truncate_body(&String::from_utf8_lossy(&self.body)),
+        })
+    }
+    /// The body as text (lossy UTF-8).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
 
 /// A global-transaction call to DTM that carries a [`TransRequest`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

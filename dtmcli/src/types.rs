@@ -198,7 +198,7 @@ impl TransInfo {
     /// Errors with [`Error::InvalidInput`] naming the missing or malformed field.
     pub fn from_query(query: &str) -> Result<Self, Error> {
         let query = query.strip_prefix('?').unwrap_or(query);
-        Self::from_pairs(url::form_urlencoded::parse(query.as_bytes()))
+        Self::from_pairs(form_urlencoded::parse(query.as_bytes()))
     }
 
     /// Reads the transaction info from key/value pairs (a parsed query, or gRPC metadata with

@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dtmcli::limits::{call_http_branch, clamp_timeout, Limits};
+use dtmcli::limits::{clamp_timeout, Limits};
 use dtmcli::redact::redact_url;
 use dtmcli::transport::{BranchRegistration, DtmOp, Protobuf, RegistrationKind, Transport};
 use dtmcli::{
-    BranchResponse, Error, Result, TransBranch, TransGlobal, TransInfo, TransRequest, TransType,
+    BranchResponse, Error, Result, TransBranch, TransGlobal, TransInfo, TransRequest,
     TrustedServers, WorkflowProgress,
 };
 use http::uri::PathAndQuery;
@@ -67,6 +67,7 @@ struct Shared {
     /// `https://`, or a TLS configuration was given).
     tls_default: bool,
     limits: Limits,
+    #[cfg(feature = "http")]
     http: reqwest::Client,
     branches: Mutex<HashMap<String, Channel>>,
     #[cfg(feature = "tls")]
@@ -93,6 +94,7 @@ pub struct DtmGrpcClientBuilder {
     channel: Option<Channel>,
     limits: Limits,
     trusted: TrustedServers,
+    #[cfg(feature = "http")]
     http: Option<reqwest::Client>,
     #[cfg(feature = "tls")]
     tls: Option<tonic::transport::ClientTlsConfig>,
@@ -152,7 +154,8 @@ impl DtmGrpcClientBuilder {
         self
     }
 
-    /// The HTTP client for `http://` branches the SDK calls itself.
+    /// The HTTP client for `http://` branches the SDK calls itself (feature `http`).
+    #[cfg(feature = "http")]
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self
@@ -189,6 +192,7 @@ impl DtmGrpcClientBuilder {
             trusted: self.trusted,
             tls_default: configured || target.tls == Some(true),
             limits: self.limits,
+            #[cfg(feature = "http")]
             http: match self.http {
                 Some(h) => h,
                 None => dtmcli::limits::http_client(&self.limits)?,
@@ -390,6 +394,7 @@ impl DtmGrpcClient {
             channel: None,
             limits: Limits::default(),
             trusted: TrustedServers::Own,
+            #[cfg(feature = "http")]
             http: None,
             #[cfg(feature = "tls")]
             tls: None,
@@ -704,6 +709,7 @@ impl DtmGrpcClient {
 
     /// An `http(s)://` branch: POST when there is a body or the branch is XA (phase 2 is a
     /// POST), as DTM does; the shared HTTP branch call otherwise.
+    #[cfg(feature = "http")]
     async fn call_http_branch(
         &self,
         url: &str,
@@ -712,13 +718,29 @@ impl DtmGrpcClient {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Bytes> {
-        let post = !body.is_empty() || info.trans_type == TransType::Xa;
+        let post = !body.is_empty() || info.trans_type == dtmcli::TransType::Xa;
         let body = post.then_some(body);
         let limits = &self.shared.limits;
         let http = &self.shared.http;
-        call_http_branch(http, limits, url, info, headers, body, timeout)
+        dtmcli::limits::call_http_branch(http, limits, url, info, headers, body, timeout)
             .await
             .map(|(_, bytes)| bytes)
+    }
+
+    /// Without the `http` feature, the SDK does not call `http://` branches itself.
+    #[cfg(not(feature = "http"))]
+    async fn call_http_branch(
+        &self,
+        url: &str,
+        _info: &TransInfo,
+        _headers: &BTreeMap<String, String>,
+        _body: Bytes,
+        _timeout: Duration,
+    ) -> Result<Bytes> {
+        Err(Error::invalid(format!(
+            "{:?} is an http:// branch: calling it needs dtmgrpc's `http` feature",
+            redact_url(url)
+        )))
     }
 
     /// Calls a branch with a protobuf request and decodes its protobuf answer (see
@@ -892,7 +914,7 @@ impl Transport for DtmGrpcClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dtmcli::TransOptions;
+    use dtmcli::{TransOptions, TransType};
 
     #[test]
     fn http_bodies_convert_field_for_field() {
