@@ -1,6 +1,7 @@
 //! The DTM HTTP client.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -707,8 +708,17 @@ impl Transport for DtmClient {
         Ok(())
     }
 
-    async fn call_dtm(&self, op: DtmOp, req: &TransRequest) -> Result<()> {
-        self.call(op.as_str(), req).await.map(drop)
+    fn call_dtm(&self, op: DtmOp, req: TransRequest) -> impl Future<Output = Result<()>> + Send {
+        // Encoded now, so that only the body is held while the call waits.
+        let (builder, url) = self.post(op.as_str());
+        let builder = builder.json(&req);
+        let timeout = self.timeout_for(&req);
+        tracing::debug!(gid = %req.gid, trans_type = %req.trans_type, "call dtm {}", op.as_str());
+        drop(req);
+        async move {
+            let answer = self.send(op.as_str(), builder, &url, timeout, true).await?;
+            Self::expect_success(&url, &answer)
+        }
     }
 
     async fn register(&self, reg: &BranchRegistration) -> Result<()> {

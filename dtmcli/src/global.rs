@@ -78,10 +78,10 @@ impl<T: Transport> GlobalTx<T> {
             "",
         ));
         let req = g.request()?;
-        g.transport.call_dtm(DtmOp::Prepare, &req).await?;
+        g.transport.call_dtm(DtmOp::Prepare, req.clone()).await?;
         let (reason, result) = match AssertUnwindSafe(f(wrap(g.clone()))).catch_unwind().await {
             Ok(Ok(v)) => {
-                g.transport.call_dtm(DtmOp::Submit, &req).await?;
+                g.transport.call_dtm(DtmOp::Submit, req).await?;
                 return Ok(v);
             }
             Ok(Err(e)) => (e.to_string(), Ok(Err(e))),
@@ -89,7 +89,7 @@ impl<T: Transport> GlobalTx<T> {
         };
         let mut abort = req;
         abort.rollback_reason = reason;
-        if let Err(e) = g.transport.call_dtm(DtmOp::Abort, &abort).await {
+        if let Err(e) = g.transport.call_dtm(DtmOp::Abort, abort).await {
             tracing::warn!(gid, error = %e, "abort failed; DTM will time the transaction out");
         }
         match result {

@@ -208,14 +208,13 @@ impl Transport for JsonRpcClient {
         Ok(())
     }
 
-    async fn call_dtm(&self, op: DtmOp, req: &TransRequest) -> Result<()> {
-        let mut r = req.clone();
-        r.protocol = PROTOCOL.to_string();
+    async fn call_dtm(&self, op: DtmOp, mut req: TransRequest) -> Result<()> {
+        req.protocol = PROTOCOL.to_string();
         let timeout = self
             .0
             .limits()
             .dtm_call_timeout(req.request_timeout, req.wait_result);
-        self.rpc(op.as_str(), &r, timeout).await.map(drop)
+        self.rpc(op.as_str(), &req, timeout).await.map(drop)
     }
 
     async fn register(&self, reg: &BranchRegistration) -> Result<()> {

@@ -156,13 +156,13 @@ impl<T: Transport> Msg<T> {
     pub async fn prepare(&self, query_prepared: &str) -> Result<()> {
         let req = self.prepare_request(query_prepared)?;
         *self.prepared.lock().unwrap_or_else(|p| p.into_inner()) = query_prepared.to_string();
-        self.transport.call_dtm(DtmOp::Prepare, &req).await
+        self.transport.call_dtm(DtmOp::Prepare, req).await
     }
 
     /// Phase 2 (or a one-shot message when not prepared): DTM delivers the branches.
     pub async fn submit(&self) -> Result<()> {
         let req = self.submit_request()?;
-        self.transport.call_dtm(DtmOp::Submit, &req).await
+        self.transport.call_dtm(DtmOp::Submit, req).await
     }
 
     /// The transaction info the local business of [`Msg::do_and_submit`] receives:
@@ -218,7 +218,7 @@ impl<T: Transport> Msg<T> {
         let failed = matches!(&business, Err(e) if e.is_failure())
             || matches!(&err, Err(e) if e.is_failure());
         if failed {
-            let abort = async { self.transport.call_dtm(DtmOp::Abort, &self.base()?).await };
+            let abort = async { self.transport.call_dtm(DtmOp::Abort, self.base()?).await };
             if let Err(e) = abort.await {
                 tracing::warn!(gid = %self.gid, error = %e, "abort of msg failed; DTM's back-check will decide");
             }

@@ -141,7 +141,7 @@ impl<T: Transport> Saga<T> {
     /// ([`Error::Failure`] with the rollback reason when it rolled back).
     pub async fn submit(&self) -> Result<()> {
         let req = self.request()?;
-        self.transport.call_dtm(DtmOp::Submit, &req).await
+        self.transport.call_dtm(DtmOp::Submit, req).await
     }
 }
 

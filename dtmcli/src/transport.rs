@@ -169,8 +169,10 @@ pub trait Transport: Clone + Debug + Send + Sync + 'static {
     /// Checks a branch URL the SDK will call or register.
     fn check_branch_url(&self, url: &str) -> Result<()>;
 
-    /// `prepare`, `submit` or `abort`, accepting only DTM's success answer.
-    fn call_dtm(&self, op: DtmOp, req: &TransRequest) -> impl Future<Output = Result<()>> + Send;
+    /// `prepare`, `submit` or `abort`, accepting only DTM's success answer. The request is
+    /// taken by value so that a transport can encode it and drop it before the call waits:
+    /// only the encoded form stays in memory while the transaction is in flight.
+    fn call_dtm(&self, op: DtmOp, req: TransRequest) -> impl Future<Output = Result<()>> + Send;
 
     /// `registerBranch`.
     fn register(&self, reg: &BranchRegistration) -> impl Future<Output = Result<()>> + Send;

@@ -820,12 +820,39 @@ impl Transport for DtmGrpcClient {
         check_branch_url(url)
     }
 
-    async fn call_dtm(&self, op: DtmOp, req: &TransRequest) -> Result<()> {
-        let r = DtmRequest::from(req);
-        match op {
-            DtmOp::Prepare => self.prepare(&r).await,
-            DtmOp::Submit => self.submit(&r).await,
-            DtmOp::Abort => self.abort(&r).await,
+    fn call_dtm(&self, op: DtmOp, req: TransRequest) -> impl Future<Output = Result<()>> + Send {
+        // Converted now and moved into the call: one message in memory while it waits.
+        let r = DtmRequest::from(&req);
+        drop(req);
+        let timeout = self.timeout_for(&r);
+        let gid = r.gid.clone();
+        async move {
+            match op {
+                DtmOp::Prepare => {
+                    self.call("Prepare", &gid, timeout, |mut s| async move {
+                        s.prepare(r).await
+                    })
+                    .await
+                }
+                DtmOp::Submit => {
+                    self.call(
+                        "Submit",
+                        &gid,
+                        timeout,
+                        |mut s| async move { s.submit(r).await },
+                    )
+                    .await
+                }
+                DtmOp::Abort => {
+                    self.call(
+                        "Abort",
+                        &gid,
+                        timeout,
+                        |mut s| async move { s.abort(r).await },
+                    )
+                    .await
+                }
+            }
         }
     }
 

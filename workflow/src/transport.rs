@@ -157,7 +157,7 @@ impl Transport {
                 base64::engine::general_purpose::STANDARD.encode(result),
             ),
         ]);
-        each!(self, c => c.call_dtm(DtmOp::Submit, &req).await)
+        each!(self, c => c.call_dtm(DtmOp::Submit, req).await)
     }
 }
 
