@@ -1,7 +1,8 @@
 //! The saga scenarios of the Redis and MongoDB barrier examples (`http_saga_redis`,
-//! `http_saga_mongo`). They differ only in where the balances live and how one guarded
-//! adjustment is made, which each example writes as a [`GuardedStore`]; this module runs
-//! the same three scenarios on it against a real DTM server:
+//! `http_saga_mongo`). They differ only in where the balances live and how one balance is
+//! adjusted under the barrier (a guarded call around a MongoDB update, Redis's guarded
+//! adjustment), which each example writes as its [`Accounts`]; this module runs the same
+//! three scenarios on them against a real DTM server:
 //!
 //! 1. a transfer that succeeds: the balances move once;
 //! 2. a transfer whose second step fails (insufficient balance): DTM compensates both steps,
@@ -15,21 +16,22 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::Json;
-use dtm_barrier::Outcome;
+use dtm_barrier::{BranchBarrier, Outcome};
 use dtmcli::{Op, TransInfo, TransType};
 use serde::{Deserialize, Serialize};
 
 use crate::demo::{Demo, DemoError};
 
-/// Balances kept in one store, adjusted under the branch barrier.
-pub trait GuardedStore: Clone + Send + Sync + 'static {
+/// Balances kept in one store: what is specific to the business and the store.
+pub trait Accounts: Clone + Send + Sync + 'static {
     /// The store's name in messages and URLs (`redis`, `mongo`).
     const NAME: &'static str;
 
-    /// Adds `delta` to the account `key`, guarded by the branch barrier of `info`.
+    /// Adds `delta` to the account `key` under the branch barrier `bb` (`bb.call` around the
+    /// update where the store has local transactions).
     fn adjust(
         &self,
-        info: TransInfo,
+        bb: &BranchBarrier,
         key: String,
         delta: i64,
     ) -> impl Future<Output = dtm_barrier::Result<Outcome<()>>> + Send;
@@ -94,7 +96,7 @@ impl<S> App<S> {
 }
 
 /// One guarded branch handler for the four operations.
-async fn branch<S: GuardedStore>(
+async fn branch<S: Accounts>(
     State(app): State<App<S>>,
     Path(handler): Path<String>,
     info: TransInfo,
@@ -104,10 +106,8 @@ async fn branch<S: GuardedStore>(
     let (key, amount) = t
         .leg(&handler)
         .ok_or_else(|| dtmcli::Error::invalid(format!("no handler {handler}")))?;
-    let result = app
-        .store
-        .adjust(info.clone(), key.to_string(), amount)
-        .await;
+    let bb = BranchBarrier::new(info.clone());
+    let result = app.store.adjust(&bb, key.to_string(), amount).await;
     let said = match &result {
         Ok(Outcome::Executed(())) => format!("adjusted {key} by {amount}"),
         Ok(other) => format!("{other:?}: skipped"),
@@ -121,13 +121,13 @@ async fn branch<S: GuardedStore>(
     Ok(Json(serde_json::json!({"dtm_result": "SUCCESS"})))
 }
 
-async fn balances<S: GuardedStore>(store: &S, t: &Transfer) -> Result<String, DemoError> {
+async fn balances<S: Accounts>(store: &S, t: &Transfer) -> Result<String, DemoError> {
     let (from, to) = (store.balance(&t.from).await?, store.balance(&t.to).await?);
     Ok(format!("{} = {from:?}, {} = {to:?}", t.from, t.to))
 }
 
 /// Starts DTM and the guarded branches on `store`, then runs the three scenarios.
-pub async fn run<S: GuardedStore>(store: S) -> Result<(), DemoError> {
+pub async fn run<S: Accounts>(store: S) -> Result<(), DemoError> {
     let d = Demo::start().await?;
     let app = App {
         store: store.clone(),

@@ -11,9 +11,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use dtm_barrier::mongo::{create_barrier_index, do_and_submit_mongo, is_transient};
+use dtm_barrier::mongo::create_barrier_index;
 use dtm_barrier::reprocess::ReprocessPolicy;
-use dtm_barrier::{msg_query_info, BarrierConfig, BranchBarrier, Error, Outcome, TableName};
+use dtm_barrier::{msg_query_info, BranchBarrier, Error, Outcome, TableName, TransactionalStore};
 use dtmcli::{Op, TransInfo, TransOptions, TransRequest, TransType};
 use futures_util::TryStreamExt;
 use kv_barrier::{outcomes, recs, Store, Transfer};
@@ -114,9 +114,6 @@ async fn adjust_in(s: &mut ClientSession, key: &str, delta: i64) -> dtm_barrier:
 // ---------------------------------------------------------------------------------------
 // The guarded business service (tests/kv_barrier): balances are documents {_id, balance}.
 
-#[derive(Clone)]
-struct Mongo(Client);
-
 /// One guarded MongoDB transaction adding `delta` to `key`.
 async fn guarded(
     bb: &BranchBarrier,
@@ -124,29 +121,25 @@ async fn guarded(
     key: String,
     delta: i64,
 ) -> dtm_barrier::Result<Outcome<()>> {
-    bb.mongo_call(client, move |s| {
+    bb.call(client, move |s| {
         Box::pin(async move { adjust_in(s, &key, delta).await })
     })
     .await
 }
 
-impl Store for Mongo {
+impl Store for Client {
     async fn adjust(
         &self,
         bb: &BranchBarrier,
         key: String,
         delta: i64,
     ) -> dtm_barrier::Result<Outcome<()>> {
-        guarded(bb, &self.0, key, delta).await
-    }
-
-    async fn query_prepared(&self, bb: &BranchBarrier) -> dtm_barrier::Result<()> {
-        bb.mongo_query_prepared(&self.0).await
+        guarded(bb, self, key, delta).await
     }
 }
 
 fn murl(handler: &str) -> String {
-    kv_barrier::url("/api/mbusi", || async { Mongo(client().await) }, handler)
+    kv_barrier::url("/api/mbusi", client, handler)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -449,7 +442,7 @@ async fn concurrent_identical_requests_have_one_effect_and_all_succeed_with_repr
             let (c, info, acct, policy) = (c.clone(), info.clone(), acct.clone(), policy.clone());
             tokio::spawn(async move {
                 BranchBarrier::new(info)
-                    .mongo_call_reprocessing(&c, &policy, |s| {
+                    .call_reprocessing(&c, &policy, |s| {
                         let acct = acct.clone();
                         Box::pin(async move { adjust_in(s, &acct, -10).await })
                     })
@@ -489,7 +482,7 @@ async fn concurrent_identical_requests_without_reprocessing_fail_only_transientl
         match t.await.unwrap() {
             Ok(Outcome::Executed(())) => executed += 1,
             Ok(Outcome::Duplicate) => {}
-            Err(e) if is_transient(&e) => {
+            Err(e) if Client::is_transient(&e) => {
                 transient += 1;
                 // DTM retries such an answer (500), it is not a failure.
                 assert!(!dtmcli::Error::from(e).is_failure());
@@ -521,7 +514,7 @@ async fn a_business_error_rolls_back_its_writes_and_the_barrier_documents() {
         let is_failure = fail.is_failure();
         let g = gid.clone();
         let e = BranchBarrier::new(info.clone())
-            .mongo_call(&c, move |s| {
+            .call(&c, move |s| {
                 Box::pin(async move {
                     journal_insert(s, &g).await?;
                     Err::<(), _>(fail)
@@ -539,7 +532,7 @@ async fn a_business_error_rolls_back_its_writes_and_the_barrier_documents() {
     // A retry of the same request is not mistaken for a duplicate.
     let g = gid.clone();
     let out = BranchBarrier::new(info)
-        .mongo_call(&c, move |s| {
+        .call(&c, move |s| {
             Box::pin(async move { journal_insert(s, &g).await })
         })
         .await
@@ -628,13 +621,9 @@ async fn do_and_submit(
     delta: i64,
 ) -> dtm_barrier::Result<()> {
     let from = from.to_string();
-    do_and_submit_mongo(
-        msg,
-        &murl("QueryPrepared"),
-        c,
-        &BarrierConfig::default(),
-        move |s| Box::pin(async move { adjust_in(s, &from, delta).await }),
-    )
+    dtm_barrier::do_and_submit(msg, &murl("QueryPrepared"), c, move |s| {
+        Box::pin(async move { adjust_in(s, &from, delta).await })
+    })
     .await
 }
 
@@ -695,7 +684,7 @@ async fn msg_back_check_first_makes_the_local_transaction_duplicated() {
     set(&c, &t.from, 100).await;
     set(&c, &t.to, 0).await;
     let e = BranchBarrier::new(msg_query_info(&gid))
-        .mongo_query_prepared(&c)
+        .query_prepared(&c)
         .await
         .unwrap_err();
     assert!(e.is_failure(), "{e}");

@@ -9,8 +9,7 @@
 
 use dtm_barrier::{BranchBarrier, Outcome, TableName};
 use dtm_examples::demo::DemoError;
-use dtm_examples::kv_saga::{self, GuardedStore};
-use dtmcli::TransInfo;
+use dtm_examples::kv_saga::{self, Accounts};
 use mongodb::bson::{doc, Document};
 use mongodb::{Client, ClientSession, Collection};
 
@@ -38,20 +37,19 @@ async fn adjust(s: &mut ClientSession, key: &str, delta: i64) -> dtm_barrier::Re
 #[derive(Clone)]
 struct Mongo(Client);
 
-impl GuardedStore for Mongo {
+impl Accounts for Mongo {
     const NAME: &'static str = "mongo";
 
     async fn adjust(
         &self,
-        info: TransInfo,
+        bb: &BranchBarrier,
         key: String,
         delta: i64,
     ) -> dtm_barrier::Result<Outcome<()>> {
-        BranchBarrier::new(info)
-            .mongo_call(&self.0, move |s| {
-                Box::pin(async move { adjust(s, &key, delta).await })
-            })
-            .await
+        bb.call(&self.0, move |s| {
+            Box::pin(async move { adjust(s, &key, delta).await })
+        })
+        .await
     }
 
     async fn open(&self, key: &str, balance: i64) -> Result<(), DemoError> {

@@ -1,6 +1,6 @@
 //! The guarded business service of the Redis and MongoDB barrier tests: the same handlers
-//! and call log over a [`Store`] that each test binary implements with its backend's
-//! barrier call.
+//! and call log over a barrier [`Store`] whose one business-specific operation, the
+//! guarded adjustment of a balance, each test binary implements.
 #![allow(dead_code, unreachable_pub)]
 
 use std::future::Future;
@@ -10,12 +10,12 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::routing::any;
 use axum::Json;
-use dtm_barrier::{BranchBarrier, Outcome};
+use dtm_barrier::{BarrierStore, BranchBarrier, Outcome};
 use dtmcli::{Op, TransInfo};
 use serde::{Deserialize, Serialize};
 
-/// Balances in one store, adjusted under a branch barrier.
-pub trait Store: Clone + Send + Sync + 'static {
+/// A barrier store holding balances (the back-check is the store's own).
+pub trait Store: BarrierStore + Clone + 'static {
     /// One guarded local transaction adding `delta` to the account `key` (each call takes
     /// the barrier's next barrier id).
     fn adjust(
@@ -24,12 +24,6 @@ pub trait Store: Clone + Send + Sync + 'static {
         key: String,
         delta: i64,
     ) -> impl Future<Output = dtm_barrier::Result<Outcome<()>>> + Send;
-
-    /// The msg back-check of this backend.
-    fn query_prepared(
-        &self,
-        bb: &BranchBarrier,
-    ) -> impl Future<Output = dtm_barrier::Result<()>> + Send;
 }
 
 /// The body of every handler: move `amount` from the account `from` to the account `to`.
@@ -211,7 +205,7 @@ async fn run<S: Store>(
         }
         "TransOutConfirm" => vec![],
         "QueryPrepared" => {
-            store.query_prepared(bb).await?;
+            bb.query_prepared(store).await?;
             vec![]
         }
         other => return Err(dtmcli::Error::invalid(format!("no handler {other}"))),
