@@ -14,15 +14,15 @@ use std::time::{Duration, Instant};
 use dtm_barrier::mongo::create_barrier_index;
 use dtm_barrier::reprocess::ReprocessPolicy;
 use dtm_barrier::{msg_query_info, BranchBarrier, Error, Outcome, TableName, TransactionalStore};
+use dtm_examples::kv_saga::mongo_adjust as adjust_in;
 use dtmcli::{Op, TransInfo, TransOptions, TransRequest, TransType};
 use futures_util::TryStreamExt;
-use kv_barrier::{outcomes, recs, Store, Transfer};
+use kv_barrier::{outcomes, recs, Balances, Transfer};
 use mongodb::bson::{doc, Document};
 use mongodb::{Client, ClientSession, Collection};
 use support::*;
 
 const BUSI_DB: &str = "dtm_busi";
-const ACCOUNTS: &str = "barrier_test_account";
 const JOURNAL: &str = "barrier_test_journal";
 
 fn mongo_url() -> String {
@@ -39,28 +39,16 @@ async fn client() -> Client {
     c
 }
 
-fn accounts(c: &Client) -> Collection<Document> {
-    c.database(BUSI_DB).collection(ACCOUNTS)
-}
-
 fn barriers(c: &Client) -> Collection<Document> {
     c.database("dtm_barrier").collection("barrier")
 }
 
 async fn set(c: &Client, key: &str, v: i64) {
-    accounts(c)
-        .replace_one(doc! {"_id": key}, doc! {"_id": key, "balance": v})
-        .upsert(true)
-        .await
-        .unwrap();
+    c.open(key, v).await.unwrap();
 }
 
 async fn balance(c: &Client, key: &str) -> Option<i64> {
-    accounts(c)
-        .find_one(doc! {"_id": key})
-        .await
-        .unwrap()
-        .map(|d| d.get_i64("balance").unwrap())
+    c.balance(key).await.unwrap()
 }
 
 /// The barrier documents of `gid` without `_id`, sorted by (branch_id, op, barrier_id).
@@ -93,26 +81,9 @@ async fn barrier_rows(c: &Client, gid: &str) -> Vec<String> {
         .collect()
 }
 
-/// Adds `delta` to the account `key` inside the session's transaction; a missing account
-/// or a balance that would go negative is a DTM failure.
-async fn adjust_in(s: &mut ClientSession, key: &str, delta: i64) -> dtm_barrier::Result<()> {
-    let r = accounts(&s.client())
-        .update_one(
-            doc! {"_id": key, "balance": {"$gte": -delta}},
-            doc! {"$inc": {"balance": delta}},
-        )
-        .session(&mut *s)
-        .await?;
-    if r.matched_count == 0 {
-        return Err(Error::failure(format!(
-            "account {key}: missing, or adding {delta} would make it negative"
-        )));
-    }
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------------
-// The guarded business service (tests/kv_barrier): balances are documents {_id, balance}.
+// The guarded business service (tests/kv_barrier): balances are documents {_id, balance}
+// (the examples' `Balances` for `mongodb::Client`).
 
 /// One guarded MongoDB transaction adding `delta` to `key`.
 async fn guarded(
@@ -121,21 +92,7 @@ async fn guarded(
     key: String,
     delta: i64,
 ) -> dtm_barrier::Result<Outcome<()>> {
-    bb.call(client, move |s| {
-        Box::pin(async move { adjust_in(s, &key, delta).await })
-    })
-    .await
-}
-
-impl Store for Client {
-    async fn adjust(
-        &self,
-        bb: &BranchBarrier,
-        key: String,
-        delta: i64,
-    ) -> dtm_barrier::Result<Outcome<()>> {
-        guarded(bb, self, key, delta).await
-    }
+    client.adjust(bb, key, delta).await
 }
 
 fn murl(handler: &str) -> String {

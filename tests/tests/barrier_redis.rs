@@ -13,7 +13,7 @@ use std::time::Duration;
 use dtm_barrier::redis::RedisStore;
 use dtm_barrier::{msg_query_info, BranchBarrier, Outcome};
 use dtmcli::{DtmClient, Op, TransInfo, TransOptions, TransRequest, TransType};
-use kv_barrier::{outcomes, recs, Store, Transfer};
+use kv_barrier::{outcomes, recs, Transfer};
 use redis::aio::MultiplexedConnection;
 use support::*;
 
@@ -86,18 +86,8 @@ fn store(c: &MultiplexedConnection) -> RedisStore<MultiplexedConnection> {
 }
 
 // ---------------------------------------------------------------------------------------
-// The guarded business service (tests/kv_barrier): balances are Redis integers.
-
-impl Store for RedisStore<MultiplexedConnection> {
-    async fn adjust(
-        &self,
-        bb: &BranchBarrier,
-        key: String,
-        delta: i64,
-    ) -> dtm_barrier::Result<Outcome<()>> {
-        bb.check_adjust_amount(self, &key, delta).await
-    }
-}
+// The guarded business service (tests/kv_barrier): balances are Redis integers (the
+// examples' `Balances` for `RedisStore`).
 
 fn rurl(handler: &str) -> String {
     kv_barrier::url("/api/rbusi", || async { store(&conn().await) }, handler)
