@@ -154,25 +154,13 @@ impl Pool {
         match self {
             Pool::My(p) => {
                 let mut tx = p.begin().await?;
-                sqlx::query(&format!(
-                    "update {ACCOUNTS} set balance = balance - ? where user_id = ?"
-                ))
-                .bind(pre)
-                .bind(user)
-                .execute(&mut *tx)
-                .await?;
+                debit_my(user, pre, false)(&mut tx).await?;
                 bb.call_in_transaction(tx, debit_my(user, amount, fail))
                     .await
             }
             Pool::Pg(p) => {
                 let mut tx = p.begin().await?;
-                sqlx::query(&format!(
-                    "update {ACCOUNTS} set balance = balance - $1 where user_id = $2"
-                ))
-                .bind(pre)
-                .bind(user)
-                .execute(&mut *tx)
-                .await?;
+                debit_pg(user, pre, false)(&mut tx).await?;
                 bb.call_in_transaction(tx, debit_pg(user, amount, fail))
                     .await
             }
