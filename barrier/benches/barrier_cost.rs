@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 
+use dtm_barrier::redis::RedisStore;
 use dtm_barrier::{BranchBarrier, Outcome};
 use dtmcli::{Op, TransInfo, TransType};
 use futures_util::future::BoxFuture;
@@ -150,7 +151,7 @@ where
                 BranchBarrier::new(info(format!("{id}-{backend}-{i}"), op.clone())),
             );
             async move {
-                let out = bb.call_with_pool(&pool, upd(delta)).await?;
+                let out = bb.call(&pool, upd(delta)).await?;
                 assert!(matches!(out, Outcome::Executed(())), "{out:?}");
                 Ok::<(), BoxError>(())
             }
@@ -196,6 +197,7 @@ async fn redis_backend(rows: &mut Vec<Row>) -> Result<(), BoxError> {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
+    let store = RedisStore::new(conn.clone(), Duration::from_secs(600));
     let id = run_id();
     let key = format!("{id}-balance");
     let _: () = redis::cmd("SET")
@@ -203,7 +205,6 @@ async fn redis_backend(rows: &mut Vec<Row>) -> Result<(), BoxError> {
         .arg(1_000_000_000_i64)
         .query_async(&mut conn)
         .await?;
-    let expire = Duration::from_secs(600);
     for (case, op, delta) in [
         ("action", Op::Action, -1_i64),
         ("compensate", Op::Compensate, 1),
@@ -221,12 +222,10 @@ async fn redis_backend(rows: &mut Vec<Row>) -> Result<(), BoxError> {
                 }
             },
             |i| {
-                let (mut c, key) = (conn.clone(), key.clone());
+                let (store, key) = (&store, key.clone());
                 let bb = BranchBarrier::new(info(format!("{id}-{i}"), op.clone()));
                 async move {
-                    let out = bb
-                        .redis_check_adjust_amount(&mut c, &key, delta, expire)
-                        .await?;
+                    let out = bb.check_adjust_amount(store, &key, delta).await?;
                     assert!(matches!(out, Outcome::Executed(())), "{out:?}");
                     Ok(())
                 }
@@ -277,7 +276,7 @@ async fn mongo_backend(rows: &mut Vec<Row>) -> Result<(), BoxError> {
                 let bb = BranchBarrier::new(info(format!("{id}-{i}"), op.clone()));
                 async move {
                     let out = bb
-                        .mongo_call(&client, move |s| {
+                        .call(&client, move |s| {
                             Box::pin(async move {
                                 coll.update_one(doc! {"_id": 1}, doc! {"$inc": {"balance": delta}})
                                     .session(&mut *s)

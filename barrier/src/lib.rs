@@ -13,11 +13,43 @@
 //! Rows are those of the Go SDK (same table, columns, ids and reasons), so Go and Rust
 //! services can share one barrier table.
 //!
-//! | backend | guard a handler | msg outbox | back-check |
-//! |---|---|---|---|
-//! | MySQL/MariaDB, Postgres | `BranchBarrier::call`, `call_with_pool`, `call_with_pool_reprocessing` | `sql::do_and_submit_db` | `BranchBarrier::query_prepared` |
-//! | Redis | `BranchBarrier::redis_check_adjust_amount` | `redis::do_and_submit_redis` | `BranchBarrier::redis_query_prepared` |
-//! | MongoDB | `BranchBarrier::mongo_call`, `mongo_call_reprocessing` | `mongo::do_and_submit_mongo` | `BranchBarrier::mongo_query_prepared` |
+//! One API over every backend. A backend is a [`BarrierStore`]; the ones whose local
+//! transactions can hold a business closure are also a [`TransactionalStore`]:
+//!
+//! | backend | store | the business closure receives | guard a handler | msg outbox | back-check |
+//! |---|---|---|---|---|---|
+//! | MySQL/MariaDB | `sqlx::Pool<MySql>` | `&mut sqlx::MySqlConnection` (the open transaction) | [`BranchBarrier::call`], [`BranchBarrier::call_reprocessing`] | [`do_and_submit`] | [`BranchBarrier::query_prepared`] |
+//! | PostgreSQL | `sqlx::Pool<Postgres>` | `&mut sqlx::PgConnection` | same | same | same |
+//! | MongoDB | `mongodb::Client` | `&mut mongodb::ClientSession` (in its transaction) | same | same | same |
+//! | Redis | `redis::RedisStore<C>` (a connection and the key expiry) | outbox only: `&mut redis::Guarded<C>` | `BranchBarrier::check_adjust_amount` (one atomic Lua script) | same | same |
+//!
+//! ```no_run
+//! # #[cfg(feature = "mysql")]
+//! # async fn handler(pool: sqlx::MySqlPool, query: &str) -> Result<(), dtmcli::Error> {
+//! let bb = dtm_barrier::BranchBarrier::from_query(query)?;
+//! bb.call(&pool, |conn| {
+//!     Box::pin(async move {
+//!         sqlx::query("update dtm_busi.user_account set balance = balance - 30 where user_id = 1")
+//!             .execute(&mut *conn)
+//!             .await?;
+//!         Ok(())
+//!     })
+//! })
+//! .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Names before the one store API
+//! | before | now |
+//! |---|---|
+//! | `bb.call_with_pool(&pool, busi)`, `bb.mongo_call(&client, busi)` | `bb.call(&store, busi)` |
+//! | `bb.call(tx, busi)` (the caller's sqlx transaction) | `bb.call_in_transaction(tx, busi)` |
+//! | `bb.call_with_pool_reprocessing(..)`, `bb.mongo_call_reprocessing(..)` | `bb.call_reprocessing(&store, &policy, busi)` |
+//! | `bb.query_prepared(&pool)`, `bb.mongo_query_prepared(&client)`, `bb.redis_query_prepared(&mut conn, expire)` | `bb.query_prepared(&store)` |
+//! | `bb.redis_check_adjust_amount(&mut conn, key, amount, expire)` | `bb.check_adjust_amount(&RedisStore::new(conn, expire), key, amount)` |
+//! | `sql::do_and_submit_db(&msg, qp, &pool, &config, busi)`, `mongo::do_and_submit_mongo(..)` | `do_and_submit(&msg, qp, &store, busi)`, or `config.do_and_submit(..)` for another table |
+//! | `redis::do_and_submit_redis(&msg, qp, &mut conn, key, amount, expire)` | `do_and_submit(&msg, qp, &redis_store, \|g\| Box::pin(async move { g.check_adjust_amount(key, amount).await.map(drop) }))` |
+//! | `mongo::is_transient(&e)` | `<mongodb::Client as TransactionalStore>::is_transient(&e)` (every store has one) |
 //!
 //! XA local transactions (the branch side of XA) are in the `xa` module.
 //!
@@ -44,10 +76,12 @@ mod error;
 pub mod mongo;
 #[cfg(feature = "redis")]
 pub mod redis;
-#[cfg(any(feature = "mysql", feature = "postgres", feature = "mongodb"))]
 pub mod reprocess;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 pub mod sql;
+// Without a backend feature the traits have no implementors; compiled anyway, so that
+// the one API is the same whatever the features.
+mod store;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 pub mod xa;
 
@@ -55,3 +89,4 @@ pub use barrier::{
     msg_query_info, BarrierConfig, BarrierRow, BranchBarrier, Outcome, TableName, DEFAULT_TABLE,
 };
 pub use error::{Error, Result};
+pub use store::{do_and_submit, BarrierStore, TransactionalStore};

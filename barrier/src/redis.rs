@@ -1,22 +1,28 @@
 //! The barrier on Redis: balance-like counters adjusted by one atomic Lua script.
 //!
 //! Redis has no multi-key transactions with arbitrary business logic, so the Redis barrier
-//! guards one operation: add `amount` to an integer key, refusing to go below zero. The
-//! script checks the balance, the barrier keys and adjusts the counter atomically, with the
-//! keys and values of the Go SDK's `RedisCheckAdjustAmount`, so Go and Rust services can
-//! share one Redis:
+//! guards one operation: add `amount` to an integer key, refusing to go below zero
+//! ([`BranchBarrier::check_adjust_amount`]). The script checks the balance, the barrier keys
+//! and adjusts the counter atomically, with the keys and values of the Go SDK's
+//! `RedisCheckAdjustAmount`, so Go and Rust services can share one Redis:
 //!
 //! | key | value | written by |
 //! |---|---|---|
 //! | `<gid>-<branch_id>-<op>-<barrier_id>` | `op` (the literal word) | every executed adjustment and every null compensation |
 //! | `<gid>-<branch_id>-<origin op>-<barrier_id>` | `rollback` | a null compensation (cancel / compensate / rollback whose try / action never ran) |
-//! | `<gid>-00-msg-01` | `op`, or `rollback` | the msg local transaction ([`do_and_submit_redis`]), or the back-check ([`BranchBarrier::redis_query_prepared`]) that ran first |
+//! | `<gid>-00-msg-01` | `op`, or `rollback` | the msg local transaction ([`crate::do_and_submit`]), or the back-check ([`BranchBarrier::query_prepared`]) that ran first |
+//!
+//! The store is a [`RedisStore`]: any async connection (`redis::aio::ConnectionLike`, cloned
+//! per call, as `MultiplexedConnection` and `ConnectionManager` are meant to be) with the
+//! expiry of its barrier keys. It is a [`BarrierStore`] (back-check and msg outbox), not a
+//! [`crate::TransactionalStore`]: a business closure cannot run inside a Lua script. In the
+//! outbox the business receives a [`Guarded`] handle and makes its one guarded adjustment.
 //!
 //! Before anything is written, the identity is checked ([`dtmcli::identity`]): a branch id
 //! with `-` is refused ([`dtmcli::Error::InvalidInput`]), since `g-01`+`01` and `g`+`01-01`
 //! would share the key `g-01-01-...`.
 //!
-//! Every barrier key expires after the `expire` given to the call (choose it longer than any
+//! Every barrier key expires after the store's `expire` (choose it longer than any
 //! transaction can last, e.g. days). On Redis Cluster all keys of one call must hash to one
 //! slot: put the same hash tag in the gid and the business key (`{a}-gid`, `{a}-stock`).
 //!
@@ -29,16 +35,18 @@
 //! ```no_run
 //! use std::time::Duration;
 //!
+//! use dtm_barrier::redis::RedisStore;
 //! use dtm_barrier::{BranchBarrier, Outcome};
 //! use redis::aio::MultiplexedConnection;
 //!
-//! const EXPIRE: Duration = Duration::from_secs(7 * 86400);
-//!
 //! /// Saga action: take 30 from the account (`query`: the request's query string).
-//! async fn trans_out(conn: &mut MultiplexedConnection, query: &str) -> Result<(), dtmcli::Error> {
+//! async fn trans_out(
+//!     redis: &RedisStore<MultiplexedConnection>,
+//!     query: &str,
+//! ) -> Result<(), dtmcli::Error> {
 //!     let bb = BranchBarrier::from_query(query)?;
 //!     // Insufficient balance -> Failure (409); a Redis error -> retryable (500).
-//!     let outcome = bb.redis_check_adjust_amount(conn, "account-1", -30, EXPIRE).await?;
+//!     let outcome = bb.check_adjust_amount(redis, "account-1", -30).await?;
 //!     if outcome == Outcome::Duplicate {
 //!         tracing::info!("already done");
 //!     }
@@ -47,31 +55,34 @@
 //!
 //! /// Saga compensation: give the 30 back, unless the action never ran.
 //! async fn trans_out_revert(
-//!     conn: &mut MultiplexedConnection,
+//!     redis: &RedisStore<MultiplexedConnection>,
 //!     query: &str,
 //! ) -> Result<(), dtmcli::Error> {
 //!     BranchBarrier::from_query(query)?
-//!         .redis_check_adjust_amount(conn, "account-1", 30, EXPIRE)
+//!         .check_adjust_amount(redis, "account-1", 30)
 //!         .await?;
 //!     Ok(())
 //! }
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = redis::Client::open("redis://127.0.0.1:6379")?;
-//! let mut conn = client.get_multiplexed_async_connection().await?;
-//! trans_out(&mut conn, "gid=g1&trans_type=saga&branch_id=01&op=action").await?;
-//! trans_out_revert(&mut conn, "gid=g1&trans_type=saga&branch_id=01&op=compensate").await?;
+//! let conn = client.get_multiplexed_async_connection().await?;
+//! let redis = RedisStore::new(conn, Duration::from_secs(7 * 86400));
+//! trans_out(&redis, "gid=g1&trans_type=saga&branch_id=01&op=action").await?;
+//! trans_out_revert(&redis, "gid=g1&trans_type=saga&branch_id=01&op=compensate").await?;
 //! # Ok(()) }
 //! ```
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use redis::aio::ConnectionLike;
 use redis::Script;
 
 use crate::barrier::{BranchBarrier, Layout, Outcome};
 use crate::error::{Error, Result};
+use crate::store::{sealed, BarrierStore};
 
 /// The Go SDK's `RedisCheckAdjustAmount` script with the same keys and values, but the
 /// barrier decides before the balance does: duplicate, then null compensation, then the
@@ -135,6 +146,150 @@ fn expire_secs(expire: Duration) -> Result<u64> {
     Ok(secs)
 }
 
+/// A Redis barrier store: an async connection and how long the barrier keys it writes
+/// live. The connection is cloned for each call (cheap for `MultiplexedConnection` and
+/// `ConnectionManager`, which are made to be shared that way).
+#[derive(Debug, Clone)]
+pub struct RedisStore<C> {
+    conn: C,
+    expire: Duration,
+}
+
+impl<C> RedisStore<C> {
+    /// A store on `conn` whose barrier keys expire after `expire` (whole seconds, rounded
+    /// up; a zero expiry is refused by each call, before anything is sent).
+    pub fn new(conn: C, expire: Duration) -> Self {
+        RedisStore { conn, expire }
+    }
+
+    /// The connection.
+    pub fn connection(&self) -> &C {
+        &self.conn
+    }
+
+    /// How long barrier keys live.
+    pub fn expire(&self) -> Duration {
+        self.expire
+    }
+}
+
+impl<C> sealed::Sealed for RedisStore<C> {}
+
+impl<C> BarrierStore for RedisStore<C>
+where
+    C: ConnectionLike + Clone + Send + Sync,
+{
+    type Conn = Guarded<C>;
+
+    /// Sets `<gid>-00-msg-01` to `rollback` (expiring after the store's `expire`) unless the
+    /// local transaction already wrote it; `rollback` means it never ran.
+    async fn back_check(&self, bb: &BranchBarrier) -> Result<()> {
+        let expire = expire_secs(self.expire)?;
+        bb.msg_row().check(Layout::Dashed)?;
+        let gid = bb.info().gid.as_str();
+        let key = format!("{gid}-00-msg-01");
+        let reply: Option<String> = QUERY_PREPARED
+            .key(&key)
+            .arg(expire)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        tracing::debug!(
+            gid,
+            reply = reply.as_deref().unwrap_or("nil"),
+            "redis query prepared"
+        );
+        match reply.as_deref() {
+            Some("FAILURE") => Err(bb.msg_not_committed()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs `busi` with a [`Guarded`] handle; the local transaction is its one guarded
+    /// adjustment, which must have been made when `busi` succeeds.
+    async fn msg_local<F>(&self, bb: BranchBarrier, busi: F) -> Result<()>
+    where
+        F: for<'c> FnOnce(&'c mut Guarded<C>) -> BoxFuture<'c, Result<()>> + Send,
+    {
+        let mut guarded = Guarded {
+            store: self.clone(),
+            bb,
+            state: GuardState::Unused,
+        };
+        busi(&mut guarded).await?;
+        match guarded.state {
+            GuardState::Adjusted => Ok(()),
+            _ => Err(Error::Config(format!(
+                "msg {}: the Redis local transaction made no guarded adjustment (call Guarded::check_adjust_amount once and return its error)",
+                guarded.bb.info().gid
+            ))),
+        }
+    }
+}
+
+/// What a [`Guarded`] handle has done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GuardState {
+    Unused,
+    Adjusted,
+    /// Tried and failed (or skipped): the local transaction did not happen.
+    Refused,
+}
+
+/// What the business of the msg outbox receives on Redis ([`crate::do_and_submit`] with a
+/// [`RedisStore`]): the local transaction is the one guarded adjustment made through it,
+/// which writes the msg barrier key `<gid>-00-msg-01` atomically with the adjustment.
+///
+/// ```no_run
+/// # async fn outbox(
+/// #     dtm: dtmcli::DtmClient,
+/// #     redis: dtm_barrier::redis::RedisStore<redis::aio::MultiplexedConnection>,
+/// # ) -> dtm_barrier::Result<()> {
+/// let msg = dtm.msg("gid-1").add("http://busi/api/TransIn", &30);
+/// dtm_barrier::do_and_submit(&msg, "http://busi/api/QueryPrepared", &redis, |guarded| {
+///     Box::pin(async move {
+///         guarded.check_adjust_amount("account-1", -30).await?;
+///         Ok(())
+///     })
+/// })
+/// .await
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Guarded<C> {
+    store: RedisStore<C>,
+    bb: BranchBarrier,
+    state: GuardState,
+}
+
+impl<C> Guarded<C>
+where
+    C: ConnectionLike + Clone + Send + Sync,
+{
+    /// [`BranchBarrier::check_adjust_amount`] under the msg barrier (op `msg`, barrier id
+    /// `01`): an insufficient balance is [`dtmcli::Error::Failure`] (the message is
+    /// aborted); if DTM's back-check ran first, nothing is adjusted and the call fails with
+    /// [`dtmcli::Error::Duplicated`]. Only one adjustment per local transaction: a second
+    /// call is refused ([`Error::Config`]), since only the first one is atomic with the
+    /// msg barrier key the back-check reads.
+    pub async fn check_adjust_amount(&mut self, key: &str, amount: i64) -> Result<Outcome<()>> {
+        if self.state != GuardState::Unused {
+            return Err(Error::Config(format!(
+                "msg {}: a Redis local transaction is one guarded adjustment; a second one is not atomic with the msg barrier key",
+                self.bb.info().gid
+            )));
+        }
+        self.state = GuardState::Refused;
+        let out = self
+            .bb
+            .check_adjust_amount(&self.store, key, amount)
+            .await?;
+        if out.is_executed() {
+            self.state = GuardState::Adjusted;
+        }
+        Ok(out)
+    }
+}
+
 impl BranchBarrier {
     /// The Redis barrier key of the barrier row for `op` and `bid`: its unique key
     /// `<gid>-<branch_id>-<op>-<barrier_id>`.
@@ -146,14 +301,16 @@ impl BranchBarrier {
         )
     }
 
-    /// Adds `amount` (negative to take) to the integer at `key`, guarded by the barrier, in
-    /// one atomic Lua script (barrier id: the next one, `01` on the first call).
+    /// Adds `amount` (negative to take) to the integer at `key` on `store`, guarded by the
+    /// barrier, in one atomic Lua script (the Go SDK's `RedisCheckAdjustAmount`; barrier
+    /// id: the next one, `01` on the first call). Redis's guarded operation: it has no
+    /// local transactions for [`BranchBarrier::call`].
     ///
     /// In the script's order (the barrier first, unlike the Go SDK, which checks the balance
     /// first and so never ends a transaction whose credit has to be null-compensated):
     /// 1. the barrier key of this op exists: a duplicate or a hanging request,
     ///    [`Outcome::Duplicate`], or [`dtmcli::Error::Duplicated`] for op `msg` (the msg
-    ///    back-check ran first; see [`do_and_submit_redis`]).
+    ///    back-check ran first; see [`crate::do_and_submit`]).
     /// 2. cancel / compensate / rollback whose try / action key is missing: the barrier key
     ///    is set to `op`, the origin's to `rollback`, and nothing else happens:
     ///    [`Outcome::NullCompensation`] (a late try / action then finds its key and is a
@@ -163,19 +320,18 @@ impl BranchBarrier {
     /// 4. otherwise the barrier key is set to `op` and `INCRBY key amount`:
     ///    [`Outcome::Executed`].
     ///
-    /// Barrier keys expire after `expire` (whole seconds, rounded up, at least one).
-    /// Redis errors (a non-integer value at `key`...) are [`Error::Redis`].
-    pub async fn redis_check_adjust_amount<C>(
+    /// Barrier keys expire after the store's `expire` (whole seconds, rounded up, at least
+    /// one). Redis errors (a non-integer value at `key`...) are [`Error::Redis`].
+    pub async fn check_adjust_amount<C>(
         &self,
-        conn: &mut C,
+        store: &RedisStore<C>,
         key: &str,
         amount: i64,
-        expire: Duration,
     ) -> Result<Outcome<()>>
     where
-        C: ConnectionLike + Send,
+        C: ConnectionLike + Clone + Send + Sync,
     {
-        let expire = expire_secs(expire)?;
+        let expire = expire_secs(store.expire)?;
         let bid = self.next_barrier_id();
         // Keys join the parts with `-`: a `-` in the branch id is refused, so the key reads
         // back as one identity only (origin keys differ by a fixed op word).
@@ -191,7 +347,7 @@ impl BranchBarrier {
             .arg(amount)
             .arg(origin)
             .arg(expire)
-            .invoke_async(conn)
+            .invoke_async(&mut store.conn.clone())
             .await?;
         tracing::debug!(
             gid = %self.info().gid, branch_id = %self.info().branch_id, op, bid, key, amount,
@@ -216,65 +372,6 @@ impl BranchBarrier {
             ))),
         }
     }
-
-    /// The msg back-check answer on Redis (DTM's `query_prepared` call, or the SDK's own in
-    /// [`do_and_submit_redis`]): sets `<gid>-00-msg-01` to `rollback` (expiring after
-    /// `expire`) unless the local transaction already wrote it. `rollback` means the local
-    /// transaction never ran (and now never will): [`dtmcli::Error::Failure`]; otherwise
-    /// success.
-    pub async fn redis_query_prepared<C>(&self, conn: &mut C, expire: Duration) -> Result<()>
-    where
-        C: ConnectionLike + Send,
-    {
-        let expire = expire_secs(expire)?;
-        self.msg_row().check(Layout::Dashed)?;
-        let gid = self.info().gid.as_str();
-        let key = format!("{gid}-00-msg-01");
-        let reply: Option<String> = QUERY_PREPARED
-            .key(&key)
-            .arg(expire)
-            .invoke_async(conn)
-            .await?;
-        tracing::debug!(
-            gid,
-            reply = reply.as_deref().unwrap_or("nil"),
-            "redis query prepared"
-        );
-        match reply.as_deref() {
-            Some("FAILURE") => Err(self.msg_not_committed()),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// The outbox helper on Redis: [`dtmcli::Msg::do_and_submit`] whose local business is
-/// [`BranchBarrier::redis_check_adjust_amount`] of `amount` on `key` under op `msg`, which
-/// writes `<gid>-00-msg-01` atomically with the adjustment. The `query_prepared` handler
-/// answers with [`BranchBarrier::redis_query_prepared`].
-///
-/// An insufficient balance aborts the message ([`dtmcli::Error::Failure`]); if DTM's
-/// back-check ran first, nothing is adjusted, the message is aborted and the call returns
-/// [`dtmcli::Error::Duplicated`].
-pub async fn do_and_submit_redis<C>(
-    msg: &dtmcli::Msg,
-    query_prepared: &str,
-    conn: &mut C,
-    key: &str,
-    amount: i64,
-    expire: Duration,
-) -> Result<()>
-where
-    C: ConnectionLike + Send,
-{
-    msg.do_and_submit(query_prepared, |info| async move {
-        BranchBarrier::new(info)
-            .redis_check_adjust_amount(conn, key, amount, expire)
-            .await
-            .map(drop)
-            .map_err(dtmcli::Error::from)
-    })
-    .await
-    .map_err(Error::Dtm)
 }
 
 #[cfg(test)]

@@ -4,8 +4,7 @@ use std::time::Duration;
 
 /// How often and how patiently a guarded local transaction is re-run after a deadlock, a
 /// lock wait timeout, a serialization failure or a write conflict (see
-/// `BranchBarrier::call_with_pool_reprocessing` on SQL and
-/// `BranchBarrier::mongo_call_reprocessing` on MongoDB).
+/// `BranchBarrier::call_reprocessing`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReprocessPolicy {
     /// Total attempts, the first included (at least 1).

@@ -1,30 +1,11 @@
 //! The barrier on SQL databases (MySQL/MariaDB and PostgreSQL through sqlx).
 //!
-//! A saga action on PostgreSQL, in a transaction the barrier begins on the pool:
+//! A [`sqlx::Pool`] of either is a [`TransactionalStore`]: [`BranchBarrier::call`] begins a
+//! transaction on it, and the business closure receives the transaction's connection
+//! ([`sqlx::MySqlConnection`], [`sqlx::PgConnection`]). Rows are those of the Go SDK's
+//! `dtmcli.barrier.*.sql` ([`barrier_ddl`], [`create_barrier_table`]).
 //!
-//! ```no_run
-//! # #[cfg(feature = "postgres")]
-//! # async fn handler(pool: sqlx::PgPool, query: &str) -> Result<(), dtmcli::Error> {
-//! use dtm_barrier::BranchBarrier;
-//!
-//! let bb = BranchBarrier::from_query(query)?;
-//! bb.call_with_pool(&pool, |conn| {
-//!     Box::pin(async move {
-//!         sqlx::query("update dtm_busi.user_account set balance = balance - $1 where user_id = $2")
-//!             .bind(30_i64)
-//!             .bind(1_i32)
-//!             .execute(&mut *conn)
-//!             .await?;
-//!         Ok(())
-//!     })
-//! })
-//! .await?;
-//! # Ok(()) }
-//! ```
-//!
-//! Its compensation on MySQL/MariaDB, in the caller's own transaction (committed by the
-//! barrier, or rolled back with the barrier rows on error); a compensation whose action
-//! never ran is skipped:
+//! A saga compensation on MySQL/MariaDB; one whose action never ran is skipped:
 //!
 //! ```no_run
 //! # #[cfg(feature = "mysql")]
@@ -32,9 +13,8 @@
 //! use dtm_barrier::{BranchBarrier, Outcome};
 //!
 //! let bb = BranchBarrier::from_query(query)?; // op=compensate
-//! let tx = pool.begin().await.map_err(dtm_barrier::Error::from)?;
 //! let outcome = bb
-//!     .call(tx, |conn| {
+//!     .call(&pool, |conn| {
 //!         Box::pin(async move {
 //!             sqlx::query("update dtm_busi.user_account set balance = balance + ? where user_id = ?")
 //!                 .bind(30_i64)
@@ -50,13 +30,36 @@
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! In a transaction the caller began itself (committed by the barrier, or rolled back with
+//! the barrier rows on error), [`BranchBarrier::call_in_transaction`]:
+//!
+//! ```no_run
+//! # #[cfg(feature = "postgres")]
+//! # async fn handler(pool: sqlx::PgPool, query: &str) -> Result<(), dtmcli::Error> {
+//! let bb = dtm_barrier::BranchBarrier::from_query(query)?;
+//! let tx = pool.begin().await.map_err(dtm_barrier::Error::from)?;
+//! bb.call_in_transaction(tx, |conn| {
+//!     Box::pin(async move {
+//!         sqlx::query("update dtm_busi.user_account set balance = balance - $1 where user_id = $2")
+//!             .bind(30_i64)
+//!             .bind(1_i32)
+//!             .execute(&mut *conn)
+//!             .await?;
+//!         Ok(())
+//!     })
+//! })
+//! .await?;
+//! # Ok(()) }
+//! ```
 
 use futures_util::future::BoxFuture;
 use sqlx::{Pool, Transaction};
 
 use crate::barrier::{BarrierRow, BranchBarrier, Layout, Outcome, TableName};
 use crate::error::{Error, Result};
-use crate::reprocess::ReprocessPolicy;
+use crate::store::sealed::Sealed as StoreSealed;
+use crate::store::{msg_local_call, BarrierStore, TransactionalStore};
 
 /// The SQL databases the barrier supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -124,10 +127,10 @@ pub type BarrierKey = (String, String, String, String);
 
 // MySQL/MariaDB insert: `INSERT IGNORE`, as the Go SDK, on purpose:
 // - the count must tell inserted rows from existing ones, per row, in one statement (the
-//   undo ops insert two rows at once, see `guard`). A plain INSERT fails the whole statement
-//   on the first duplicate. `ON DUPLICATE KEY UPDATE id=id` cannot count: sqlx always
-//   connects with CLIENT_FOUND_ROWS (sqlx-mysql `connection/stream.rs`), so an unchanged
-//   duplicate reports 1 affected row, exactly like an insert.
+//   undo ops insert two rows at once, see `insert_barrier_rows`). A plain INSERT fails the
+//   whole statement on the first duplicate. `ON DUPLICATE KEY UPDATE id=id` cannot count:
+//   sqlx always connects with CLIENT_FOUND_ROWS (sqlx-mysql `connection/stream.rs`), so an
+//   unchanged duplicate reports 1 affected row, exactly like an insert.
 // - IGNORE's other effect, turning "data too long" and "incorrect string value" into
 //   warnings with a truncated or converted value, cannot reach our columns: every value is
 //   validated first (`BarrierRow::check`: lengths in characters within the varchar sizes,
@@ -366,30 +369,59 @@ async fn rollback<DB: sqlx::Database>(tx: Transaction<'_, DB>) {
     }
 }
 
-impl BranchBarrier {
-    /// The barrier algorithm inside an open transaction, with barrier id `bid`.
-    async fn guard<'c, DB, T, F>(
-        &self,
-        conn: &'c mut DB::Connection,
-        bid: &str,
-        busi: F,
-    ) -> Result<Outcome<T>>
+impl<DB: BarrierDatabase> StoreSealed for Pool<DB> {}
+
+impl<DB: BarrierDatabase> BarrierStore for Pool<DB> {
+    type Conn = DB::Connection;
+
+    async fn back_check(&self, bb: &BranchBarrier) -> Result<()> {
+        let table = &bb.config().table;
+        let row = bb.msg_row();
+        row.check(Layout::Columns)?;
+        let mut conn = self.acquire().await?;
+        // Outside a transaction the read-back lock is released at once; the comparison is
+        // what matters (the select below would otherwise read a folded neighbour's reason).
+        insert_barriers_exact::<DB>(&mut conn, table, std::slice::from_ref(&row)).await?;
+        let reason = DB::barrier_reason(&mut conn, table, row).await?;
+        bb.msg_verdict(reason.as_deref(), table)
+    }
+
+    async fn msg_local<F>(&self, bb: BranchBarrier, busi: F) -> Result<()>
     where
-        DB: BarrierDatabase,
-        F: FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T>>,
+        F: for<'c> FnOnce(&'c mut Self::Conn) -> BoxFuture<'c, Result<()>> + Send,
     {
-        self.check_identity(bid, Layout::Columns)?;
-        let table = &self.config().table;
-        let op = self.info().op.as_str();
-        let current = self.row(op, bid);
-        let (origin_affected, current_affected) = match self.origin_op() {
+        msg_local_call(self, bb, busi).await
+    }
+}
+
+impl<DB: BarrierDatabase> TransactionalStore for Pool<DB> {
+    fn is_transient(error: &Error) -> bool {
+        matches!(error, Error::Sql(e) if DB::is_transient(e))
+    }
+
+    type Tx = Transaction<'static, DB>;
+
+    async fn begin_local(&self) -> Result<Self::Tx> {
+        Ok(Pool::begin(self).await?)
+    }
+
+    fn local_conn(tx: &mut Self::Tx) -> &mut Self::Conn {
+        tx
+    }
+
+    async fn insert_barrier_rows<'a>(
+        conn: &'a mut Self::Conn,
+        table: &'a TableName,
+        origin: Option<BarrierRow<'a>>,
+        current: BarrierRow<'a>,
+    ) -> Result<(u64, u64)> {
+        Ok(match origin {
             // An undo op inserts its origin's row and its own in one statement (one round
             // trip). The origin row never exists without the undo row (both are written
             // together, or by the action alone), so the count tells the cases apart:
             // 2 = null compensation, 1 = normal undo, 0 = duplicate.
             Some(origin) => {
-                let rows = [self.row(origin, bid), current];
-                match insert_barriers_exact::<DB>(&mut *conn, table, &rows).await? {
+                match insert_barriers_exact::<DB>(conn, table, &[origin, current]).await? {
                     2 => (1, 1),
                     1 => (0, 1),
                     _ => (0, 0),
@@ -397,32 +429,28 @@ impl BranchBarrier {
             }
             None => (
                 0,
-                insert_barriers_exact::<DB>(&mut *conn, table, &[current]).await?,
+                insert_barriers_exact::<DB>(conn, table, &[current]).await?,
             ),
-        };
-        tracing::debug!(
-            gid = %self.info().gid, branch_id = %self.info().branch_id, op, bid,
-            origin_affected, current_affected, "barrier rows"
-        );
-        if self.is_msg() && current_affected == 0 {
-            return Err(Error::Dtm(dtmcli::Error::Duplicated));
-        }
-        if self.origin_op().is_some() && origin_affected > 0 {
-            tracing::info!(gid = %self.info().gid, branch_id = %self.info().branch_id, op, "null compensation: business skipped");
-            return Ok(Outcome::NullCompensation);
-        }
-        if current_affected == 0 {
-            tracing::info!(gid = %self.info().gid, branch_id = %self.info().branch_id, op, "duplicate or hanging request: business skipped");
-            return Ok(Outcome::Duplicate);
-        }
-        busi(conn).await.map(Outcome::Executed)
+        })
     }
 
-    /// Runs `busi` guarded by the barrier inside the caller's transaction `tx`, then commits
-    /// `tx` (barrier rows and business together), or rolls it back if anything failed.
-    pub async fn call<'t, DB, T, F>(
+    async fn commit_local(tx: Self::Tx) -> Result<()> {
+        commit(tx).await
+    }
+
+    async fn rollback_local(tx: Self::Tx) {
+        rollback(tx).await
+    }
+}
+
+impl BranchBarrier {
+    /// [`BranchBarrier::call`] inside the caller's own transaction `tx` (the Go SDK's
+    /// `Call(tx, busi)`): the barrier rows and `busi` are written in `tx`, which is then
+    /// committed, or rolled back if anything failed. For when the caller must begin the
+    /// transaction itself; otherwise `call(&pool, busi)`.
+    pub async fn call_in_transaction<DB, T, F>(
         &self,
-        mut tx: Transaction<'t, DB>,
+        mut tx: Transaction<'_, DB>,
         busi: F,
     ) -> Result<Outcome<T>>
     where
@@ -430,89 +458,20 @@ impl BranchBarrier {
         F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T>>,
     {
         let bid = self.next_barrier_id();
-        match self.guard::<DB, T, _>(&mut tx, &bid, busi).await {
+        let guarded = match self.check_identity(&bid, Layout::Columns) {
+            Ok(()) => self.guard::<Pool<DB>, T, _>(&mut tx, &bid, busi).await,
+            Err(e) => Err(e.into()),
+        };
+        match guarded {
             Ok(out) => {
                 commit(tx).await?;
                 Ok(out)
             }
-            Err(e) => {
+            Err(f) => {
                 rollback(tx).await;
-                Err(e)
+                Err(f.error)
             }
         }
-    }
-
-    /// Like [`BranchBarrier::call`] in a transaction begun on `pool`.
-    pub async fn call_with_pool<DB, T, F>(&self, pool: &Pool<DB>, busi: F) -> Result<Outcome<T>>
-    where
-        DB: BarrierDatabase,
-        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T>>,
-    {
-        let tx = pool.begin().await?;
-        self.call(tx, busi).await
-    }
-
-    /// Like [`BranchBarrier::call_with_pool`], but when the database reports a deadlock, a
-    /// lock wait timeout or a serialization failure, the whole local transaction (barrier
-    /// rows included) is rolled back and run again, up to the policy's attempts, with
-    /// backoff. A commit whose outcome is unknown is never re-run
-    /// ([`Error::AmbiguousCommit`]). `busi` must therefore be callable more than once.
-    pub async fn call_with_pool_reprocessing<DB, T, F>(
-        &self,
-        pool: &Pool<DB>,
-        policy: &ReprocessPolicy,
-        mut busi: F,
-    ) -> Result<Outcome<T>>
-    where
-        DB: BarrierDatabase,
-        F: for<'c> FnMut(&'c mut DB::Connection) -> BoxFuture<'c, Result<T>>,
-    {
-        let bid = self.next_barrier_id();
-        let mut attempt = 1;
-        loop {
-            let mut tx = pool.begin().await?;
-            let result = match self.guard::<DB, T, _>(&mut tx, &bid, &mut busi).await {
-                Ok(out) => match commit(tx).await {
-                    Ok(()) => return Ok(out),
-                    Err(e) => Err(e),
-                },
-                Err(e) => {
-                    rollback(tx).await;
-                    Err(e)
-                }
-            };
-            let err = match result {
-                Ok(out) => return Ok(out),
-                Err(e) => e,
-            };
-            let transient = matches!(&err, Error::Sql(e) if DB::is_transient(e));
-            if !transient || attempt >= policy.max_attempts {
-                return Err(err);
-            }
-            let wait = policy.backoff(attempt);
-            tracing::warn!(
-                gid = %self.info().gid, branch_id = %self.info().branch_id, attempt,
-                error = %err, ?wait, "transient database error: re-running the local transaction"
-            );
-            tokio::time::sleep(wait).await;
-            attempt += 1;
-        }
-    }
-
-    /// The msg back-check answer (DTM's `query_prepared` call, or the SDK's own in
-    /// `do_and_submit`): inserts the row `(gid, 00, msg, 01)` with reason `rollback` unless
-    /// the local transaction already wrote it, then reads it back. `rollback` means the local
-    /// transaction never committed (and now never will): [`dtmcli::Error::Failure`];
-    /// otherwise success.
-    pub async fn query_prepared<DB: BarrierDatabase>(&self, pool: &Pool<DB>) -> Result<()> {
-        let table = &self.config().table;
-        self.msg_row().check(Layout::Columns)?;
-        let mut conn = pool.acquire().await?;
-        // Outside a transaction the read-back lock is released at once; the comparison is
-        // what matters (the select below would otherwise read a folded neighbour's reason).
-        insert_barriers_exact::<DB>(&mut conn, table, &[self.msg_row()]).await?;
-        let reason = DB::barrier_reason(&mut conn, table, self.msg_row()).await?;
-        self.msg_verdict(reason.as_deref(), table)
     }
 }
 
@@ -654,30 +613,4 @@ where
         sqlx::raw_sql(&stmt).execute(&mut *conn).await?;
     }
     Ok(())
-}
-
-/// The outbox helper on a SQL database: [`dtmcli::Msg::do_and_submit`] whose local
-/// business runs guarded by the barrier row `(gid, 00, msg, 01)` in one local transaction
-/// on `pool`. If DTM's back-check ran first, the local transaction is rolled back with
-/// [`dtmcli::Error::Duplicated`] and the message aborted.
-pub async fn do_and_submit_db<DB, F>(
-    msg: &dtmcli::Msg,
-    query_prepared: &str,
-    pool: &Pool<DB>,
-    config: &crate::BarrierConfig,
-    busi: F,
-) -> Result<()>
-where
-    DB: BarrierDatabase,
-    F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<()>>,
-{
-    msg.do_and_submit(query_prepared, |info| async move {
-        let bb = BranchBarrier::with_config(info, config.clone());
-        bb.call_with_pool(pool, busi)
-            .await
-            .map(drop)
-            .map_err(dtmcli::Error::from)
-    })
-    .await
-    .map_err(Error::Dtm)
 }

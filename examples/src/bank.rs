@@ -409,7 +409,7 @@ async fn run<DB: BankDb>(
         let half = delta / 2;
         for part in [half, delta - half] {
             let out: Outcome<()> = bb
-                .call_with_pool(
+                .call(
                     pool,
                     guarded::<DB>(
                         bank.clone(),
@@ -425,7 +425,7 @@ async fn run<DB: BankDb>(
         }
         return Ok(());
     }
-    bb.call_with_pool(pool, business).await?;
+    bb.call(pool, business).await?;
     Ok(())
 }
 

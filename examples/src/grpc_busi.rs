@@ -432,7 +432,7 @@ impl GrpcBank {
             DB::xa(self).handle(&info, business).await?;
             return Ok(());
         }
-        let out: BOutcome<()> = bb.call_with_pool(pool, business).await?;
+        let out: BOutcome<()> = bb.call(pool, business).await?;
         tracing::debug!(handler, ?out, "grpc bank call");
         Ok(())
     }

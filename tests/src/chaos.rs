@@ -1,7 +1,8 @@
 //! The bank of the chaos suite (`tests/tests/chaos.rs`), shared by the test process and its
 //! branch service (`src/bin/chaos_bank.rs`): accounts on MariaDB, PostgreSQL, Redis and
-//! MongoDB, one guarded adjustment per backend (the branch barrier of each backend), and
-//! the read-back of balances and barrier records the suite checks.
+//! MongoDB, the business of one leg per backend under the one barrier API (guarded call,
+//! msg outbox, back-check), and the read-back of balances and barrier records the suite
+//! checks.
 //!
 //! Every transfer has its own two accounts, `{chaos}-<run>-src-<n>` and `{chaos}-<run>-dst-<n>`
 //! (`n` six digits), so each one can be checked on its own.
@@ -9,10 +10,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use dtm_barrier::redis::{Guarded, RedisStore};
 use dtm_barrier::{BranchBarrier, Error as BError, Outcome};
 use dtmcli::Op;
 use futures_util::future::BoxFuture;
 use mongodb::bson::{doc, Document};
+use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 use sqlx::{MySqlConnection, MySqlPool, PgConnection, PgPool};
 
@@ -102,8 +105,8 @@ pub struct Stores {
     pub mysql: MySqlPool,
     /// PostgreSQL.
     pub pg: PgPool,
-    /// Redis.
-    pub redis: redis::aio::MultiplexedConnection,
+    /// Redis, with the expiry of its barrier keys ([`REDIS_EXPIRE`]).
+    pub redis: RedisStore<MultiplexedConnection>,
     /// MongoDB.
     pub mongo: mongodb::Client,
 }
@@ -138,6 +141,7 @@ impl Stores {
         let redis = redis::Client::open(env_or("REDIS_URL", "redis://127.0.0.1:6379"))?
             .get_multiplexed_async_connection()
             .await?;
+        let redis = RedisStore::new(redis, REDIS_EXPIRE);
         let mongo = mongodb::Client::with_uri_str(env_or(
             "MONGO_URL",
             "mongodb://127.0.0.1:27017/?directConnection=true",
@@ -211,7 +215,7 @@ impl Stores {
                     for (id, b) in chunk {
                         cmd.arg(id).arg(b);
                     }
-                    let mut conn = self.redis.clone();
+                    let mut conn = self.redis.connection().clone();
                     let () = cmd.query_async(&mut conn).await?;
                 }
                 Backend::Mongo => {
@@ -256,7 +260,7 @@ impl Stores {
                     out.extend(rows);
                 }
                 Backend::Redis => {
-                    let mut conn = self.redis.clone();
+                    let mut conn = self.redis.connection().clone();
                     let vals: Vec<Option<i64>> =
                         redis::cmd("MGET").arg(chunk).query_async(&mut conn).await?;
                     for (id, v) in chunk.iter().zip(vals) {
@@ -331,7 +335,7 @@ impl Stores {
                             .map(move |o| (g.clone(), b.clone(), (*o).to_string()))
                     })
                     .collect();
-                let mut conn = self.redis.clone();
+                let mut conn = self.redis.connection().clone();
                 for chunk in keys.chunks(500) {
                     let names: Vec<String> = chunk
                         .iter()
@@ -387,39 +391,84 @@ impl Stores {
         delta: i64,
         sabotage: Sabotage,
     ) -> dtm_barrier::Result<Outcome<()>> {
+        let account = account.to_string();
         match backend {
             Backend::Mysql => {
-                let pool = self.mysql.clone();
-                bb.call_with_pool(
-                    &self.mysql,
-                    mysql_business(pool, account.to_string(), delta, sabotage),
-                )
-                .await
+                let business = mysql_business(self.mysql.clone(), account, delta, sabotage);
+                bb.call(&self.mysql, business).await
             }
             Backend::Postgres => {
-                let pool = self.pg.clone();
-                bb.call_with_pool(
-                    &self.pg,
-                    pg_business(pool, account.to_string(), delta, sabotage),
-                )
-                .await
+                let business = pg_business(self.pg.clone(), account, delta, sabotage);
+                bb.call(&self.pg, business).await
+            }
+            Backend::Mongo => {
+                bb.call(&self.mongo, mongo_business(account, delta, sabotage))
+                    .await
             }
             Backend::Redis => {
                 if sabotage.fail {
                     // The Lua barrier is one atomic step: a business failure happens before it.
-                    return Err(BError::failure("chaos: business failure"));
+                    return Err(failure("business failure"));
                 }
-                let mut conn = self.redis.clone();
-                bb.redis_check_adjust_amount(&mut conn, account, delta, REDIS_EXPIRE)
-                    .await
+                bb.check_adjust_amount(&self.redis, &account, delta).await
+            }
+        }
+    }
+
+    /// The msg outbox of a transfer whose source account is on `backend`: `msg` with the
+    /// leg's business ([`Stores::adjust`]'s, under op `msg`) as its local transaction.
+    pub async fn do_and_submit<T: dtmcli::Transport>(
+        &self,
+        msg: &dtmcli::Msg<T>,
+        query_prepared: &str,
+        backend: Backend,
+        account: &str,
+        delta: i64,
+        sabotage: Sabotage,
+    ) -> dtm_barrier::Result<()> {
+        use dtm_barrier::do_and_submit;
+        let (qp, account) = (query_prepared, account.to_string());
+        match backend {
+            Backend::Mysql => {
+                let business = mysql_business(self.mysql.clone(), account, delta, sabotage);
+                do_and_submit(msg, qp, &self.mysql, business).await
+            }
+            Backend::Postgres => {
+                let business = pg_business(self.pg.clone(), account, delta, sabotage);
+                do_and_submit(msg, qp, &self.pg, business).await
             }
             Backend::Mongo => {
-                bb.mongo_call(
+                do_and_submit(
+                    msg,
+                    qp,
                     &self.mongo,
-                    mongo_business(account.to_string(), delta, sabotage),
+                    mongo_business(account, delta, sabotage),
                 )
                 .await
             }
+            Backend::Redis => {
+                do_and_submit(
+                    msg,
+                    qp,
+                    &self.redis,
+                    redis_business(account, delta, sabotage),
+                )
+                .await
+            }
+        }
+    }
+
+    /// The msg back-check of `bb` on `backend`.
+    pub async fn query_prepared(
+        &self,
+        bb: &BranchBarrier,
+        backend: Backend,
+    ) -> dtm_barrier::Result<()> {
+        match backend {
+            Backend::Mysql => bb.query_prepared(&self.mysql).await,
+            Backend::Postgres => bb.query_prepared(&self.pg).await,
+            Backend::Redis => bb.query_prepared(&self.redis).await,
+            Backend::Mongo => bb.query_prepared(&self.mongo).await,
         }
     }
 }
@@ -429,7 +478,7 @@ fn failure(what: &str) -> BError {
 }
 
 /// The MariaDB business of one leg (also the msg local transaction).
-pub fn mysql_business(
+fn mysql_business(
     pool: MySqlPool,
     account: String,
     delta: i64,
@@ -467,7 +516,7 @@ pub fn mysql_business(
 }
 
 /// The PostgreSQL business of one leg (also the msg local transaction).
-pub fn pg_business(
+fn pg_business(
     pool: PgPool,
     account: String,
     delta: i64,
@@ -505,7 +554,7 @@ pub fn pg_business(
 }
 
 /// The MongoDB business of one leg (also the msg local transaction).
-pub fn mongo_business(
+fn mongo_business(
     account: String,
     delta: i64,
     sabotage: Sabotage,
@@ -532,6 +581,27 @@ pub fn mongo_business(
             if sabotage.fail {
                 return Err(failure("business failure"));
             }
+            Ok(())
+        }) as BoxFuture<'_, dtm_barrier::Result<()>>
+    }
+}
+
+/// The Redis msg local transaction of one leg: its one guarded adjustment (a business
+/// failure happens before it, as in [`Stores::adjust`]).
+fn redis_business(
+    account: String,
+    delta: i64,
+    sabotage: Sabotage,
+) -> impl for<'g> FnOnce(
+    &'g mut Guarded<MultiplexedConnection>,
+) -> BoxFuture<'g, dtm_barrier::Result<()>>
+       + Send {
+    move |guarded: &mut Guarded<MultiplexedConnection>| {
+        Box::pin(async move {
+            if sabotage.fail {
+                return Err(failure("business failure"));
+            }
+            guarded.check_adjust_amount(&account, delta).await?;
             Ok(())
         }) as BoxFuture<'_, dtm_barrier::Result<()>>
     }

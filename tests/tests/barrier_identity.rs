@@ -12,6 +12,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use dtm_barrier::redis::RedisStore;
 use dtm_barrier::sql::{
     barrier_ddl, check_mysql_barrier_table, create_barrier_table, BarrierDatabase, DbKind,
 };
@@ -82,7 +83,7 @@ async fn run<DB: BarrierDatabase>(
             table: table.clone(),
         },
     );
-    bb.call_with_pool(pool, |_conn| {
+    bb.call(pool, |_conn| {
         ran.fetch_add(1, Ordering::SeqCst);
         Box::pin(async { Ok(()) })
     })
@@ -464,17 +465,17 @@ async fn redis_dash_in_branch_id_is_refused() {
         .query_async(&mut c)
         .await
         .unwrap();
-    let expire = Duration::from_secs(600);
+    let redis = RedisStore::new(c.clone(), Duration::from_secs(600));
     let bb = |gid: String, branch: &str| {
         BranchBarrier::new(TransInfo::new(gid, TransType::Saga, branch, Op::Action))
     };
     let first = bb(format!("rg{id}-01"), "01")
-        .redis_check_adjust_amount(&mut c, &account, -10, expire)
+        .check_adjust_amount(&redis, &account, -10)
         .await
         .unwrap();
     assert_eq!(first, Outcome::Executed(()));
     let second = bb(format!("rg{id}"), "01-01")
-        .redis_check_adjust_amount(&mut c, &account, -10, expire)
+        .check_adjust_amount(&redis, &account, -10)
         .await;
     match second {
         Err(e) => assert!(e.is_invalid_input(), "{e}"),
@@ -496,11 +497,11 @@ async fn redis_dash_in_branch_id_is_refused() {
 
     // A gid Redis would hold but the SQL tables could not is refused everywhere alike.
     let long = bb(format!("rg{id}-{}", "x".repeat(128)), "01")
-        .redis_check_adjust_amount(&mut c, &account, -10, expire)
+        .check_adjust_amount(&redis, &account, -10)
         .await;
     assert!(long.is_err_and(|e| e.is_invalid_input()));
     let qp = BranchBarrier::new(dtm_barrier::msg_query_info(&format!("rg{id} ")))
-        .redis_query_prepared(&mut c, expire)
+        .query_prepared(&redis)
         .await;
     assert!(qp.is_err_and(|e| e.is_invalid_input()));
 }
@@ -532,7 +533,7 @@ async fn mongo_identities() {
         let client = client.clone();
         let ran = &ran;
         async move {
-            bb.mongo_call(&client, |_s| {
+            bb.call(&client, |_s| {
                 ran.fetch_add(1, Ordering::SeqCst);
                 Box::pin(async { Ok(()) })
             })

@@ -11,18 +11,18 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use dtm_barrier::mongo::{create_barrier_index, do_and_submit_mongo, is_transient};
+use dtm_barrier::mongo::create_barrier_index;
 use dtm_barrier::reprocess::ReprocessPolicy;
-use dtm_barrier::{msg_query_info, BarrierConfig, BranchBarrier, Error, Outcome, TableName};
+use dtm_barrier::{msg_query_info, BranchBarrier, Error, Outcome, TableName, TransactionalStore};
+use dtm_examples::kv_saga::mongo_adjust as adjust_in;
 use dtmcli::{Op, TransInfo, TransOptions, TransRequest, TransType};
 use futures_util::TryStreamExt;
-use kv_barrier::{outcomes, recs, Store, Transfer};
+use kv_barrier::{outcomes, recs, Balances, Transfer};
 use mongodb::bson::{doc, Document};
 use mongodb::{Client, ClientSession, Collection};
 use support::*;
 
 const BUSI_DB: &str = "dtm_busi";
-const ACCOUNTS: &str = "barrier_test_account";
 const JOURNAL: &str = "barrier_test_journal";
 
 fn mongo_url() -> String {
@@ -39,28 +39,16 @@ async fn client() -> Client {
     c
 }
 
-fn accounts(c: &Client) -> Collection<Document> {
-    c.database(BUSI_DB).collection(ACCOUNTS)
-}
-
 fn barriers(c: &Client) -> Collection<Document> {
     c.database("dtm_barrier").collection("barrier")
 }
 
 async fn set(c: &Client, key: &str, v: i64) {
-    accounts(c)
-        .replace_one(doc! {"_id": key}, doc! {"_id": key, "balance": v})
-        .upsert(true)
-        .await
-        .unwrap();
+    c.open(key, v).await.unwrap();
 }
 
 async fn balance(c: &Client, key: &str) -> Option<i64> {
-    accounts(c)
-        .find_one(doc! {"_id": key})
-        .await
-        .unwrap()
-        .map(|d| d.get_i64("balance").unwrap())
+    c.balance(key).await.unwrap()
 }
 
 /// The barrier documents of `gid` without `_id`, sorted by (branch_id, op, barrier_id).
@@ -93,29 +81,9 @@ async fn barrier_rows(c: &Client, gid: &str) -> Vec<String> {
         .collect()
 }
 
-/// Adds `delta` to the account `key` inside the session's transaction; a missing account
-/// or a balance that would go negative is a DTM failure.
-async fn adjust_in(s: &mut ClientSession, key: &str, delta: i64) -> dtm_barrier::Result<()> {
-    let r = accounts(&s.client())
-        .update_one(
-            doc! {"_id": key, "balance": {"$gte": -delta}},
-            doc! {"$inc": {"balance": delta}},
-        )
-        .session(&mut *s)
-        .await?;
-    if r.matched_count == 0 {
-        return Err(Error::failure(format!(
-            "account {key}: missing, or adding {delta} would make it negative"
-        )));
-    }
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------------
-// The guarded business service (tests/kv_barrier): balances are documents {_id, balance}.
-
-#[derive(Clone)]
-struct Mongo(Client);
+// The guarded business service (tests/kv_barrier): balances are documents {_id, balance}
+// (the examples' `Balances` for `mongodb::Client`).
 
 /// One guarded MongoDB transaction adding `delta` to `key`.
 async fn guarded(
@@ -124,29 +92,11 @@ async fn guarded(
     key: String,
     delta: i64,
 ) -> dtm_barrier::Result<Outcome<()>> {
-    bb.mongo_call(client, move |s| {
-        Box::pin(async move { adjust_in(s, &key, delta).await })
-    })
-    .await
-}
-
-impl Store for Mongo {
-    async fn adjust(
-        &self,
-        bb: &BranchBarrier,
-        key: String,
-        delta: i64,
-    ) -> dtm_barrier::Result<Outcome<()>> {
-        guarded(bb, &self.0, key, delta).await
-    }
-
-    async fn query_prepared(&self, bb: &BranchBarrier) -> dtm_barrier::Result<()> {
-        bb.mongo_query_prepared(&self.0).await
-    }
+    client.adjust(bb, key, delta).await
 }
 
 fn murl(handler: &str) -> String {
-    kv_barrier::url("/api/mbusi", || async { Mongo(client().await) }, handler)
+    kv_barrier::url("/api/mbusi", client, handler)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -449,7 +399,7 @@ async fn concurrent_identical_requests_have_one_effect_and_all_succeed_with_repr
             let (c, info, acct, policy) = (c.clone(), info.clone(), acct.clone(), policy.clone());
             tokio::spawn(async move {
                 BranchBarrier::new(info)
-                    .mongo_call_reprocessing(&c, &policy, |s| {
+                    .call_reprocessing(&c, &policy, |s| {
                         let acct = acct.clone();
                         Box::pin(async move { adjust_in(s, &acct, -10).await })
                     })
@@ -489,7 +439,7 @@ async fn concurrent_identical_requests_without_reprocessing_fail_only_transientl
         match t.await.unwrap() {
             Ok(Outcome::Executed(())) => executed += 1,
             Ok(Outcome::Duplicate) => {}
-            Err(e) if is_transient(&e) => {
+            Err(e) if Client::is_transient(&e) => {
                 transient += 1;
                 // DTM retries such an answer (500), it is not a failure.
                 assert!(!dtmcli::Error::from(e).is_failure());
@@ -521,7 +471,7 @@ async fn a_business_error_rolls_back_its_writes_and_the_barrier_documents() {
         let is_failure = fail.is_failure();
         let g = gid.clone();
         let e = BranchBarrier::new(info.clone())
-            .mongo_call(&c, move |s| {
+            .call(&c, move |s| {
                 Box::pin(async move {
                     journal_insert(s, &g).await?;
                     Err::<(), _>(fail)
@@ -539,7 +489,7 @@ async fn a_business_error_rolls_back_its_writes_and_the_barrier_documents() {
     // A retry of the same request is not mistaken for a duplicate.
     let g = gid.clone();
     let out = BranchBarrier::new(info)
-        .mongo_call(&c, move |s| {
+        .call(&c, move |s| {
             Box::pin(async move { journal_insert(s, &g).await })
         })
         .await
@@ -628,13 +578,9 @@ async fn do_and_submit(
     delta: i64,
 ) -> dtm_barrier::Result<()> {
     let from = from.to_string();
-    do_and_submit_mongo(
-        msg,
-        &murl("QueryPrepared"),
-        c,
-        &BarrierConfig::default(),
-        move |s| Box::pin(async move { adjust_in(s, &from, delta).await }),
-    )
+    dtm_barrier::do_and_submit(msg, &murl("QueryPrepared"), c, move |s| {
+        Box::pin(async move { adjust_in(s, &from, delta).await })
+    })
     .await
 }
 
@@ -695,7 +641,7 @@ async fn msg_back_check_first_makes_the_local_transaction_duplicated() {
     set(&c, &t.from, 100).await;
     set(&c, &t.to, 0).await;
     let e = BranchBarrier::new(msg_query_info(&gid))
-        .mongo_query_prepared(&c)
+        .query_prepared(&c)
         .await
         .unwrap_err();
     assert!(e.is_failure(), "{e}");

@@ -10,10 +10,10 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use dtm_barrier::redis::do_and_submit_redis;
+use dtm_barrier::redis::RedisStore;
 use dtm_barrier::{msg_query_info, BranchBarrier, Outcome};
 use dtmcli::{DtmClient, Op, TransInfo, TransOptions, TransRequest, TransType};
-use kv_barrier::{outcomes, recs, Store, Transfer};
+use kv_barrier::{outcomes, recs, Transfer};
 use redis::aio::MultiplexedConnection;
 use support::*;
 
@@ -80,30 +80,17 @@ async fn ttl(c: &mut MultiplexedConnection, key: &str) -> i64 {
     redis::cmd("TTL").arg(key).query_async(c).await.unwrap()
 }
 
-// ---------------------------------------------------------------------------------------
-// The guarded business service (tests/kv_barrier): balances are Redis integers.
-
-#[derive(Clone)]
-struct Redis(MultiplexedConnection);
-
-impl Store for Redis {
-    async fn adjust(
-        &self,
-        bb: &BranchBarrier,
-        key: String,
-        delta: i64,
-    ) -> dtm_barrier::Result<Outcome<()>> {
-        bb.redis_check_adjust_amount(&mut self.0.clone(), &key, delta, EXPIRE)
-            .await
-    }
-
-    async fn query_prepared(&self, bb: &BranchBarrier) -> dtm_barrier::Result<()> {
-        bb.redis_query_prepared(&mut self.0.clone(), EXPIRE).await
-    }
+/// The barrier store on `c`, with the tests' key expiry.
+fn store(c: &MultiplexedConnection) -> RedisStore<MultiplexedConnection> {
+    RedisStore::new(c.clone(), EXPIRE)
 }
 
+// ---------------------------------------------------------------------------------------
+// The guarded business service (tests/kv_barrier): balances are Redis integers (the
+// examples' `Balances` for `RedisStore`).
+
 fn rurl(handler: &str) -> String {
-    kv_barrier::url("/api/rbusi", || async { Redis(conn().await) }, handler)
+    kv_barrier::url("/api/rbusi", || async { store(&conn().await) }, handler)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -282,7 +269,7 @@ async fn null_compensation_then_the_late_action_is_a_no_op() {
         set(&mut c, &acct, 50).await;
         let undo_bb = || BranchBarrier::new(TransInfo::new(&gid, tt, "01", undo.clone()));
         let out = undo_bb()
-            .redis_check_adjust_amount(&mut c, &acct, 20, EXPIRE)
+            .check_adjust_amount(&store(&c), &acct, 20)
             .await
             .unwrap();
         assert_eq!(out, Outcome::NullCompensation, "{undo}");
@@ -299,13 +286,13 @@ async fn null_compensation_then_the_late_action_is_a_no_op() {
         );
         // The hanging action finds its key: no effect, success.
         let out = BranchBarrier::new(TransInfo::new(&gid, tt, "01", origin.clone()))
-            .redis_check_adjust_amount(&mut c, &acct, -20, EXPIRE)
+            .check_adjust_amount(&store(&c), &acct, -20)
             .await
             .unwrap();
         assert_eq!(out, Outcome::Duplicate, "{origin}");
         // A repeated compensation too.
         let out = undo_bb()
-            .redis_check_adjust_amount(&mut c, &acct, 20, EXPIRE)
+            .check_adjust_amount(&store(&c), &acct, 20)
             .await
             .unwrap();
         assert_eq!(out, Outcome::Duplicate, "{undo}");
@@ -376,7 +363,7 @@ async fn duplicates_have_one_effect() {
     for _ in 0..3 {
         seen.push(
             BranchBarrier::new(info.clone())
-                .redis_check_adjust_amount(&mut c, &acct, -10, EXPIRE)
+                .check_adjust_amount(&store(&c), &acct, -10)
                 .await
                 .unwrap(),
         );
@@ -396,12 +383,12 @@ async fn duplicates_have_one_effect() {
     let info = TransInfo::new(&gid, TransType::Saga, "01", Op::Action);
     let tasks: Vec<_> = (0..20)
         .map(|_| {
-            let mut c = c.clone();
+            let redis = store(&c);
             let info = info.clone();
             let acct = acct.clone();
             tokio::spawn(async move {
                 BranchBarrier::new(info)
-                    .redis_check_adjust_amount(&mut c, &acct, -10, EXPIRE)
+                    .check_adjust_amount(&redis, &acct, -10)
                     .await
             })
         })
@@ -426,7 +413,7 @@ async fn insufficient_balance_or_missing_key_fails_and_writes_nothing() {
     set(&mut c, &acct, 10).await;
     let bb = BranchBarrier::new(TransInfo::new(&gid, TransType::Saga, "01", Op::Action));
     let e = bb
-        .redis_check_adjust_amount(&mut c, &acct, -30, EXPIRE)
+        .check_adjust_amount(&store(&c), &acct, -30)
         .await
         .unwrap_err();
     assert!(e.is_failure(), "{e}");
@@ -435,7 +422,7 @@ async fn insufficient_balance_or_missing_key_fails_and_writes_nothing() {
 
     let missing = format!("acct-{gid}-missing");
     let e = bb
-        .redis_check_adjust_amount(&mut c, &missing, 5, EXPIRE)
+        .check_adjust_amount(&store(&c), &missing, 5)
         .await
         .unwrap_err();
     assert!(e.is_failure(), "{e}");
@@ -450,14 +437,14 @@ async fn insufficient_balance_or_missing_key_fails_and_writes_nothing() {
         .await
         .unwrap();
     let e = bb
-        .redis_check_adjust_amount(&mut c, &acct, -1, EXPIRE)
+        .check_adjust_amount(&store(&c), &acct, -1)
         .await
         .unwrap_err();
     assert!(matches!(e, dtm_barrier::Error::Redis(_)), "{e}");
     assert!(!e.is_failure());
     // Zero expiry is refused before anything is sent.
     let e = bb
-        .redis_check_adjust_amount(&mut c, &acct, -1, Duration::ZERO)
+        .check_adjust_amount(&RedisStore::new(c.clone(), Duration::ZERO), &acct, -1)
         .await
         .unwrap_err();
     assert!(matches!(e, dtm_barrier::Error::Config(_)), "{e}");
@@ -551,7 +538,7 @@ async fn keys_and_values_are_those_of_the_go_sdk() {
                 go_adjust(&mut c, &info, &acct, *amount).await;
             } else {
                 let _ = BranchBarrier::new(info)
-                    .redis_check_adjust_amount(&mut c, &acct, *amount, EXPIRE)
+                    .check_adjust_amount(&store(&c), &acct, *amount)
                     .await;
             }
         }
@@ -566,7 +553,7 @@ async fn keys_and_values_are_those_of_the_go_sdk() {
             assert_eq!(r.as_deref(), Some("FAILURE"));
         } else {
             let e = BranchBarrier::new(msg_query_info(&qp))
-                .redis_query_prepared(&mut c, EXPIRE)
+                .query_prepared(&store(&c))
                 .await
                 .unwrap_err();
             assert!(e.is_failure());
@@ -619,6 +606,20 @@ fn fast() -> TransOptions {
         .retry_interval(Duration::from_secs(1))
 }
 
+/// The outbox with the Redis barrier: the local transaction adds `delta` to `from`.
+async fn do_and_submit(
+    msg: &dtmcli::Msg,
+    c: &MultiplexedConnection,
+    from: &str,
+    delta: i64,
+) -> dtm_barrier::Result<()> {
+    let from = from.to_string();
+    dtm_barrier::do_and_submit(msg, &rurl("QueryPrepared"), &store(c), move |g| {
+        Box::pin(async move { g.check_adjust_amount(&from, delta).await.map(drop) })
+    })
+    .await
+}
+
 #[tokio::test]
 async fn msg_do_and_submit_success() {
     let dtm = dtm();
@@ -628,9 +629,7 @@ async fn msg_do_and_submit_success() {
     set(&mut c, &t.from, 100).await;
     set(&mut c, &t.to, 0).await;
     let msg = dtm.msg(&gid).add(&rurl("TransIn"), &t);
-    do_and_submit_redis(&msg, &rurl("QueryPrepared"), &mut c, &t.from, -30, EXPIRE)
-        .await
-        .unwrap();
+    do_and_submit(&msg, &c, &t.from, -30).await.unwrap();
     wait_status(&dtm, &gid, "succeed").await;
     assert_eq!(balance(&mut c, &t.from).await, Some(70));
     assert_eq!(balance(&mut c, &t.to).await, Some(30));
@@ -659,9 +658,7 @@ async fn msg_local_failure_aborts() {
     set(&mut c, &t.from, 10).await;
     set(&mut c, &t.to, 0).await;
     let msg = dtm.msg(&gid).add(&rurl("TransIn"), &t);
-    let e = do_and_submit_redis(&msg, &rurl("QueryPrepared"), &mut c, &t.from, -30, EXPIRE)
-        .await
-        .unwrap_err();
+    let e = do_and_submit(&msg, &c, &t.from, -30).await.unwrap_err();
     assert!(e.is_failure(), "{e}");
     wait_status(&dtm, &gid, "failed").await;
     assert_eq!(balance(&mut c, &t.from).await, Some(10));
@@ -680,14 +677,12 @@ async fn msg_back_check_first_makes_the_local_transaction_duplicated() {
     set(&mut c, &t.to, 0).await;
     // DTM's back-check ran before the local transaction: the gid is marked rolled back.
     let e = BranchBarrier::new(msg_query_info(&gid))
-        .redis_query_prepared(&mut c, EXPIRE)
+        .query_prepared(&store(&c))
         .await
         .unwrap_err();
     assert!(e.is_failure(), "{e}");
     let msg = dtm.msg(&gid).add(&rurl("TransIn"), &t);
-    let e = do_and_submit_redis(&msg, &rurl("QueryPrepared"), &mut c, &t.from, -30, EXPIRE)
-        .await
-        .unwrap_err();
+    let e = do_and_submit(&msg, &c, &t.from, -30).await.unwrap_err();
     assert!(e.is_duplicated(), "{e}");
     wait_status(&dtm, &gid, "failed").await;
     assert_eq!(balance(&mut c, &t.from).await, Some(100));
@@ -716,7 +711,7 @@ async fn msg_query_prepared_answers_dtm_back_checks() {
     let msg = dtm.msg(&gid).add(&rurl("TransIn"), &t).with_options(fast());
     msg.prepare(&rurl("QueryPrepared")).await.unwrap();
     let out = BranchBarrier::new(msg.local_info())
-        .redis_check_adjust_amount(&mut c, &t.from, -30, EXPIRE)
+        .check_adjust_amount(&store(&c), &t.from, -30)
         .await
         .unwrap();
     assert_eq!(out, Outcome::Executed(()));
@@ -739,12 +734,62 @@ async fn msg_query_prepared_answers_dtm_back_checks() {
         Some("rollback")
     );
     let e = BranchBarrier::new(msg.local_info())
-        .redis_check_adjust_amount(&mut c, &t.from, -30, EXPIRE)
+        .check_adjust_amount(&store(&c), &t.from, -30)
         .await
         .unwrap_err();
     assert!(e.is_duplicated(), "{e}");
     assert_eq!(balance(&mut c, &t.from).await, Some(100));
     assert!(outcomes(&gid, "TransIn").is_empty());
+}
+
+/// On Redis the outbox's local transaction is its one guarded adjustment. A business that
+/// makes none is refused (the back-check then fails the message, nothing adjusted); a
+/// second adjustment is refused, and the first, committed, still delivers the message.
+#[tokio::test]
+async fn msg_outbox_is_one_guarded_adjustment() {
+    let dtm = dtm();
+    let mut c = conn().await;
+
+    let gid = gid("rb-msg-none");
+    let t = Transfer::new(&gid, 30);
+    set(&mut c, &t.from, 100).await;
+    let msg = dtm.msg(&gid).add(&rurl("TransIn"), &t);
+    let e = dtm_barrier::do_and_submit(&msg, &rurl("QueryPrepared"), &store(&c), |_g| {
+        Box::pin(async { Ok(()) })
+    })
+    .await
+    .unwrap_err();
+    assert!(e.is_invalid_input(), "{e}");
+    wait_status(&dtm, &gid, "failed").await;
+    assert_eq!(balance(&mut c, &t.from).await, Some(100));
+    assert_eq!(
+        barrier_keys(&mut c, &gid).await,
+        expect_keys(&gid, &[("00-msg-01", "rollback")])
+    );
+
+    let gid = support::gid("rb-msg-twice");
+    let t = Transfer::new(&gid, 30);
+    set(&mut c, &t.from, 100).await;
+    set(&mut c, &t.to, 0).await;
+    let msg = dtm.msg(&gid).add(&rurl("TransIn"), &t);
+    let from = t.from.clone();
+    let e = dtm_barrier::do_and_submit(&msg, &rurl("QueryPrepared"), &store(&c), move |g| {
+        Box::pin(async move {
+            g.check_adjust_amount(&from, -30).await?;
+            g.check_adjust_amount(&from, -30).await?;
+            Ok(())
+        })
+    })
+    .await
+    .unwrap_err();
+    assert!(e.is_invalid_input(), "{e}");
+    wait_status(&dtm, &gid, "succeed").await;
+    assert_eq!(balance(&mut c, &t.from).await, Some(70));
+    assert_eq!(balance(&mut c, &t.to).await, Some(30));
+    assert_eq!(
+        barrier_keys(&mut c, &gid).await,
+        expect_keys(&gid, &[("00-msg-01", "op"), ("01-action-01", "op")])
+    );
 }
 
 /// A credit that never ran, compensated while the account holds less than its amount:
@@ -759,7 +804,7 @@ async fn barrier_decides_before_the_balance() {
     set(&mut c, &acct, 0).await;
     let undo = TransInfo::new(g.as_str(), TransType::Saga, "02", Op::Compensate);
     let out = BranchBarrier::new(undo.clone())
-        .redis_check_adjust_amount(&mut c, &acct, -5, EXPIRE)
+        .check_adjust_amount(&store(&c), &acct, -5)
         .await
         .unwrap();
     assert_eq!(out, Outcome::NullCompensation);
@@ -776,7 +821,7 @@ async fn barrier_decides_before_the_balance() {
     );
     let late = TransInfo::new(g.as_str(), TransType::Saga, "02", Op::Action);
     let out = BranchBarrier::new(late)
-        .redis_check_adjust_amount(&mut c, &acct, 5, EXPIRE)
+        .check_adjust_amount(&store(&c), &acct, 5)
         .await
         .unwrap();
     assert_eq!(out, Outcome::Duplicate);
@@ -788,15 +833,11 @@ async fn barrier_decides_before_the_balance() {
     set(&mut c, &acct, 0).await;
     let act = TransInfo::new(g.as_str(), TransType::Saga, "01", Op::Action);
     let undo = TransInfo::new(g.as_str(), TransType::Saga, "01", Op::Compensate);
-    let conn2 = c.clone();
+    let redis = store(&c);
     let run = |info: &TransInfo, amount: i64| {
         let bb = BranchBarrier::new(info.clone());
-        let key = acct.clone();
-        let mut c = conn2.clone();
-        async move {
-            bb.redis_check_adjust_amount(&mut c, &key, amount, EXPIRE)
-                .await
-        }
+        let (key, redis) = (acct.clone(), redis.clone());
+        async move { bb.check_adjust_amount(&redis, &key, amount).await }
     };
     assert_eq!(run(&act, 5).await.unwrap(), Outcome::Executed(()));
     assert_eq!(run(&undo, -5).await.unwrap(), Outcome::Executed(()));

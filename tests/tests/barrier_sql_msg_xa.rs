@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dtm_barrier::reprocess::ReprocessPolicy;
-use dtm_barrier::sql::do_and_submit_db;
-use dtm_barrier::{BarrierConfig, BranchBarrier, Error as BError, Outcome};
+use dtm_barrier::{do_and_submit, BranchBarrier, Error as BError, Outcome};
 use dtm_examples::bank::{mysql_url, pg_url, BankReq, Db, ACCOUNTS};
 use dtmcli::{Op, TransInfo, TransOptions, TransType};
 use futures_util::future::BoxFuture;
@@ -120,10 +119,9 @@ impl Pool {
         amount: i64,
         fail: bool,
     ) -> dtm_barrier::Result<()> {
-        let cfg = BarrierConfig::default();
         match self {
-            Pool::My(p) => do_and_submit_db(msg, qp, p, &cfg, debit_my(user, amount, fail)).await,
-            Pool::Pg(p) => do_and_submit_db(msg, qp, p, &cfg, debit_pg(user, amount, fail)).await,
+            Pool::My(p) => do_and_submit(msg, qp, p, debit_my(user, amount, fail)).await,
+            Pool::Pg(p) => do_and_submit(msg, qp, p, debit_pg(user, amount, fail)).await,
         }
     }
 
@@ -135,8 +133,37 @@ impl Pool {
     ) -> dtm_barrier::Result<Outcome<()>> {
         let bb = BranchBarrier::new(info);
         match self {
-            Pool::My(p) => bb.call_with_pool(p, debit_my(user, amount, false)).await,
-            Pool::Pg(p) => bb.call_with_pool(p, debit_pg(user, amount, false)).await,
+            Pool::My(p) => bb.call(p, debit_my(user, amount, false)).await,
+            Pool::Pg(p) => bb.call(p, debit_pg(user, amount, false)).await,
+        }
+    }
+}
+
+impl Pool {
+    /// In the caller's own transaction: first the caller's write (`pre` off `user`), then
+    /// the guarded debit of `amount`.
+    async fn in_callers_tx(
+        &self,
+        info: TransInfo,
+        user: i64,
+        pre: i64,
+        amount: i64,
+        fail: bool,
+    ) -> dtm_barrier::Result<Outcome<()>> {
+        let bb = BranchBarrier::new(info);
+        match self {
+            Pool::My(p) => {
+                let mut tx = p.begin().await?;
+                debit_my(user, pre, false)(&mut tx).await?;
+                bb.call_in_transaction(tx, debit_my(user, amount, fail))
+                    .await
+            }
+            Pool::Pg(p) => {
+                let mut tx = p.begin().await?;
+                debit_pg(user, pre, false)(&mut tx).await?;
+                bb.call_in_transaction(tx, debit_pg(user, amount, fail))
+                    .await
+            }
         }
     }
 }
@@ -374,10 +401,10 @@ async fn deadlock(db: Db, reprocess: bool) {
                 };
             }
             let r = match (&*p, reprocess) {
-                (Pool::My(pool), true) => bb.call_with_pool_reprocessing(pool, &policy, busi!(sqlx::MySqlConnection, "update dtm_busi.user_account set balance = balance - ? where user_id = ?")).await,
-                (Pool::My(pool), false) => bb.call_with_pool(pool, busi!(sqlx::MySqlConnection, "update dtm_busi.user_account set balance = balance - ? where user_id = ?")).await,
-                (Pool::Pg(pool), true) => bb.call_with_pool_reprocessing(pool, &policy, busi!(sqlx::PgConnection, "update dtm_busi.user_account set balance = balance - $1 where user_id = $2")).await,
-                (Pool::Pg(pool), false) => bb.call_with_pool(pool, busi!(sqlx::PgConnection, "update dtm_busi.user_account set balance = balance - $1 where user_id = $2")).await,
+                (Pool::My(pool), true) => bb.call_reprocessing(pool, &policy, busi!(sqlx::MySqlConnection, "update dtm_busi.user_account set balance = balance - ? where user_id = ?")).await,
+                (Pool::My(pool), false) => bb.call(pool, busi!(sqlx::MySqlConnection, "update dtm_busi.user_account set balance = balance - ? where user_id = ?")).await,
+                (Pool::Pg(pool), true) => bb.call_reprocessing(pool, &policy, busi!(sqlx::PgConnection, "update dtm_busi.user_account set balance = balance - $1 where user_id = $2")).await,
+                (Pool::Pg(pool), false) => bb.call(pool, busi!(sqlx::PgConnection, "update dtm_busi.user_account set balance = balance - $1 where user_id = $2")).await,
             };
             (gid, r)
         })
@@ -423,7 +450,7 @@ async fn connection_dropped_mid_business(db: Db) {
         (Pool::My(pool), Pool::My(k)) => {
             let k = k.clone();
             BranchBarrier::new(info.clone())
-                .call_with_pool(
+                .call(
                     pool,
                     move |c: &mut sqlx::MySqlConnection| -> BoxFuture<'_, dtm_barrier::Result<()>> {
                         Box::pin(async move {
@@ -449,7 +476,7 @@ async fn connection_dropped_mid_business(db: Db) {
         (Pool::Pg(pool), Pool::Pg(k)) => {
             let k = k.clone();
             BranchBarrier::new(info.clone())
-                .call_with_pool(
+                .call(
                     pool,
                     move |c: &mut sqlx::PgConnection| -> BoxFuture<'_, dtm_barrier::Result<()>> {
                         Box::pin(async move {
@@ -488,6 +515,33 @@ async fn connection_dropped_mid_business(db: Db) {
     assert_eq!(rows(db, &gid).await, ["saga/01/action/01/action"]);
 }
 
+/// The barrier in the caller's own transaction: the caller's write commits with the
+/// barrier row and the business, or rolls back with them; a repeat is a duplicate (whose
+/// transaction, the caller's write included, still commits).
+async fn call_in_the_callers_transaction(db: Db) {
+    let (a, _) = accounts(db, 100, 0).await;
+    let p = pool(db).await;
+    let gid = gid("bb-in-tx");
+    let info = TransInfo::new(&gid, TransType::Saga, "01", Op::Action);
+    let e = p
+        .in_callers_tx(info.clone(), a, 1, 30, true)
+        .await
+        .unwrap_err();
+    assert!(e.is_failure(), "{e}");
+    assert_eq!(balance(db, a).await, 100, "both writes rolled back");
+    assert!(rows(db, &gid).await.is_empty());
+    let out = p
+        .in_callers_tx(info.clone(), a, 1, 30, false)
+        .await
+        .unwrap();
+    assert_eq!(out, Outcome::Executed(()));
+    assert_eq!(balance(db, a).await, 69);
+    let again = p.in_callers_tx(info, a, 1, 30, false).await.unwrap();
+    assert_eq!(again, Outcome::Duplicate);
+    assert_eq!(balance(db, a).await, 68);
+    assert_eq!(rows(db, &gid).await, ["saga/01/action/01/action"]);
+}
+
 async fn deadlock_reprocessed(db: Db) {
     deadlock(db, true).await
 }
@@ -517,4 +571,5 @@ per_db!(
     deadlock_reprocessed,
     deadlock_without_policy_returns_the_error,
     connection_dropped_mid_business,
+    call_in_the_callers_transaction,
 );

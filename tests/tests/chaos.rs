@@ -1,8 +1,7 @@
 //! # Chaos suite: bank transfers under crashes, against the real DTM server
 //!
 //! Transfers between accounts on MariaDB, PostgreSQL, Redis and MongoDB, in the four modes
-//! (saga, TCC, msg with the outbox helpers `do_and_submit_db` / `_redis` / `_mongo`, and
-//! workflow), every branch guarded by the branch barrier of its backend, while faults are
+//! (saga, TCC, msg with the barrier's outbox `dtm_barrier::do_and_submit`, and workflow), every branch guarded by the branch barrier of its backend, while faults are
 //! injected:
 //!
 //! - the branch service (`src/bin/chaos_bank.rs`, a child process) is SIGKILLed and started
@@ -14,8 +13,7 @@
 //! - transient 500s before a handler runs and after it committed;
 //! - ~5% business failures (the `in` leg's action / try answers FAILURE after its write,
 //!   rolled back with it; on Redis, whose barrier is one atomic script, before it; for msg
-//!   the local transaction fails, on Redis by debiting more than the balance): the transfer
-//!   must roll back.
+//!   the local transaction fails the same way): the transfer must roll back.
 //!
 //! Connection kills are for the SQL backends only; Redis and MongoDB get the other faults.
 //!
@@ -58,11 +56,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dtm_barrier::BarrierConfig;
 use dtm_examples::server::{free_port, DtmServer, DtmServerConfig};
-use dtm_tests::chaos::{
-    account, mongo_business, mysql_business, pg_business, Backend, Leg, Sabotage, Stores,
-};
+use dtm_tests::chaos::{account, Backend, Leg, Sabotage, Stores};
 use dtm_workflow::{send_http, WfOptions, WorkflowMiddleware, Workflows};
 use dtmcli::{DtmClient, TransOptions};
 use futures_util::StreamExt;
@@ -556,47 +551,10 @@ async fn start(ctx: &Ctx, t: &Transfer) -> dtmcli::Result<()> {
             if sabotage.kill_connection {
                 note(&ctx.faults, "db_conn_kill");
             }
-            let (account, delta) = (t.src_account.clone(), -t.amount);
-            let cfg = BarrierConfig::default();
-            let r = match t.src {
-                Backend::Mysql => {
-                    let business =
-                        mysql_business(ctx.stores.mysql.clone(), account, delta, sabotage);
-                    dtm_barrier::sql::do_and_submit_db(&msg, &qp, &ctx.stores.mysql, &cfg, business)
-                        .await
-                }
-                Backend::Postgres => {
-                    let business = pg_business(ctx.stores.pg.clone(), account, delta, sabotage);
-                    dtm_barrier::sql::do_and_submit_db(&msg, &qp, &ctx.stores.pg, &cfg, business)
-                        .await
-                }
-                Backend::Redis => {
-                    // The Lua barrier cannot fail after its write: a failing transfer asks
-                    // for more than the balance instead.
-                    let delta = if t.fail { -(t.src_initial + 1) } else { delta };
-                    let mut conn = ctx.stores.redis.clone();
-                    dtm_barrier::redis::do_and_submit_redis(
-                        &msg,
-                        &qp,
-                        &mut conn,
-                        &account,
-                        delta,
-                        dtm_tests::chaos::REDIS_EXPIRE,
-                    )
-                    .await
-                }
-                Backend::Mongo => {
-                    let business = mongo_business(account, delta, sabotage);
-                    dtm_barrier::mongo::do_and_submit_mongo(
-                        &msg,
-                        &qp,
-                        &ctx.stores.mongo,
-                        &cfg,
-                        business,
-                    )
-                    .await
-                }
-            };
+            let r = ctx
+                .stores
+                .do_and_submit(&msg, &qp, t.src, &t.src_account, -t.amount, sabotage)
+                .await;
             r.map_err(dtmcli::Error::from)
         }
         Mode::Workflow => {

@@ -185,7 +185,7 @@ async fn do_and_submit_with_a_barrier_and_grpc_back_check_on_mariadb() {
         .do_and_submit(&qp, |info| async move {
             let bb = dtm_barrier::BranchBarrier::new(info);
             on_env(async move {
-                bb.call_with_pool(&p2, |_conn| Box::pin(async { Ok(()) }))
+                bb.call(&p2, |_conn| Box::pin(async { Ok(()) }))
                     .await
                     .map(drop)
             })
@@ -211,13 +211,37 @@ async fn do_and_submit_with_a_barrier_and_grpc_back_check_on_mariadb() {
     let info = dtm_barrier::msg_query_info(&gid);
     let late = on_env(async move {
         dtm_barrier::BranchBarrier::new(info)
-            .call_with_pool(&pool, |_conn| Box::pin(async { Ok(()) }))
+            .call(&pool, |_conn| Box::pin(async { Ok(()) }))
             .await
     })
     .await
     .unwrap_err();
     assert!(late.is_duplicated(), "{late}");
     assert!(grpc_busi().handlers(&gid).is_empty());
+}
+
+/// The barrier's one outbox entry point takes a gRPC message as it takes an HTTP one: the
+/// local transaction commits with its barrier row, the message is delivered, and the
+/// back-check finds the row.
+#[tokio::test]
+async fn barrier_outbox_takes_a_grpc_message() {
+    let dtm = grpc_dtm();
+    let pool = sqlx::MySqlPool::connect(&dtm_examples::bank::mysql_url())
+        .await
+        .unwrap();
+    let gid = gid("gmsg-outbox");
+    let qp = grpc_bank_url(Db::Mysql, "QueryPrepared");
+    dtm_barrier::do_and_submit(&msg(&dtm, &gid, &ReqGrpc::amount(1)), &qp, &pool, |_conn| {
+        Box::pin(async { Ok(()) })
+    })
+    .await
+    .unwrap();
+    wait_status(&support::dtm(), &gid, "succeed").await;
+    assert_eq!(grpc_busi().handlers(&gid), ["TransOut", "TransIn"]);
+    dtm_barrier::BranchBarrier::new(dtm_barrier::msg_query_info(&gid))
+        .query_prepared(&pool)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -95,7 +95,7 @@ fn wfs() -> &'static Workflows {
                             let p2 = pool.clone();
                             wf.on_rollback(move |info| async move {
                                 BranchBarrier::new(info)
-                                    .call_with_pool(&p2, adjust(i.from, i.amount, false))
+                                    .call(&p2, adjust(i.from, i.amount, false))
                                     .await?;
                                 Ok(())
                             })?;
@@ -105,7 +105,7 @@ fn wfs() -> &'static Workflows {
                             let fail_here = compensate_failed && i.fail_second;
                             wf.do_(|info| async move {
                                 BranchBarrier::new(info)
-                                    .call_with_pool(&pool, adjust(i.from, -i.amount, fail_here))
+                                    .call(&pool, adjust(i.from, -i.amount, fail_here))
                                     .await?;
                                 Ok(Vec::new())
                             })

@@ -1,5 +1,6 @@
 //! Saga over HTTP whose branches keep balances in MongoDB, each branch one MongoDB
-//! transaction guarded by the MongoDB branch barrier.
+//! transaction guarded by the MongoDB branch barrier (`bb.call(&client, ..)` around the
+//! update: [`dtm_examples::kv_saga::Balances`] for `mongodb::Client`).
 //!
 //! The scenarios of [`dtm_examples::kv_saga`] (a transfer that succeeds, one that rolls
 //! back with a null compensation, and an action DTM calls again) against a real DTM server
@@ -7,65 +8,10 @@
 //! replica set, for transactions). When a debit would go negative, its transaction and its
 //! barrier document are rolled back together.
 
-use dtm_barrier::{BranchBarrier, Outcome, TableName};
+use dtm_barrier::TableName;
 use dtm_examples::demo::DemoError;
-use dtm_examples::kv_saga::{self, GuardedStore};
-use dtmcli::TransInfo;
-use mongodb::bson::{doc, Document};
-use mongodb::{Client, ClientSession, Collection};
-
-fn accounts(client: &Client) -> Collection<Document> {
-    client.database("dtm_busi").collection("example_account")
-}
-
-/// The business: add `delta` to the account `key`, inside the session's transaction.
-async fn adjust(s: &mut ClientSession, key: &str, delta: i64) -> dtm_barrier::Result<()> {
-    let r = accounts(&s.client())
-        .update_one(
-            doc! {"_id": key, "balance": {"$gte": -delta}},
-            doc! {"$inc": {"balance": delta}},
-        )
-        .session(&mut *s)
-        .await?;
-    if r.matched_count == 0 {
-        return Err(dtm_barrier::Error::failure(format!(
-            "account {key}: missing, or adding {delta} would make it negative"
-        )));
-    }
-    Ok(())
-}
-
-#[derive(Clone)]
-struct Mongo(Client);
-
-impl GuardedStore for Mongo {
-    const NAME: &'static str = "mongo";
-
-    async fn adjust(
-        &self,
-        info: TransInfo,
-        key: String,
-        delta: i64,
-    ) -> dtm_barrier::Result<Outcome<()>> {
-        BranchBarrier::new(info)
-            .mongo_call(&self.0, move |s| {
-                Box::pin(async move { adjust(s, &key, delta).await })
-            })
-            .await
-    }
-
-    async fn open(&self, key: &str, balance: i64) -> Result<(), DemoError> {
-        accounts(&self.0)
-            .insert_one(doc! {"_id": key, "balance": balance})
-            .await?;
-        Ok(())
-    }
-
-    async fn balance(&self, key: &str) -> Result<Option<i64>, DemoError> {
-        let d = accounts(&self.0).find_one(doc! {"_id": key}).await?;
-        Ok(d.and_then(|d| d.get_i64("balance").ok()))
-    }
-}
+use dtm_examples::kv_saga;
+use mongodb::Client;
 
 #[tokio::main]
 async fn main() -> Result<(), DemoError> {
@@ -74,5 +20,5 @@ async fn main() -> Result<(), DemoError> {
     let client = Client::with_uri_str(&url).await?;
     // The unique index the barrier relies on (dtm_barrier.barrier), as Go's mongo.js.
     dtm_barrier::mongo::create_barrier_index(&client, &TableName::default()).await?;
-    kv_saga::run(Mongo(client)).await
+    kv_saga::run(client).await
 }

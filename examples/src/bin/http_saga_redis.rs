@@ -3,52 +3,17 @@
 //! The scenarios of [`dtm_examples::kv_saga`] (a transfer that succeeds, one that rolls
 //! back with a null compensation, and an action DTM calls again) against a real DTM server
 //! and Redis (`REDIS_URL`, default `redis://127.0.0.1:6379`). Each branch is one
-//! `redis_check_adjust_amount`: the barrier key and the balance change in one Lua script.
+//! `check_adjust_amount` ([`dtm_examples::kv_saga::Balances`] for `RedisStore`): the
+//! barrier key and the balance change in one Lua script.
 
 use std::time::Duration;
 
-use dtm_barrier::{BranchBarrier, Outcome};
+use dtm_barrier::redis::RedisStore;
 use dtm_examples::demo::DemoError;
-use dtm_examples::kv_saga::{self, GuardedStore};
-use dtmcli::TransInfo;
-use redis::aio::MultiplexedConnection;
+use dtm_examples::kv_saga;
 
 /// How long barrier keys live: longer than any transaction.
 const EXPIRE: Duration = Duration::from_secs(7 * 86400);
-
-#[derive(Clone)]
-struct Redis(MultiplexedConnection);
-
-impl GuardedStore for Redis {
-    const NAME: &'static str = "redis";
-
-    async fn adjust(
-        &self,
-        info: TransInfo,
-        key: String,
-        delta: i64,
-    ) -> dtm_barrier::Result<Outcome<()>> {
-        let mut conn = self.0.clone();
-        BranchBarrier::new(info)
-            .redis_check_adjust_amount(&mut conn, &key, delta, EXPIRE)
-            .await
-    }
-
-    async fn open(&self, key: &str, balance: i64) -> Result<(), DemoError> {
-        let mut conn = self.0.clone();
-        let _: () = redis::cmd("SET")
-            .arg(key)
-            .arg(balance)
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
-    }
-
-    async fn balance(&self, key: &str) -> Result<Option<i64>, DemoError> {
-        let mut conn = self.0.clone();
-        Ok(redis::cmd("GET").arg(key).query_async(&mut conn).await?)
-    }
-}
 
 #[tokio::main]
 async fn main() -> Result<(), DemoError> {
@@ -56,5 +21,5 @@ async fn main() -> Result<(), DemoError> {
     let conn = redis::Client::open(url.as_str())?
         .get_multiplexed_async_connection()
         .await?;
-    kv_saga::run(Redis(conn)).await
+    kv_saga::run(RedisStore::new(conn, EXPIRE)).await
 }

@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use axum::{Json, Router};
 use dtm_barrier::BranchBarrier;
-use dtm_tests::chaos::{leg_delta, Backend, Leg, Sabotage, Stores, REDIS_EXPIRE};
+use dtm_tests::chaos::{leg_delta, Backend, Leg, Sabotage, Stores};
 use dtmcli::{Op, TransInfo};
 use tracing::Instrument;
 
@@ -132,15 +132,8 @@ async fn query_prepared(
         return injected_500("before the back-check");
     }
     let bb = BranchBarrier::new(info);
-    let s = &app.stores;
     let result = match Backend::parse(&backend) {
-        Some(Backend::Mysql) => bb.query_prepared(&s.mysql).await,
-        Some(Backend::Postgres) => bb.query_prepared(&s.pg).await,
-        Some(Backend::Redis) => {
-            let mut conn = s.redis.clone();
-            bb.redis_query_prepared(&mut conn, REDIS_EXPIRE).await
-        }
-        Some(Backend::Mongo) => bb.mongo_query_prepared(&s.mongo).await,
+        Some(b) => app.stores.query_prepared(&bb, b).await,
         None => Err(dtm_barrier::Error::Config(format!(
             "unknown backend {backend}"
         ))),

@@ -1,6 +1,6 @@
 //! The guarded business service of the Redis and MongoDB barrier tests: the same handlers
-//! and call log over a [`Store`] that each test binary implements with its backend's
-//! barrier call.
+//! and call log over either barrier store, with the business of the examples
+//! ([`Balances`]: one guarded adjustment of a balance).
 #![allow(dead_code, unreachable_pub)]
 
 use std::future::Future;
@@ -11,45 +11,8 @@ use axum::extract::{Path, State};
 use axum::routing::any;
 use axum::Json;
 use dtm_barrier::{BranchBarrier, Outcome};
+pub use dtm_examples::kv_saga::{Balances, Transfer};
 use dtmcli::{Op, TransInfo};
-use serde::{Deserialize, Serialize};
-
-/// Balances in one store, adjusted under a branch barrier.
-pub trait Store: Clone + Send + Sync + 'static {
-    /// One guarded local transaction adding `delta` to the account `key` (each call takes
-    /// the barrier's next barrier id).
-    fn adjust(
-        &self,
-        bb: &BranchBarrier,
-        key: String,
-        delta: i64,
-    ) -> impl Future<Output = dtm_barrier::Result<Outcome<()>>> + Send;
-
-    /// The msg back-check of this backend.
-    fn query_prepared(
-        &self,
-        bb: &BranchBarrier,
-    ) -> impl Future<Output = dtm_barrier::Result<()>> + Send;
-}
-
-/// The body of every handler: move `amount` from the account `from` to the account `to`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Transfer {
-    pub amount: i64,
-    pub from: String,
-    pub to: String,
-}
-
-impl Transfer {
-    /// Accounts named after the gid (outside the `<gid>-*` Redis barrier key space).
-    pub fn new(gid: &str, amount: i64) -> Self {
-        Transfer {
-            amount,
-            from: format!("acct-{gid}-from"),
-            to: format!("acct-{gid}-to"),
-        }
-    }
-}
 
 /// One handled request: gid, handler, op, and what the barrier said.
 #[derive(Debug, Clone)]
@@ -77,7 +40,7 @@ static SERVICE: OnceLock<Service> = OnceLock::new();
 /// outlives every test's, over the store `connect` makes there.
 fn service<S, F, Fut>(path: &'static str, connect: F) -> &'static Service
 where
-    S: Store,
+    S: Balances,
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = S>,
 {
@@ -115,7 +78,7 @@ where
 /// The URL of `handler` on the service (started on first use).
 pub fn url<S, F, Fut>(path: &'static str, connect: F, handler: &str) -> String
 where
-    S: Store,
+    S: Balances,
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = S>,
 {
@@ -144,7 +107,7 @@ pub fn outcomes(gid: &str, handler: &str) -> Vec<Result<Vec<Outcome<()>>, String
         .collect()
 }
 
-async fn handle<S: Store>(
+async fn handle<S: Balances>(
     State(app): State<App<S>>,
     Path(handler): Path<String>,
     info: TransInfo,
@@ -165,7 +128,7 @@ async fn handle<S: Store>(
     result.map(|_| Json(serde_json::json!({"dtm_result": "SUCCESS"})))
 }
 
-async fn run<S: Store>(
+async fn run<S: Balances>(
     store: &S,
     bb: &BranchBarrier,
     handler: &str,
@@ -211,7 +174,7 @@ async fn run<S: Store>(
         }
         "TransOutConfirm" => vec![],
         "QueryPrepared" => {
-            store.query_prepared(bb).await?;
+            bb.query_prepared(store).await?;
             vec![]
         }
         other => return Err(dtmcli::Error::invalid(format!("no handler {other}"))),
