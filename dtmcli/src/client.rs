@@ -94,45 +94,7 @@ impl DtmClientBuilder {
         self
     }
 
-    /// Timeout of each call to DTM, and of each branch call the SDK makes itself (TCC try,
-    /// XA action, msg back-check), when the transaction sets no `request_timeout` (default
-    /// [`crate::DEFAULT_TIMEOUT`], 30 s). Calls with `wait_result` get this plus the transaction's
-    /// own request timeout, since the server runs branches inside them. Every timeout is
-    /// clamped to [`crate::MAX_TIMEOUT`] (one day), so `Duration::MAX` is accepted.
-    pub fn timeout(mut self, d: Duration) -> Self {
-        self.limits.set_timeout(d);
-        self
-    }
-
-    /// Connect timeout of the built `reqwest::Client` (default [`crate::DEFAULT_CONNECT_TIMEOUT`],
-    /// 3 s; at most [`crate::MAX_TIMEOUT`]). Ignored with [`DtmClientBuilder::http_client`].
-    pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.limits.set_connect_timeout(d);
-        self
-    }
-
-    /// The largest answer body read from DTM or from a branch (default
-    /// [`crate::DEFAULT_MAX_ANSWER_BYTES`], 8 MiB). A longer answer is [`Error::TooLarge`].
-    pub fn max_answer_bytes(mut self, limit: usize) -> Self {
-        self.limits.set_max_answer_bytes(limit);
-        self
-    }
-
-    /// How many idle connections to each host (DTM, each branch service) the built
-    /// `reqwest::Client` keeps (default [`crate::limits::DEFAULT_MAX_IDLE_PER_HOST`]). Ignored
-    /// with [`DtmClientBuilder::http_client`].
-    pub fn max_idle_per_host(mut self, n: usize) -> Self {
-        self.limits.set_max_idle_per_host(n);
-        self
-    }
-
-    /// The DTM servers [`DtmClient::with_server`] agrees to switch to when a branch request
-    /// names one (default [`TrustedServers::Own`]: only this client's server). See
-    /// [`crate::trust`] for why.
-    pub fn trusted_servers(mut self, trusted: TrustedServers) -> Self {
-        self.trusted = trusted;
-        self
-    }
+    crate::client_builder_settings!();
 
     /// Validates the URL and builds the client.
     pub fn build(self) -> Result<DtmClient> {

@@ -119,40 +119,7 @@ impl DtmGrpcClientBuilder {
         self
     }
 
-    /// Timeout of each call to DTM when the transaction sets no `request_timeout`, and of each
-    /// call the SDK makes to a branch (TCC try, XA action, msg back-check) when it sets none
-    /// (default [`dtmcli::DEFAULT_TIMEOUT`], 30 s). Calls with `wait_result` get this plus the
-    /// transaction's own request timeout, since the server runs branches inside them. Every
-    /// timeout is clamped to [`dtmcli::MAX_TIMEOUT`] (one day), so `Duration::MAX` is
-    /// accepted.
-    pub fn timeout(mut self, d: Duration) -> Self {
-        self.limits.set_timeout(d);
-        self
-    }
-
-    /// Connect timeout of the channels the client builds (default
-    /// [`dtmcli::DEFAULT_CONNECT_TIMEOUT`], 3 s; at most [`dtmcli::MAX_TIMEOUT`]).
-    pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.limits.set_connect_timeout(d);
-        self
-    }
-
-    /// The largest answer accepted from DTM or from a branch, in bytes (default
-    /// [`dtmcli::DEFAULT_MAX_ANSWER_BYTES`], 8 MiB): tonic's `max_decoding_message_size` on
-    /// every gRPC call, and the body cap of `http://` branches. A longer answer is
-    /// [`Error::TooLarge`].
-    pub fn max_answer_bytes(mut self, limit: usize) -> Self {
-        self.limits.set_max_answer_bytes(limit);
-        self
-    }
-
-    /// The DTM servers [`DtmGrpcClient::with_server`] agrees to switch to when a branch
-    /// request names one in `dtm-dtm` (default [`TrustedServers::Own`]: only this client's
-    /// server). See [`dtmcli::trust`] for why.
-    pub fn trusted_servers(mut self, trusted: TrustedServers) -> Self {
-        self.trusted = trusted;
-        self
-    }
+    dtmcli::client_builder_settings!();
 
     /// The HTTP client for `http://` branches the SDK calls itself (feature `http`).
     #[cfg(feature = "http")]
