@@ -15,7 +15,7 @@
 //!
 //! ```no_run
 //! # #[cfg(feature = "mysql")]
-//! # async fn handler(xa: &dtm_barrier::xa::XaLocal<sqlx::MySql>, info: dtmcli::TransInfo) -> Result<(), dtmcli::Error> {
+//! # async fn handler(xa: &dtm_barrier::xa::XaLocal<sqlx::MySql, dtmcli::DtmClient>, info: dtmcli::TransInfo) -> Result<(), dtmcli::Error> {
 //! xa.handle(&info, |conn| {
 //!     Box::pin(async move {
 //!         sqlx::query("update dtm_busi.user_account set balance = balance + ? where user_id = ?")
@@ -31,7 +31,7 @@
 //! ```
 
 use dtmcli::transport::{BranchRegistration, RegistrationKind, Transport};
-use dtmcli::{DtmClient, Op, TransInfo};
+use dtmcli::{Op, TransInfo};
 use futures_util::future::BoxFuture;
 use sqlx::{ConnectOptions, Connection};
 
@@ -225,7 +225,7 @@ pub fn xid(info: &TransInfo) -> Result<String> {
 /// XA local transactions on one database: connection settings for the dedicated phase-1
 /// connections, the barrier table, and the transport (`T`: HTTP by default, any
 /// [`Transport`], such as `dtmgrpc::DtmGrpcClient`) a branch registers itself through.
-pub struct XaLocal<DB: XaDatabase, T: Transport = DtmClient> {
+pub struct XaLocal<DB: XaDatabase, T: Transport> {
     connect: <DB::Connection as Connection>::Options,
     config: BarrierConfig,
     dtm: T,
@@ -464,8 +464,10 @@ mod tests {
         let opts = sqlx::mysql::MySqlConnectOptions::from_str(
             "mysql://bank:s3cr3t-pw@db.example:3307/dtm_busi",
         )?;
-        let xa =
-            XaLocal::<sqlx::MySql>::new(opts, DtmClient::new("http://127.0.0.1:36789/api/dtmsvr")?);
+        let xa = XaLocal::<sqlx::MySql, _>::new(
+            opts,
+            dtmcli::DtmClient::new("http://127.0.0.1:36789/api/dtmsvr")?,
+        );
         let shown = format!("{xa:?}");
         assert!(!shown.contains("s3cr3t-pw"), "{shown}");
         assert!(shown.contains("db.example:3307/dtm_busi"), "{shown}");
@@ -479,9 +481,9 @@ mod tests {
         let opts = sqlx::postgres::PgConnectOptions::from_str(
             "postgres://bank:s3cr3t-pw@db.example:5433/busi",
         )?;
-        let xa = XaLocal::<sqlx::Postgres>::new(
+        let xa = XaLocal::<sqlx::Postgres, _>::new(
             opts,
-            DtmClient::new("http://127.0.0.1:36789/api/dtmsvr")?,
+            dtmcli::DtmClient::new("http://127.0.0.1:36789/api/dtmsvr")?,
         );
         let shown = format!("{xa:?}");
         assert!(!shown.contains("s3cr3t-pw"), "{shown}");

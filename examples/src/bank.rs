@@ -85,8 +85,8 @@ impl Db {
 struct Inner {
     mysql: MySqlPool,
     pg: PgPool,
-    xa_mysql: XaLocal<MySql>,
-    xa_pg: XaLocal<Postgres>,
+    xa_mysql: XaLocal<MySql, DtmClient>,
+    xa_pg: XaLocal<Postgres, DtmClient>,
     executed: Mutex<HashMap<(String, String), usize>>,
 }
 
@@ -367,7 +367,7 @@ async fn handle(
 async fn run<DB: BankDb>(
     bank: &Bank,
     pool: &Pool<DB>,
-    xa: &XaLocal<DB>,
+    xa: &XaLocal<DB, DtmClient>,
     handler: &str,
     info: TransInfo,
     req: BankReq,

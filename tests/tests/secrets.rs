@@ -191,7 +191,7 @@ async fn no_secret_in_errors_debug_or_logs() {
     // The planted value is really there: sqlx's own Debug shows it, so a derived Debug on
     // XaLocal would leak it and this test would fail.
     assert!(format!("{my:?}").contains(SECRET));
-    let xa_my = dtm_barrier::xa::XaLocal::<sqlx::MySql>::new(my, real.clone());
+    let xa_my = dtm_barrier::xa::XaLocal::<sqlx::MySql, _>::new(my, real.clone());
     seen.debug("XaLocal<MySql>", &xa_my);
     let xa_info =
         dtmcli::TransInfo::new("secret-xa", dtmcli::TransType::Xa, "01", dtmcli::Op::Commit);
@@ -204,7 +204,7 @@ async fn no_secret_in_errors_debug_or_logs() {
         .port(closed_port())
         .username("postgres")
         .password(SECRET);
-    let xa_pg = dtm_barrier::xa::XaLocal::<sqlx::Postgres>::new(pg, real.clone());
+    let xa_pg = dtm_barrier::xa::XaLocal::<sqlx::Postgres, _>::new(pg, real.clone());
     seen.debug("XaLocal<Postgres>", &xa_pg);
     seen.result(
         "XA phase 2 on a closed PostgreSQL port",

@@ -35,8 +35,8 @@ fn wfs() -> &'static Workflows {
                 let cb = format!("http://{}/wf", listener.local_addr().unwrap());
                 let dtm = DtmClient::new(dtm_url).unwrap();
                 let wfs = Workflows::http(dtm.clone(), cb);
-                let my: XaLocal<sqlx::MySql> = XaLocal::new(mysql_url().parse().unwrap(), dtm.clone());
-                let pg: XaLocal<sqlx::Postgres> = XaLocal::new(pg_url().parse().unwrap(), dtm);
+                let my: XaLocal<sqlx::MySql, _> = XaLocal::new(mysql_url().parse().unwrap(), dtm.clone());
+                let pg: XaLocal<sqlx::Postgres, _> = XaLocal::new(pg_url().parse().unwrap(), dtm);
                 let options = WfOptions {
                     trans: TransOptions::default().retry_interval(Duration::from_secs(1)),
                     ..Default::default()

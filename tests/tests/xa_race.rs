@@ -97,7 +97,7 @@ async fn mariadb_commit_waits_for_the_preparing_session_to_detach() {
         .await
         .unwrap();
 
-    let xa = XaLocal::<sqlx::MySql>::new(opts.clone(), dtm());
+    let xa = XaLocal::<sqlx::MySql, _>::new(opts.clone(), dtm());
     let commit = info(&gid, Op::Commit);
     // The server answers XAER_NOTA now, but the xid is prepared: not done.
     match xa.phase2(&commit).await {
@@ -167,7 +167,7 @@ async fn postgres_commit_prepared_and_repeats() {
         .await
         .unwrap();
 
-    let xa = XaLocal::<sqlx::Postgres>::new(opts.clone(), dtm());
+    let xa = XaLocal::<sqlx::Postgres, _>::new(opts.clone(), dtm());
     let commit = info(&gid, Op::Commit);
     xa.phase2(&commit).await.unwrap();
     let n: i64 = sqlx::query_scalar("select count(*) from public.xa_race where gid = $1")

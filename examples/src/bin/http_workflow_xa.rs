@@ -14,8 +14,8 @@ async fn main() -> Result<(), DemoError> {
     bank.open_account(Db::Mysql, a, 100).await?;
     bank.open_account(Db::Postgres, b, 0).await?;
     let wfs = Workflows::http(d.dtm.clone(), "http://127.0.0.1:1/unused-callback");
-    let my: XaLocal<sqlx::MySql> = XaLocal::new(mysql_url().parse()?, d.dtm.clone());
-    let pg: XaLocal<sqlx::Postgres> = XaLocal::new(pg_url().parse()?, d.dtm.clone());
+    let my: XaLocal<sqlx::MySql, _> = XaLocal::new(mysql_url().parse()?, d.dtm.clone());
+    let pg: XaLocal<sqlx::Postgres, _> = XaLocal::new(pg_url().parse()?, d.dtm.clone());
     wfs.register("xa", move |wf: Wf, input: Vec<u8>| {
         let (my, pg) = (my.clone(), pg.clone());
         async move {
