@@ -87,6 +87,9 @@
 //! [`RecordFormat`] compares the two.
 //!
 //! ## Feature flags
+//! - `http` (default): workflows over HTTP (`Workflows::http`) and the recording
+//!   `reqwest-middleware` middleware (`WorkflowMiddleware`, `send_http`). Without it (and with
+//!   `grpc`), reqwest is not built.
 //! - `axum` (default): [`Workflows::callback_router`].
 //! - `grpc`: workflows over gRPC (`Workflows::grpc`), the `workflow.Workflow/Execute`
 //!   service (`Workflows::grpc_service`), and `WorkflowLayer`, which records and replays
@@ -95,6 +98,7 @@
 
 #[cfg(feature = "grpc")]
 mod grpc;
+#[cfg(feature = "http")]
 mod http;
 mod lifecycle;
 mod options;
@@ -107,7 +111,11 @@ mod xa;
 
 #[cfg(feature = "grpc")]
 pub use grpc::{ExecuteService, WorkflowGrpc, WorkflowLayer};
+#[cfg(feature = "http")]
 pub use http::{dtm_error, into_dtm_error, send_http, WorkflowMiddleware};
+
+#[cfg(not(any(feature = "http", feature = "grpc")))]
+compile_error!("dtm-workflow needs a transport to DTM: enable `http` (default) or `grpc`");
 pub use options::WfOptions;
 pub use record::RecordFormat;
 pub use registry::Workflows;

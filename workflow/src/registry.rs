@@ -4,7 +4,9 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 
-use dtmcli::{DtmClient, Error, Result};
+#[cfg(feature = "http")]
+use dtmcli::DtmClient;
+use dtmcli::{Error, Result};
 
 use crate::lifecycle::{Execution, WfFn};
 use crate::options::WfOptions;
@@ -60,7 +62,8 @@ impl std::fmt::Debug for Workflows {
 impl Workflows {
     /// Workflows over HTTP: `dtm` is the DTM server, `callback_url` the URL of this
     /// service's callback route (see [`Workflows::callback_router`]) that DTM calls to
-    /// resume an unfinished workflow.
+    /// resume an unfinished workflow (feature `http`).
+    #[cfg(feature = "http")]
     pub fn http(dtm: DtmClient, callback_url: impl Into<String>) -> Self {
         Workflows(Arc::new(Inner {
             transport: Transport::Http(dtm),

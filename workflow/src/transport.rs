@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use bytes::Bytes;
 use dtmcli::transport::{BranchRegistration, DtmOp, RegistrationKind, Transport as DtmTransport};
-use dtmcli::{
-    DtmClient, Error, Limits, Result, TransOptions, TransRequest, TransStatus, TransType,
-};
+#[cfg(feature = "http")]
+use dtmcli::DtmClient;
+use dtmcli::{Error, Limits, Result, TransOptions, TransRequest, TransStatus, TransType};
 
 use crate::record::RecordFormat;
 
@@ -23,6 +23,7 @@ const RESULT_OP: &str = "result";
 #[derive(Debug, Clone)]
 pub(crate) enum Transport {
     /// HTTP: `prepareWorkflow`, `registerBranch`, `submit` on the DTM HTTP API.
+    #[cfg(feature = "http")]
     Http(DtmClient),
     /// gRPC: the same calls on `dtmgimp.Dtm`.
     #[cfg(feature = "grpc")]
@@ -52,6 +53,7 @@ pub(crate) enum Prepared {
 macro_rules! each {
     ($self:expr, $c:ident => $body:expr) => {
         match $self {
+            #[cfg(feature = "http")]
             Transport::Http($c) => $body,
             #[cfg(feature = "grpc")]
             Transport::Grpc($c) => $body,
@@ -108,7 +110,7 @@ impl Transport {
         status: &str,
         data: Bytes,
     ) -> Result<()> {
-        if matches!(self, Transport::Http(_)) && std::str::from_utf8(&data).is_err() {
+        if self.protocol() == "http" && std::str::from_utf8(&data).is_err() {
             // Only the Go record format stores raw bytes; DTM's HTTP API takes a record as
             // JSON text, and a lossy copy would replay other bytes than the step produced.
             return Err(Error::invalid(format!(
