@@ -130,8 +130,7 @@ fn normalize_server(s: &str) -> Result<String> {
 }
 
 /// The URLs of the calls every transaction makes, parsed once per server rather than
-/// formatted and parsed again on every call.
-#[derive(Debug)]
+/// formatted and parsed again on every call. No `Debug`: the URLs may carry credentials.
 struct Endpoints {
     prepare: reqwest::Url,
     submit: reqwest::Url,
@@ -345,13 +344,25 @@ impl DtmClient {
     /// POSTs a global-transaction body to `<server>/<op>` and checks that DTM answered
     /// `{"dtm_result":"SUCCESS"}` (anything else is [`Error::Decode`]); returns that body.
     pub async fn call(&self, op: &'static str, body: &TransRequest) -> Result<Bytes> {
+        self.trans_call(op, body).await
+    }
+
+    /// [`DtmClient::call`], with the body encoded before the returned future is first
+    /// polled: the future does not borrow `body`, so a caller can drop it while waiting.
+    fn trans_call<'a>(
+        &'a self,
+        op: &'static str,
+        body: &TransRequest,
+    ) -> impl Future<Output = Result<Bytes>> + Send + 'a {
         let (req, url) = self.post(op);
+        let req = req.json(body);
+        let timeout = self.timeout_for(body);
         tracing::debug!(gid = %body.gid, trans_type = %body.trans_type, "call dtm {op}");
-        let answer = self
-            .send(op, req.json(body), &url, self.timeout_for(body), true)
-            .await?;
-        Self::expect_success(&url, &answer)?;
-        Ok(answer)
+        async move {
+            let answer = self.send(op, req, &url, timeout, true).await?;
+            Self::expect_success(&url, &answer)?;
+            Ok(answer)
+        }
     }
 
     /// A POST to `<server>/<op>`: a parsed endpoint for the calls every transaction makes.
@@ -660,8 +671,9 @@ impl Transport for DtmClient {
         DtmClient::with_server(self, server)
     }
 
-    fn check_request(&self, _req: &TransRequest) -> Result<()> {
-        Ok(())
+    /// Payloads travel as JSON strings: they must be text.
+    fn check_request(&self, req: &TransRequest) -> Result<()> {
+        crate::wire::check_text_payloads(req)
     }
 
     /// Any URL: DTM itself calls a branch over gRPC when its URL is not `http(s)://`, so one
@@ -672,15 +684,9 @@ impl Transport for DtmClient {
 
     fn call_dtm(&self, op: DtmOp, req: TransRequest) -> impl Future<Output = Result<()>> + Send {
         // Encoded now, so that only the body is held while the call waits.
-        let (builder, url) = self.post(op.as_str());
-        let builder = builder.json(&req);
-        let timeout = self.timeout_for(&req);
-        tracing::debug!(gid = %req.gid, trans_type = %req.trans_type, "call dtm {}", op.as_str());
+        let call = self.trans_call(op.as_str(), &req);
         drop(req);
-        async move {
-            let answer = self.send(op.as_str(), builder, &url, timeout, true).await?;
-            Self::expect_success(&url, &answer)
-        }
+        async move { call.await.map(drop) }
     }
 
     async fn register(&self, reg: &BranchRegistration) -> Result<()> {

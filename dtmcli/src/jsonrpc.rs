@@ -200,8 +200,9 @@ impl Transport for JsonRpcClient {
         self.0.with_server(server).map(JsonRpcClient)
     }
 
-    fn check_request(&self, _req: &TransRequest) -> Result<()> {
-        Ok(())
+    /// Payloads travel as JSON strings: they must be text.
+    fn check_request(&self, req: &TransRequest) -> Result<()> {
+        crate::wire::check_text_payloads(req)
     }
 
     fn check_branch_url(&self, _url: &str) -> Result<()> {

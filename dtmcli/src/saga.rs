@@ -189,4 +189,24 @@ mod tests {
         let not_conc = c.saga("g").add("a", "c", &1).add_branch_order(3, &[0]);
         assert_eq!(not_conc.request().unwrap().custom_data, "");
     }
+
+    #[tokio::test]
+    async fn binary_payload_is_refused_before_sending() {
+        // Port 1 refuses connections: an attempt to send would be a transport error.
+        let c = DtmClient::new("http://127.0.0.1:1/api/dtmsvr").unwrap();
+        let e = c
+            .saga("g")
+            .add_raw("http://a", "", vec![0xff, 0xfe])
+            .submit()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
+        let e = c
+            .msg("g")
+            .add_raw("http://a", vec![0xff])
+            .prepare("http://q")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
+    }
 }

@@ -244,6 +244,19 @@ impl TransStatus {
     }
 }
 
+/// Checks that every payload is text, as DTM's JSON API carries payloads: a typed
+/// [`crate::Error::InvalidInput`] before anything is sent, rather than a serializer error
+/// from inside the HTTP client.
+pub(crate) fn check_text_payloads(req: &TransRequest) -> crate::Result<()> {
+    match req.payloads.iter().position(|p| std::str::from_utf8(p).is_err()) {
+        None => Ok(()),
+        Some(i) => Err(crate::Error::invalid(format!(
+            "payload {i} of {} is not UTF-8 text, which DTM's JSON API cannot carry: send it over gRPC",
+            req.gid
+        ))),
+    }
+}
+
 fn payloads_as_text<S: serde::Serializer>(p: &[Bytes], s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::{Error, SerializeSeq};
     let mut seq = s.serialize_seq(Some(p.len()))?;

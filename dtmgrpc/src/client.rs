@@ -334,10 +334,10 @@ impl From<&TransRequest> for DtmRequest {
     }
 }
 
-/// Checks a gid the SDK creates a transaction with: [`dtmcli::identity::check_gid`], and
-/// printable ASCII, since it travels to branches as gRPC metadata (`dtm-gid`).
-pub(crate) fn check_gid(gid: &str) -> Result<()> {
-    dtmcli::identity::check_gid(gid)?;
+/// What gRPC adds to the gid rules the modes already checked
+/// ([`dtmcli::identity::check_gid`]): printable ASCII, since the gid travels to branches as
+/// gRPC metadata (`dtm-gid`).
+fn check_gid_is_metadata(gid: &str) -> Result<()> {
     if !printable_ascii(gid.as_bytes()) {
         return Err(Error::invalid(format!(
             "gid {gid:?} must be printable ASCII: it travels to branches as gRPC metadata"
@@ -487,38 +487,50 @@ impl DtmGrpcClient {
 
     /// `Prepare`: creates the transaction in status `prepared`.
     pub async fn prepare(&self, req: &DtmRequest) -> Result<()> {
-        let r = req.clone();
-        self.call(
-            "Prepare",
-            &req.gid,
-            self.timeout_for(req),
-            |mut s| async move { s.prepare(r).await },
-        )
-        .await
+        self.trans_call(DtmOp::Prepare, req.clone()).await
     }
 
     /// `Submit`: creates or submits the transaction.
     pub async fn submit(&self, req: &DtmRequest) -> Result<()> {
-        let r = req.clone();
-        self.call(
-            "Submit",
-            &req.gid,
-            self.timeout_for(req),
-            |mut s| async move { s.submit(r).await },
-        )
-        .await
+        self.trans_call(DtmOp::Submit, req.clone()).await
     }
 
     /// `Abort`: rolls back a prepared TCC/XA transaction or fails a prepared msg.
     pub async fn abort(&self, req: &DtmRequest) -> Result<()> {
-        let r = req.clone();
-        self.call(
-            "Abort",
-            &req.gid,
-            self.timeout_for(req),
-            |mut s| async move { s.abort(r).await },
-        )
-        .await
+        self.trans_call(DtmOp::Abort, req.clone()).await
+    }
+
+    /// `Prepare`, `Submit` or `Abort` with a request it owns (moved into the call, not
+    /// copied).
+    async fn trans_call(&self, op: DtmOp, r: DtmRequest) -> Result<()> {
+        let timeout = self.timeout_for(&r);
+        let gid = r.gid.clone();
+        match op {
+            DtmOp::Prepare => {
+                self.call("Prepare", &gid, timeout, |mut s| async move {
+                    s.prepare(r).await
+                })
+                .await
+            }
+            DtmOp::Submit => {
+                self.call(
+                    "Submit",
+                    &gid,
+                    timeout,
+                    |mut s| async move { s.submit(r).await },
+                )
+                .await
+            }
+            DtmOp::Abort => {
+                self.call(
+                    "Abort",
+                    &gid,
+                    timeout,
+                    |mut s| async move { s.abort(r).await },
+                )
+                .await
+            }
+        }
     }
 
     /// `RegisterBranch` (tcc: `Data {confirm, cancel}` and the try message as
@@ -779,7 +791,7 @@ impl Transport for DtmGrpcClient {
     /// The gid and the branch headers travel to branches as metadata: both must be valid
     /// there.
     fn check_request(&self, req: &TransRequest) -> Result<()> {
-        check_gid(&req.gid)?;
+        check_gid_is_metadata(&req.gid)?;
         check_branch_headers(&req.branch_headers)
     }
 
@@ -791,36 +803,7 @@ impl Transport for DtmGrpcClient {
         // Converted now and moved into the call: one message in memory while it waits.
         let r = DtmRequest::from(&req);
         drop(req);
-        let timeout = self.timeout_for(&r);
-        let gid = r.gid.clone();
-        async move {
-            match op {
-                DtmOp::Prepare => {
-                    self.call("Prepare", &gid, timeout, |mut s| async move {
-                        s.prepare(r).await
-                    })
-                    .await
-                }
-                DtmOp::Submit => {
-                    self.call(
-                        "Submit",
-                        &gid,
-                        timeout,
-                        |mut s| async move { s.submit(r).await },
-                    )
-                    .await
-                }
-                DtmOp::Abort => {
-                    self.call(
-                        "Abort",
-                        &gid,
-                        timeout,
-                        |mut s| async move { s.abort(r).await },
-                    )
-                    .await
-                }
-            }
-        }
+        self.trans_call(op, r)
     }
 
     async fn register(&self, reg: &BranchRegistration) -> Result<()> {
