@@ -75,7 +75,7 @@ use dtm_examples::grpc_busi::pb::busi_server::{Busi as BusiService, BusiServer};
 use dtm_examples::grpc_busi::pb::{BusiReply, ReqGrpc};
 use dtm_examples::server::{DtmServer, DtmServerConfig};
 use dtm_workflow::{send_http, Wf, WorkflowGrpc, WorkflowLayer, WorkflowMiddleware, Workflows};
-use dtmcli::{DtmClient, JsonRpcClient, Tcc, TransOptions};
+use dtmcli::{DtmClient, Encode, Json, JsonRpcClient, Tcc, TransOptions, Transport};
 use dtmgrpc::DtmGrpcClient;
 use prost::Message;
 use tonic::transport::Channel;
@@ -145,20 +145,20 @@ impl Mode {
 /// for branch URLs naming a `method`); DTM has no workflow over JSON-RPC, so that case is
 /// skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Transport {
+enum Protocol {
     Http,
     Grpc,
     JsonRpc,
 }
 
-impl Transport {
-    const ALL: [Transport; 3] = [Transport::Http, Transport::Grpc, Transport::JsonRpc];
+impl Protocol {
+    const ALL: [Protocol; 3] = [Protocol::Http, Protocol::Grpc, Protocol::JsonRpc];
 
     fn name(self) -> &'static str {
         match self {
-            Transport::Http => "http",
-            Transport::Grpc => "grpc",
-            Transport::JsonRpc => "json-rpc",
+            Protocol::Http => "http",
+            Protocol::Grpc => "grpc",
+            Protocol::JsonRpc => "json-rpc",
         }
     }
 }
@@ -174,7 +174,7 @@ struct Config {
     iters: usize,
     warmup: usize,
     modes: Vec<Mode>,
-    transports: Vec<Transport>,
+    transports: Vec<Protocol>,
     concurrency: Vec<usize>,
     inflight: usize,
     store: String,
@@ -245,8 +245,8 @@ impl Config {
             transports: env_list(
                 "CLIENT_COST_TRANSPORTS",
                 "http,grpc,json-rpc",
-                &Transport::ALL,
-                Transport::name,
+                &Protocol::ALL,
+                Protocol::name,
             )?,
             concurrency,
             inflight: env_num("CLIENT_COST_INFLIGHT", 10_000)?,
@@ -629,118 +629,94 @@ impl Env {
     }
 }
 
+/// A two-step saga over any transport: the mode is written once in dtmcli, so is this.
+async fn saga_on<T: Transport, P: Encode<T::Encoding>>(
+    t: &T,
+    u: &Urls,
+    req: &P,
+    gid: &str,
+) -> dtmcli::Result<()> {
+    dtmcli::saga::Saga::new(t.clone(), gid)
+        .add(&u.out, &u.out_revert, req)
+        .add(&u.inn, &u.in_revert, req)
+        .submit()
+        .await
+}
+
+/// A two-step msg over any transport.
+async fn msg_on<T: Transport, P: Encode<T::Encoding>>(
+    t: &T,
+    u: &Urls,
+    req: &P,
+    gid: &str,
+) -> dtmcli::Result<()> {
+    dtmcli::msg::Msg::new(t.clone(), gid)
+        .add(&u.out, req)
+        .add(&u.inn, req)
+        .submit()
+        .await
+}
+
+/// A TCC with two branches over a JSON transport (HTTP, JSON-RPC).
+async fn tcc_json<T: Transport<Encoding = Json>>(
+    t: &T,
+    u: &Urls,
+    req: &BusiReq,
+    gid: &str,
+) -> dtmcli::Result<()> {
+    Tcc::run(t, gid, TransOptions::default(), |tcc| async move {
+        tcc.call_branch(req, &u.out_try, &u.out_confirm, &u.out_cancel)
+            .await?;
+        tcc.call_branch(req, &u.in_try, &u.in_confirm, &u.in_cancel)
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
 /// One global transaction of `mode` over `transport`, as an application would run it.
 async fn one_transaction(
     env: &Env,
     mode: Mode,
-    transport: Transport,
+    transport: Protocol,
     gid: &str,
 ) -> dtmcli::Result<()> {
+    let (hu, gu, jr, gr) = (&env.http_urls, &env.grpc_urls, &env.json_req, &env.grpc_req);
     match (mode, transport) {
-        (Mode::Saga, Transport::Http) => {
-            let (u, req) = (&env.http_urls, &env.json_req);
-            env.http
-                .saga(gid)
-                .add(&u.out, &u.out_revert, req)
-                .add(&u.inn, &u.in_revert, req)
-                .submit()
-                .await
-        }
-        (Mode::Saga, Transport::Grpc) => {
-            let (u, req) = (&env.grpc_urls, &env.grpc_req);
+        (Mode::Saga, Protocol::Http) => saga_on(&env.http, hu, jr, gid).await,
+        (Mode::Saga, Protocol::Grpc) => saga_on(&env.grpc, gu, gr, gid).await,
+        (Mode::Saga, Protocol::JsonRpc) => saga_on(&env.jrpc, hu, jr, gid).await,
+        (Mode::Msg, Protocol::Http) => msg_on(&env.http, hu, jr, gid).await,
+        (Mode::Msg, Protocol::Grpc) => msg_on(&env.grpc, gu, gr, gid).await,
+        (Mode::Msg, Protocol::JsonRpc) => msg_on(&env.jrpc, hu, jr, gid).await,
+        (Mode::Tcc, Protocol::Http) => tcc_json(&env.http, hu, jr, gid).await,
+        (Mode::Tcc, Protocol::JsonRpc) => tcc_json(&env.jrpc, hu, jr, gid).await,
+        (Mode::Tcc, Protocol::Grpc) => {
             env.grpc
-                .saga(gid)
-                .add(&u.out, &u.out_revert, req)
-                .add(&u.inn, &u.in_revert, req)
-                .submit()
-                .await
-        }
-        (Mode::Saga, Transport::JsonRpc) => {
-            let (u, req) = (&env.http_urls, &env.json_req);
-            env.jrpc
-                .saga(gid)
-                .add(&u.out, &u.out_revert, req)
-                .add(&u.inn, &u.in_revert, req)
-                .submit()
-                .await
-        }
-        (Mode::Msg, Transport::JsonRpc) => {
-            let (u, req) = (&env.http_urls, &env.json_req);
-            env.jrpc
-                .msg(gid)
-                .add(&u.out, req)
-                .add(&u.inn, req)
-                .submit()
-                .await
-        }
-        (Mode::Tcc, Transport::JsonRpc) => {
-            let (u, req) = (&env.http_urls, &env.json_req);
-            Tcc::run(&env.jrpc, gid, TransOptions::default(), |tcc| async move {
-                tcc.call_branch(req, &u.out_try, &u.out_confirm, &u.out_cancel)
-                    .await?;
-                tcc.call_branch(req, &u.in_try, &u.in_confirm, &u.in_cancel)
-                    .await?;
-                Ok(())
-            })
-            .await
-        }
-        (Mode::Workflow, Transport::JsonRpc) => {
-            Err(dtmcli::Error::invalid("DTM has no workflow over JSON-RPC"))
-        }
-        (Mode::Msg, Transport::Http) => {
-            let (u, req) = (&env.http_urls, &env.json_req);
-            env.http
-                .msg(gid)
-                .add(&u.out, req)
-                .add(&u.inn, req)
-                .submit()
-                .await
-        }
-        (Mode::Msg, Transport::Grpc) => {
-            let (u, req) = (&env.grpc_urls, &env.grpc_req);
-            env.grpc
-                .msg(gid)
-                .add(&u.out, req)
-                .add(&u.inn, req)
-                .submit()
-                .await
-        }
-        (Mode::Tcc, Transport::Http) => {
-            let (u, req) = (&env.http_urls, &env.json_req);
-            env.http
                 .tcc_global_transaction(gid, TransOptions::default(), |tcc| async move {
-                    tcc.call_branch(req, &u.out_try, &u.out_confirm, &u.out_cancel)
+                    let _: BusiReply = tcc
+                        .call_branch(gr, &gu.out_try, &gu.out_confirm, &gu.out_cancel)
                         .await?;
-                    tcc.call_branch(req, &u.in_try, &u.in_confirm, &u.in_cancel)
+                    let _: BusiReply = tcc
+                        .call_branch(gr, &gu.in_try, &gu.in_confirm, &gu.in_cancel)
                         .await?;
                     Ok(())
                 })
                 .await
         }
-        (Mode::Tcc, Transport::Grpc) => {
-            let (u, req) = (&env.grpc_urls, &env.grpc_req);
-            env.grpc
-                .tcc_global_transaction(gid, TransOptions::default(), |tcc| async move {
-                    let _: BusiReply = tcc
-                        .call_branch(req, &u.out_try, &u.out_confirm, &u.out_cancel)
-                        .await?;
-                    let _: BusiReply = tcc
-                        .call_branch(req, &u.in_try, &u.in_confirm, &u.in_cancel)
-                        .await?;
-                    Ok(())
-                })
-                .await
-        }
-        (Mode::Workflow, Transport::Http) => env
+        (Mode::Workflow, Protocol::Http) => env
             .wf_http
             .execute(WF_NAME, gid, &env.json_body)
             .await
             .map(drop),
-        (Mode::Workflow, Transport::Grpc) => env
+        (Mode::Workflow, Protocol::Grpc) => env
             .wf_grpc
             .execute(WF_NAME, gid, &env.grpc_body)
             .await
             .map(drop),
+        (Mode::Workflow, Protocol::JsonRpc) => {
+            Err(dtmcli::Error::invalid("DTM has no workflow over JSON-RPC"))
+        }
     }
 }
 
@@ -762,7 +738,7 @@ struct Loop {
 async fn run_loop(
     env: &Arc<Env>,
     mode: Mode,
-    transport: Transport,
+    transport: Protocol,
     concurrency: usize,
     n: usize,
     prefix: &str,
@@ -879,7 +855,7 @@ impl Watch {
 #[derive(Debug)]
 struct Row {
     mode: Mode,
-    transport: Transport,
+    transport: Protocol,
     concurrency: usize,
     ok: usize,
     errors: usize,
@@ -908,7 +884,7 @@ async fn run_case(
     cfg: &Config,
     run: &str,
     mode: Mode,
-    transport: Transport,
+    transport: Protocol,
     concurrency: usize,
 ) -> Result<Row, BoxError> {
     let tag = format!("{run}-{}-{}-{concurrency}", mode.name(), transport.name());
@@ -997,7 +973,7 @@ async fn inflight_probe(args: &[String]) -> Result<(), BoxError> {
         return Err(format!("{CHILD_INFLIGHT}: 6 arguments expected, got {args:?}").into());
     };
     let n: usize = n.parse()?;
-    let transport = Transport::ALL
+    let transport = Protocol::ALL
         .into_iter()
         .find(|t| t.name() == transport)
         .ok_or_else(|| format!("unknown transport {transport}"))?;
@@ -1019,27 +995,9 @@ async fn inflight_probe(args: &[String]) -> Result<(), BoxError> {
             let now = in_flight.fetch_add(1, Ordering::Relaxed) + 1;
             max_in_flight.fetch_max(now, Ordering::Relaxed);
             let r = match transport {
-                Transport::Http => {
-                    http.saga(&gid)
-                        .add(&hu.out, &hu.out_revert, jr)
-                        .add(&hu.inn, &hu.in_revert, jr)
-                        .submit()
-                        .await
-                }
-                Transport::Grpc => {
-                    grpc.saga(&gid)
-                        .add(&gu.out, &gu.out_revert, gr)
-                        .add(&gu.inn, &gu.in_revert, gr)
-                        .submit()
-                        .await
-                }
-                Transport::JsonRpc => {
-                    jrpc.saga(&gid)
-                        .add(&hu.out, &hu.out_revert, jr)
-                        .add(&hu.inn, &hu.in_revert, jr)
-                        .submit()
-                        .await
-                }
+                Protocol::Http => saga_on(http, hu, jr, &gid).await,
+                Protocol::Grpc => saga_on(grpc, gu, gr, &gid).await,
+                Protocol::JsonRpc => saga_on(jrpc, hu, jr, &gid).await,
             };
             in_flight.fetch_sub(1, Ordering::Relaxed);
             r.map_err(|e| format!("{gid}: {e}"))
@@ -1079,7 +1037,7 @@ async fn inflight_probe(args: &[String]) -> Result<(), BoxError> {
 fn run_inflight(
     server: &DtmServer,
     busi: &BranchChild,
-    transport: Transport,
+    transport: Protocol,
     n: usize,
 ) -> Result<Inflight, BoxError> {
     let out = Command::new(std::env::current_exe()?)
@@ -1193,7 +1151,7 @@ async fn bench() -> Result<(), BoxError> {
     let mut failures = Vec::new();
     for &mode in &cfg.modes {
         for &transport in &cfg.transports {
-            if mode == Mode::Workflow && transport == Transport::JsonRpc {
+            if mode == Mode::Workflow && transport == Protocol::JsonRpc {
                 continue;
             }
             for &concurrency in &cfg.concurrency {
