@@ -518,11 +518,13 @@ impl DtmClient {
     /// Admin (`resetCronTime`): schedules up to `limit` unfinished transactions whose next
     /// retry lies more than `after` ahead for now, so that work held back by retry backoff
     /// during an outage resumes at once. Returns how many were rescheduled and whether more
-    /// remain (call again until it says none).
+    /// remain (call again until it says none). `after` is sent in whole seconds, rounded up
+    /// and at most [`crate::MAX_WIRE_DURATION`].
     pub async fn reset_cron_time(&self, after: Duration, limit: u32) -> Result<CronReset> {
         let u = self.url("resetCronTime");
         let req = self.http.get(&u).query(&[
-            ("timeout", after.as_secs().to_string()),
+            // Whole seconds, at most 100 years: DTM multiplies them into a Go duration.
+            ("timeout", crate::options::secs(Some(after)).to_string()),
             ("limit", limit.to_string()),
         ]);
         let answer = self

@@ -142,6 +142,11 @@ async fn extreme_durations_go_over_the_wire() {
     let q = dtm.query(&gid).await.unwrap();
     assert_eq!(q.transaction.unwrap().status, "succeed");
 
+    // resetCronTime with an "after" of forever is accepted: sent as at most 100 years, which
+    // DTM's Go duration holds (u64::MAX seconds used to reach DTM and fail its parsing).
+    let r = dtm.reset_cron_time(Duration::MAX, 10).await.unwrap();
+    assert!(!r.has_remaining, "{r:?}");
+
     // A msg delayed "forever" is accepted and held.
     let gid = crate::gid("max-delay");
     dtm.msg(&gid)
