@@ -247,6 +247,7 @@ impl TransStatus {
 /// Checks that every payload is text, as DTM's JSON API carries payloads: a typed
 /// [`crate::Error::InvalidInput`] before anything is sent, rather than a serializer error
 /// from inside the HTTP client.
+#[cfg(feature = "http")]
 pub(crate) fn check_text_payloads(req: &TransRequest) -> crate::Result<()> {
     match req.payloads.iter().position(|p| std::str::from_utf8(p).is_err()) {
         None => Ok(()),
