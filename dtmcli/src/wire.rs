@@ -24,39 +24,39 @@ fn is_zero(n: &i64) -> bool {
 #[non_exhaustive]
 pub struct TransRequest {
     /// Global id.
-    pub gid: String,
+    pub(crate) gid: String,
     /// `saga`, `msg`, `tcc`, `xa` or `workflow`.
-    pub trans_type: String,
+    pub(crate) trans_type: String,
     /// Mode-specific JSON text (saga concurrency and orders, msg delay, workflow name/data).
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub custom_data: String,
+    pub(crate) custom_data: String,
     /// Run synchronously inside the request.
     #[serde(default, skip_serializing_if = "is_false")]
-    pub wait_result: bool,
+    pub(crate) wait_result: bool,
     /// Seconds.
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub timeout_to_fail: i64,
+    pub(crate) timeout_to_fail: i64,
     /// Seconds.
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub request_timeout: i64,
+    pub(crate) request_timeout: i64,
     /// Seconds.
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub retry_interval: i64,
+    pub(crate) retry_interval: i64,
     /// Headers for branch calls.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub branch_headers: BTreeMap<String, String>,
+    pub(crate) branch_headers: BTreeMap<String, String>,
     /// msg: run branches concurrently. Always sent.
     #[serde(default)]
-    pub concurrent: bool,
+    pub(crate) concurrent: bool,
     /// Saga retry limit.
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub retry_limit: i64,
+    pub(crate) retry_limit: i64,
     /// Server-side counter; clients leave it 0.
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub retry_count: i64,
+    pub(crate) retry_count: i64,
     /// Steps: `{"action":..,"compensate":..}` (saga) or `{"action":..}` (msg).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub steps: Vec<BTreeMap<String, String>>,
+    pub(crate) steps: Vec<BTreeMap<String, String>>,
     /// One payload per step, as encoded by the transaction's encoding: JSON text travels as
     /// strings over HTTP (a payload that is not UTF-8 cannot be sent there), bytes over gRPC.
     /// Cloning a request shares the payloads instead of copying them.
@@ -66,19 +66,19 @@ pub struct TransRequest {
         serialize_with = "payloads_as_text",
         deserialize_with = "payloads_from_text"
     )]
-    pub payloads: Vec<Bytes>,
+    pub(crate) payloads: Vec<Bytes>,
     /// msg back-check URL / workflow callback URL.
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub query_prepared: String,
+    pub(crate) query_prepared: String,
     /// `""`/`http`, `grpc`, `json-rpc`. Always sent.
     #[serde(default)]
-    pub protocol: String,
+    pub(crate) protocol: String,
     /// Reason recorded on abort.
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub rollback_reason: String,
+    pub(crate) rollback_reason: String,
     /// Workflow submit: status, rollback_reason and result.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub req_extra: BTreeMap<String, String>,
+    pub(crate) req_extra: BTreeMap<String, String>,
 }
 
 impl TransRequest {
@@ -91,6 +91,117 @@ impl TransRequest {
         };
         r.apply_options(options);
         r
+    }
+
+    /// Global id.
+    pub fn gid(&self) -> &str {
+        &self.gid
+    }
+
+    /// `saga`, `msg`, `tcc`, `xa` or `workflow`.
+    pub fn trans_type(&self) -> &str {
+        &self.trans_type
+    }
+
+    /// Mode-specific JSON text (saga concurrency and orders, msg delay, workflow name/data).
+    pub fn custom_data(&self) -> &str {
+        &self.custom_data
+    }
+
+    /// Sets the mode-specific JSON text.
+    pub fn set_custom_data(&mut self, custom_data: impl Into<String>) {
+        self.custom_data = custom_data.into();
+    }
+
+    /// Whether DTM runs the transaction inside the request.
+    pub fn wait_result(&self) -> bool {
+        self.wait_result
+    }
+
+    /// `timeout_to_fail` in whole seconds (0: DTM's default).
+    pub fn timeout_to_fail(&self) -> i64 {
+        self.timeout_to_fail
+    }
+
+    /// `request_timeout` in whole seconds (0: DTM's default).
+    pub fn request_timeout(&self) -> i64 {
+        self.request_timeout
+    }
+
+    /// `retry_interval` in whole seconds (0: DTM's default).
+    pub fn retry_interval(&self) -> i64 {
+        self.retry_interval
+    }
+
+    /// Headers DTM adds to its branch calls.
+    pub fn branch_headers(&self) -> &BTreeMap<String, String> {
+        &self.branch_headers
+    }
+
+    /// msg: whether DTM runs the branches concurrently.
+    pub fn concurrent(&self) -> bool {
+        self.concurrent
+    }
+
+    /// The retry limit (0: none).
+    pub fn retry_limit(&self) -> i64 {
+        self.retry_limit
+    }
+
+    /// Steps: `{"action":..,"compensate":..}` (saga) or `{"action":..}` (msg).
+    pub fn steps(&self) -> &[BTreeMap<String, String>] {
+        &self.steps
+    }
+
+    /// Appends a step and its payload (they stay one payload per step).
+    pub fn push_step(&mut self, step: BTreeMap<String, String>, payload: impl Into<Bytes>) {
+        self.steps.push(step);
+        self.payloads.push(payload.into());
+    }
+
+    /// One payload per step, as the transaction's encoding wrote it.
+    pub fn payloads(&self) -> &[Bytes] {
+        &self.payloads
+    }
+
+    /// msg back-check URL / workflow callback URL.
+    pub fn query_prepared(&self) -> &str {
+        &self.query_prepared
+    }
+
+    /// Sets the msg back-check URL / workflow callback URL.
+    pub fn set_query_prepared(&mut self, url: impl Into<String>) {
+        self.query_prepared = url.into();
+    }
+
+    /// `""`/`http`, `grpc`, `json-rpc`.
+    pub fn protocol(&self) -> &str {
+        &self.protocol
+    }
+
+    /// Sets the protocol DTM uses to call the branches back.
+    pub fn set_protocol(&mut self, protocol: impl Into<String>) {
+        self.protocol = protocol.into();
+    }
+
+    /// Reason recorded on abort.
+    pub fn rollback_reason(&self) -> &str {
+        &self.rollback_reason
+    }
+
+    /// Sets the reason recorded on abort.
+    pub fn set_rollback_reason(&mut self, reason: impl Into<String>) {
+        self.rollback_reason = reason.into();
+    }
+
+    /// Workflow submit: status, rollback_reason and result.
+    pub fn req_extra(&self) -> &BTreeMap<String, String> {
+        &self.req_extra
+    }
+
+    /// Sets one `req_extra` entry (workflow submit: status, rollback_reason, result).
+    pub fn set_req_extra(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.req_extra.insert(key.into(), value.into());
     }
 
     /// Copies the options into their flat wire fields.

@@ -206,8 +206,8 @@ async fn extreme_durations_do_not_panic() {
         .with_options(options.clone());
     let req = msg.submit_request().unwrap();
     let max = i64::try_from(dtmcli::MAX_WIRE_DURATION.as_secs()).unwrap();
-    assert_eq!(req.custom_data, format!(r#"{{"delay":{max}}}"#));
-    assert_eq!(req.request_timeout, max);
+    assert_eq!(req.custom_data(), format!(r#"{{"delay":{max}}}"#));
+    assert_eq!(req.request_timeout(), max);
     msg.submit().await.unwrap();
     assert_eq!(dtm.call_timeout(Some(Duration::MAX)), dtmcli::MAX_TIMEOUT);
 }

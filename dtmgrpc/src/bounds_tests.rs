@@ -301,7 +301,7 @@ async fn extreme_durations_do_not_panic() {
         .delay(Duration::MAX)
         .with_options(o.clone());
     let s = m.submit_request().unwrap();
-    assert!(s.custom_data.contains("delay"), "{}", s.custom_data);
+    assert!(s.custom_data().contains("delay"), "{}", s.custom_data());
     let s = DtmRequest::from(&c.saga("g1").with_options(o).request().unwrap());
     assert!(s.trans_options.unwrap().request_timeout > 0);
 }

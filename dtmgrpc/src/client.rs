@@ -302,12 +302,12 @@ fn deadline_error(target: &str, timeout: Duration) -> Error {
 /// The gRPC options message of a wire body's flat options.
 fn options_of(r: &TransRequest) -> DtmTransOptions {
     DtmTransOptions {
-        wait_result: r.wait_result,
-        timeout_to_fail: r.timeout_to_fail,
-        retry_interval: r.retry_interval,
-        branch_headers: r.branch_headers.clone(),
-        request_timeout: r.request_timeout,
-        retry_limit: r.retry_limit,
+        wait_result: r.wait_result(),
+        timeout_to_fail: r.timeout_to_fail(),
+        retry_interval: r.retry_interval(),
+        branch_headers: r.branch_headers().clone(),
+        request_timeout: r.request_timeout(),
+        retry_limit: r.retry_limit(),
     }
 }
 
@@ -315,21 +315,21 @@ fn options_of(r: &TransRequest) -> DtmTransOptions {
 /// there are none, as the Go SDK sends them; payloads as bytes).
 impl From<&TransRequest> for DtmRequest {
     fn from(r: &TransRequest) -> Self {
-        let steps = if r.steps.is_empty() {
+        let steps = if r.steps().is_empty() {
             "null".to_string()
         } else {
-            serde_json::to_string(&r.steps).unwrap_or_else(|_| "null".to_string())
+            serde_json::to_string(r.steps()).unwrap_or_else(|_| "null".to_string())
         };
         DtmRequest {
-            gid: r.gid.clone(),
-            trans_type: r.trans_type.clone(),
+            gid: r.gid().to_string(),
+            trans_type: r.trans_type().to_string(),
             trans_options: Some(options_of(r)),
-            customed_data: r.custom_data.clone(),
-            bin_payloads: r.payloads.clone(),
-            query_prepared: r.query_prepared.clone(),
+            customed_data: r.custom_data().to_string(),
+            bin_payloads: r.payloads().to_vec(),
+            query_prepared: r.query_prepared().to_string(),
             steps,
-            req_extra: r.req_extra.clone().into_iter().collect(),
-            rollback_reason: r.rollback_reason.clone(),
+            req_extra: r.req_extra().clone().into_iter().collect(),
+            rollback_reason: r.rollback_reason().to_string(),
         }
     }
 }
@@ -791,8 +791,8 @@ impl Transport for DtmGrpcClient {
     /// The gid and the branch headers travel to branches as metadata: both must be valid
     /// there.
     fn check_request(&self, req: &TransRequest) -> Result<()> {
-        check_gid_is_metadata(&req.gid)?;
-        check_branch_headers(&req.branch_headers)
+        check_gid_is_metadata(req.gid())?;
+        check_branch_headers(req.branch_headers())
     }
 
     fn check_branch_url(&self, url: &str) -> Result<()> {
@@ -902,8 +902,8 @@ mod tests {
                 .retry_interval(Duration::from_millis(1500))
                 .branch_header("h", "v"),
         );
-        r.custom_data = r#"{"name":"w"}"#.into();
-        r.req_extra.insert("result".into(), "cmVz".into());
+        r.set_custom_data(r#"{"name":"w"}"#);
+        r.set_req_extra("result", "cmVz");
         let d = DtmRequest::from(&r);
         assert_eq!((d.gid.as_str(), d.trans_type.as_str()), ("g", "workflow"));
         assert_eq!(d.steps, "null");
@@ -912,8 +912,7 @@ mod tests {
         let o = d.trans_options.unwrap_or_default();
         assert_eq!(o.retry_interval, 2);
         assert_eq!(o.branch_headers.get("h").map(String::as_str), Some("v"));
-        r.steps = vec![BTreeMap::from([("action".into(), "a".into())])];
-        r.payloads = vec!["p".into()];
+        r.push_step(BTreeMap::from([("action".into(), "a".into())]), "p");
         let d = DtmRequest::from(&r);
         assert_eq!(d.steps, r#"[{"action":"a"}]"#);
         assert_eq!(d.bin_payloads, vec![b"p".to_vec()]);

@@ -205,7 +205,7 @@ async fn hanging_tcc_try(db: Db) {
             .timeout_to_fail(Duration::from_secs(1))
             .retry_interval(Duration::from_secs(1)),
     );
-    body.protocol = String::new();
+    body.set_protocol("");
     dtm.prepare(&body).await.unwrap();
     let fields = [
         ("gid", gid.as_str()),

@@ -80,7 +80,7 @@ async fn stored_bytes_are_exactly_the_encoded_requests() {
         saga = saga.add(&grpc_url("TransIn"), &grpc_url("TransInRevert"), r);
     }
     assert_eq!(
-        saga.request().unwrap().payloads,
+        saga.request().unwrap().payloads().to_vec(),
         reqs.iter()
             .map(|r| prost::bytes::Bytes::from(r.encode_to_vec()))
             .collect::<Vec<_>>()

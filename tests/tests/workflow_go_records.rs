@@ -316,9 +316,9 @@ async fn a_go_format_workflow_resumes_from_its_raw_records() {
 async fn resume_go_started(wfs: &Workflows, callback: &str, gid: &str) -> Vec<u8> {
     let dtm = dtm();
     let mut req = TransRequest::new(gid, TransType::Workflow, &TransOptions::default());
-    req.protocol = "http".into();
-    req.query_prepared = callback.to_string();
-    req.custom_data = r#"{"data":null,"name":"steps"}"#.into();
+    req.set_protocol("http");
+    req.set_query_prepared(callback);
+    req.set_custom_data(r#"{"data":null,"name":"steps"}"#);
     dtm.prepare_workflow(&req).await.unwrap();
     for (branch, data) in [("01", "from go"), ("02", r#"{"go":1}"#)] {
         let fields = [

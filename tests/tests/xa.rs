@@ -294,7 +294,7 @@ async fn prepare_and_abort_bodies_and_status_transitions() {
     );
     let abort: TransRequest = serde_json::from_str(&log[2].1).unwrap();
     let mut expected_abort = expected;
-    expected_abort.rollback_reason = "x".into();
+    expected_abort.set_rollback_reason("x");
     assert_eq!(abort, expected_abort);
     assert_eq!(log[2].1, serde_json::to_string(&expected_abort).unwrap());
 }

@@ -73,13 +73,13 @@ impl Execution<'_> {
     /// `query_prepared`, the name and input in `custom_data`).
     async fn prepare(&self, input: &[u8]) -> Result<Prepared> {
         let mut req = TransRequest::new(self.gid, TransType::Workflow, &self.options.trans);
-        req.query_prepared = self.callback.to_string();
+        req.set_query_prepared(self.callback);
         let data = if input.is_empty() {
             serde_json::Value::Null
         } else {
             serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(input))
         };
-        req.custom_data = serde_json::json!({ "data": data, "name": self.name }).to_string();
+        req.set_custom_data(serde_json::json!({ "data": data, "name": self.name }).to_string());
         self.transport.prepare_workflow(req, self.format).await
     }
 

@@ -4,8 +4,6 @@
 //! protocols kept here: which `protocol` the transaction names, that DTM's HTTP API stores
 //! a record as text, and that DTM's gRPC `PrepareWorkflow` never returns the stored result.
 
-use std::collections::BTreeMap;
-
 use base64::Engine;
 use bytes::Bytes;
 use dtmcli::transport::{BranchRegistration, DtmOp, RegistrationKind, Transport as DtmTransport};
@@ -81,7 +79,7 @@ impl Transport {
         mut req: TransRequest,
         format: RecordFormat,
     ) -> Result<Prepared> {
-        req.protocol = self.protocol().to_string();
+        req.set_protocol(self.protocol());
         let p = each!(self, c => c.prepare_workflow_progress(&req).await)?;
         let t = p.transaction.unwrap_or_default();
         let steps: Vec<Step> = p
@@ -150,15 +148,13 @@ impl Transport {
                 .await?;
         }
         let mut req = TransRequest::new(gid, TransType::Workflow, &TransOptions::default());
-        req.protocol = self.protocol().to_string();
-        req.req_extra = BTreeMap::from([
-            ("status".to_string(), status.to_string()),
-            ("rollback_reason".to_string(), reason),
-            (
-                "result".to_string(),
-                base64::engine::general_purpose::STANDARD.encode(result),
-            ),
-        ]);
+        req.set_protocol(self.protocol());
+        req.set_req_extra("status", status);
+        req.set_req_extra("rollback_reason", reason);
+        req.set_req_extra(
+            "result",
+            base64::engine::general_purpose::STANDARD.encode(result),
+        );
         each!(self, c => c.call_dtm(DtmOp::Submit, req).await)
     }
 }
