@@ -14,6 +14,10 @@
 //!   with two branches (prepare, two register + try, submit); workflow, one `execute` of a
 //!   workflow with two steps, each a recorded call of the branch service (prepareWorkflow,
 //!   two calls + registerBranch, submit);
+//! - **saga-floor**: the same saga submitted without the SDK (the request bytes built once,
+//!   then per transaction the gid put in and the request sent with bare reqwest or tonic's
+//!   generated stub): what any client on these stacks costs at the least. The SDK's own
+//!   share of the client's cost is its saga row minus this one;
 //! - **client CPU per transaction**: user + system CPU time of this process around the
 //!   timed loop, divided by the number of transactions. The branch service runs in a
 //!   separate child process (this binary re-executed with `--branch-service`), so the time
@@ -53,7 +57,7 @@
 //! |---|---|---|
 //! | `CLIENT_COST_ITERS` | 1000 | timed transactions per case |
 //! | `CLIENT_COST_WARMUP` | 100 | untimed transactions before each case (at least the concurrency) |
-//! | `CLIENT_COST_MODES` | `saga,msg,tcc,workflow` | modes to run |
+//! | `CLIENT_COST_MODES` | `saga,msg,tcc,workflow,saga-floor` | modes to run |
 //! | `CLIENT_COST_TRANSPORTS` | `http,grpc,json-rpc` | client transports to run |
 //! | `CLIENT_COST_CONCURRENCY` | `1,16,256` | transactions in flight per case |
 //! | `CLIENT_COST_INFLIGHT` | 10000 | transactions of the memory probe (0 skips it) |
@@ -111,10 +115,20 @@ enum Mode {
     Msg,
     Tcc,
     Workflow,
+    /// The saga of [`Mode::Saga`] submitted without the SDK: the same request bytes, built
+    /// once, sent with the bare stack (reqwest; tonic's generated stub). What any client on
+    /// these stacks costs at the least, next to which the SDK's own cost shows.
+    SagaFloor,
 }
 
 impl Mode {
-    const ALL: [Mode; 4] = [Mode::Saga, Mode::Msg, Mode::Tcc, Mode::Workflow];
+    const ALL: [Mode; 5] = [
+        Mode::Saga,
+        Mode::Msg,
+        Mode::Tcc,
+        Mode::Workflow,
+        Mode::SagaFloor,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -122,6 +136,7 @@ impl Mode {
             Mode::Msg => "msg",
             Mode::Tcc => "tcc",
             Mode::Workflow => "workflow",
+            Mode::SagaFloor => "saga-floor",
         }
     }
 
@@ -129,7 +144,7 @@ impl Mode {
     fn branch_calls(self) -> u64 {
         match self {
             // Two actions, called by DTM.
-            Mode::Saga | Mode::Msg => 2,
+            Mode::Saga | Mode::Msg | Mode::SagaFloor => 2,
             // Two tries from the client, two confirms from DTM.
             Mode::Tcc => 4,
             // Two recorded steps, called by the client.
@@ -238,7 +253,7 @@ impl Config {
             warmup: env_num("CLIENT_COST_WARMUP", 100)?,
             modes: env_list(
                 "CLIENT_COST_MODES",
-                "saga,msg,tcc,workflow",
+                "saga,msg,tcc,workflow,saga-floor",
                 &Mode::ALL,
                 Mode::name,
             )?,
@@ -521,6 +536,7 @@ impl Urls {
 
 /// Everything the client side needs.
 struct Env {
+    floor: Floor,
     http: DtmClient,
     grpc: DtmGrpcClient,
     jrpc: JsonRpcClient,
@@ -613,7 +629,11 @@ impl Env {
 
         let json_req = BusiReq::new(30);
         let grpc_req = ReqGrpc::amount(30);
+        let floor = Floor::new(
+            server, &http, &grpc, &http_urls, &grpc_urls, &json_req, &grpc_req,
+        )?;
         Ok(Env {
+            floor,
             json_body: serde_json::to_vec(&json_req)?,
             grpc_body: grpc_req.encode_to_vec(),
             http,
@@ -717,6 +737,114 @@ async fn one_transaction(
         (Mode::Workflow, Protocol::JsonRpc) => {
             Err(dtmcli::Error::invalid("DTM has no workflow over JSON-RPC"))
         }
+        (Mode::SagaFloor, p) => env.floor.submit(p, gid).await,
+    }
+}
+
+/// The bare-stack submits of [`Mode::SagaFloor`]: request templates built once by the SDK,
+/// then per transaction only the gid is put in and the request sent.
+struct Floor {
+    reqwest: reqwest::Client,
+    submit_url: String,
+    json_rpc_url: String,
+    /// The HTTP body, split around its gid.
+    http_body: (String, String),
+    /// The JSON-RPC body, split around its gid.
+    json_rpc_body: (String, String),
+    grpc: dtmgrpc::pb::dtmgimp::dtm_client::DtmClient<Channel>,
+    grpc_req: dtmgrpc::pb::dtmgimp::DtmRequest,
+}
+
+/// The gid the templates are built with.
+const FLOOR_GID: &str = "client-cost-floor-gid";
+
+impl Floor {
+    fn new(
+        server: &DtmServer,
+        http: &DtmClient,
+        grpc: &DtmGrpcClient,
+        hu: &Urls,
+        gu: &Urls,
+        jr: &BusiReq,
+        gr: &ReqGrpc,
+    ) -> Result<Floor, BoxError> {
+        let split = |text: String| -> Result<(String, String), BoxError> {
+            let (a, b) = text
+                .split_once(FLOOR_GID)
+                .ok_or("the template has no gid")?;
+            Ok((a.to_string(), b.to_string()))
+        };
+        let http_req = http
+            .saga(FLOOR_GID)
+            .add(&hu.out, &hu.out_revert, jr)
+            .add(&hu.inn, &hu.in_revert, jr)
+            .request()?;
+        let body = serde_json::to_string(&http_req)?;
+        // As JsonRpcClient sends it: the HTTP body, marked json-rpc, in an envelope.
+        let mut rpc_req = http_req;
+        rpc_req.set_protocol("json-rpc");
+        let json_rpc = serde_json::json!({
+            "jsonrpc": "2.0", "id": "1", "method": "submit", "params": rpc_req,
+        });
+        let grpc_req = dtmgrpc::pb::dtmgimp::DtmRequest::from(
+            &grpc
+                .saga(FLOOR_GID)
+                .add(&gu.out, &gu.out_revert, gr)
+                .add(&gu.inn, &gu.in_revert, gr)
+                .request()?,
+        );
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_addr()))?
+                .connect_lazy();
+        Ok(Floor {
+            reqwest: reqwest::Client::new(),
+            submit_url: format!("{}/submit", server.http_url()),
+            json_rpc_url: json_rpc_url(&server.http_url()),
+            http_body: split(body)?,
+            json_rpc_body: split(json_rpc.to_string())?,
+            grpc: dtmgrpc::pb::dtmgimp::dtm_client::DtmClient::new(channel),
+            grpc_req: dtmgrpc::pb::dtmgimp::DtmRequest {
+                gid: String::new(),
+                ..grpc_req
+            },
+        })
+    }
+
+    async fn submit(&self, p: Protocol, gid: &str) -> dtmcli::Result<()> {
+        let post = |url: &str, (a, b): &(String, String)| {
+            self.reqwest
+                .post(url)
+                .header("content-type", "application/json")
+                .body(format!("{a}{gid}{b}"))
+                .send()
+        };
+        // DTM's success answer: HTTP `{"dtm_result":"SUCCESS"}`, JSON-RPC `"error":null`.
+        let (answer, ok): (_, &[u8]) = match p {
+            Protocol::Http => (post(&self.submit_url, &self.http_body).await, b"SUCCESS"),
+            Protocol::JsonRpc => (
+                post(&self.json_rpc_url, &self.json_rpc_body).await,
+                b"\"error\":null",
+            ),
+            Protocol::Grpc => {
+                let mut c = self.grpc.clone();
+                let mut req = self.grpc_req.clone();
+                req.gid = gid.to_string();
+                c.submit(req)
+                    .await
+                    .map_err(|s| dtmgrpc::status_to_error("Submit", &s))?;
+                return Ok(());
+            }
+        };
+        let answer = answer.map_err(dtmcli::Error::other)?;
+        let status = answer.status();
+        let text = answer.bytes().await.map_err(dtmcli::Error::other)?;
+        if status != reqwest::StatusCode::OK || !text.windows(ok.len()).any(|w| w == ok) {
+            return Err(dtmcli::Error::other(format!(
+                "submit answered {status}: {}",
+                String::from_utf8_lossy(&text)
+            )));
+        }
+        Ok(())
     }
 }
 
