@@ -51,6 +51,8 @@ pub const DEFAULT_SERVER: &str = "http://localhost:36789/api/dtmsvr";
 #[derive(Clone)]
 pub struct DtmClient {
     server: Arc<str>,
+    /// `rpc.system` of its spans: `http`, or `jsonrpc` inside a JsonRpcClient.
+    rpc_system: &'static str,
     /// The hot endpoints, parsed once.
     endpoints: Arc<Endpoints>,
     http: reqwest::Client,
@@ -106,6 +108,7 @@ impl DtmClientBuilder {
         Ok(DtmClient {
             endpoints: Arc::new(Endpoints::new(&server)?),
             server: server.into(),
+            rpc_system: "http",
             http,
             limits: self.limits,
             trusted: Arc::new(self.trusted),
@@ -224,6 +227,7 @@ impl DtmClient {
         Ok(DtmClient {
             endpoints: Arc::new(Endpoints::new(&named)?),
             server: named.into(),
+            rpc_system: self.rpc_system,
             http: self.http.clone(),
             limits: self.limits,
             trusted: self.trusted.clone(),
@@ -255,6 +259,12 @@ impl DtmClient {
         &self.server
     }
 
+    /// The same client, naming `system` as the `rpc.system` of its spans.
+    pub(crate) fn with_rpc_system(mut self, system: &'static str) -> Self {
+        self.rpc_system = system;
+        self
+    }
+
     /// The shared HTTP client.
     pub fn http(&self) -> &reqwest::Client {
         &self.http
@@ -265,16 +275,22 @@ impl DtmClient {
     }
 
     /// Sends a request to DTM and returns the raw body of a success answer.
+    /// `gid` names the transaction in the call's span ("" for calls about none).
     pub(crate) async fn send(
         &self,
         op: &'static str,
+        gid: &str,
         req: reqwest::RequestBuilder,
         url: &str,
         timeout: Duration,
         keyword_check: bool,
     ) -> Result<Bytes> {
-        let span = tracing::debug_span!("dtm", op, url = %redact_url(url));
+        let span = crate::trace::call_span(self.rpc_system, op, gid, &self.server);
         async move {
+            let mut req = req;
+            for (k, v) in crate::trace::context_headers() {
+                req = req.header(k, v);
+            }
             let resp = req
                 .timeout(clamp_timeout(timeout))
                 .send()
@@ -357,9 +373,9 @@ impl DtmClient {
         let (req, url) = self.post(op);
         let req = req.json(body);
         let timeout = self.timeout_for(body);
-        tracing::debug!(gid = %body.gid, trans_type = %body.trans_type, "call dtm {op}");
+        let body_gid = body.gid.clone();
         async move {
-            let answer = self.send(op, req, &url, timeout, true).await?;
+            let answer = self.send(op, &body_gid, req, &url, timeout, true).await?;
             Self::expect_success(&url, &answer)?;
             Ok(answer)
         }
@@ -384,6 +400,7 @@ impl DtmClient {
         let answer = self
             .send(
                 "prepareWorkflow",
+                &body.gid,
                 req.json(body),
                 &url,
                 self.timeout_for(body),
@@ -403,6 +420,7 @@ impl DtmClient {
         let body = self
             .send(
                 "newGid",
+                "",
                 self.http.get(&url),
                 &url,
                 self.limits.timeout(),
@@ -425,7 +443,7 @@ impl DtmClient {
         let url = self.url("query");
         let req = self.http.get(&url).query(&[("gid", gid)]);
         let body = self
-            .send("query", req, &url, self.limits.timeout(), false)
+            .send("query", gid, req, &url, self.limits.timeout(), false)
             .await?;
         Self::decode(&url, &body)
     }
@@ -452,6 +470,7 @@ impl DtmClient {
         let answer = self
             .send(
                 "registerBranch",
+                fields.get("gid").map_or("", String::as_str),
                 req.json(fields),
                 &url,
                 self.limits.timeout(),
@@ -469,7 +488,7 @@ impl DtmClient {
             .get(&u)
             .query(&[("topic", topic), ("url", url), ("remark", remark)]);
         let answer = self
-            .send("subscribe", req, &u, self.limits.timeout(), false)
+            .send("subscribe", "", req, &u, self.limits.timeout(), false)
             .await?;
         Self::expect_success(&u, &answer)
     }
@@ -479,7 +498,7 @@ impl DtmClient {
         let u = self.url("unsubscribe");
         let req = self.http.get(&u).query(&[("topic", topic), ("url", url)]);
         let answer = self
-            .send("unsubscribe", req, &u, self.limits.timeout(), false)
+            .send("unsubscribe", "", req, &u, self.limits.timeout(), false)
             .await?;
         Self::expect_success(&u, &answer)
     }
@@ -495,7 +514,7 @@ impl DtmClient {
         let u = u.to_string();
         let req = self.http.delete(&u);
         let answer = self
-            .send("deleteTopic", req, &u, self.limits.timeout(), false)
+            .send("deleteTopic", "", req, &u, self.limits.timeout(), false)
             .await?;
         Self::expect_success(&u, &answer)
     }
@@ -510,7 +529,14 @@ impl DtmClient {
         let u = self.url("resetNextCronTime");
         let req = self.http.post(&u).json(&BTreeMap::from([("gid", gid)]));
         let answer = self
-            .send("resetNextCronTime", req, &u, self.limits.timeout(), false)
+            .send(
+                "resetNextCronTime",
+                gid,
+                req,
+                &u,
+                self.limits.timeout(),
+                false,
+            )
             .await?;
         Self::expect_success(&u, &answer)
     }
@@ -528,7 +554,7 @@ impl DtmClient {
             ("limit", limit.to_string()),
         ]);
         let answer = self
-            .send("resetCronTime", req, &u, self.limits.timeout(), false)
+            .send("resetCronTime", "", req, &u, self.limits.timeout(), false)
             .await?;
         Self::decode(&u, &answer)
     }
@@ -538,7 +564,7 @@ impl DtmClient {
         let u = self.url("forceStop");
         let req = self.http.post(&u).json(&BTreeMap::from([("gid", gid)]));
         let answer = self
-            .send("forceStop", req, &u, self.limits.timeout(), false)
+            .send("forceStop", gid, req, &u, self.limits.timeout(), false)
             .await?;
         Self::expect_success(&u, &answer)
     }
@@ -553,6 +579,7 @@ impl DtmClient {
         let body = self
             .send(
                 "version",
+                "",
                 self.http.get(&u),
                 &u,
                 self.limits.timeout(),
@@ -601,7 +628,7 @@ impl DtmClient {
         body: Option<Bytes>,
         timeout: Duration,
     ) -> Result<BranchResponse> {
-        let span = tracing::debug_span!("branch", gid = %info.gid, branch_id = %info.branch_id, op = %info.op, url = %redact_url(url));
+        let span = crate::trace::branch_call_span(info, url);
         async move {
             let (status, body) =
                 call_http_branch(&self.http, &self.limits, url, info, headers, body, timeout)

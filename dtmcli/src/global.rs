@@ -11,12 +11,14 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::branch_id::BranchIdGen;
 #[cfg(feature = "http")]
 use crate::client::DtmClient;
 use crate::error::{Error, Result};
 use crate::options::TransOptions;
+use crate::trace;
 use crate::transport::BranchResponse;
 use crate::transport::{BranchRegistration, DtmOp, Encode, Json, RegistrationKind, Transport};
 use crate::types::{Op, TransInfo, TransType};
@@ -58,6 +60,24 @@ impl<T: Transport> GlobalTx<T> {
     /// resumed. A failed abort is only logged: DTM times the transaction out and rolls it
     /// back anyway.
     pub async fn run<H, R, F, Fut>(
+        transport: &T,
+        gid: &str,
+        trans_type: TransType,
+        options: TransOptions,
+        wrap: impl FnOnce(Arc<Self>) -> H,
+        f: F,
+    ) -> Result<R>
+    where
+        F: FnOnce(H) -> Fut,
+        Fut: Future<Output = Result<R>>,
+    {
+        let span = trace::transaction_span(trans_type.as_str(), gid, transport.protocol());
+        Self::run_now(transport, gid, trans_type, options, wrap, f)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_now<H, R, F, Fut>(
         transport: &T,
         gid: &str,
         trans_type: TransType,

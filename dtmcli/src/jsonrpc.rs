@@ -97,14 +97,14 @@ impl JsonRpcClient {
     /// A client of the JSON-RPC API at `server` (for example
     /// `http://localhost:36789/api/json-rpc`).
     pub fn new(server: impl Into<String>) -> Result<Self> {
-        DtmClient::new(server).map(JsonRpcClient)
+        DtmClient::new(server).map(Self::from_client)
     }
 
     /// Uses `client` (built with [`DtmClient::builder`] for its timeouts, answer cap, trusted
     /// servers or `reqwest::Client`) as a JSON-RPC client: its server URL must be the
     /// JSON-RPC endpoint.
     pub fn from_client(client: DtmClient) -> Self {
-        JsonRpcClient(client)
+        JsonRpcClient(client.with_rpc_system("jsonrpc"))
     }
 
     /// The JSON-RPC endpoint.
@@ -116,6 +116,7 @@ impl JsonRpcClient {
     async fn rpc(
         &self,
         method: &'static str,
+        gid: &str,
         params: impl Serialize,
         timeout: Duration,
     ) -> Result<Value> {
@@ -127,13 +128,15 @@ impl JsonRpcClient {
             params,
         };
         let req = self.0.http().post(url).json(&envelope);
-        let body = self.0.send(method, req, url, timeout, false).await?;
+        let body = self.0.send(method, gid, req, url, timeout, false).await?;
         read_envelope(url, &body)
     }
 
     /// Asks DTM for a new global id.
     pub async fn new_gid(&self) -> Result<String> {
-        let r = self.rpc("newGid", Value::Null, self.0.timeout()).await?;
+        let r = self
+            .rpc("newGid", "", Value::Null, self.0.timeout())
+            .await?;
         match r.get("gid").and_then(Value::as_str) {
             Some(g) if !g.is_empty() => Ok(g.to_string()),
             _ => Err(Error::Decode {
@@ -215,12 +218,14 @@ impl Transport for JsonRpcClient {
             .0
             .limits()
             .dtm_call_timeout(req.request_timeout, req.wait_result);
-        self.rpc(op.as_str(), &req, timeout).await.map(drop)
+        self.rpc(op.as_str(), &req.gid, &req, timeout)
+            .await
+            .map(drop)
     }
 
     async fn register(&self, reg: &BranchRegistration) -> Result<()> {
         let fields = DtmClient::registration_fields(reg)?;
-        self.rpc("registerBranch", &fields, self.0.timeout())
+        self.rpc("registerBranch", &reg.gid, &fields, self.0.timeout())
             .await
             .map(drop)
     }
@@ -303,6 +308,8 @@ impl BranchCall {
                 .iter()
                 .filter_map(|(k, v)| v.as_str().map(|s| (k.as_str(), s))),
         )?;
+        // The branch span (trace::BranchSpanLayer) could not read the body: name it now.
+        crate::trace::record_identity(&info);
         Ok(BranchCall {
             id: c.id,
             method: c.method,

@@ -86,6 +86,7 @@ pub mod msg;
 mod options;
 pub mod redact;
 pub mod saga;
+pub mod trace;
 pub mod transport;
 pub mod trust;
 mod types;

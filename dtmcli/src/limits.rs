@@ -257,8 +257,16 @@ mod http {
         req = req
             .query(&info.query_pairs())
             .timeout(clamp_timeout(timeout));
+        // The parent of the branch is this call's span: its context replaces any in the
+        // branch headers.
+        let trace = crate::trace::context_headers();
         for (k, v) in headers {
-            req = req.header(k.as_str(), v.as_str());
+            if trace.is_empty() || !crate::trace::is_context_header(k) {
+                req = req.header(k.as_str(), v.as_str());
+            }
+        }
+        for (k, v) in trace {
+            req = req.header(k, v);
         }
         let resp = req.send().await.map_err(|e| Error::transport(url, e))?;
         let status = resp.status().as_u16();

@@ -7,11 +7,13 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tracing::Instrument;
 
 #[cfg(feature = "http")]
 use crate::client::DtmClient;
 use crate::error::{Error, Result};
 use crate::options::TransOptions;
+use crate::trace;
 use crate::transport::{DtmOp, Encode, Transport};
 use crate::types::{Op, TransInfo, TransType};
 use crate::wire::TransRequest;
@@ -154,13 +156,28 @@ impl<T: Transport> Msg<T> {
 
     /// Phase 1: registers the prepared message with its back-check URL.
     pub async fn prepare(&self, query_prepared: &str) -> Result<()> {
+        self.prepare_now(query_prepared)
+            .instrument(self.span())
+            .await
+    }
+
+    /// Phase 2 (or a one-shot message when not prepared): DTM delivers the branches.
+    pub async fn submit(&self) -> Result<()> {
+        self.submit_now().instrument(self.span()).await
+    }
+
+    /// The `dtm.transaction` span of this message's calls.
+    fn span(&self) -> tracing::Span {
+        trace::transaction_span("msg", &self.gid, self.transport.protocol())
+    }
+
+    async fn prepare_now(&self, query_prepared: &str) -> Result<()> {
         let req = self.prepare_request(query_prepared)?;
         *self.prepared.lock().unwrap_or_else(|p| p.into_inner()) = query_prepared.to_string();
         self.transport.call_dtm(DtmOp::Prepare, req).await
     }
 
-    /// Phase 2 (or a one-shot message when not prepared): DTM delivers the branches.
-    pub async fn submit(&self) -> Result<()> {
+    async fn submit_now(&self) -> Result<()> {
         let req = self.submit_request()?;
         self.transport.call_dtm(DtmOp::Submit, req).await
     }
@@ -192,7 +209,17 @@ impl<T: Transport> Msg<T> {
         F: FnOnce(TransInfo) -> Fut,
         Fut: Future<Output = Result<()>>,
     {
-        self.prepare(query_prepared).await?;
+        self.do_and_submit_now(query_prepared, busi)
+            .instrument(self.span())
+            .await
+    }
+
+    async fn do_and_submit_now<F, Fut>(&self, query_prepared: &str, busi: F) -> Result<()>
+    where
+        F: FnOnce(TransInfo) -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
+        self.prepare_now(query_prepared).await?;
         let info = self.local_info();
         let business = busi(info.clone()).await;
         let mut err = match &business {
@@ -223,7 +250,7 @@ impl<T: Transport> Msg<T> {
                 tracing::warn!(gid = %self.gid, error = %e, "abort of msg failed; DTM's back-check will decide");
             }
         } else if err.is_ok() {
-            err = self.submit().await;
+            err = self.submit_now().await;
         }
         business?;
         err

@@ -4,11 +4,13 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use tracing::Instrument;
 
 #[cfg(feature = "http")]
 use crate::client::DtmClient;
 use crate::error::{Error, Result};
 use crate::options::TransOptions;
+use crate::trace;
 use crate::transport::{DtmOp, Encode, Transport};
 use crate::types::TransType;
 use crate::wire::TransRequest;
@@ -140,8 +142,13 @@ impl<T: Transport> Saga<T> {
     /// Submits the saga. With `wait_result`, returns the outcome of the whole saga
     /// ([`Error::Failure`] with the rollback reason when it rolled back).
     pub async fn submit(&self) -> Result<()> {
-        let req = self.request()?;
-        self.transport.call_dtm(DtmOp::Submit, req).await
+        let span = trace::transaction_span("saga", &self.gid, self.transport.protocol());
+        async {
+            let req = self.request()?;
+            self.transport.call_dtm(DtmOp::Submit, req).await
+        }
+        .instrument(span)
+        .await
     }
 }
 

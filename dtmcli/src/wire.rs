@@ -82,7 +82,9 @@ pub struct TransRequest {
 }
 
 impl TransRequest {
-    /// A body for `gid` / `trans_type` carrying `options`.
+    /// A body for `gid` / `trans_type` carrying `options`, and (feature `opentelemetry`) the
+    /// current span's trace context in its branch headers, which DTM adds to every branch
+    /// call ([`crate::trace`]).
     pub fn new(gid: &str, trans_type: TransType, options: &TransOptions) -> Self {
         let mut r = TransRequest {
             gid: gid.to_string(),
@@ -90,6 +92,7 @@ impl TransRequest {
             ..Default::default()
         };
         r.apply_options(options);
+        crate::trace::inject_branch_headers(&mut r.branch_headers);
         r
     }
 

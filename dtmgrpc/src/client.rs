@@ -15,11 +15,12 @@ use dtmcli::{
 };
 use http::uri::PathAndQuery;
 use prost::Message;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
 
 use crate::codec::RawCodec;
-use crate::metadata::{branch_metadata, check_branch_headers, printable_ascii};
+use crate::metadata::{branch_metadata, check_branch_headers, printable_ascii, TraceContext};
 use crate::pb::dtmgimp::dtm_client::DtmClient as DtmStub;
 use crate::pb::dtmgimp::{
     DtmBranchRequest, DtmProgressesReply, DtmRequest, DtmTopicRequest, DtmTransOptions,
@@ -440,15 +441,16 @@ impl DtmGrpcClient {
         f: F,
     ) -> Result<T>
     where
-        F: FnOnce(DtmStub<Channel>) -> Fut,
+        F: FnOnce(DtmStub<InterceptedService<Channel, TraceContext>>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         // Only errors name the method's full target: no formatting on the success path.
         let target = || format!("{}/dtmgimp.Dtm/{rpc}", self.target);
-        let span = tracing::debug_span!("dtm_grpc", rpc, gid, target = %self.target);
+        let span = dtmcli::trace::call_span("grpc", rpc, gid, &self.target);
         async move {
             let limit = self.shared.limits.max_answer_bytes();
-            let stub = DtmStub::new(self.channel.clone()).max_decoding_message_size(limit);
+            let stub = DtmStub::with_interceptor(self.channel.clone(), TraceContext)
+                .max_decoding_message_size(limit);
             match tokio::time::timeout(timeout, f(stub)).await {
                 Ok(Ok(resp)) => {
                     tracing::debug!("dtm answered OK");
@@ -652,7 +654,7 @@ impl DtmGrpcClient {
         timeout: Duration,
     ) -> Result<Bytes> {
         let timeout = clamp_timeout(timeout);
-        let span = tracing::debug_span!("branch", gid = %info.gid, branch_id = %info.branch_id, op = %info.op, url = %redact_url(url));
+        let span = dtmcli::trace::branch_call_span(info, url);
         async move {
             if is_http(url) {
                 return self
@@ -665,6 +667,8 @@ impl DtmGrpcClient {
             })?;
             let mut req = tonic::Request::new(body);
             *req.metadata_mut() = branch_metadata(info, headers)?;
+            // The parent of the branch is this call's span.
+            crate::metadata::put_trace_context(req.metadata_mut());
             let limit = self.shared.limits.max_answer_bytes();
             let mut grpc = tonic::client::Grpc::new(self.branch_channel(&u.target)?)
                 .max_decoding_message_size(limit);

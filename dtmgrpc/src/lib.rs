@@ -135,7 +135,9 @@ pub use dtmcli::{
     Error, ErrorKind, Op, Result, TransInfo, TransOptions, TransType, TrustedServers,
 };
 pub use global::{Tcc, Xa};
-pub use metadata::{branch_metadata, trans_info, trans_info_from_metadata};
+pub use metadata::{
+    branch_metadata, branch_span_layer, trans_info, trans_info_from_metadata, TraceContext,
+};
 pub use msg::Msg;
 pub use saga::Saga;
 pub use status::{error_to_status, result_to_status, status_to_error};

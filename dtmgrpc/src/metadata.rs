@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use dtmcli::trace::{BranchSpanLayer, IdentitySource};
 use dtmcli::{Error, Result, TransInfo};
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 
@@ -21,6 +22,53 @@ pub const OP: &str = "dtm-op";
 pub const DTM: &str = "dtm-dtm";
 /// Metadata key of an XA branch's phase-2 URL (sent by the SDK on XA actions only).
 pub const PHASE2_URL: &str = "dtm-phase2_url";
+
+/// The tower layer for tonic servers of branch handlers: each call runs in a `dtm.branch`
+/// span named by its `dtm-*` metadata, a child of the trace context it carries (feature
+/// `opentelemetry`; see [`dtmcli::trace`]).
+///
+/// ```no_run
+/// let layer = dtmgrpc::branch_span_layer();
+/// // tonic::transport::Server::builder().layer(layer).add_service(your_branch_service)
+/// # let _ = layer;
+/// ```
+pub fn branch_span_layer() -> BranchSpanLayer {
+    BranchSpanLayer::new(IDENTITY)
+}
+
+/// Where a gRPC branch call carries its transaction identity, for
+/// [`dtmcli::trace::incoming_span`].
+pub const IDENTITY: IdentitySource = IdentitySource::Headers {
+    gid: GID,
+    trans_type: TRANS_TYPE,
+    branch_id: BRANCH_ID,
+    op: OP,
+};
+
+/// A tonic interceptor that adds the current span's W3C trace context to a call's metadata
+/// (nothing without feature `opentelemetry`). The SDK's calls to DTM use it; it serves any
+/// other client stub too.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TraceContext;
+
+impl tonic::service::Interceptor for TraceContext {
+    fn call(
+        &mut self,
+        mut req: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        put_trace_context(req.metadata_mut());
+        Ok(req)
+    }
+}
+
+/// Writes the current span's trace context into `md`, replacing any there.
+pub(crate) fn put_trace_context(md: &mut MetadataMap) {
+    for (k, v) in dtmcli::trace::context_headers() {
+        if let (Ok(k), Ok(v)) = (AsciiMetadataKey::from_bytes(k.as_bytes()), v.parse()) {
+            md.insert(k, v);
+        }
+    }
+}
 
 /// The one rule for metadata values, read and sent alike: printable ASCII (0x20..=0x7e).
 ///

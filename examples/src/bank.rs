@@ -249,6 +249,7 @@ impl Bank {
         Router::new()
             .route("/api/bank/{db}/{handler}", any(handle))
             .with_state(self.clone())
+            .layer(dtmcli::trace::BranchSpanLayer::http())
     }
 
     /// Serves on 127.0.0.1 (port 0: a free one); returns the base URL

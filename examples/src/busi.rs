@@ -246,6 +246,7 @@ impl Busi {
         Router::new()
             .route("/api/busi/{handler}", any(handle))
             .with_state(self.clone())
+            .layer(dtmcli::trace::BranchSpanLayer::http())
     }
 
     /// Serves on 127.0.0.1 (port 0 picks a free one) in a background task; returns the

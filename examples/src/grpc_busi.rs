@@ -149,6 +149,7 @@ impl GrpcBusi {
         tokio::spawn(async move {
             let incoming = tonic::transport::server::TcpIncoming::from(listener);
             if let Err(e) = tonic::transport::Server::builder()
+                .layer(dtmgrpc::branch_span_layer())
                 .add_service(svc)
                 .serve_with_incoming(incoming)
                 .await
@@ -373,6 +374,7 @@ impl GrpcBank {
         tokio::spawn(async move {
             let incoming = tonic::transport::server::TcpIncoming::from(listener);
             if let Err(e) = tonic::transport::Server::builder()
+                .layer(dtmgrpc::branch_span_layer())
                 .add_service(m)
                 .add_service(p)
                 .serve_with_incoming(incoming)

@@ -29,10 +29,19 @@ impl WorkflowRpc for ExecuteService {
         &self,
         request: tonic::Request<WorkflowData>,
     ) -> Result<tonic::Response<()>, Status> {
+        use tracing::Instrument;
         let info = dtmgrpc::trans_info_from_metadata(request.metadata())
             .map_err(|e| dtmgrpc::error_to_status(&e))?;
+        // DTM's resume call carries the trace context of the run that started the workflow
+        // (its branch headers): the resumed run joins that trace.
+        let span = {
+            let headers = request.metadata().clone().into_headers();
+            let path = "/workflow.Workflow/Execute";
+            dtmcli::trace::incoming_span(dtmgrpc::metadata::IDENTITY, path, None, &headers)
+        };
         let data = request.into_inner().data;
-        match self.wfs.execute(info.op.as_str(), &info.gid, &data).await {
+        let run = self.wfs.execute(info.op.as_str(), &info.gid, &data);
+        match run.instrument(span).await {
             Ok(_) => Ok(tonic::Response::new(())),
             Err(e) => Err(dtmgrpc::error_to_status(&e)),
         }
@@ -205,6 +214,7 @@ where
         };
         if info.op != Op::Action {
             // Live phase-2 call: bounded until the answer starts; tonic reads its body.
+            dtmcli::trace::put_context(req.headers_mut());
             let call = self.inner.call(req);
             return Box::pin(async move {
                 match deadline {
@@ -225,6 +235,9 @@ where
             let target = label.clone();
             let label_for_timeout = label.clone();
             let step = async move {
+                // Inside the step's span: the branch's parent is the step.
+                let mut req = req;
+                dtmcli::trace::put_context(req.headers_mut());
                 let resp = match inner.call(req).await {
                     Ok(r) => r,
                     Err(e) => return StepOutcome::Unrecorded(channel_error(&target, e.into())),

@@ -76,6 +76,7 @@ impl Middleware for WorkflowMiddleware {
                 .append_pair("op", info.op.as_str());
         }
         if info.op != Op::Action {
+            dtmcli::trace::put_context(req.headers_mut());
             return next.run(req, extensions).await;
         }
         let mut label_url = req.url().clone();
@@ -84,6 +85,9 @@ impl Middleware for WorkflowMiddleware {
         let url = req.url().to_string();
         let limit = wf.max_answer_bytes();
         let step = async {
+            // Inside the step's span: the branch's parent is the step.
+            let mut req = req;
+            dtmcli::trace::put_context(req.headers_mut());
             let resp = match next.run(req, extensions).await {
                 Ok(r) => r,
                 Err(e) => return StepOutcome::Unrecorded(into_dtm_error(e)),

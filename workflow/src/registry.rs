@@ -175,8 +175,13 @@ impl Workflows {
     ///   ([`dtmcli::identity::check_gid`]); nothing is sent.
     pub async fn execute(&self, name: &str, gid: &str, input: &[u8]) -> Result<Vec<u8>> {
         use tracing::Instrument;
-        let span = tracing::info_span!("workflow", gid, name);
-        self.execute_inner(name, gid, input).instrument(span).await
+        let span = dtmcli::trace::transaction_span("workflow", gid, self.0.transport.protocol());
+        async {
+            tracing::debug!(name, "workflow");
+            self.execute_inner(name, gid, input).await
+        }
+        .instrument(span)
+        .await
     }
 
     async fn execute_inner(&self, name: &str, gid: &str, input: &[u8]) -> Result<Vec<u8>> {
@@ -253,5 +258,8 @@ impl Workflows {
         axum::Router::new()
             .route(path, axum::routing::get(callback).post(callback))
             .with_state(self.clone())
+            // DTM's resume call carries the trace context of the run that started the
+            // workflow (its branch headers): the resumed run joins that trace.
+            .layer(dtmcli::trace::BranchSpanLayer::http())
     }
 }

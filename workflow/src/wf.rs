@@ -319,13 +319,21 @@ impl Wf {
             s.consumed.insert(key.clone());
             (branch, op, key)
         };
-        let span = tracing::info_span!("workflow_step", gid = %self.0.gid, branch_id = %branch, op = %op, kind, replayed = tracing::field::Empty);
+        let span = tracing::info_span!(
+            "dtm.workflow.step",
+            otel.name = %format_args!("dtm workflow step {kind}"),
+            dtm.gid = %self.0.gid,
+            dtm.branch_id = %branch,
+            dtm.op = %op,
+            dtm.step.kind = kind,
+            dtm.step.replayed = tracing::field::Empty,
+        );
         let result = async {
             if let Some(p) = self.0.progress.get(&key) {
-                tracing::Span::current().record("replayed", true);
+                tracing::Span::current().record("dtm.step.replayed", true);
                 return self.replay(&key, kind, label, p);
             }
-            tracing::Span::current().record("replayed", false);
+            tracing::Span::current().record("dtm.step.replayed", false);
             let outcome = step.await;
             let (status, payload, result) = match outcome {
                 StepOutcome::Ok(v) => ("succeed", v.clone(), Ok(v)),

@@ -1,0 +1,339 @@
+//! One global transaction is one trace (feature `opentelemetry`), through the real DTM: the
+//! initiator's `dtm.transaction` span is the parent of every branch execution DTM triggers
+//! (the W3C context travels in the transaction's branch headers, stored by DTM), over HTTP
+//! and gRPC, for saga, msg, TCC and workflows (a resumed workflow included). Spans are
+//! collected by an in-memory exporter; the branch services are the examples' services,
+//! wrapped in `BranchSpanLayer` / `dtmgrpc::branch_span_layer()`.
+
+mod support;
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use dtm_examples::busi::Outcome;
+use dtm_examples::grpc_busi::pb::ReqGrpc;
+use dtm_workflow::{send_http, Wf, WorkflowMiddleware, Workflows};
+use dtmcli::TransOptions;
+use opentelemetry::trace::{SpanId, TraceContextExt, TraceId, TracerProvider};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use support::*;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+
+/// The exporter every span of this test binary goes to.
+fn exporter() -> &'static InMemorySpanExporter {
+    static EXPORTER: OnceLock<InMemorySpanExporter> = OnceLock::new();
+    EXPORTER.get_or_init(|| {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("dtm-tests")));
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+        // Kept for the process: dropping the provider would shut the exporter down.
+        std::mem::forget(provider);
+        exporter
+    })
+}
+
+fn attr(s: &SpanData, key: &str) -> Option<String> {
+    s.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.as_str().into_owned())
+}
+
+/// The finished spans of `gid` (by `dtm.gid`), polled until `done` holds for them.
+async fn spans_until(gid: &str, done: impl Fn(&[SpanData]) -> bool) -> Vec<SpanData> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let spans: Vec<SpanData> = exporter()
+            .get_finished_spans()
+            .unwrap()
+            .into_iter()
+            .filter(|s| attr(s, "dtm.gid").as_deref() == Some(gid))
+            .collect();
+        if done(&spans) {
+            return spans;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spans of {gid} incomplete: {:?}",
+            spans.iter().map(describe).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn describe(s: &SpanData) -> String {
+    format!(
+        "{} [{}] path={:?} op={:?} parent={}",
+        s.name,
+        s.span_context.span_id(),
+        attr(s, "url.path"),
+        attr(s, "dtm.op"),
+        s.parent_span_id
+    )
+}
+
+/// Incoming branch executions (`dtm.branch`, server) whose path ends with `handler`.
+fn branches<'a>(spans: &'a [SpanData], handler: &str) -> Vec<&'a SpanData> {
+    spans
+        .iter()
+        .filter(|s| s.name.starts_with("dtm branch /"))
+        .filter(|s| attr(s, "url.path").is_some_and(|p| p.ends_with(handler)))
+        .collect()
+}
+
+fn named<'a>(spans: &'a [SpanData], name: &str) -> Vec<&'a SpanData> {
+    spans.iter().filter(|s| s.name == name).collect()
+}
+
+/// Runs `f` inside a fresh root span; returns its trace id and span id.
+async fn in_root<F: std::future::Future<Output = ()>>(name: &str, f: F) -> (TraceId, SpanId) {
+    exporter();
+    let root = tracing::info_span!("test root", test = name);
+    let cx = root.context();
+    let ids = (
+        cx.span().span_context().trace_id(),
+        cx.span().span_context().span_id(),
+    );
+    assert_ne!(ids.0, TraceId::INVALID, "no OpenTelemetry context");
+    f.instrument(root).await;
+    ids
+}
+
+/// The one `dtm.transaction` span, a child of the root in the root's trace.
+fn transaction<'a>(
+    spans: &'a [SpanData],
+    trans_type: &str,
+    root: (TraceId, SpanId),
+) -> &'a SpanData {
+    let t = named(spans, &format!("dtm {trans_type}"));
+    assert_eq!(
+        t.len(),
+        1,
+        "{:?}",
+        spans.iter().map(describe).collect::<Vec<_>>()
+    );
+    assert_eq!(t[0].span_context.trace_id(), root.0);
+    assert_eq!(t[0].parent_span_id, root.1);
+    t[0]
+}
+
+/// Every one of `children` is in the root's trace, a child of `parent`, as seen by a server.
+fn children_of(children: &[&SpanData], parent: &SpanData, root: (TraceId, SpanId)) {
+    assert!(!children.is_empty());
+    for c in children {
+        assert_eq!(c.span_context.trace_id(), root.0, "{}", describe(c));
+        assert_eq!(
+            c.parent_span_id,
+            parent.span_context.span_id(),
+            "{} is not a child of {}",
+            describe(c),
+            describe(parent)
+        );
+        assert!(
+            c.parent_span_is_remote,
+            "{} came from another process",
+            describe(c)
+        );
+        assert_eq!(c.span_kind, opentelemetry::trace::SpanKind::Server);
+    }
+}
+
+#[tokio::test]
+async fn saga_over_http_is_one_trace() {
+    let gid = gid("otel-saga");
+    let g = gid.clone();
+    let root = in_root("saga http", async move {
+        dtm()
+            .saga(&g)
+            .add(&url("TransOut"), &url("TransOutRevert"), &BusiReq::new(30))
+            .add(&url("TransIn"), &url("TransInRevert"), &BusiReq::new(30))
+            .submit()
+            .await
+            .unwrap();
+    })
+    .await;
+    let spans = spans_until(&gid, |s| {
+        branches(s, "TransOut").len() == 1 && branches(s, "TransIn").len() == 1
+    })
+    .await;
+    let t = transaction(&spans, "saga", root);
+    let submit = named(&spans, "dtm submit");
+    assert_eq!(submit[0].parent_span_id, t.span_context.span_id());
+    assert_eq!(attr(submit[0], "rpc.system").as_deref(), Some("http"));
+    children_of(&branches(&spans, "TransOut"), t, root);
+    children_of(&branches(&spans, "TransIn"), t, root);
+    let b = branches(&spans, "TransIn")[0];
+    assert_eq!(attr(b, "dtm.trans_type").as_deref(), Some("saga"));
+    assert_eq!(attr(b, "dtm.branch_id").as_deref(), Some("02"));
+    assert_eq!(attr(b, "dtm.op").as_deref(), Some("action"));
+}
+
+#[tokio::test]
+async fn saga_and_msg_over_grpc_are_one_trace_each() {
+    let gid = gid("otel-grpc-saga");
+    let g = gid.clone();
+    let root = in_root("saga grpc", async move {
+        grpc_dtm()
+            .saga(&g)
+            .add(
+                &grpc_url("TransOut"),
+                &grpc_url("TransOutRevert"),
+                &ReqGrpc::amount(30),
+            )
+            .add(
+                &grpc_url("TransIn"),
+                &grpc_url("TransInRevert"),
+                &ReqGrpc::amount(30),
+            )
+            .submit()
+            .await
+            .unwrap();
+    })
+    .await;
+    let spans = spans_until(&gid, |s| {
+        branches(s, "TransOut").len() == 1 && branches(s, "TransIn").len() == 1
+    })
+    .await;
+    let t = transaction(&spans, "saga", root);
+    assert_eq!(attr(t, "rpc.system").as_deref(), Some("grpc"));
+    children_of(&branches(&spans, "TransOut"), t, root);
+    children_of(&branches(&spans, "TransIn"), t, root);
+
+    let gid = support::gid("otel-grpc-msg");
+    let g = gid.clone();
+    let root = in_root("msg grpc", async move {
+        grpc_dtm()
+            .msg(&g)
+            .add(&grpc_url("TransIn"), &ReqGrpc::amount(30))
+            .submit()
+            .await
+            .unwrap();
+    })
+    .await;
+    let spans = spans_until(&gid, |s| branches(s, "TransIn").len() == 1).await;
+    let t = transaction(&spans, "msg", root);
+    children_of(&branches(&spans, "TransIn"), t, root);
+}
+
+#[tokio::test]
+async fn tcc_tries_and_confirms_are_one_trace() {
+    let gid = gid("otel-tcc");
+    let g = gid.clone();
+    let root = in_root("tcc http", async move {
+        dtm()
+            .tcc_global_transaction(&g, TransOptions::default(), |tcc| async move {
+                let req = BusiReq::new(30);
+                for side in ["TransOut", "TransIn"] {
+                    tcc.call_branch(
+                        &req,
+                        &url(&format!("{side}Try")),
+                        &url(&format!("{side}Confirm")),
+                        &url(&format!("{side}Cancel")),
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+    })
+    .await;
+    let spans = spans_until(&gid, |s| branches(s, "Confirm").len() == 2).await;
+    let t = transaction(&spans, "tcc", root);
+    // A try is called by this SDK: its server span is a child of the client call's span.
+    let calls = named(&spans, "dtm branch try");
+    assert_eq!(calls.len(), 2);
+    for side in ["TransOutTry", "TransInTry"] {
+        let server = branches(&spans, side);
+        assert_eq!(server.len(), 1);
+        let parent = calls
+            .iter()
+            .find(|c| c.span_context.span_id() == server[0].parent_span_id)
+            .unwrap_or_else(|| panic!("{side}: parent is no try call"));
+        assert_eq!(parent.parent_span_id, t.span_context.span_id());
+        assert_eq!(server[0].span_context.trace_id(), root.0);
+    }
+    // A confirm is called by DTM: a child of the transaction, through the branch headers.
+    children_of(&branches(&spans, "Confirm"), t, root);
+}
+
+#[tokio::test]
+async fn workflow_steps_and_its_resumption_are_one_trace() {
+    let gid = gid("otel-wf");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let callback = format!("http://{}/wf/resume", listener.local_addr().unwrap());
+    let wfs = Workflows::http(dtm(), callback);
+    let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(WorkflowMiddleware)
+        .build();
+    let opts = dtm_workflow::WfOptions {
+        trans: TransOptions::default().retry_interval(Duration::from_secs(1)),
+        ..Default::default()
+    };
+    wfs.register_with_options("otel", opts, move |wf: Wf, _input| {
+        let http = http.clone();
+        async move {
+            for handler in ["TransOut", "TransIn"] {
+                wf.new_branch()?;
+                let req = wf
+                    .http(&http, reqwest::Method::POST, &url(handler))
+                    .header("content-type", "application/json")
+                    .body(r#"{"amount":30}"#);
+                send_http(req).await?;
+            }
+            Ok(Vec::new())
+        }
+    })
+    .unwrap();
+    let app = wfs.callback_router("/wf/resume");
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    // TransIn answers ONGOING once: the first run stops there, DTM resumes the workflow.
+    busi().script(&gid, "TransIn", [Outcome::Ongoing]);
+    let (w, g) = (wfs.clone(), gid.clone());
+    let root = in_root("workflow http", async move {
+        let err = w.execute("otel", &g, b"").await.unwrap_err();
+        assert!(err.is_ongoing(), "{err}");
+    })
+    .await;
+    wait_status(&dtm(), &gid, "succeed").await;
+    let spans = spans_until(&gid, |s| {
+        branches(s, "TransIn").len() == 2 && named(s, "dtm workflow").len() == 2
+    })
+    .await;
+    // Everything but this test's own status polls (`dtm query`) is in the root's trace.
+    for s in spans.iter().filter(|s| s.name != "dtm query") {
+        assert_eq!(s.span_context.trace_id(), root.0, "{}", describe(s));
+    }
+    let runs = named(&spans, "dtm workflow");
+    let first = runs
+        .iter()
+        .find(|r| r.parent_span_id == root.1)
+        .expect("the first run is a child of the root");
+    // The resumption: DTM's callback (a dtm.branch span, child of the first run through
+    // the branch headers) runs the workflow again.
+    let callback = branches(&spans, "/wf/resume");
+    children_of(&callback, first, root);
+    let resumed = runs
+        .iter()
+        .find(|r| r.parent_span_id == callback[0].span_context.span_id())
+        .expect("the resumed run is a child of DTM's callback");
+    // Each step call's server span is a child of its step span.
+    let steps = named(&spans, "dtm workflow step http");
+    for b in branches(&spans, "TransIn") {
+        let step = steps
+            .iter()
+            .find(|s| s.span_context.span_id() == b.parent_span_id)
+            .unwrap_or_else(|| panic!("{} has no step parent", describe(b)));
+        assert!(
+            step.parent_span_id == first.span_context.span_id()
+                || step.parent_span_id == resumed.span_context.span_id()
+        );
+    }
+    server.abort();
+}
