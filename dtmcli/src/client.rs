@@ -11,6 +11,7 @@ use serde::Deserialize;
 use tracing::Instrument;
 
 use crate::error::{truncate_body, Error, Result};
+use crate::http_stack::HttpStack;
 use crate::limits::{call_http_branch, clamp_timeout, read_answer, Limits};
 use crate::redact::redact_url;
 use crate::transport::{
@@ -55,7 +56,7 @@ pub struct DtmClient {
     rpc_system: &'static str,
     /// The hot endpoints, parsed once.
     endpoints: Arc<Endpoints>,
-    http: reqwest::Client,
+    http: HttpStack,
     limits: Limits,
     trusted: Arc<TrustedServers>,
 }
@@ -74,6 +75,8 @@ impl std::fmt::Debug for DtmClient {
 pub struct DtmClientBuilder {
     server: String,
     http: Option<reqwest::Client>,
+    #[cfg(feature = "middleware")]
+    middleware: Option<reqwest_middleware::ClientWithMiddleware>,
     limits: Limits,
     trusted: TrustedServers,
 }
@@ -96,14 +99,27 @@ impl DtmClientBuilder {
         self
     }
 
+    /// Sends every call (to DTM and to branches) through this middleware stack, e.g. retries
+    /// or auth; see [`HttpStack::with_middleware`] for how the bounds still apply.
+    #[cfg(feature = "middleware")]
+    pub fn middleware(mut self, client: reqwest_middleware::ClientWithMiddleware) -> Self {
+        self.middleware = Some(client);
+        self
+    }
+
     crate::client_builder_settings!();
 
     /// Validates the URL and builds the client.
     pub fn build(self) -> Result<DtmClient> {
         let server = normalize_server(&self.server)?;
-        let http = match self.http {
+        let http = HttpStack::new(match self.http {
             Some(h) => h,
             None => crate::limits::http_client(&self.limits)?,
+        });
+        #[cfg(feature = "middleware")]
+        let http = match self.middleware {
+            Some(m) => http.with_middleware(m),
+            None => http,
         };
         Ok(DtmClient {
             endpoints: Arc::new(Endpoints::new(&server)?),
@@ -205,6 +221,8 @@ impl DtmClient {
         DtmClientBuilder {
             server: server.into(),
             http: None,
+            #[cfg(feature = "middleware")]
+            middleware: None,
             limits: Limits::default(),
             trusted: TrustedServers::Own,
         }
@@ -265,8 +283,13 @@ impl DtmClient {
         self
     }
 
-    /// The shared HTTP client.
+    /// The client requests are built with.
     pub fn http(&self) -> &reqwest::Client {
+        self.http.client()
+    }
+
+    /// The HTTP stack calls are sent through.
+    pub fn http_stack(&self) -> &HttpStack {
         &self.http
     }
 
@@ -291,11 +314,10 @@ impl DtmClient {
             for (k, v) in crate::trace::context_headers() {
                 req = req.header(k, v);
             }
-            let resp = req
-                .timeout(clamp_timeout(timeout))
-                .send()
-                .await
-                .map_err(|e| Error::transport(url, e))?;
+            let resp = self
+                .http
+                .send(url, req.timeout(clamp_timeout(timeout)))
+                .await?;
             let status = resp.status().as_u16();
             let body = read_answer(url, resp, self.limits.max_answer_bytes()).await?;
             let text = String::from_utf8_lossy(&body);
@@ -384,10 +406,10 @@ impl DtmClient {
     /// A POST to `<server>/<op>`: a parsed endpoint for the calls every transaction makes.
     fn post(&self, op: &str) -> (reqwest::RequestBuilder, std::borrow::Cow<'_, str>) {
         match self.endpoints.get(op) {
-            Some(u) => (self.http.post(u.clone()), u.as_str().into()),
+            Some(u) => (self.http.client().post(u.clone()), u.as_str().into()),
             None => {
                 let u = self.url(op);
-                (self.http.post(&u), u.into())
+                (self.http.client().post(&u), u.into())
             }
         }
     }
@@ -421,7 +443,7 @@ impl DtmClient {
             .send(
                 "newGid",
                 "",
-                self.http.get(&url),
+                self.http.client().get(&url),
                 &url,
                 self.limits.timeout(),
                 false,
@@ -441,7 +463,7 @@ impl DtmClient {
     /// The transaction `gid` and its branches as the server stores them.
     pub async fn query(&self, gid: &str) -> Result<QueryResult> {
         let url = self.url("query");
-        let req = self.http.get(&url).query(&[("gid", gid)]);
+        let req = self.http.client().get(&url).query(&[("gid", gid)]);
         let body = self
             .send("query", gid, req, &url, self.limits.timeout(), false)
             .await?;
@@ -483,10 +505,11 @@ impl DtmClient {
     /// Subscribes `url` to a msg topic.
     pub async fn subscribe(&self, topic: &str, url: &str, remark: &str) -> Result<()> {
         let u = self.url("subscribe");
-        let req = self
-            .http
-            .get(&u)
-            .query(&[("topic", topic), ("url", url), ("remark", remark)]);
+        let req =
+            self.http
+                .client()
+                .get(&u)
+                .query(&[("topic", topic), ("url", url), ("remark", remark)]);
         let answer = self
             .send("subscribe", "", req, &u, self.limits.timeout(), false)
             .await?;
@@ -496,7 +519,11 @@ impl DtmClient {
     /// Removes a topic subscription.
     pub async fn unsubscribe(&self, topic: &str, url: &str) -> Result<()> {
         let u = self.url("unsubscribe");
-        let req = self.http.get(&u).query(&[("topic", topic), ("url", url)]);
+        let req = self
+            .http
+            .client()
+            .get(&u)
+            .query(&[("topic", topic), ("url", url)]);
         let answer = self
             .send("unsubscribe", "", req, &u, self.limits.timeout(), false)
             .await?;
@@ -512,7 +539,7 @@ impl DtmClient {
             .map_err(|_| Error::invalid("bad server URL"))?
             .push(topic);
         let u = u.to_string();
-        let req = self.http.delete(&u);
+        let req = self.http.client().delete(&u);
         let answer = self
             .send("deleteTopic", "", req, &u, self.limits.timeout(), false)
             .await?;
@@ -527,7 +554,11 @@ impl DtmClient {
     /// every store.
     pub async fn reset_next_cron_time(&self, gid: &str) -> Result<()> {
         let u = self.url("resetNextCronTime");
-        let req = self.http.post(&u).json(&BTreeMap::from([("gid", gid)]));
+        let req = self
+            .http
+            .client()
+            .post(&u)
+            .json(&BTreeMap::from([("gid", gid)]));
         let answer = self
             .send(
                 "resetNextCronTime",
@@ -548,7 +579,7 @@ impl DtmClient {
     /// and at most [`crate::MAX_WIRE_DURATION`].
     pub async fn reset_cron_time(&self, after: Duration, limit: u32) -> Result<CronReset> {
         let u = self.url("resetCronTime");
-        let req = self.http.get(&u).query(&[
+        let req = self.http.client().get(&u).query(&[
             // Whole seconds, at most 100 years: DTM multiplies them into a Go duration.
             ("timeout", crate::options::secs(Some(after)).to_string()),
             ("limit", limit.to_string()),
@@ -562,7 +593,11 @@ impl DtmClient {
     /// Admin: marks an unfinished transaction `failed` without running anything.
     pub async fn force_stop(&self, gid: &str) -> Result<()> {
         let u = self.url("forceStop");
-        let req = self.http.post(&u).json(&BTreeMap::from([("gid", gid)]));
+        let req = self
+            .http
+            .client()
+            .post(&u)
+            .json(&BTreeMap::from([("gid", gid)]));
         let answer = self
             .send("forceStop", gid, req, &u, self.limits.timeout(), false)
             .await?;
@@ -580,7 +615,7 @@ impl DtmClient {
             .send(
                 "version",
                 "",
-                self.http.get(&u),
+                self.http.client().get(&u),
                 &u,
                 self.limits.timeout(),
                 false,

@@ -78,6 +78,8 @@ mod branch_id;
 mod client;
 mod error;
 pub mod global;
+#[cfg(feature = "http")]
+pub mod http_stack;
 pub mod identity;
 #[cfg(feature = "http")]
 pub mod jsonrpc;

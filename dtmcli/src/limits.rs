@@ -239,7 +239,7 @@ mod http {
     /// send and the whole body) and `limits`' answer cap; the answer is mapped with DTM's rules
     /// ([`http_result`]). Returns the status and body of a success.
     pub async fn call_http_branch(
-        http: &reqwest::Client,
+        http: &crate::http_stack::HttpStack,
         limits: &Limits,
         url: &str,
         info: &TransInfo,
@@ -249,10 +249,11 @@ mod http {
     ) -> Result<(u16, Bytes)> {
         let mut req = match body {
             Some(b) => http
+                .client()
                 .post(url)
                 .header("content-type", "application/json")
                 .body(b),
-            None => http.get(url),
+            None => http.client().get(url),
         };
         req = req
             .query(&info.query_pairs())
@@ -268,7 +269,7 @@ mod http {
         for (k, v) in trace {
             req = req.header(k, v);
         }
-        let resp = req.send().await.map_err(|e| Error::transport(url, e))?;
+        let resp = http.send(url, req).await?;
         let status = resp.status().as_u16();
         let body = read_answer(url, resp, limits.max_answer_bytes()).await?;
         tracing::debug!(status, "branch answered");

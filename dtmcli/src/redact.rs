@@ -27,9 +27,40 @@ pub fn redact_url(url: &str) -> Cow<'_, str> {
     }
 }
 
+/// `text` (a message from another library) with [`redact_url`] applied to every word that
+/// contains `://`, quotes and brackets around it kept.
+pub fn redact_urls_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if word.contains("://") {
+            let inner =
+                word.trim_matches(|c: char| matches!(c, '"' | '\'' | '(' | ')' | '<' | '>' | ','));
+            let at = word.find(inner).unwrap_or(0);
+            out.push_str(&word[..at]);
+            out.push_str(&redact_url(inner));
+            out.push_str(&word[at + inner.len()..]);
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{redact_url, redact_urls_in};
+
+    #[test]
+    fn redacts_every_url_in_a_message() {
+        assert_eq!(
+            redact_urls_in("retry 3 of \"http://u:pw@h/x\" failed (https://a:b@c)"),
+            "retry 3 of \"http://***@h/x\" failed (https://***@c)"
+        );
+        assert_eq!(redact_urls_in("no url here"), "no url here");
+    }
 
     #[test]
     fn redacts_userinfo() {

@@ -69,7 +69,7 @@ struct Shared {
     tls_default: bool,
     limits: Limits,
     #[cfg(feature = "http")]
-    http: reqwest::Client,
+    http: dtmcli::http_stack::HttpStack,
     branches: Mutex<HashMap<String, Channel>>,
     #[cfg(feature = "tls")]
     tls: Option<tonic::transport::ClientTlsConfig>,
@@ -161,10 +161,10 @@ impl DtmGrpcClientBuilder {
             tls_default: configured || target.tls == Some(true),
             limits: self.limits,
             #[cfg(feature = "http")]
-            http: match self.http {
+            http: dtmcli::http_stack::HttpStack::new(match self.http {
                 Some(h) => h,
                 None => dtmcli::limits::http_client(&self.limits)?,
-            },
+            }),
             branches: Mutex::new(HashMap::new()),
             #[cfg(feature = "tls")]
             tls: self.tls,
