@@ -19,6 +19,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
 
+use crate::channel::{GrpcChannel, Wrap};
 use crate::codec::RawCodec;
 use crate::metadata::{branch_metadata, check_branch_headers, printable_ascii, TraceContext};
 use crate::pb::dtmgimp::dtm_client::DtmClient as DtmStub;
@@ -56,6 +57,8 @@ pub const DEFAULT_GRPC_SERVER: &str = "localhost:36790";
 pub struct DtmGrpcClient {
     target: Arc<str>,
     channel: Channel,
+    /// `channel` as calls go through it (wrapped in the builder's layer).
+    service: GrpcChannel,
     shared: Arc<Shared>,
 }
 
@@ -70,7 +73,9 @@ struct Shared {
     limits: Limits,
     #[cfg(feature = "http")]
     http: dtmcli::http_stack::HttpStack,
-    branches: Mutex<HashMap<String, Channel>>,
+    branches: Mutex<HashMap<String, GrpcChannel>>,
+    /// Wraps every channel opened (the builder's layer, or none).
+    wrap: Wrap,
     #[cfg(feature = "tls")]
     tls: Option<tonic::transport::ClientTlsConfig>,
 }
@@ -93,6 +98,7 @@ impl std::fmt::Debug for DtmGrpcClient {
 pub struct DtmGrpcClientBuilder {
     target: String,
     channel: Option<Channel>,
+    wrap: Wrap,
     limits: Limits,
     trusted: TrustedServers,
     #[cfg(feature = "http")]
@@ -117,6 +123,26 @@ impl DtmGrpcClientBuilder {
     /// `dtm-dtm` so nested TCC and XA branches can reach DTM.
     pub fn channel(mut self, channel: Channel) -> Self {
         self.channel = Some(channel);
+        self
+    }
+
+    /// Wraps every channel the client opens, to DTM and to each gRPC branch it calls itself,
+    /// in `layer` (a tower layer over tonic's `Channel`: tracing, metrics, auth, retries...).
+    /// The SDK's timeouts, answer caps and trace context still apply inside it.
+    pub fn layer<L, S, RB>(mut self, layer: L) -> Self
+    where
+        L: tower_layer::Layer<Channel, Service = S> + Send + Sync + 'static,
+        S: tower_service::Service<http::Request<tonic::body::Body>, Response = http::Response<RB>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<crate::channel::BoxError>,
+        RB: http_body::Body<Data = Bytes> + Send + 'static,
+        RB::Error: Into<crate::channel::BoxError>,
+    {
+        self.wrap = crate::channel::layered(layer);
         self
     }
 
@@ -166,6 +192,7 @@ impl DtmGrpcClientBuilder {
                 None => dtmcli::limits::http_client(&self.limits)?,
             }),
             branches: Mutex::new(HashMap::new()),
+            wrap: self.wrap,
             #[cfg(feature = "tls")]
             tls: self.tls,
         });
@@ -175,6 +202,7 @@ impl DtmGrpcClientBuilder {
         };
         Ok(DtmGrpcClient {
             target: target.addr.into(),
+            service: (shared.wrap)(channel.clone()),
             channel,
             shared,
         })
@@ -360,6 +388,7 @@ impl DtmGrpcClient {
         DtmGrpcClientBuilder {
             target: target.into(),
             channel: None,
+            wrap: crate::channel::plain(),
             limits: Limits::default(),
             trusted: TrustedServers::Own,
             #[cfg(feature = "http")]
@@ -395,8 +424,10 @@ impl DtmGrpcClient {
         if named.addr == *self.target {
             return Ok(self.clone());
         }
+        let channel = dtm_channel(&self.shared, &named)?;
         Ok(DtmGrpcClient {
-            channel: dtm_channel(&self.shared, &named)?,
+            service: (self.shared.wrap)(channel.clone()),
+            channel,
             target: named.addr.into(),
             shared: self.shared.clone(),
         })
@@ -441,7 +472,7 @@ impl DtmGrpcClient {
         f: F,
     ) -> Result<T>
     where
-        F: FnOnce(DtmStub<InterceptedService<Channel, TraceContext>>) -> Fut,
+        F: FnOnce(DtmStub<InterceptedService<GrpcChannel, TraceContext>>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         // Only errors name the method's full target: no formatting on the success path.
@@ -449,7 +480,7 @@ impl DtmGrpcClient {
         let span = dtmcli::trace::call_span("grpc", rpc, gid, &self.target);
         async move {
             let limit = self.shared.limits.max_answer_bytes();
-            let stub = DtmStub::with_interceptor(self.channel.clone(), TraceContext)
+            let stub = DtmStub::with_interceptor(self.service.clone(), TraceContext)
                 .max_decoding_message_size(limit);
             match tokio::time::timeout(timeout, f(stub)).await {
                 Ok(Ok(resp)) => {
@@ -609,7 +640,7 @@ impl DtmGrpcClient {
     }
 
     /// The (cached) channel to a branch's gRPC server.
-    fn branch_channel(&self, target: &str) -> Result<Channel> {
+    fn branch_channel(&self, target: &str) -> Result<GrpcChannel> {
         let mut map = self
             .shared
             .branches
@@ -618,7 +649,7 @@ impl DtmGrpcClient {
         if let Some(c) = map.get(target) {
             return Ok(c.clone());
         }
-        let c = lazy(&endpoint(&self.shared, target, "http")?)?;
+        let c = (self.shared.wrap)(lazy(&endpoint(&self.shared, target, "http")?)?);
         map.insert(target.to_string(), c.clone());
         Ok(c)
     }

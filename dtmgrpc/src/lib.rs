@@ -119,6 +119,7 @@
 
 #[cfg(test)]
 mod bounds_tests;
+pub mod channel;
 mod client;
 pub mod codec;
 mod global;

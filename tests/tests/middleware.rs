@@ -7,8 +7,8 @@ mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use dtmcli::{DtmClient, TransOptions};
 use axum::http::Extensions;
+use dtmcli::{DtmClient, TransOptions};
 use reqwest_middleware::{Middleware, Next};
 use support::*;
 
@@ -117,5 +117,10 @@ async fn a_middleware_error_is_retryable_and_has_no_credentials() {
     assert!(text.contains("gateway:8080"), "{text}");
     assert!(!text.contains("s3cret"), "{text}");
     // Nothing reached DTM.
-    assert!(support::dtm().query(&gid).await.unwrap().transaction.is_none());
+    assert!(support::dtm()
+        .query(&gid)
+        .await
+        .unwrap()
+        .transaction
+        .is_none());
 }
