@@ -69,6 +69,7 @@
 //! - `postgres`: the same on PostgreSQL (sqlx).
 //! - `redis`: the Redis barrier (Lua through `redis::Script`).
 //! - `mongodb`: the MongoDB barrier (sessions and transactions).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod barrier;
 mod error;
@@ -90,3 +91,15 @@ pub use barrier::{
 };
 pub use error::{Error, Result};
 pub use store::{do_and_submit, BarrierStore, TransactionalStore};
+
+// Dependencies whose types are in this crate's API, so that users can name the versions it
+// was built with instead of guessing them (see "Cargo.toml for your use case" in the README).
+/// The redis crate the [`redis`] barrier module is built on, so your connections match it.
+#[cfg(feature = "redis")]
+pub use ::redis as redis_rs;
+/// The mongodb the MongoDB barrier is built on, so your `Client` is of the same version.
+#[cfg(feature = "mongodb")]
+pub use mongodb;
+/// The sqlx the SQL barrier is built on, so your pools and connections are of the same version.
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+pub use sqlx;

@@ -71,6 +71,7 @@
 //! let status = dtm.query(&gid).await?.transaction.map(|t| t.status);
 //! # Ok(()) }
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod branch;
 mod branch_id;
@@ -131,3 +132,9 @@ pub use types::{Op, TransInfo, TransType};
 pub use wire::{
     QueryResult, TransBranch, TransGlobal, TransRequest, TransStatus, WorkflowProgress,
 };
+
+// Dependencies whose types are in this crate's API, so that users can name the versions it
+// was built with instead of guessing them (see "Cargo.toml for your use case" in the README).
+/// The reqwest dtmcli is built on, so a `reqwest::Client` you pass in is of the same version.
+#[cfg(feature = "http")]
+pub use reqwest;

@@ -116,6 +116,7 @@
 //! }
 //! # }
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(test)]
 mod bounds_tests;
@@ -143,3 +144,10 @@ pub use msg::Msg;
 pub use saga::Saga;
 pub use status::{error_to_status, result_to_status, status_to_error};
 pub use url::{parse_branch_url, BranchUrl};
+
+// Dependencies whose types are in this crate's API, so that users can name the versions it
+// was built with instead of guessing them (see "Cargo.toml for your use case" in the README).
+/// The prost dtmgrpc is built on, so your payloads implement the `Message` trait it expects.
+pub use prost;
+/// The tonic dtmgrpc is built on, so your requests, statuses and TLS settings match its version.
+pub use tonic;

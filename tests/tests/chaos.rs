@@ -760,7 +760,7 @@ async fn settle(
         // doubles with every failed retry (a Mongo transaction orphaned by a SIGKILL holds
         // its documents for 60 s, long enough for 64 s gaps). `resetCronTime`, because
         // `resetNextCronTime` does nothing on DTM's Redis store.
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             for _ in 0..8 {
                 match dtm.reset_cron_time(Duration::ZERO, 1000).await {
                     Ok(r) if r.has_remaining => continue,

@@ -95,6 +95,7 @@
 //!   service (`Workflows::grpc_service`), and `WorkflowLayer`, which records and replays
 //!   the gRPC calls of a workflow on a tonic channel.
 //! - `xa`: `Wf::do_xa` on MySQL/MariaDB and PostgreSQL through `dtm-barrier`'s XA.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "grpc")]
 mod grpc;
@@ -120,3 +121,9 @@ pub use options::WfOptions;
 pub use record::RecordFormat;
 pub use registry::Workflows;
 pub use wf::Wf;
+
+// Dependencies whose types are in this crate's API, so that users can name the versions it
+// was built with instead of guessing them (see "Cargo.toml for your use case" in the README).
+/// The reqwest-middleware (with its reqwest) the recorder is built on, so your client matches it.
+#[cfg(feature = "http")]
+pub use reqwest_middleware;
