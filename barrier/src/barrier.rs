@@ -114,6 +114,11 @@ pub(crate) enum Layout {
     Columns,
     /// The parts joined with `-` (Redis keys, XA xids): a `-` inside a branch id would make
     /// two identities one key, so it is refused.
+    // Built only by the Redis store and XA (the SQL features).
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "mysql", feature = "postgres")),
+        allow(dead_code)
+    )]
     Dashed,
 }
 
@@ -237,6 +242,11 @@ impl BranchBarrier {
     /// The back-check answer once the reason of the msg row has been read back from
     /// `table`: `rollback` (written by the back-check itself) means the local transaction
     /// never committed, and now never will.
+    // Read back by the SQL and MongoDB stores; Redis decides in its script.
+    #[cfg_attr(
+        not(any(feature = "mysql", feature = "postgres", feature = "mongodb")),
+        allow(dead_code)
+    )]
     pub(crate) fn msg_verdict(&self, reason: Option<&str>, table: &TableName) -> Result<()> {
         match reason {
             Some("rollback") => Err(self.msg_not_committed()),

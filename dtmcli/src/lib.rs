@@ -135,6 +135,20 @@ pub use wire::{
 
 // Dependencies whose types are in this crate's API, so that users can name the versions it
 // was built with instead of guessing them (see "Cargo.toml for your use case" in the README).
+/// The OpenTelemetry API the trace context is read with: your tracer provider must be of
+/// this version for the SDK to see your spans' context.
+#[cfg(feature = "opentelemetry")]
+pub use opentelemetry;
+/// The OpenTelemetry SDK of the W3C propagator (your tracer provider's crate).
+#[cfg(feature = "opentelemetry")]
+pub use opentelemetry_sdk;
 /// The reqwest dtmcli is built on, so a `reqwest::Client` you pass in is of the same version.
 #[cfg(feature = "http")]
 pub use reqwest;
+/// The reqwest-middleware of [`DtmClientBuilder::middleware`], so the stack you pass in is
+/// of the same version.
+#[cfg(feature = "middleware")]
+pub use reqwest_middleware;
+/// The tracing-opentelemetry bridge whose layer must be installed in your subscriber.
+#[cfg(feature = "opentelemetry")]
+pub use tracing_opentelemetry;
