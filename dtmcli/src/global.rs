@@ -106,6 +106,8 @@ impl<T: Transport> GlobalTx<T> {
             .dtm
             .as_deref()
             .ok_or_else(|| Error::invalid("a nested TCC needs the request's DTM server (query `dtm`, gRPC metadata `dtm-dtm`)"))?;
+        // A hand-made `info` is not checked like one parsed from a request.
+        crate::identity::check_gid(&info.gid)?;
         Ok(Arc::new(GlobalTx::new(
             transport.with_server(dtm)?,
             &info.gid,

@@ -486,6 +486,10 @@ impl DtmGrpcClient {
     }
 
     /// `Prepare`: creates the transaction in status `prepared`.
+    ///
+    /// Like `Submit`, `Abort` and `PrepareWorkflow`, it refuses a gid
+    /// [`dtmcli::identity::check_gid`] refuses (an empty one...) with
+    /// [`Error::InvalidInput`] before sending; `RegisterBranch` refuses an empty gid.
     pub async fn prepare(&self, req: &DtmRequest) -> Result<()> {
         self.trans_call(DtmOp::Prepare, req.clone()).await
     }
@@ -503,6 +507,8 @@ impl DtmGrpcClient {
     /// `Prepare`, `Submit` or `Abort` with a request it owns (moved into the call, not
     /// copied).
     async fn trans_call(&self, op: DtmOp, r: DtmRequest) -> Result<()> {
+        // Checked here too for the raw API (the modes checked already).
+        dtmcli::identity::check_gid(&r.gid)?;
         let timeout = self.timeout_for(&r);
         let gid = r.gid.clone();
         match op {
@@ -536,6 +542,7 @@ impl DtmGrpcClient {
     /// `RegisterBranch` (tcc: `Data {confirm, cancel}` and the try message as
     /// `BusiPayload`; xa: `Data {url}`; workflow: `Data {op, status}` and the result).
     pub async fn register_branch(&self, req: &DtmBranchRequest) -> Result<()> {
+        dtmcli::identity::check_gid_not_empty(&req.gid)?;
         let r = req.clone();
         self.call(
             "RegisterBranch",
@@ -549,6 +556,7 @@ impl DtmGrpcClient {
     /// `PrepareWorkflow`: creates the workflow transaction or returns it with its recorded
     /// progress. (Over gRPC, DTM never fills `Transaction.Result`.)
     pub async fn prepare_workflow(&self, req: &DtmRequest) -> Result<DtmProgressesReply> {
+        dtmcli::identity::check_gid(&req.gid)?;
         let r = req.clone();
         self.call(
             "PrepareWorkflow",

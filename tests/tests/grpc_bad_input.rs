@@ -205,3 +205,79 @@ fn bad_targets_and_no_runtime_are_typed_errors() {
     let e = DtmGrpcClient::new("127.0.0.1:36790").unwrap_err();
     assert!(e.to_string().contains("tokio runtime"), "{e}");
 }
+
+/// Asserts that `e` is the refusal of an empty gid, made before anything was sent (to a DTM
+/// that listens nowhere: a sent request would be a transport error).
+fn assert_empty_gid(what: &str, e: &Error) {
+    assert!(
+        matches!(e, Error::InvalidInput(m) if m.contains("gid") && m.contains("empty")),
+        "{what}: {e:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_gid_is_refused_before_anything_is_sent() {
+    let dtm = dead_dtm();
+    let body = ReqGrpc::amount(1);
+    let branch = "127.0.0.1:1/busi.Busi/TransIn";
+    let e = dtm
+        .saga("")
+        .add(branch, "", &body)
+        .submit()
+        .await
+        .unwrap_err();
+    assert_empty_gid("saga", &e);
+    let msg = dtm.msg("").add(branch, &body);
+    assert_empty_gid("msg prepare", &msg.prepare(branch).await.unwrap_err());
+    assert_empty_gid("msg submit", &msg.submit().await.unwrap_err());
+    let e = msg
+        .do_and_submit(branch, |_| async { panic!("must not run") })
+        .await
+        .unwrap_err();
+    assert_empty_gid("msg do_and_submit", &e);
+    let e = dtm
+        .tcc_global_transaction("", TransOptions::default(), |_| async {
+            panic!("must not run")
+        })
+        .await
+        .map(|()| ())
+        .unwrap_err();
+    assert_empty_gid("tcc", &e);
+    let e = dtm
+        .xa_global_transaction("", TransOptions::default(), |_| async {
+            panic!("must not run")
+        })
+        .await
+        .map(|()| ())
+        .unwrap_err();
+    assert_empty_gid("xa", &e);
+    let mut info = TransInfo::new("", TransType::Tcc, "01", Op::Try);
+    info.dtm = Some(dtm.server().to_string());
+    let e = match dtmgrpc::Tcc::nested(&dtm, &info) {
+        Err(e) => e,
+        Ok(tcc) => {
+            let r: dtmcli::Result<()> = tcc.call_branch(&body, branch, branch, branch).await;
+            r.unwrap_err()
+        }
+    };
+    assert_empty_gid("nested tcc", &e);
+    // The raw API.
+    let raw = dtmgrpc::pb::dtmgimp::DtmRequest::default();
+    assert_empty_gid("raw submit", &dtm.submit(&raw).await.unwrap_err());
+    assert_empty_gid("raw prepare", &dtm.prepare(&raw).await.unwrap_err());
+    assert_empty_gid("raw abort", &dtm.abort(&raw).await.unwrap_err());
+    assert_empty_gid(
+        "prepare_workflow",
+        &dtm.prepare_workflow(&raw).await.unwrap_err(),
+    );
+    let reg = dtmgrpc::pb::dtmgimp::DtmBranchRequest::default();
+    assert_empty_gid(
+        "register_branch",
+        &dtm.register_branch(&reg).await.unwrap_err(),
+    );
+    // Workflows.
+    let wfs = dtm_workflow::Workflows::grpc(dtm.clone(), "127.0.0.1:1");
+    wfs.register("w", |_wf, _input| async { panic!("must not run") })
+        .unwrap();
+    assert_empty_gid("workflow", &wfs.execute("w", "", b"{}").await.unwrap_err());
+}
