@@ -35,7 +35,10 @@
 //! Errors are [`dtmcli::Error`]: DTM's `Aborted` is [`dtmcli::Error::Failure`],
 //! `FailedPrecondition` is [`dtmcli::Error::Ongoing`], and any other status is
 //! [`dtmcli::Error::Grpc`] (retryable; a server that cannot be reached gives code 14,
-//! `Unavailable`, for which `is_transport()` is true).
+//! `Unavailable`, for which `is_transport()` is true). A call that got no answer at all (a
+//! timeout, a refused or broken connection, a server that speaks HTTP/1.1, such as DTM's
+//! HTTP port) says so, and what happened, rather than "answered status N"
+//! (`answered: false`; the code and so the outcome class are the ones tonic gives).
 //!
 //! Transaction options, branch ids and the transaction info are `dtmcli`'s
 //! ([`dtmcli::TransOptions`], [`dtmcli::TransInfo`]).
@@ -125,6 +128,7 @@ mod global;
 pub mod metadata;
 mod msg;
 pub mod pb;
+mod probe;
 mod saga;
 mod status;
 mod url;
@@ -138,5 +142,7 @@ pub use global::{Tcc, Xa};
 pub use metadata::{branch_metadata, trans_info, trans_info_from_metadata};
 pub use msg::Msg;
 pub use saga::Saga;
-pub use status::{error_to_status, result_to_status, status_to_error};
+pub use status::{
+    error_to_status, local_status, no_answer_error, result_to_status, status_to_error,
+};
 pub use url::{parse_branch_url, BranchUrl};

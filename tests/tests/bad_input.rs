@@ -595,21 +595,19 @@ async fn an_empty_gid_is_refused_before_anything_is_sent() {
         .await
         .unwrap_err();
     assert_empty_gid("msg do_and_submit", &e);
-    let e = dtm
+    let r: dtmcli::Result<()> = dtm
         .tcc_global_transaction("", TransOptions::default(), |_| async {
             panic!("must not run")
         })
-        .await
-        .map(|()| ())
-        .unwrap_err();
+        .await;
+    let e = r.unwrap_err();
     assert_empty_gid("tcc", &e);
-    let e = dtm
+    let r: dtmcli::Result<()> = dtm
         .xa_global_transaction("", TransOptions::default(), |_| async {
             panic!("must not run")
         })
-        .await
-        .map(|()| ())
-        .unwrap_err();
+        .await;
+    let e = r.unwrap_err();
     assert_empty_gid("xa", &e);
     // A nested TCC rebuilt from a hand-made TransInfo (one from a query is checked already).
     let mut info = TransInfo::new("", TransType::Tcc, "01", Op::Try);

@@ -280,5 +280,22 @@ async fn workflow_grpc_recorder_times_out() {
         .await
         .unwrap_err();
     assert!(e.is_transport(), "{e:?}");
+    // The layer's own deadline is told as no answer, also through the caller's status_to_error.
+    assert!(
+        matches!(
+            e,
+            Error::Grpc {
+                code: 4,
+                answered: false,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.starts_with("no gRPC answer from TransOut: none came within 1s"),
+        "{text}"
+    );
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
 }

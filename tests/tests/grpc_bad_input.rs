@@ -21,9 +21,24 @@ fn dead_dtm() -> DtmGrpcClient {
 }
 
 fn assert_unavailable(e: &Error) {
-    assert!(matches!(e, Error::Grpc { code: 14, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::Grpc {
+                code: 14,
+                answered: false,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert!(e.is_transport(), "{e}");
     assert_eq!(e.kind(), dtmcli::ErrorKind::Retryable);
+    // Nobody answered: the error says what happened, not "answered status 14".
+    let text = e.to_string();
+    println!("{text}");
+    assert!(text.starts_with("no gRPC answer from "), "{text}");
+    assert!(text.contains("could not connect"), "{text}");
 }
 
 #[tokio::test]
@@ -235,21 +250,19 @@ async fn an_empty_gid_is_refused_before_anything_is_sent() {
         .await
         .unwrap_err();
     assert_empty_gid("msg do_and_submit", &e);
-    let e = dtm
+    let r: dtmcli::Result<()> = dtm
         .tcc_global_transaction("", TransOptions::default(), |_| async {
             panic!("must not run")
         })
-        .await
-        .map(|()| ())
-        .unwrap_err();
+        .await;
+    let e = r.unwrap_err();
     assert_empty_gid("tcc", &e);
-    let e = dtm
+    let r: dtmcli::Result<()> = dtm
         .xa_global_transaction("", TransOptions::default(), |_| async {
             panic!("must not run")
         })
-        .await
-        .map(|()| ())
-        .unwrap_err();
+        .await;
+    let e = r.unwrap_err();
     assert_empty_gid("xa", &e);
     let mut info = TransInfo::new("", TransType::Tcc, "01", Op::Try);
     info.dtm = Some(dtm.server().to_string());
@@ -280,4 +293,59 @@ async fn an_empty_gid_is_refused_before_anything_is_sent() {
     wfs.register("w", |_wf, _input| async { panic!("must not run") })
         .unwrap();
     assert_empty_gid("workflow", &wfs.execute("w", "", b"{}").await.unwrap_err());
+}
+
+#[tokio::test]
+async fn a_grpc_client_on_an_http_port_says_so() {
+    // DTM's HTTP port answers the HTTP/2 preface with `HTTP/1.1 404`; tonic alone reports
+    // "transport error" or "operation was canceled", depending on timing.
+    let http = format!("127.0.0.1:{}", env().server.http_port);
+    let dtm = DtmGrpcClient::new(http.clone()).unwrap();
+    let assert_http_port = |what: &str, e: &Error, hint: &str| {
+        assert!(
+            matches!(
+                e,
+                Error::Grpc {
+                    answered: false,
+                    ..
+                }
+            ),
+            "{what}: {e:?}"
+        );
+        assert_eq!(e.kind(), dtmcli::ErrorKind::Retryable, "{what}");
+        let text = e.to_string();
+        println!("{what}: {text}");
+        assert!(
+            text.starts_with(&format!("no gRPC answer from {http}/")),
+            "{what}: {text}"
+        );
+        assert!(
+            text.contains("answered like an HTTP/1.1 server, not gRPC"),
+            "{what}: {text}"
+        );
+        assert!(text.contains(hint), "{what}: {text}");
+    };
+    let hint = "is this DTM's HTTP port (36789 by default)? DTM's gRPC port is 36790 by default";
+    assert_http_port("new_gid", &dtm.new_gid().await.unwrap_err(), hint);
+    let e = dtm
+        .saga(gid("gbad-http-port"))
+        .add(&grpc_url("TransIn"), "", &ReqGrpc::amount(1))
+        .submit()
+        .await
+        .unwrap_err();
+    assert_http_port("saga", &e, hint);
+    // A gRPC branch URL naming an HTTP/1.1 port.
+    let info = TransInfo::new("g", TransType::Saga, "01", Op::Action);
+    let e = grpc_dtm()
+        .call_branch_raw(
+            &format!("{http}/busi.Busi/TransIn"),
+            &info,
+            &Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_http_port("branch", &e, "an HTTP branch is written http://");
+    // The real gRPC port still works.
+    assert!(!grpc_dtm().new_gid().await.unwrap().is_empty());
 }
