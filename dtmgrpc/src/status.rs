@@ -187,7 +187,62 @@ pub fn error_to_status(err: &Error) -> Status {
     }
 }
 
-/// A handler's result as DTM expects it: `Ok` stays, errors become [`error_to_status`].
+/// The one conversion a tonic branch handler needs: a result whose error is the SDK's
+/// ([`dtmcli::Error`], `dtm_barrier::Error`, anything `Into<dtmcli::Error>`) becomes the
+/// `Result<T, tonic::Status>` DTM expects ([`error_to_status`]: failure → `Aborted`,
+/// ongoing → `FailedPrecondition`, anything else retryable), ready for `?`.
+///
+/// An error from elsewhere (sqlx outside a barrier, prost...) says nothing about DTM's
+/// outcome: wrap it as what it means for the transaction, `dtmcli::Error::other(e)`
+/// (retried) or `dtmcli::Error::failure(e)` (rolled back). Inside a barrier closure `?`
+/// already turns sqlx, Redis and MongoDB errors, and `dtmcli::Error`s, into the barrier's
+/// error.
+///
+/// ```no_run
+/// use dtmgrpc::IntoStatus;
+/// # #[derive(Clone, PartialEq, prost::Message)] struct Transfer { #[prost(int64, tag = "1")] amount: i64 }
+/// # struct Bank { pool: sqlx::MySqlPool }
+/// # impl Bank {
+/// // A tonic handler: one `.into_status()` per fallible SDK call.
+/// async fn trans_out(&self, request: tonic::Request<Transfer>) -> Result<tonic::Response<()>, tonic::Status> {
+///     let info = dtmgrpc::trans_info(&request).into_status()?; // dtmcli::Error
+///     let amount = request.get_ref().amount;
+///     let bb = dtm_barrier::BranchBarrier::new(info);
+///     bb.call(&self.pool, |conn| {
+///         Box::pin(async move {
+///             let balance: i64 = sqlx::query_scalar("select balance from account where id = 1 for update")
+///                 .fetch_one(&mut *conn)
+///                 .await?; // sqlx::Error, retried
+///             if balance < amount {
+///                 // A dtmcli::Error: DTM rolls the transaction back, the debit is not made.
+///                 Err(dtmcli::Error::failure("insufficient balance"))?;
+///             }
+///             sqlx::query("update account set balance = balance - ? where id = 1")
+///                 .bind(amount)
+///                 .execute(&mut *conn)
+///                 .await?;
+///             Ok(())
+///         })
+///     })
+///     .await
+///     .into_status()?; // dtm_barrier::Error
+///     Ok(tonic::Response::new(()))
+/// }
+/// # }
+/// ```
+pub trait IntoStatus<T> {
+    /// `Ok` stays; an error becomes the status DTM expects ([`error_to_status`]).
+    fn into_status(self) -> Result<T, Status>;
+}
+
+impl<T, E: Into<Error>> IntoStatus<T> for Result<T, E> {
+    fn into_status(self) -> Result<T, Status> {
+        self.map_err(|e| error_to_status(&e.into()))
+    }
+}
+
+/// A handler's result as DTM expects it: `Ok` stays, errors become [`error_to_status`]
+/// (the same as [`IntoStatus::into_status`] on a `dtmcli::Result`).
 ///
 /// ```
 /// # use dtmgrpc::result_to_status;
