@@ -214,7 +214,7 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 
 /// A TCC global transaction over a JSON transport (HTTP by default), handed to the closure of
 /// [`DtmClient::tcc_global_transaction`], or rebuilt inside a try handler with
-/// [`Tcc::nested`]. Cheap to clone.
+/// [`Tcc::nested`]. Cheap to clone. An example is on [`crate::Tcc`].
 #[derive(Debug)]
 pub struct Tcc<T: Transport<Encoding = Json>>(Arc<GlobalTx<T>>);
 
@@ -225,7 +225,8 @@ impl<T: Transport<Encoding = Json>> Clone for Tcc<T> {
 }
 
 /// The global side of an XA transaction over a JSON transport (HTTP by default), handed to
-/// the closure of [`DtmClient::xa_global_transaction`]. Cheap to clone.
+/// the closure of [`DtmClient::xa_global_transaction`]. Cheap to clone. An example is on
+/// [`crate::Xa`].
 #[derive(Debug)]
 pub struct Xa<T: Transport<Encoding = Json>>(Arc<GlobalTx<T>>);
 
