@@ -163,6 +163,63 @@ impl BarrierRow<'_> {
 ///
 /// Each guarded call takes the next barrier id (`01`, `02`...), so one handler may guard
 /// several local transactions, and repeats of the same request reuse the same ids.
+///
+/// A saga's action and its compensation, guarded on MySQL/MariaDB (the same code runs on a
+/// PostgreSQL pool or a MongoDB client: see [`BranchBarrier::call`]). The business runs in
+/// the local transaction that writes the barrier row: it commits with it, or not at all.
+///
+/// ```no_run
+/// # #[cfg(feature = "mysql")]
+/// # mod handlers {
+/// use dtm_barrier::{BranchBarrier, Outcome};
+///
+/// /// `POST /api/TransOut?gid=..&trans_type=saga&branch_id=01&op=action`
+/// pub async fn trans_out(pool: &sqlx::MySqlPool, query: &str, amount: i64) -> Result<(), dtmcli::Error> {
+///     let bb = BranchBarrier::from_query(query)?;
+///     let outcome = bb
+///         .call(pool, |conn| {
+///             Box::pin(async move {
+///                 let debited = sqlx::query(
+///                     "update bank.account set balance = balance - ? where id = 1 and balance >= ?",
+///                 )
+///                 .bind(amount)
+///                 .bind(amount)
+///                 .execute(&mut *conn)
+///                 .await?; // a database error: rolled back, DTM retries
+///                 if debited.rows_affected() == 0 {
+///                     // Rolled back too, and the handler answers FAILURE: the saga compensates.
+///                     Err(dtmcli::Error::failure("insufficient balance"))?;
+///                 }
+///                 Ok(())
+///             })
+///         })
+///         .await?;
+///     // A repeated request, or one that came after its compensation, did nothing.
+///     let _ran = matches!(outcome, Outcome::Executed(()));
+///     Ok(())
+/// }
+///
+/// /// `POST /api/TransOutRevert?..&op=compensate`: skipped if the action never ran or failed.
+/// pub async fn trans_out_revert(pool: &sqlx::MySqlPool, query: &str, amount: i64) -> Result<(), dtmcli::Error> {
+///     BranchBarrier::from_query(query)?
+///         .call(pool, |conn| {
+///             Box::pin(async move {
+///                 sqlx::query("update bank.account set balance = balance + ? where id = 1")
+///                     .bind(amount)
+///                     .execute(&mut *conn)
+///                     .await?;
+///                 Ok(())
+///             })
+///         })
+///         .await?;
+///     Ok(())
+/// }
+/// # }
+/// ```
+///
+/// Over gRPC the barrier comes from the call's metadata
+/// (`BranchBarrier::new(dtmgrpc::trans_info_from_metadata(request.metadata())?)`) and the
+/// handler answers with `dtmgrpc::IntoStatus`.
 #[derive(Debug)]
 pub struct BranchBarrier {
     info: TransInfo,

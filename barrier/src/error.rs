@@ -7,7 +7,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// DTM's outcomes travel in [`Error::Dtm`] (failure, ongoing, duplicated); database errors
 /// keep their driver type so callers and the reprocessing policy can inspect them. Convert to
-/// [`dtmcli::Error`] with `?`/`into()` to answer DTM (database errors become retryable).
+/// [`dtmcli::Error`] with `?`/`into()` to answer DTM (database errors become retryable), or
+/// to a tonic status with `dtmgrpc::IntoStatus`.
+///
+/// Inside a business closure, `?` takes a [`dtmcli::Error`] as it is: a
+/// `dtmcli::Error::failure(..)` (or [`Error::failure`]) rolls the local transaction back and
+/// the handler answers FAILURE; an ongoing answers ONGOING.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -105,5 +110,45 @@ impl From<Error> for dtmcli::Error {
             Error::Business(b) => dtmcli::Error::Other(b),
             other => dtmcli::Error::Database(Box::new(other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A business rule written against dtmcli, as a handler shares it with HTTP code.
+    fn rule(balance: i64) -> dtmcli::Result<()> {
+        match balance {
+            b if b < 0 => Err(dtmcli::Error::failure("insufficient balance")),
+            0 => Err(dtmcli::Error::ongoing("balance not settled yet")),
+            _ => Ok(()),
+        }
+    }
+
+    /// The body of a barrier closure: `?` on a dtmcli error.
+    fn business(balance: i64) -> Result<()> {
+        rule(balance)?;
+        Ok(())
+    }
+
+    #[test]
+    fn dtm_outcomes_cross_both_ways() {
+        let e = business(-1).unwrap_err();
+        assert!(e.is_failure(), "{e:?}");
+        let back = dtmcli::Error::from(e);
+        assert!(matches!(back, dtmcli::Error::Failure(ref m) if m == "insufficient balance"));
+        let e = business(0).unwrap_err();
+        assert!(e.is_ongoing(), "{e:?}");
+        assert!(dtmcli::Error::from(e).is_ongoing());
+        let e = Error::from(dtmcli::Error::Duplicated);
+        assert!(e.is_duplicated());
+        assert!(dtmcli::Error::from(e).is_duplicated());
+        assert!(business(5).is_ok());
+        // Errors of the barrier's own are retryable for DTM, or invalid input.
+        let e = dtmcli::Error::from(Error::business("disk full"));
+        assert_eq!(e.kind(), dtmcli::ErrorKind::Retryable);
+        let e = dtmcli::Error::from(Error::Config("bad table".into()));
+        assert!(matches!(e, dtmcli::Error::InvalidInput(_)), "{e:?}");
     }
 }

@@ -133,19 +133,41 @@ impl DtmClientBuilder {
 }
 
 fn normalize_server(s: &str) -> Result<String> {
+    check_server_url(s, "/api/dtmsvr")?;
+    Ok(s.trim_end_matches('/').to_string())
+}
+
+/// Checks a DTM URL whose API lives at `api_path` (`/api/dtmsvr`, `/api/json-rpc`): http(s),
+/// and a path, since every call appends its operation to it. A server without one
+/// (`http://localhost:36789`) would only fail later, with a 404 on the first call. Any other
+/// path is accepted: a reverse proxy may map its own prefix to DTM's API.
+pub(crate) fn check_server_url(s: &str, api_path: &str) -> Result<()> {
+    let expected = format!("http(s)://host:port{api_path}");
     let parsed = url::Url::parse(s).map_err(|e| {
         Error::invalid(format!(
-            "DTM server URL {:?} is not a URL: {e}",
+            "DTM server URL {:?} is not a URL ({e}): write {expected}",
             redact_url(s)
         ))
     })?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(Error::invalid(format!(
-            "DTM server URL {:?} must be http(s)://host:port/api/dtmsvr",
+            "DTM server URL {:?} must be {expected}",
             redact_url(s)
         )));
     }
-    Ok(s.trim_end_matches('/').to_string())
+    if parsed.path().trim_end_matches('/').is_empty() {
+        return Err(Error::invalid(format!(
+            "DTM server URL {:?} has no path: DTM's API is at {expected} (DTM's default is http://localhost:36789{api_path}), or at the path a reverse proxy maps to it",
+            redact_url(s)
+        )));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(Error::invalid(format!(
+            "DTM server URL {:?} has a query or fragment, which the operation appended to it would follow: write {expected}",
+            redact_url(s)
+        )));
+    }
+    Ok(())
 }
 
 /// The URLs of the calls every transaction makes, parsed once per server rather than
@@ -212,6 +234,10 @@ struct MessageBody {
 
 impl DtmClient {
     /// A client for the server at `server` (for example `http://localhost:36789/api/dtmsvr`).
+    ///
+    /// The URL must be `http(s)://` with a path: DTM's `/api/dtmsvr`, or the prefix a
+    /// reverse proxy maps to it. Without one (`http://localhost:36789`) it is
+    /// [`Error::InvalidInput`], which names the expected form.
     pub fn new(server: impl Into<String>) -> Result<Self> {
         Self::builder(server).build()
     }
@@ -381,6 +407,9 @@ impl DtmClient {
 
     /// POSTs a global-transaction body to `<server>/<op>` and checks that DTM answered
     /// `{"dtm_result":"SUCCESS"}` (anything else is [`Error::Decode`]); returns that body.
+    /// A gid [`crate::identity::check_gid`] refuses (an empty one...) is
+    /// [`Error::InvalidInput`], and nothing is sent; so for `prepare`, `submit`, `abort` and
+    /// `prepare_workflow`. The reads and admin calls refuse only an empty gid.
     pub async fn call(&self, op: &'static str, body: &TransRequest) -> Result<Bytes> {
         self.trans_call(op, body).await
     }
@@ -392,11 +421,15 @@ impl DtmClient {
         op: &'static str,
         body: &TransRequest,
     ) -> impl Future<Output = Result<Bytes>> + Send + 'a {
+        // Checked here too for the raw API (the modes checked already): DTM would answer an
+        // empty gid with a retryable 500.
+        let checked = crate::identity::check_gid(&body.gid);
         let (req, url) = self.post(op);
         let req = req.json(body);
         let timeout = self.timeout_for(body);
         let body_gid = body.gid.clone();
         async move {
+            checked?;
             let answer = self.send(op, &body_gid, req, &url, timeout, true).await?;
             Self::expect_success(&url, &answer)?;
             Ok(answer)
@@ -418,6 +451,7 @@ impl DtmClient {
     /// every recorded branch. Unlike the other calls, a body that merely mentions FAILURE (a
     /// stored rollback reason) is not an error.
     pub async fn prepare_workflow(&self, body: &TransRequest) -> Result<WorkflowProgress> {
+        crate::identity::check_gid(&body.gid)?;
         let (req, url) = self.post("prepareWorkflow");
         let answer = self
             .send(
@@ -462,6 +496,7 @@ impl DtmClient {
 
     /// The transaction `gid` and its branches as the server stores them.
     pub async fn query(&self, gid: &str) -> Result<QueryResult> {
+        crate::identity::check_gid_not_empty(gid)?;
         let url = self.url("query");
         let req = self.http.client().get(&url).query(&[("gid", gid)]);
         let body = self
@@ -488,6 +523,7 @@ impl DtmClient {
     /// `registerBranch` with its flat string map (see the protocol: tcc `data`, `confirm`,
     /// `cancel`; xa `url`; workflow `op`, `status`, `data`).
     pub async fn register_branch(&self, fields: &BTreeMap<String, String>) -> Result<()> {
+        crate::identity::check_gid_not_empty(fields.get("gid").map_or("", String::as_str))?;
         let (req, url) = self.post("registerBranch");
         let answer = self
             .send(
@@ -553,6 +589,7 @@ impl DtmClient {
     /// the schedule its cron reads. [`reset_cron_time`](Self::reset_cron_time) works on
     /// every store.
     pub async fn reset_next_cron_time(&self, gid: &str) -> Result<()> {
+        crate::identity::check_gid_not_empty(gid)?;
         let u = self.url("resetNextCronTime");
         let req = self
             .http
@@ -592,6 +629,7 @@ impl DtmClient {
 
     /// Admin: marks an unfinished transaction `failed` without running anything.
     pub async fn force_stop(&self, gid: &str) -> Result<()> {
+        crate::identity::check_gid_not_empty(gid)?;
         let u = self.url("forceStop");
         let req = self
             .http

@@ -53,17 +53,24 @@ pub enum Error {
     },
 
     /// A gRPC call (to DTM or to a branch) ended with a status that is neither success nor
-    /// one of DTM's outcomes (those become [`Error::Failure`] / [`Error::Ongoing`]).
+    /// one of DTM's outcomes (those become [`Error::Failure`] / [`Error::Ongoing`]): one the
+    /// peer answered, or one the client set because no gRPC answer came (`answered` is
+    /// false: a timeout, a refused or broken connection, a peer that does not speak gRPC).
     /// Codes 14 (`Unavailable`: the peer could not be reached) and 4 (`DeadlineExceeded`: no
     /// answer in time) count as transport errors ([`Error::is_transport`]). Retryable.
-    #[error("{target} answered gRPC status {code}: {message}")]
+    /// Build it with [`Error::grpc`] or [`Error::grpc_no_answer`].
+    #[error("{}", grpc_text(.target, *.code, .message, *.answered))]
     Grpc {
         /// The gRPC method called (`127.0.0.1:36790/dtmgimp.Dtm/Submit`).
         target: String,
         /// The gRPC status code (see `tonic::Code`).
         code: i32,
-        /// The status message.
+        /// The status message; without an answer, what happened instead.
         message: String,
+        /// True when the peer answered this status; false when the client set it because no
+        /// gRPC answer came. Only the message tells the two apart: the outcome class
+        /// ([`Error::kind`]) is the code's either way.
+        answered: bool,
     },
 
     /// The peer answered with a status that is neither success nor one of DTM's outcomes.
@@ -165,6 +172,28 @@ impl Error {
         }
     }
 
+    /// An [`Error::Grpc`] for a status the peer `target` answered.
+    pub fn grpc(target: impl Into<String>, code: i32, message: impl Into<String>) -> Self {
+        Error::Grpc {
+            target: target.into(),
+            code,
+            message: message.into(),
+            answered: true,
+        }
+    }
+
+    /// An [`Error::Grpc`] for a call to `target` that got no gRPC answer: `code` is the
+    /// status the client set (4 for a timeout, 14 when it could not connect...), `what`
+    /// says what happened instead (`"none came within 30s"`).
+    pub fn grpc_no_answer(target: impl Into<String>, code: i32, what: impl Into<String>) -> Self {
+        Error::Grpc {
+            target: target.into(),
+            code,
+            message: what.into(),
+            answered: false,
+        }
+    }
+
     /// True for [`Error::Failure`].
     pub fn is_failure(&self) -> bool {
         matches!(self, Error::Failure(_))
@@ -215,6 +244,16 @@ pub enum ErrorKind {
     Retryable,
 }
 
+/// The text of [`Error::Grpc`]: a status the peer answered, or what happened instead of an
+/// answer (never "answered" for a server that said nothing).
+fn grpc_text(target: &str, code: i32, message: &str, answered: bool) -> String {
+    if answered {
+        format!("{target} answered gRPC status {code}: {message}")
+    } else {
+        format!("no gRPC answer from {target}: {message} (status {code}, set by this client)")
+    }
+}
+
 /// Cuts a response body for inclusion in an error message.
 pub(crate) fn truncate_body(body: &str) -> String {
     const MAX: usize = 4096;
@@ -242,4 +281,30 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_errors_say_whether_the_peer_answered() {
+        let answered = Error::grpc("h:1/s.S/M", 14, "overloaded");
+        assert_eq!(
+            answered.to_string(),
+            "h:1/s.S/M answered gRPC status 14: overloaded"
+        );
+        let silent = Error::grpc_no_answer("h:1/s.S/M", 4, "none came within 30s");
+        let text = silent.to_string();
+        assert!(
+            text.starts_with("no gRPC answer from h:1/s.S/M: none came within 30s"),
+            "{text}"
+        );
+        assert!(!text.contains("answered"), "{text}");
+        // Same classes either way: only the words differ.
+        for e in [&answered, &silent] {
+            assert_eq!(e.kind(), ErrorKind::Retryable);
+            assert!(e.is_transport());
+        }
+    }
 }

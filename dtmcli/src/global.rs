@@ -126,6 +126,8 @@ impl<T: Transport> GlobalTx<T> {
             .dtm
             .as_deref()
             .ok_or_else(|| Error::invalid("a nested TCC needs the request's DTM server (query `dtm`, gRPC metadata `dtm-dtm`)"))?;
+        // A hand-made `info` is not checked like one parsed from a request.
+        crate::identity::check_gid(&info.gid)?;
         Ok(Arc::new(GlobalTx::new(
             transport.with_server(dtm)?,
             &info.gid,
@@ -232,7 +234,7 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 
 /// A TCC global transaction over a JSON transport (HTTP by default), handed to the closure of
 /// [`DtmClient::tcc_global_transaction`], or rebuilt inside a try handler with
-/// [`Tcc::nested`]. Cheap to clone.
+/// [`Tcc::nested`]. Cheap to clone. An example is on [`crate::Tcc`].
 #[derive(Debug)]
 pub struct Tcc<T: Transport<Encoding = Json>>(Arc<GlobalTx<T>>);
 
@@ -243,7 +245,8 @@ impl<T: Transport<Encoding = Json>> Clone for Tcc<T> {
 }
 
 /// The global side of an XA transaction over a JSON transport (HTTP by default), handed to
-/// the closure of [`DtmClient::xa_global_transaction`]. Cheap to clone.
+/// the closure of [`DtmClient::xa_global_transaction`]. Cheap to clone. An example is on
+/// [`crate::Xa`].
 #[derive(Debug)]
 pub struct Xa<T: Transport<Encoding = Json>>(Arc<GlobalTx<T>>);
 

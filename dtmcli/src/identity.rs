@@ -54,6 +54,18 @@ pub fn check_gid(gid: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses only the empty gid: for calls about a transaction that may exist already (a
+/// query, an abort, a branch registration), whose gid another SDK may have chosen outside
+/// [`check_gid`]'s rules. DTM would answer an empty one with a retryable 500.
+pub fn check_gid_not_empty(gid: &str) -> Result<()> {
+    if gid.is_empty() {
+        return Err(Error::invalid(
+            "gid \"\" is empty: every DTM call about a transaction names its gid",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a branch id (see the [module docs](self)).
 pub fn check_branch_id(branch_id: &str) -> Result<()> {
     let bad = |why: &str| {
@@ -159,6 +171,16 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn empty_gids() {
+        let e = check_gid_not_empty("").unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidInput(ref m) if m.contains("empty")),
+            "{e}"
+        );
+        assert!(check_gid_not_empty("a b ").is_ok());
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub const INTERNAL_CODE: i64 = -32603;
 
 /// The protocol name DTM stores for JSON-RPC transactions.
 const PROTOCOL: &str = "json-rpc";
+/// Where DTM serves JSON-RPC.
+const JSON_RPC_PATH: &str = "/api/json-rpc";
 
 /// A client of DTM's JSON-RPC API (`http://host:36789/api/json-rpc`). It is a
 /// [`DtmClient`] pointed at that URL, so it has the same settings, bounds, trust rules and
@@ -96,7 +98,19 @@ struct Call<'a, P: Serialize> {
 impl JsonRpcClient {
     /// A client of the JSON-RPC API at `server` (for example
     /// `http://localhost:36789/api/json-rpc`).
+    ///
+    /// The URL must be `http(s)://` with a path: DTM's `/api/json-rpc`, or the path a reverse
+    /// proxy maps to it. Without one, or with DTM's HTTP API path (`/api/dtmsvr`), it is
+    /// [`Error::InvalidInput`], which names the expected form.
     pub fn new(server: impl Into<String>) -> Result<Self> {
+        let server = server.into();
+        crate::client::check_server_url(&server, JSON_RPC_PATH)?;
+        if server.trim_end_matches('/').ends_with("/api/dtmsvr") {
+            return Err(Error::invalid(format!(
+                "{:?} is DTM's HTTP API, not its JSON-RPC endpoint: write http(s)://host:port{JSON_RPC_PATH} (or use DtmClient for the HTTP API)",
+                redact_url(&server)
+            )));
+        }
         DtmClient::new(server).map(Self::from_client)
     }
 

@@ -103,9 +103,70 @@ pub use global::GlobalTx;
 #[cfg(feature = "http")]
 pub use jsonrpc::JsonRpcClient;
 /// TCC over a JSON transport, HTTP ([`DtmClient`]) unless another is named.
+///
+/// [`DtmClient::tcc_global_transaction`] prepares the transaction, hands a `Tcc` to the
+/// closure, and submits when it returns `Ok` (DTM then calls every confirm) or aborts when
+/// it returns an error (DTM calls the cancel of every registered branch). Each
+/// [`call_branch`](global::Tcc::call_branch) registers a branch's confirm and cancel, then
+/// calls its try.
+///
+/// ```no_run
+/// use dtmcli::{DtmClient, TransInfo, TransOptions};
+///
+/// # async fn run() -> dtmcli::Result<()> {
+/// let dtm = DtmClient::new("http://localhost:36789/api/dtmsvr")?;
+/// let gid = dtm.new_gid().await?;
+/// let body = serde_json::json!({"amount": 30});
+/// let result = dtm
+///     .tcc_global_transaction(&gid, TransOptions::default(), |tcc: dtmcli::Tcc| async move {
+///         tcc.call_branch(&body, "http://bank-a/api/TransOutTry",
+///             "http://bank-a/api/TransOutConfirm", "http://bank-a/api/TransOutCancel").await?;
+///         tcc.call_branch(&body, "http://bank-b/api/TransInTry",
+///             "http://bank-b/api/TransInConfirm", "http://bank-b/api/TransInCancel").await?;
+///         Ok(())
+///     })
+///     .await;
+/// match result {
+///     Ok(()) => println!("confirmed"),
+///     // A try answered FAILURE (409): every registered branch is cancelled.
+///     Err(dtmcli::Error::Failure(reason)) => println!("cancelled: {reason}"),
+///     Err(e) => return Err(e),
+/// }
+/// # Ok(()) }
+///
+/// // Inside a try handler: sub-branches of the same global TCC (`0101`, `0102`...).
+/// async fn trans_in_try(dtm: &DtmClient, info: &TransInfo) -> dtmcli::Result<()> {
+///     let tcc = dtmcli::Tcc::nested(dtm, info)?;
+///     tcc.call_branch(&serde_json::json!({"amount": 30}), "http://bank-c/api/FeeTry",
+///         "http://bank-c/api/FeeConfirm", "http://bank-c/api/FeeCancel").await?;
+///     Ok(())
+/// }
+/// ```
 #[cfg(feature = "http")]
 pub type Tcc<T = DtmClient> = global::Tcc<T>;
 /// The global side of XA over a JSON transport, HTTP ([`DtmClient`]) unless another is named.
+///
+/// [`DtmClient::xa_global_transaction`] prepares the transaction and hands an `Xa` to the
+/// closure; each [`call_branch`](global::Xa::call_branch) calls a branch with `op=action`,
+/// and the branch runs its local XA transaction, registers itself and prepares (the branch
+/// side is `dtm_barrier::xa::XaLocal`). `Ok` from the closure submits (DTM commits every
+/// branch), an error aborts (DTM rolls every branch back).
+///
+/// ```no_run
+/// use dtmcli::{DtmClient, TransOptions};
+///
+/// # async fn run() -> dtmcli::Result<()> {
+/// let dtm = DtmClient::new("http://localhost:36789/api/dtmsvr")?;
+/// let gid = dtm.new_gid().await?;
+/// let body = serde_json::json!({"amount": 30});
+/// dtm.xa_global_transaction(&gid, TransOptions::default(), |xa: dtmcli::Xa| async move {
+///     xa.call_branch(&body, "http://bank-a/api/TransOutXa").await?;
+///     xa.call_branch(&body, "http://bank-b/api/TransInXa").await?;
+///     Ok(())
+/// })
+/// .await?; // Err(Error::Failure(..)) when a branch refused: every branch rolled back
+/// # Ok(()) }
+/// ```
 #[cfg(feature = "http")]
 pub type Xa<T = DtmClient> = global::Xa<T>;
 #[cfg(not(feature = "http"))]
@@ -116,12 +177,76 @@ pub use limits::{
     Limits, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ANSWER_BYTES, DEFAULT_TIMEOUT, MAX_TIMEOUT,
 };
 /// A 2-phase message, over HTTP ([`DtmClient`]) unless another transport is named.
+///
+/// Once submitted, DTM calls every branch until it succeeds. With
+/// [`do_and_submit`](msg::Msg::do_and_submit) (the outbox pattern) the message is prepared
+/// first and submitted only if the local transaction committed; if this process dies in
+/// between, DTM asks the back-check URL. Its local business usually writes through
+/// `dtm_barrier::do_and_submit`, which keeps the barrier row the back-check reads in the same
+/// database transaction.
+///
+/// ```no_run
+/// use dtmcli::DtmClient;
+///
+/// # async fn run() -> dtmcli::Result<()> {
+/// let dtm = DtmClient::new("http://localhost:36789/api/dtmsvr")?;
+/// let body = serde_json::json!({"amount": 30});
+///
+/// // Fire and forget: DTM delivers TransIn until it answers 200.
+/// let msg: dtmcli::Msg = dtm.msg(dtm.new_gid().await?).add("http://bank-b/api/TransIn", &body);
+/// msg.submit().await?;
+///
+/// // Outbox: prepare, debit locally, submit.
+/// dtm.msg(dtm.new_gid().await?)
+///     .add("http://bank-b/api/TransIn", &body)
+///     .do_and_submit("http://bank-a/api/QueryPrepared", |info| async move {
+///         // The local transaction, named by `info` (gid, branch 00, op msg).
+///         let _ = info;
+///         Ok(())
+///     })
+///     .await?;
+/// # Ok(()) }
+/// ```
 #[cfg(feature = "http")]
 pub type Msg<T = DtmClient> = msg::Msg<T>;
 #[cfg(not(feature = "http"))]
 pub use msg::Msg;
 pub use options::{TransOptions, MAX_WIRE_DURATION};
 /// A saga, over HTTP ([`DtmClient`]) unless another transport is named.
+///
+/// Steps run in order (or concurrently, see [`concurrent`](saga::Saga::concurrent)); at the
+/// first action that answers FAILURE (409), DTM runs the compensation of every step that
+/// ran, in reverse order. Any other error is retried.
+///
+/// ```no_run
+/// use dtmcli::{DtmClient, TransOptions};
+///
+/// # async fn run() -> dtmcli::Result<()> {
+/// let dtm = DtmClient::new("http://localhost:36789/api/dtmsvr")?;
+/// let body = serde_json::json!({"amount": 30});
+/// let saga: dtmcli::Saga = dtm
+///     .saga(dtm.new_gid().await?)
+///     .add("http://bank-a/api/TransOut", "http://bank-a/api/TransOutRevert", &body)
+///     .add("http://bank-b/api/TransIn", "http://bank-b/api/TransInRevert", &body)
+///     // Wait for the outcome instead of returning once DTM stored the saga.
+///     .with_options(TransOptions::default().wait_result(true));
+/// match saga.submit().await {
+///     Ok(()) => println!("transferred"),
+///     Err(dtmcli::Error::Failure(reason)) => println!("rolled back: {reason}"),
+///     Err(e) => return Err(e), // DTM has it and keeps retrying
+/// }
+///
+/// // Concurrent: both debits at once, the credit after both.
+/// dtm.saga(dtm.new_gid().await?)
+///     .add("http://bank-a/api/TransOut", "http://bank-a/api/TransOutRevert", &body)
+///     .add("http://bank-c/api/TransOut", "http://bank-c/api/TransOutRevert", &body)
+///     .add("http://bank-b/api/TransIn", "http://bank-b/api/TransInRevert", &body)
+///     .concurrent()
+///     .add_branch_order(2, &[0, 1])
+///     .submit()
+///     .await?;
+/// # Ok(()) }
+/// ```
 #[cfg(feature = "http")]
 pub type Saga<T = DtmClient> = saga::Saga<T>;
 #[cfg(not(feature = "http"))]

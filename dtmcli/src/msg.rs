@@ -23,7 +23,7 @@ use crate::wire::TransRequest;
 /// Once submitted, DTM delivers every branch until it succeeds. With [`Msg::prepare`] first,
 /// DTM asks the `query_prepared` URL whether the local transaction committed if the message
 /// is not submitted within its `timeout_to_fail`. [`Msg::do_and_submit`] wraps the whole
-/// outbox pattern.
+/// outbox pattern. An example over HTTP is on [`crate::Msg`].
 #[derive(Debug)]
 #[must_use = "a message does nothing until submitted"]
 pub struct Msg<T: Transport> {

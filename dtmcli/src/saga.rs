@@ -23,6 +23,8 @@ use crate::wire::TransRequest;
 /// DTM runs the actions in order (or as a DAG with [`Saga::concurrent`] and
 /// [`Saga::add_branch_order`]); at the first failure it runs the compensation of every action
 /// that ran, the failed one included, in reverse order.
+///
+/// An example over HTTP is on [`crate::Saga`]; over gRPC, on the `dtmgrpc` crate.
 #[derive(Debug)]
 #[must_use = "a saga does nothing until submitted"]
 pub struct Saga<T: Transport> {

@@ -142,6 +142,14 @@ fn client(target: &str, timeout: Duration) -> DtmGrpcClient {
 
 fn assert_deadline(e: &Error, started: Instant, limit: Duration) {
     assert!(e.is_transport(), "{e:?}");
+    if let Error::Grpc { answered, .. } = e {
+        // Said as what happened: the peer answered nothing.
+        assert!(!answered, "{e:?}");
+        let text = e.to_string();
+        assert!(text.starts_with("no gRPC answer from "), "{text}");
+        assert!(text.contains("none came within 300ms"), "{text}");
+        assert!(!text.contains("answered gRPC status"), "{text}");
+    }
     assert!(
         started.elapsed() < limit,
         "took {:?}: {e}",

@@ -26,7 +26,7 @@ use crate::pb::dtmgimp::dtm_client::DtmClient as DtmStub;
 use crate::pb::dtmgimp::{
     DtmBranchRequest, DtmProgressesReply, DtmRequest, DtmTopicRequest, DtmTransOptions,
 };
-use crate::status::status_to_error;
+use crate::status::{status_to_error, NoAnswer};
 use crate::url::check_branch_url;
 use crate::url::{is_http, parse_branch_url};
 
@@ -60,6 +60,9 @@ pub struct DtmGrpcClient {
     /// `channel` as calls go through it (wrapped in the builder's layer).
     service: GrpcChannel,
     shared: Arc<Shared>,
+    /// The channel to DTM is one this client built without TLS (a given channel may be
+    /// anything): only then may a broken call be probed in plaintext.
+    plaintext: bool,
 }
 
 /// What every client derived from one builder shares.
@@ -196,6 +199,7 @@ impl DtmGrpcClientBuilder {
             #[cfg(feature = "tls")]
             tls: self.tls,
         });
+        let plaintext = self.channel.is_none() && !target.tls.unwrap_or(shared.tls_default);
         let channel = match self.channel {
             Some(c) => c,
             None => dtm_channel(&shared, &target)?,
@@ -205,6 +209,7 @@ impl DtmGrpcClientBuilder {
             service: (shared.wrap)(channel.clone()),
             channel,
             shared,
+            plaintext,
         })
     }
 }
@@ -319,13 +324,13 @@ fn answer_error(target: &str, status: &tonic::Status, limit: usize) -> Error {
     status_to_error(&redact_url(target), status)
 }
 
-/// The error of a call that did not end within `timeout`.
+/// The error of a call that did not end within `timeout`: no answer, not a status.
 fn deadline_error(target: &str, timeout: Duration) -> Error {
-    Error::Grpc {
-        target: redact_url(target).into_owned(),
-        code: tonic::Code::DeadlineExceeded as i32,
-        message: format!("no answer within {timeout:?}"),
-    }
+    Error::grpc_no_answer(
+        redact_url(target),
+        tonic::Code::DeadlineExceeded as i32,
+        format!("none came within {timeout:?}"),
+    )
 }
 
 /// The gRPC options message of a wire body's flat options.
@@ -428,6 +433,7 @@ impl DtmGrpcClient {
         Ok(DtmGrpcClient {
             service: (self.shared.wrap)(channel.clone()),
             channel,
+            plaintext: !named.tls.unwrap_or(self.shared.tls_default),
             target: named.addr.into(),
             shared: self.shared.clone(),
         })
@@ -489,13 +495,35 @@ impl DtmGrpcClient {
                 }
                 Ok(Err(status)) => {
                     tracing::debug!(code = ?status.code(), message = status.message(), "dtm answered");
-                    Err(answer_error(&target(), &status, limit))
+                    let addr = self.plaintext.then_some(&*self.target);
+                    Err(self.status_error(&target(), &status, addr, true).await)
                 }
                 Err(_) => Err(deadline_error(&target(), timeout)),
             }
         }
         .instrument(span)
         .await
+    }
+
+    /// The error of a call to `label` that ended with `status`. When the connection to
+    /// `addr` (a plaintext one) broke before any answer, `addr` is asked whether it is an
+    /// HTTP/1.1 server, and the error says so if it is (a client pointed at DTM's HTTP port):
+    /// tonic's own words for that case are "transport error" or "operation was canceled".
+    async fn status_error(
+        &self,
+        label: &str,
+        status: &tonic::Status,
+        addr: Option<&str>,
+        dtm: bool,
+    ) -> Error {
+        let limits = &self.shared.limits;
+        let err = answer_error(label, status, limits.max_answer_bytes());
+        match addr {
+            Some(addr) if crate::status::no_answer(status) == Some(NoAnswer::Broken) => {
+                crate::probe::explain_broken(err, addr, dtm, limits.connect_timeout()).await
+            }
+            _ => err,
+        }
     }
 
     /// Asks DTM for a new global id.
@@ -509,16 +537,20 @@ impl DtmGrpcClient {
             )
             .await?;
         if reply.gid.is_empty() {
-            return Err(Error::Grpc {
-                target: format!("{}/dtmgimp.Dtm/NewGid", self.target),
-                code: tonic::Code::Internal as i32,
-                message: "DTM answered an empty gid".into(),
-            });
+            return Err(Error::grpc(
+                format!("{}/dtmgimp.Dtm/NewGid", self.target),
+                tonic::Code::Internal as i32,
+                "DTM answered an empty gid",
+            ));
         }
         Ok(reply.gid)
     }
 
     /// `Prepare`: creates the transaction in status `prepared`.
+    ///
+    /// Like `Submit`, `Abort` and `PrepareWorkflow`, it refuses a gid
+    /// [`dtmcli::identity::check_gid`] refuses (an empty one...) with
+    /// [`Error::InvalidInput`] before sending; `RegisterBranch` refuses an empty gid.
     pub async fn prepare(&self, req: &DtmRequest) -> Result<()> {
         self.trans_call(DtmOp::Prepare, req.clone()).await
     }
@@ -536,6 +568,8 @@ impl DtmGrpcClient {
     /// `Prepare`, `Submit` or `Abort` with a request it owns (moved into the call, not
     /// copied).
     async fn trans_call(&self, op: DtmOp, r: DtmRequest) -> Result<()> {
+        // Checked here too for the raw API (the modes checked already).
+        dtmcli::identity::check_gid(&r.gid)?;
         let timeout = self.timeout_for(&r);
         let gid = r.gid.clone();
         match op {
@@ -569,6 +603,7 @@ impl DtmGrpcClient {
     /// `RegisterBranch` (tcc: `Data {confirm, cancel}` and the try message as
     /// `BusiPayload`; xa: `Data {url}`; workflow: `Data {op, status}` and the result).
     pub async fn register_branch(&self, req: &DtmBranchRequest) -> Result<()> {
+        dtmcli::identity::check_gid_not_empty(&req.gid)?;
         let r = req.clone();
         self.call(
             "RegisterBranch",
@@ -582,6 +617,7 @@ impl DtmGrpcClient {
     /// `PrepareWorkflow`: creates the workflow transaction or returns it with its recorded
     /// progress. (Over gRPC, DTM never fills `Transaction.Result`.)
     pub async fn prepare_workflow(&self, req: &DtmRequest) -> Result<DtmProgressesReply> {
+        dtmcli::identity::check_gid(&req.gid)?;
         let r = req.clone();
         self.call(
             "PrepareWorkflow",
@@ -662,7 +698,8 @@ impl DtmGrpcClient {
     /// read with [`status_to_error`]. An `http(s)://` URL gets the query, headers and the
     /// bytes as body (POST, or GET when there are none and it is not XA), read with DTM's HTTP
     /// rules. The call gets the client's timeout
-    /// ([`Error::Grpc`] with code 4, `DeadlineExceeded`, when it runs out) and answers longer
+    /// ([`Error::Grpc`] with code 4, `DeadlineExceeded`, and `answered: false` when it runs
+    /// out; so for a branch that cannot be reached, code 14) and answers longer
     /// than [`DtmGrpcClientBuilder::max_answer_bytes`] are [`Error::TooLarge`].
     pub async fn call_branch_raw(
         &self,
@@ -703,15 +740,23 @@ impl DtmGrpcClient {
             let limit = self.shared.limits.max_answer_bytes();
             let mut grpc = tonic::client::Grpc::new(self.branch_channel(&u.target)?)
                 .max_decoding_message_size(limit);
+            // Err(Ok(status)): the call's status; Err(Err(e)): the channel failed first.
             let call = async {
-                grpc.ready().await.map_err(|e| {
-                    tonic::Status::unavailable(format!("branch channel not ready: {e}"))
-                })?;
-                grpc.unary(req, path, RawCodec).await
+                if let Err(e) = grpc.ready().await {
+                    return Err(Err(crate::status::no_answer_error(
+                        &redact_url(url),
+                        tonic::Code::Unavailable,
+                        &e,
+                    )));
+                }
+                grpc.unary(req, path, RawCodec).await.map_err(Ok)
             };
             let out = match tokio::time::timeout(timeout, call).await {
                 Ok(Ok(resp)) => Ok(resp.into_inner()),
-                Ok(Err(status)) => Err(answer_error(url, &status, limit)),
+                Ok(Err(Ok(status))) => Err(self
+                    .status_error(url, &status, Some(&u.target), false)
+                    .await),
+                Ok(Err(Err(e))) => Err(e),
                 Err(_) => Err(deadline_error(url, timeout)),
             };
             tracing::debug!(ok = out.is_ok(), "branch answered");

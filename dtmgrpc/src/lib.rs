@@ -16,9 +16,10 @@
 //! - [`Xa`]: the global side of XA ([`DtmGrpcClient::xa_global_transaction`]); the branch
 //!   side is the barrier crate's `XaLocal<DB, DtmGrpcClient>`, which registers over gRPC.
 //! - Branch services: [`trans_info_from_metadata`] (the `dtm-*` metadata DTM sends),
-//!   [`result_to_status`] (failure → `Aborted`, ongoing → `FailedPrecondition`, anything
-//!   else retryable); a branch barrier is
-//!   `dtm_barrier::BranchBarrier::new(trans_info_from_metadata(request.metadata())?)`.
+//!   [`IntoStatus::into_status`], the one conversion of a handler's SDK errors
+//!   (`dtmcli::Error`, `dtm_barrier::Error`) into the status DTM expects (failure →
+//!   `Aborted`, ongoing → `FailedPrecondition`, anything else retryable); a branch barrier
+//!   is `dtm_barrier::BranchBarrier::new(trans_info_from_metadata(request.metadata())?)`.
 //! - [`parse_branch_url`] splits `host:port/package.Service/Method` as DTM does.
 //! - [`pb`] holds the generated messages and stubs, compiled from `.proto` files written from
 //!   DTM's field tables (no `protoc` needed: the build uses `protox`).
@@ -35,7 +36,10 @@
 //! Errors are [`dtmcli::Error`]: DTM's `Aborted` is [`dtmcli::Error::Failure`],
 //! `FailedPrecondition` is [`dtmcli::Error::Ongoing`], and any other status is
 //! [`dtmcli::Error::Grpc`] (retryable; a server that cannot be reached gives code 14,
-//! `Unavailable`, for which `is_transport()` is true).
+//! `Unavailable`, for which `is_transport()` is true). A call that got no answer at all (a
+//! timeout, a refused or broken connection, a server that speaks HTTP/1.1, such as DTM's
+//! HTTP port) says so, and what happened, rather than "answered status N"
+//! (`answered: false`; the code and so the outcome class are the ones tonic gives).
 //!
 //! Transaction options, branch ids and the transaction info are `dtmcli`'s
 //! ([`dtmcli::TransOptions`], [`dtmcli::TransInfo`]).
@@ -100,19 +104,22 @@
 //! # Ok(()) }
 //! ```
 //!
-//! A branch handler of a tonic service:
+//! A branch handler of a tonic service: every SDK error (`dtmcli::Error`,
+//! `dtm_barrier::Error`) becomes the status DTM expects with one `.into_status()?` (a
+//! barrier-guarded handler is on [`IntoStatus`]):
 //! ```no_run
+//! use dtmgrpc::IntoStatus;
 //! # struct Busi;
 //! # #[derive(Clone, PartialEq, prost::Message)] struct Transfer { #[prost(int64, tag = "1")] amount: i64 }
 //! # impl Busi {
 //! async fn trans_in(&self, request: tonic::Request<Transfer>) -> Result<tonic::Response<()>, tonic::Status> {
-//!     let info = dtmgrpc::trans_info(&request).map_err(|e| dtmgrpc::error_to_status(&e))?;
-//!     let result = if request.get_ref().amount > 0 {
-//!         Ok(()) // the business, guarded by a barrier built from `info`
-//!     } else {
-//!         Err(dtmcli::Error::failure(format!("{}: nothing to move", info.gid)))
-//!     };
-//!     dtmgrpc::result_to_status(result).map(tonic::Response::new)
+//!     let info = dtmgrpc::trans_info(&request).into_status()?;
+//!     if request.get_ref().amount <= 0 {
+//!         // Aborted: DTM rolls the transaction back.
+//!         return Err(dtmcli::Error::failure(format!("{}: nothing to move", info.gid))).into_status();
+//!     }
+//!     // ... the business, guarded by a barrier built from `info`
+//!     Ok(tonic::Response::new(()))
 //! }
 //! # }
 //! ```
@@ -127,6 +134,7 @@ mod global;
 pub mod metadata;
 mod msg;
 pub mod pb;
+mod probe;
 mod saga;
 mod status;
 mod url;
@@ -142,7 +150,9 @@ pub use metadata::{
 };
 pub use msg::Msg;
 pub use saga::Saga;
-pub use status::{error_to_status, result_to_status, status_to_error};
+pub use status::{
+    error_to_status, local_status, no_answer_error, result_to_status, status_to_error, IntoStatus,
+};
 pub use url::{parse_branch_url, BranchUrl};
 
 // Dependencies whose types are in this crate's API, so that users can name the versions it

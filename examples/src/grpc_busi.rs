@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use dtm_barrier::xa::XaLocal;
 use dtm_barrier::{Error as BError, Outcome as BOutcome};
 use dtmcli::{Op, TransInfo};
-use dtmgrpc::{DtmGrpcClient, Tcc};
+use dtmgrpc::{DtmGrpcClient, IntoStatus, Tcc};
 use futures_util::future::BoxFuture;
 use sqlx::{MySql, Pool, Postgres};
 use tonic::metadata::MetadataMap;
@@ -221,7 +221,7 @@ impl GrpcBusi {
             req: req.clone(),
             outcome: outcome.clone(),
         });
-        let info = info.map_err(|e| dtmgrpc::error_to_status(&e))?;
+        let info = info.into_status()?;
         if let Outcome::Sleep(d) = outcome {
             tokio::time::sleep(d).await;
         }
@@ -240,11 +240,10 @@ impl GrpcBusi {
                 _ => Ok(()),
             };
         }
-        dtmgrpc::result_to_status(result).map(|()| {
-            Response::new(BusiReply {
-                message: format!("{handler} done"),
-            })
-        })
+        result.into_status()?;
+        Ok(Response::new(BusiReply {
+            message: format!("{handler} done"),
+        }))
     }
 
     /// A try that opens sub-branch `<branch>01` of the same global TCC.
@@ -400,8 +399,10 @@ impl GrpcBank {
         handler: &'static str,
         request: Request<ReqGrpc>,
     ) -> Result<Response<()>, Status> {
-        let result = self.run::<DB>(handler, request).await;
-        dtmgrpc::result_to_status(result).map(Response::new)
+        self.run::<DB>(handler, request)
+            .await
+            .into_status()
+            .map(Response::new)
     }
 
     async fn run<DB: GrpcBankDb>(

@@ -526,3 +526,140 @@ fn invalid_dtm_urls_are_refused() {
     let e = ok.with_server("ftp://x").unwrap_err();
     assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
 }
+
+#[test]
+fn a_dtm_url_without_its_api_path_is_refused() {
+    // Without a path every call would be a 404 from DTM, found only at the first call.
+    for bad in [
+        "http://localhost:36789",
+        "http://localhost:36789/",
+        "https://u:s3cret@dtm.example",
+    ] {
+        for e in [
+            DtmClient::new(bad).unwrap_err(),
+            DtmClient::builder(bad).build().unwrap_err(),
+        ] {
+            let m = e.to_string();
+            assert!(matches!(e, Error::InvalidInput(_)), "{bad:?}: {e:?}");
+            assert!(m.contains("has no path"), "{m}");
+            assert!(m.contains("http(s)://host:port/api/dtmsvr"), "{m}");
+            assert!(!m.contains("s3cret"), "{m}");
+        }
+        let e = dtmcli::JsonRpcClient::new(bad).unwrap_err();
+        assert!(matches!(e, Error::InvalidInput(_)), "{bad:?}: {e:?}");
+        assert!(e.to_string().contains("/api/json-rpc"), "{e}");
+    }
+    // A query would end up before the operation's path.
+    let e = DtmClient::new("http://h:1/api/dtmsvr?x=1").unwrap_err();
+    assert!(e.to_string().contains("query"), "{e}");
+    // Another path is a reverse proxy's prefix: accepted.
+    let proxied = DtmClient::new("https://gateway.example/dtm/").unwrap();
+    assert_eq!(proxied.server(), "https://gateway.example/dtm");
+    // A branch request naming a DTM server without a path is refused the same way.
+    let e = proxied.with_server("http://localhost:36789").unwrap_err();
+    assert!(e.to_string().contains("has no path"), "{e}");
+    // JSON-RPC: DTM's HTTP API path is the other endpoint.
+    let e = dtmcli::JsonRpcClient::new("http://localhost:36789/api/dtmsvr").unwrap_err();
+    assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
+    assert!(e.to_string().contains("not its JSON-RPC endpoint"), "{e}");
+    assert!(dtmcli::JsonRpcClient::new("http://localhost:36789/api/json-rpc").is_ok());
+}
+
+// ---------------------------------------------------------------- empty gid
+
+/// Asserts that `e` is the refusal of an empty gid, made before anything was sent (the DTM
+/// of these tests listens nowhere, so a sent request would be a transport error).
+fn assert_empty_gid(what: &str, e: &Error) {
+    assert!(
+        matches!(e, Error::InvalidInput(m) if m.contains("gid") && m.contains("empty")),
+        "{what}: {e:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_gid_is_refused_before_anything_is_sent() {
+    let port = dtm_examples::server::free_port().unwrap();
+    let dtm = DtmClient::new(format!("http://127.0.0.1:{port}/api/dtmsvr")).unwrap();
+    let body = BusiReq::new(1);
+    assert_empty_gid("saga", &saga(&dtm, "").submit().await.unwrap_err());
+    let msg = dtm.msg("").add("http://127.0.0.1:1/a", &body);
+    assert_empty_gid(
+        "msg prepare",
+        &msg.prepare("http://127.0.0.1:1/qp").await.unwrap_err(),
+    );
+    assert_empty_gid("msg submit", &msg.submit().await.unwrap_err());
+    let e = msg
+        .do_and_submit("http://127.0.0.1:1/qp", |_| async {
+            panic!("must not run")
+        })
+        .await
+        .unwrap_err();
+    assert_empty_gid("msg do_and_submit", &e);
+    let r: dtmcli::Result<()> = dtm
+        .tcc_global_transaction("", TransOptions::default(), |_| async {
+            panic!("must not run")
+        })
+        .await;
+    let e = r.unwrap_err();
+    assert_empty_gid("tcc", &e);
+    let r: dtmcli::Result<()> = dtm
+        .xa_global_transaction("", TransOptions::default(), |_| async {
+            panic!("must not run")
+        })
+        .await;
+    let e = r.unwrap_err();
+    assert_empty_gid("xa", &e);
+    // A nested TCC rebuilt from a hand-made TransInfo (one from a query is checked already).
+    let mut info = TransInfo::new("", TransType::Tcc, "01", Op::Try);
+    info.dtm = Some(dtm.server().to_string());
+    let e = match Tcc::nested(&dtm, &info) {
+        Err(e) => e,
+        Ok(tcc) => tcc
+            .call_branch(
+                &body,
+                "http://127.0.0.1:1/t",
+                "http://127.0.0.1:1/c",
+                "http://127.0.0.1:1/x",
+            )
+            .await
+            .unwrap_err(),
+    };
+    assert_empty_gid("nested tcc", &e);
+    // The raw API and the reads.
+    let raw = dtmcli::TransRequest::new("", TransType::Saga, &TransOptions::default());
+    assert_empty_gid("raw submit", &dtm.submit(&raw).await.unwrap_err());
+    assert_empty_gid("raw prepare", &dtm.prepare(&raw).await.unwrap_err());
+    assert_empty_gid("raw abort", &dtm.abort(&raw).await.unwrap_err());
+    assert_empty_gid(
+        "prepare_workflow",
+        &dtm.prepare_workflow(&raw).await.unwrap_err(),
+    );
+    let fields = [("gid", ""), ("trans_type", "tcc"), ("branch_id", "01")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_empty_gid(
+        "register_branch",
+        &dtm.register_branch(&fields).await.unwrap_err(),
+    );
+    assert_empty_gid("query", &dtm.query("").await.unwrap_err());
+    assert_empty_gid("force_stop", &dtm.force_stop("").await.unwrap_err());
+    assert_empty_gid(
+        "reset_next_cron_time",
+        &dtm.reset_next_cron_time("").await.unwrap_err(),
+    );
+    // Workflows.
+    let wfs = dtm_workflow::Workflows::http(dtm.clone(), "http://127.0.0.1:1/resume");
+    wfs.register("w", |_wf, _input| async { panic!("must not run") })
+        .unwrap();
+    assert_empty_gid("workflow", &wfs.execute("w", "", b"{}").await.unwrap_err());
+    // JSON-RPC.
+    let rpc = dtmcli::JsonRpcClient::new(format!("http://127.0.0.1:{port}/api/json-rpc")).unwrap();
+    let e = rpc
+        .saga("")
+        .add("http://127.0.0.1:1/a", "", &body)
+        .submit()
+        .await
+        .unwrap_err();
+    assert_empty_gid("json-rpc saga", &e);
+}

@@ -280,5 +280,24 @@ async fn workflow_grpc_recorder_times_out() {
         .await
         .unwrap_err();
     assert!(e.is_transport(), "{e:?}");
+    // The layer's own deadline is told as no answer, also through the caller's status_to_error.
+    assert!(
+        matches!(
+            e,
+            Error::Grpc {
+                code: 4,
+                answered: false,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    // The layer's deadline and the channel's own (from `grpc-timeout`) expire together:
+    // either may report it ("within 1s" / "within its deadline").
+    assert!(
+        text.starts_with("no gRPC answer from TransOut: none came within"),
+        "{text}"
+    );
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
 }

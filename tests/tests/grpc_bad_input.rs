@@ -21,9 +21,24 @@ fn dead_dtm() -> DtmGrpcClient {
 }
 
 fn assert_unavailable(e: &Error) {
-    assert!(matches!(e, Error::Grpc { code: 14, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::Grpc {
+                code: 14,
+                answered: false,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert!(e.is_transport(), "{e}");
     assert_eq!(e.kind(), dtmcli::ErrorKind::Retryable);
+    // Nobody answered: the error says what happened, not "answered status 14".
+    let text = e.to_string();
+    println!("{text}");
+    assert!(text.starts_with("no gRPC answer from "), "{text}");
+    assert!(text.contains("could not connect"), "{text}");
 }
 
 #[tokio::test]
@@ -204,4 +219,133 @@ fn bad_targets_and_no_runtime_are_typed_errors() {
     // Outside a tokio runtime tonic would panic; the SDK answers an error.
     let e = DtmGrpcClient::new("127.0.0.1:36790").unwrap_err();
     assert!(e.to_string().contains("tokio runtime"), "{e}");
+}
+
+/// Asserts that `e` is the refusal of an empty gid, made before anything was sent (to a DTM
+/// that listens nowhere: a sent request would be a transport error).
+fn assert_empty_gid(what: &str, e: &Error) {
+    assert!(
+        matches!(e, Error::InvalidInput(m) if m.contains("gid") && m.contains("empty")),
+        "{what}: {e:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_gid_is_refused_before_anything_is_sent() {
+    let dtm = dead_dtm();
+    let body = ReqGrpc::amount(1);
+    let branch = "127.0.0.1:1/busi.Busi/TransIn";
+    let e = dtm
+        .saga("")
+        .add(branch, "", &body)
+        .submit()
+        .await
+        .unwrap_err();
+    assert_empty_gid("saga", &e);
+    let msg = dtm.msg("").add(branch, &body);
+    assert_empty_gid("msg prepare", &msg.prepare(branch).await.unwrap_err());
+    assert_empty_gid("msg submit", &msg.submit().await.unwrap_err());
+    let e = msg
+        .do_and_submit(branch, |_| async { panic!("must not run") })
+        .await
+        .unwrap_err();
+    assert_empty_gid("msg do_and_submit", &e);
+    let r: dtmcli::Result<()> = dtm
+        .tcc_global_transaction("", TransOptions::default(), |_| async {
+            panic!("must not run")
+        })
+        .await;
+    let e = r.unwrap_err();
+    assert_empty_gid("tcc", &e);
+    let r: dtmcli::Result<()> = dtm
+        .xa_global_transaction("", TransOptions::default(), |_| async {
+            panic!("must not run")
+        })
+        .await;
+    let e = r.unwrap_err();
+    assert_empty_gid("xa", &e);
+    let mut info = TransInfo::new("", TransType::Tcc, "01", Op::Try);
+    info.dtm = Some(dtm.server().to_string());
+    let e = match dtmgrpc::Tcc::nested(&dtm, &info) {
+        Err(e) => e,
+        Ok(tcc) => {
+            let r: dtmcli::Result<()> = tcc.call_branch(&body, branch, branch, branch).await;
+            r.unwrap_err()
+        }
+    };
+    assert_empty_gid("nested tcc", &e);
+    // The raw API.
+    let raw = dtmgrpc::pb::dtmgimp::DtmRequest::default();
+    assert_empty_gid("raw submit", &dtm.submit(&raw).await.unwrap_err());
+    assert_empty_gid("raw prepare", &dtm.prepare(&raw).await.unwrap_err());
+    assert_empty_gid("raw abort", &dtm.abort(&raw).await.unwrap_err());
+    assert_empty_gid(
+        "prepare_workflow",
+        &dtm.prepare_workflow(&raw).await.unwrap_err(),
+    );
+    let reg = dtmgrpc::pb::dtmgimp::DtmBranchRequest::default();
+    assert_empty_gid(
+        "register_branch",
+        &dtm.register_branch(&reg).await.unwrap_err(),
+    );
+    // Workflows.
+    let wfs = dtm_workflow::Workflows::grpc(dtm.clone(), "127.0.0.1:1");
+    wfs.register("w", |_wf, _input| async { panic!("must not run") })
+        .unwrap();
+    assert_empty_gid("workflow", &wfs.execute("w", "", b"{}").await.unwrap_err());
+}
+
+#[tokio::test]
+async fn a_grpc_client_on_an_http_port_says_so() {
+    // DTM's HTTP port answers the HTTP/2 preface with `HTTP/1.1 404`; tonic alone reports
+    // "transport error" or "operation was canceled", depending on timing.
+    let http = format!("127.0.0.1:{}", env().server.http_port);
+    let dtm = DtmGrpcClient::new(http.clone()).unwrap();
+    let assert_http_port = |what: &str, e: &Error, hint: &str| {
+        assert!(
+            matches!(
+                e,
+                Error::Grpc {
+                    answered: false,
+                    ..
+                }
+            ),
+            "{what}: {e:?}"
+        );
+        assert_eq!(e.kind(), dtmcli::ErrorKind::Retryable, "{what}");
+        let text = e.to_string();
+        println!("{what}: {text}");
+        assert!(
+            text.starts_with(&format!("no gRPC answer from {http}/")),
+            "{what}: {text}"
+        );
+        assert!(
+            text.contains("answered like an HTTP/1.1 server, not gRPC"),
+            "{what}: {text}"
+        );
+        assert!(text.contains(hint), "{what}: {text}");
+    };
+    let hint = "is this DTM's HTTP port (36789 by default)? DTM's gRPC port is 36790 by default";
+    assert_http_port("new_gid", &dtm.new_gid().await.unwrap_err(), hint);
+    let e = dtm
+        .saga(gid("gbad-http-port"))
+        .add(&grpc_url("TransIn"), "", &ReqGrpc::amount(1))
+        .submit()
+        .await
+        .unwrap_err();
+    assert_http_port("saga", &e, hint);
+    // A gRPC branch URL naming an HTTP/1.1 port.
+    let info = TransInfo::new("g", TransType::Saga, "01", Op::Action);
+    let e = grpc_dtm()
+        .call_branch_raw(
+            &format!("{http}/busi.Busi/TransIn"),
+            &info,
+            &Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_http_port("branch", &e, "an HTTP branch is written http://");
+    // The real gRPC port still works.
+    assert!(!grpc_dtm().new_gid().await.unwrap().is_empty());
 }

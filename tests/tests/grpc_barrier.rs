@@ -343,3 +343,105 @@ async fn malformed_metadata_is_refused_without_touching_the_database() {
     assert!(matches!(e, Error::Grpc { code: 3, .. }), "{e}");
     assert_eq!(gbank_balance(Db::Mysql, b).await, 0);
 }
+
+// ---------------------------------------------------------------- one conversion
+
+/// A business rule written against dtmcli, as HTTP and gRPC handlers share it.
+fn settled(amount: i64, balance_after: i64) -> dtmcli::Result<()> {
+    if amount == 0 {
+        return Err(Error::ongoing("the amount is not known yet"));
+    }
+    if balance_after < 0 {
+        return Err(Error::failure("insufficient balance"));
+    }
+    Ok(())
+}
+
+/// A tonic handler written with the one conversion: `?` on sqlx and dtmcli errors inside the
+/// barrier closure, `.into_status()` on what the barrier returns. `column` lets a test break
+/// the SQL.
+async fn debit(
+    pool: sqlx::MySqlPool,
+    info: TransInfo,
+    user: i64,
+    amount: i64,
+    column: &'static str,
+) -> Result<(), tonic::Status> {
+    use dtmgrpc::IntoStatus;
+    let bb = dtm_barrier::BranchBarrier::new(info);
+    bb.call(&pool, move |conn| {
+        Box::pin(async move {
+            sqlx::query(&format!(
+                "update dtm_busi.user_account set {column} = {column} - ? where user_id = ?"
+            ))
+            .bind(amount)
+            .bind(user)
+            .execute(&mut *conn)
+            .await?;
+            let after: i64 =
+                sqlx::query_scalar("select balance from dtm_busi.user_account where user_id = ?")
+                    .bind(user)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            settled(amount, after)?;
+            Ok(())
+        })
+    })
+    .await
+    .into_status()?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tonic_handler_needs_one_conversion() {
+    let (a, _) = gbank_accounts(Db::Mysql, 10, 0).await;
+    let pool = grpc_bank_env().bank.bank().mysql().clone();
+    let call = |gid: &str, amount: i64, column: &'static str| {
+        let (pool, info) = (
+            pool.clone(),
+            TransInfo::new(gid, TransType::Saga, "01", Op::Action),
+        );
+        on_env(debit(pool, info, a, amount, column))
+    };
+
+    // A dtmcli failure inside the closure: the debit is rolled back with the barrier row,
+    // and the handler answers Aborted, which DTM reads as FAILURE.
+    let poor = gid("gbb-one-poor");
+    let status = call(&poor, 30, "balance").await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Aborted);
+    assert_eq!(status.message(), "insufficient balance");
+    assert!(dtmgrpc::status_to_error("t", &status).is_failure());
+    assert_eq!(gbank_balance(Db::Mysql, a).await, 10);
+    assert!(gbank_rows(Db::Mysql, &poor).await.is_empty());
+
+    // Ongoing: FailedPrecondition, nothing written either.
+    let later = gid("gbb-one-later");
+    let status = call(&later, 0, "balance").await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(dtmgrpc::status_to_error("t", &status).is_ongoing());
+    assert!(gbank_rows(Db::Mysql, &later).await.is_empty());
+
+    // A sqlx error: retryable (Unknown), never a failure.
+    let broken = gid("gbb-one-sql");
+    let status = call(&broken, 5, "no_such_column").await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unknown);
+    assert!(
+        status.message().contains("no_such_column"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(
+        dtmgrpc::status_to_error("t", &status).kind(),
+        dtmcli::ErrorKind::Retryable
+    );
+
+    // Success: one debit, its barrier row; the duplicate is skipped.
+    let ok = gid("gbb-one-ok");
+    call(&ok, 4, "balance").await.unwrap();
+    call(&ok, 4, "balance").await.unwrap();
+    assert_eq!(gbank_balance(Db::Mysql, a).await, 6);
+    assert_eq!(
+        gbank_rows(Db::Mysql, &ok).await,
+        ["saga/01/action/01/action"]
+    );
+}

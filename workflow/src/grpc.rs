@@ -133,8 +133,10 @@ fn ok_response(message: Vec<u8>) -> http::Response<Body> {
     resp
 }
 
+/// The answer the layer itself gives its caller for `e`: marked when no answer came, so that
+/// `dtmgrpc::status_to_error` does not read it as the server's.
 fn error_response(e: &Error) -> http::Response<Body> {
-    dtmgrpc::error_to_status(e).into_http()
+    dtmgrpc::local_status(e).into_http()
 }
 
 /// The message of a unary gRPC body (one length-prefixed frame).
@@ -162,11 +164,12 @@ fn channel_error(target: &str, e: Box<dyn std::error::Error + Send + Sync>) -> E
         timed_out |= c.is::<tonic::TimeoutExpired>();
         cur = c.source();
     }
-    Error::Grpc {
-        target: dtmcli::redact::redact_url(target).into_owned(),
-        code: if timed_out { 4 } else { 14 },
-        message: e.to_string(),
-    }
+    let code = if timed_out {
+        Code::DeadlineExceeded
+    } else {
+        Code::Unavailable
+    };
+    dtmgrpc::no_answer_error(&dtmcli::redact::redact_url(target), code, &*e)
 }
 
 impl<S> tower_service::Service<http::Request<Body>> for WorkflowGrpc<S>
@@ -220,8 +223,11 @@ where
                 match deadline {
                     Some(d) => match tokio::time::timeout(d, call).await {
                         Ok(r) => r,
-                        Err(_) => Ok(Status::deadline_exceeded(format!("no answer within {d:?}"))
-                            .into_http()),
+                        Err(_) => Ok(error_response(&Error::grpc_no_answer(
+                            String::new(),
+                            Code::DeadlineExceeded as i32,
+                            format!("none came within {d:?}"),
+                        ))),
                     },
                     None => call.await,
                 }
@@ -277,11 +283,11 @@ where
             let step = async move {
                 match deadline {
                     Some(d) => tokio::time::timeout(d, step).await.unwrap_or_else(|_| {
-                        StepOutcome::Unrecorded(Error::Grpc {
-                            target: dtmcli::redact::redact_url(&label_for_timeout).into_owned(),
-                            code: 4,
-                            message: format!("no answer within {d:?}"),
-                        })
+                        StepOutcome::Unrecorded(Error::grpc_no_answer(
+                            dtmcli::redact::redact_url(&label_for_timeout),
+                            Code::DeadlineExceeded as i32,
+                            format!("none came within {d:?}"),
+                        ))
                     }),
                     None => step.await,
                 }

@@ -31,12 +31,20 @@
 //!         let (w, h, body) = (wf.clone(), http.clone(), input.clone());
 //!         wf.on_rollback(move |_info| async move {
 //!             // Called live when the workflow rolls back; a 409/425/500 answer is an error.
-//!             let undo = w.http(&h, Method::POST, "http://bank-a/TransOutRevert").body(body);
+//!             let undo = w
+//!                 .http(&h, Method::POST, "http://bank-a/TransOutRevert")
+//!                 .header("content-type", "application/json")
+//!                 .body(body);
 //!             send_http(undo).await.map(drop)
 //!         })?;
-//!         // The action: recorded, and replayed from its record after a crash.
-//!         send_http(wf.http(&http, Method::POST, "http://bank-a/TransOut").body(input.clone()))
-//!             .await?;
+//!         // The action: recorded, and replayed from its record after a crash. Every body
+//!         // names its content type: a JSON handler (axum's `Json`) answers 415 without it,
+//!         // and DTM would retry that forever.
+//!         let debit = wf
+//!             .http(&http, Method::POST, "http://bank-a/TransOut")
+//!             .header("content-type", "application/json")
+//!             .body(input.clone());
+//!         send_http(debit).await?;
 //!         // Branch 02: a local step, recorded too.
 //!         wf.new_branch()?;
 //!         wf.do_(|_info| async { Ok(b"credited".to_vec()) }).await?;

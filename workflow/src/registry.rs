@@ -47,6 +47,35 @@ impl Drop for Running<'_> {
 /// A registry of workflows and the DTM server they run on. Cheap to clone; build one at
 /// start-up, register every workflow, serve its callback endpoint, then
 /// [`Workflows::execute`].
+///
+/// ```no_run
+/// use dtm_workflow::{Wf, Workflows};
+/// use dtmcli::DtmClient;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let dtm = DtmClient::new("http://localhost:36789/api/dtmsvr")?;
+/// // DTM calls this URL back to resume a workflow this process did not finish.
+/// let wfs = Workflows::http(dtm, "http://localhost:8081/api/workflow/resume");
+/// wfs.register("order", |wf: Wf, input: Vec<u8>| async move {
+///     wf.new_branch()?;
+///     // A recorded local step: after a crash its result is replayed, not recomputed.
+///     let order_id = wf.do_(|_info| async move { Ok(b"order-42".to_vec()) }).await?;
+///     let _ = (order_id, input);
+///     Ok(())
+/// })?;
+/// // Merge into the service's axum router and serve it (feature `axum`).
+/// let _callback: axum::Router = wfs.callback_router("/api/workflow/resume");
+///
+/// match wfs.execute("order", "order-42-workflow", br#"{"item":7}"#).await {
+///     Ok(_result) => println!("done"),
+///     Err(dtmcli::Error::Failure(reason)) => println!("rolled back: {reason}"),
+///     Err(e) => println!("unfinished, DTM resumes it: {e}"),
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// Over gRPC, `Workflows::grpc` (feature `grpc`) takes a `dtmgrpc::DtmGrpcClient` and
+/// this service's gRPC address, where `Workflows::grpc_service` is served.
 #[derive(Clone)]
 pub struct Workflows(Arc<Inner>);
 

@@ -52,6 +52,59 @@ struct Inner {
 /// [`Wf::http`], a gRPC call through a channel wrapped in the gRPC layer, or an XA step.
 /// On a resumed run, every action already recorded on the DTM server returns its recorded
 /// result instead of running again.
+///
+/// A transfer as a workflow: a TCC-style debit (its confirm and cancel run after the
+/// workflow's outcome) and a saga-style credit (its compensation runs if the workflow fails
+/// after it). Every HTTP body names its content type: a branch service reading JSON (an
+/// axum `Json` extractor...) answers 415 without it, which DTM retries forever.
+///
+/// ```no_run
+/// use dtm_workflow::{send_http, Wf, WorkflowMiddleware};
+/// use reqwest::Method;
+/// use reqwest_middleware::ClientWithMiddleware;
+///
+/// /// A JSON POST that belongs to the workflow's current branch and op.
+/// async fn post(wf: &Wf, http: &ClientWithMiddleware, url: &str, body: &[u8]) -> dtmcli::Result<Vec<u8>> {
+///     send_http(
+///         wf.http(http, Method::POST, url)
+///             .header("content-type", "application/json")
+///             .body(body.to_vec()),
+///     )
+///     .await
+/// }
+///
+/// async fn transfer(wf: Wf, http: ClientWithMiddleware, input: Vec<u8>) -> dtmcli::Result<()> {
+///     // Branch 01, TCC style: the try is the recorded action.
+///     wf.new_branch()?;
+///     let (w, h, b) = (wf.clone(), http.clone(), input.clone());
+///     wf.on_commit(move |_info| async move {
+///         post(&w, &h, "http://bank-a/api/TransOutConfirm", &b).await.map(drop)
+///     })?;
+///     let (w, h, b) = (wf.clone(), http.clone(), input.clone());
+///     wf.on_rollback(move |_info| async move {
+///         post(&w, &h, "http://bank-a/api/TransOutCancel", &b).await.map(drop)
+///     })?;
+///     post(&wf, &http, "http://bank-a/api/TransOutTry", &input).await?;
+///
+///     // Branch 02, saga style: register the compensation, then the action. A 409 from
+///     // TransIn is recorded as a failure: the workflow rolls back (cancel of 01).
+///     wf.new_branch()?;
+///     let (w, h, b) = (wf.clone(), http.clone(), input.clone());
+///     wf.on_rollback(move |_info| async move {
+///         post(&w, &h, "http://bank-b/api/TransInRevert", &b).await.map(drop)
+///     })?;
+///     post(&wf, &http, "http://bank-b/api/TransIn", &input).await?;
+///     Ok(())
+/// }
+///
+/// # fn register(wfs: &dtm_workflow::Workflows) -> dtmcli::Result<()> {
+/// // One recording client for the whole service.
+/// let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+///     .with(WorkflowMiddleware)
+///     .build();
+/// wfs.register("transfer", move |wf, input| transfer(wf, http.clone(), input))?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Wf(Arc<Inner>);
 

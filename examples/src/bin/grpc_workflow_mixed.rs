@@ -67,12 +67,15 @@ async fn main() -> Result<(), dtm_examples::demo::DemoError> {
                 body.clone(),
             );
             wf.on_rollback(move |_| async move {
-                send_http(wf2.http(&h2, Method::POST, &url).body(b2))
-                    .await
-                    .map(drop)
+                let undo = wf2
+                    .http(&h2, Method::POST, &url)
+                    .header("content-type", "application/json")
+                    .body(b2);
+                send_http(undo).await.map(drop)
             })?;
             send_http(
                 wf.http(&http, Method::POST, &format!("{base}/TransOut"))
+                    .header("content-type", "application/json")
                     .body(body),
             )
             .await?;

@@ -8,7 +8,10 @@ use reqwest::Method;
 use reqwest_middleware::ClientWithMiddleware;
 
 async fn call(wf: &Wf, http: &ClientWithMiddleware, url: &str, body: &[u8]) -> dtmcli::Result<()> {
-    let request = wf.http(http, Method::POST, url).body(body.to_vec());
+    let request = wf
+        .http(http, Method::POST, url)
+        .header("content-type", "application/json")
+        .body(body.to_vec());
     send_http(request).await.map(drop)
 }
 

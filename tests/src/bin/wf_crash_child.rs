@@ -44,6 +44,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             wf.new_branch()?;
             let first = send_http(
                 wf.http(&http, Method::POST, &format!("{busi}/TransOut"))
+                    .header("content-type", "application/json")
                     .body(input.clone()),
             )
             .await?;
@@ -56,6 +57,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             wf.new_branch()?;
             send_http(
                 wf.http(&http, Method::POST, &format!("{busi}/TransIn"))
+                    .header("content-type", "application/json")
                     .body(input),
             )
             .await?;
