@@ -4,7 +4,8 @@
 #   scripts/install-dtm.sh
 #
 # Idempotent: does nothing when that binary exists and `dtm -v` prints the pinned
-# version. Otherwise builds it with the machine's Go (>= 1.22, GOTOOLCHAIN=local):
+# version. A DTM_BIN the user set (elsewhere than .tools/bin/dtm) is used instead, if it is
+# the pinned version, and refused with a clear message otherwise. Otherwise builds it with the machine's Go (>= 1.22, GOTOOLCHAIN=local):
 #   1. `go install github.com/dtm-labs/dtm@<version>`;
 #   2. if that fails (the module proxy may refuse the version list with
 #      "403 Forbidden" while it still serves the module itself), falls back to
@@ -67,6 +68,23 @@ find_go() {
     GO=/usr/local/go/bin/go
   fi
 }
+
+# A DTM the user already has (DTM_BIN pointing elsewhere than .tools/bin/dtm) is used as it
+# is, if it is the pinned version: never rebuilt, never overwritten.
+if [[ "$DTM_BIN" != "$BIN" ]]; then
+  [[ -x "$DTM_BIN" ]] || die "DTM_BIN=$DTM_BIN is not an executable; unset DTM_BIN to build DTM $VERSION into $BIN"
+  line="$(dtm_version_line "$DTM_BIN")"
+  [[ "$line" == "dtm version: $VERSION" ]] \
+    || die "DTM_BIN=$DTM_BIN is '${line:-of unknown version}', the tests need $VERSION; unset DTM_BIN to build it into $BIN"
+  find_go
+  if [[ -n "$GO" ]]; then
+    install_sqls
+  else
+    log "no Go: DTM's SQL files (sqls/, for the chaos suite's MariaDB store) were not copied"
+  fi
+  log "using DTM_BIN=$DTM_BIN ($VERSION), nothing to build"
+  exit 0
+fi
 
 if is_installed; then
   if ! sqls_installed; then
