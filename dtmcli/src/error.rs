@@ -270,8 +270,15 @@ pub(crate) fn truncate_body(body: &str) -> String {
 #[cfg(feature = "http")]
 /// An error and its causes, `a: b: c`.
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
+    error_chain(e.to_string(), e.source())
+}
+
+/// `first` and the causes from `source` on, `a: b: c`, each said once (a cause whose text
+/// is already in the message is not repeated). For the transports' error messages.
+#[doc(hidden)]
+pub fn error_chain(first: String, source: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut s = first;
+    let mut cur = source;
     while let Some(c) = cur {
         let t = c.to_string();
         if !s.contains(&t) {

@@ -72,50 +72,37 @@ impl<T: Transport> GlobalTx<T> {
         Fut: Future<Output = Result<R>>,
     {
         let span = trace::transaction_span(trans_type.as_str(), gid, transport.protocol());
-        Self::run_now(transport, gid, trans_type, options, wrap, f)
-            .instrument(span)
-            .await
-    }
-
-    async fn run_now<H, R, F, Fut>(
-        transport: &T,
-        gid: &str,
-        trans_type: TransType,
-        options: TransOptions,
-        wrap: impl FnOnce(Arc<Self>) -> H,
-        f: F,
-    ) -> Result<R>
-    where
-        F: FnOnce(H) -> Fut,
-        Fut: Future<Output = Result<R>>,
-    {
-        crate::identity::check_gid(gid)?;
-        let g = Arc::new(GlobalTx::new(
-            transport.clone(),
-            gid,
-            trans_type,
-            options,
-            "",
-        ));
-        let req = g.request()?;
-        g.transport.call_dtm(DtmOp::Prepare, req.clone()).await?;
-        let (reason, result) = match AssertUnwindSafe(f(wrap(g.clone()))).catch_unwind().await {
-            Ok(Ok(v)) => {
-                g.transport.call_dtm(DtmOp::Submit, req).await?;
-                return Ok(v);
+        async move {
+            crate::identity::check_gid(gid)?;
+            let g = Arc::new(GlobalTx::new(
+                transport.clone(),
+                gid,
+                trans_type,
+                options,
+                "",
+            ));
+            let req = g.request()?;
+            g.transport.call_dtm(DtmOp::Prepare, req.clone()).await?;
+            let (reason, result) = match AssertUnwindSafe(f(wrap(g.clone()))).catch_unwind().await {
+                Ok(Ok(v)) => {
+                    g.transport.call_dtm(DtmOp::Submit, req).await?;
+                    return Ok(v);
+                }
+                Ok(Err(e)) => (e.to_string(), Ok(Err(e))),
+                Err(panic) => (panic_text(&*panic), Err(panic)),
+            };
+            let mut abort = req;
+            abort.rollback_reason = reason;
+            if let Err(e) = g.transport.call_dtm(DtmOp::Abort, abort).await {
+                tracing::warn!(gid, error = %e, "abort failed; DTM will time the transaction out");
             }
-            Ok(Err(e)) => (e.to_string(), Ok(Err(e))),
-            Err(panic) => (panic_text(&*panic), Err(panic)),
-        };
-        let mut abort = req;
-        abort.rollback_reason = reason;
-        if let Err(e) = g.transport.call_dtm(DtmOp::Abort, abort).await {
-            tracing::warn!(gid, error = %e, "abort failed; DTM will time the transaction out");
+            match result {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
         }
-        match result {
-            Ok(r) => r,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        .instrument(span)
+        .await
     }
 
     /// Rebuilds a TCC inside a try handler so that it can open sub-branches (`0201`,

@@ -98,6 +98,8 @@ pub mod wire;
 pub use branch_id::BranchIdGen;
 #[cfg(feature = "http")]
 pub use client::{CronReset, DtmClient, DtmClientBuilder, DEFAULT_SERVER};
+#[doc(hidden)]
+pub use error::error_chain;
 pub use error::{Error, ErrorKind, Result};
 pub use global::GlobalTx;
 #[cfg(feature = "http")]

@@ -44,7 +44,7 @@ pub fn status_to_error(target: &str, status: &Status) -> Error {
                 Error::grpc_no_answer(target, code as i32, message)
             }
             Some(kind) => {
-                let detail = chain(message, std::error::Error::source(status));
+                let detail = dtmcli::error_chain(message, std::error::Error::source(status));
                 Error::grpc_no_answer(target, code as i32, kind.describe(&detail))
             }
         },
@@ -118,21 +118,6 @@ fn cause_kind(code: Code, cause: &(dyn std::error::Error + 'static)) -> NoAnswer
     }
 }
 
-/// `first` and the causes from `source` on, `a: b: c`, each said once.
-fn chain(first: String, source: Option<&(dyn std::error::Error + 'static)>) -> String {
-    let mut s = first;
-    let mut cur = source;
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 /// The error of a call whose channel itself failed with `cause` (a tower layer sees the
 /// channel's error, not a status): an [`Error::Grpc`] with `code` that says no answer came
 /// and why (a timeout, no connection, a broken one).
@@ -141,7 +126,7 @@ pub fn no_answer_error(
     code: Code,
     cause: &(dyn std::error::Error + 'static),
 ) -> Error {
-    let detail = chain(cause.to_string(), cause.source());
+    let detail = dtmcli::error_chain(cause.to_string(), cause.source());
     let what = cause_kind(code, cause).describe(&detail);
     Error::grpc_no_answer(target, code as i32, what)
 }
