@@ -334,7 +334,24 @@ impl DtmClient {
         timeout: Duration,
         keyword_check: bool,
     ) -> Result<Bytes> {
-        let span = crate::trace::call_span(self.rpc_system, op, gid, &self.server);
+        let span = self.call_span(op, gid);
+        self.send_in(span, req, url, timeout, keyword_check).await
+    }
+
+    /// The `dtm.call` span of a call to DTM.
+    fn call_span(&self, op: &str, gid: &str) -> tracing::Span {
+        crate::trace::call_span(self.rpc_system, op, gid, &self.server)
+    }
+
+    /// [`DtmClient::send`] in a span the caller made (so that it need not keep the gid).
+    async fn send_in(
+        &self,
+        span: tracing::Span,
+        req: reqwest::RequestBuilder,
+        url: &str,
+        timeout: Duration,
+        keyword_check: bool,
+    ) -> Result<Bytes> {
         async move {
             let mut req = req;
             for (k, v) in crate::trace::context_headers() {
@@ -411,6 +428,9 @@ impl DtmClient {
     /// [`Error::InvalidInput`], and nothing is sent; so for `prepare`, `submit`, `abort` and
     /// `prepare_workflow`. The reads and admin calls refuse only an empty gid.
     pub async fn call(&self, op: &'static str, body: &TransRequest) -> Result<Bytes> {
+        // Checked for the raw API; the modes checked before building the body. DTM would
+        // answer an empty gid with a retryable 500.
+        crate::identity::check_gid(&body.gid)?;
         self.trans_call(op, body).await
     }
 
@@ -421,16 +441,12 @@ impl DtmClient {
         op: &'static str,
         body: &TransRequest,
     ) -> impl Future<Output = Result<Bytes>> + Send + 'a {
-        // Checked here too for the raw API (the modes checked already): DTM would answer an
-        // empty gid with a retryable 500.
-        let checked = crate::identity::check_gid(&body.gid);
         let (req, url) = self.post(op);
         let req = req.json(body);
         let timeout = self.timeout_for(body);
-        let body_gid = body.gid.clone();
+        let span = self.call_span(op, &body.gid);
         async move {
-            checked?;
-            let answer = self.send(op, &body_gid, req, &url, timeout, true).await?;
+            let answer = self.send_in(span, req, &url, timeout, true).await?;
             Self::expect_success(&url, &answer)?;
             Ok(answer)
         }

@@ -552,24 +552,27 @@ impl DtmGrpcClient {
     /// [`dtmcli::identity::check_gid`] refuses (an empty one...) with
     /// [`Error::InvalidInput`] before sending; `RegisterBranch` refuses an empty gid.
     pub async fn prepare(&self, req: &DtmRequest) -> Result<()> {
+        dtmcli::identity::check_gid(&req.gid)?;
         self.trans_call(DtmOp::Prepare, req.clone()).await
     }
 
     /// `Submit`: creates or submits the transaction.
     pub async fn submit(&self, req: &DtmRequest) -> Result<()> {
+        dtmcli::identity::check_gid(&req.gid)?;
         self.trans_call(DtmOp::Submit, req.clone()).await
     }
 
     /// `Abort`: rolls back a prepared TCC/XA transaction or fails a prepared msg.
     pub async fn abort(&self, req: &DtmRequest) -> Result<()> {
+        dtmcli::identity::check_gid(&req.gid)?;
         self.trans_call(DtmOp::Abort, req.clone()).await
     }
 
     /// `Prepare`, `Submit` or `Abort` with a request it owns (moved into the call, not
     /// copied).
+    /// The gid is checked by the callers: the raw API above, and the modes before they
+    /// build a request.
     async fn trans_call(&self, op: DtmOp, r: DtmRequest) -> Result<()> {
-        // Checked here too for the raw API (the modes checked already).
-        dtmcli::identity::check_gid(&r.gid)?;
         let timeout = self.timeout_for(&r);
         let gid = r.gid.clone();
         match op {
