@@ -58,8 +58,18 @@ fn capped(s: &str) -> &str {
     }
 }
 
-/// The span of a global transaction this process starts (see the module docs).
-pub fn transaction_span(trans_type: &str, gid: &str, rpc_system: &str) -> Span {
+/// OpenTelemetry's `rpc.system` for DTM's protocol name (`json-rpc` is `jsonrpc` there).
+fn rpc_system_of(protocol: &str) -> &str {
+    match protocol {
+        "json-rpc" => "jsonrpc",
+        p => p,
+    }
+}
+
+/// The span of a global transaction this process starts over `protocol` (DTM's name:
+/// `http`, `grpc`, `json-rpc`; see the module docs).
+pub fn transaction_span(trans_type: &str, gid: &str, protocol: &str) -> Span {
+    let rpc_system = rpc_system_of(protocol);
     tracing::info_span!(
         "dtm.transaction",
         otel.name = %format_args!("dtm {trans_type}"),

@@ -175,6 +175,38 @@ async fn saga_over_http_is_one_trace() {
 }
 
 #[tokio::test]
+async fn saga_over_json_rpc_is_one_trace() {
+    let gid = gid("otel-jrpc-saga");
+    let g = gid.clone();
+    let root = in_root("saga json-rpc", async move {
+        let rpc = dtmcli::JsonRpcClient::new(
+            env()
+                .server
+                .http_url()
+                .replace("/api/dtmsvr", "/api/json-rpc"),
+        )
+        .unwrap();
+        rpc.saga(&g)
+            .add(&url("TransOut"), &url("TransOutRevert"), &BusiReq::new(30))
+            .add(&url("TransIn"), &url("TransInRevert"), &BusiReq::new(30))
+            .submit()
+            .await
+            .unwrap();
+    })
+    .await;
+    let spans = spans_until(&gid, |s| {
+        branches(s, "TransOut").len() == 1 && branches(s, "TransIn").len() == 1
+    })
+    .await;
+    let t = transaction(&spans, "saga", root);
+    assert_eq!(attr(t, "rpc.system").as_deref(), Some("jsonrpc"));
+    let submit = named(&spans, "dtm submit");
+    assert_eq!(attr(submit[0], "rpc.system").as_deref(), Some("jsonrpc"));
+    children_of(&branches(&spans, "TransOut"), t, root);
+    children_of(&branches(&spans, "TransIn"), t, root);
+}
+
+#[tokio::test]
 async fn saga_and_msg_over_grpc_are_one_trace_each() {
     let gid = gid("otel-grpc-saga");
     let g = gid.clone();
