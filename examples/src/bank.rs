@@ -13,6 +13,9 @@
 //! | `TransOutXa` / `TransInXa` | XA branches (phase 1 debit/credit, phase 2 commit/rollback) |
 //! | `QueryPrepared` | msg back-check |
 //!
+//! and `POST /api/bank/multi/TransMulti` (`TransMultiRevert`): one branch that debits `from`
+//! on MariaDB and credits `to` on PostgreSQL, each part guarded.
+//!
 //! A debit below zero answers FAILURE. `trans_out_result` / `trans_in_result` = `FAILURE`
 //! in the body make the action/try fail *after* its write, so the rollback of the business
 //! together with the barrier rows can be seen.
@@ -269,7 +272,7 @@ impl Bank {
 }
 
 /// Adds `delta` to `user`'s balance inside the guarded transaction; refuses to go below zero.
-fn adjust_sql<'c, DB: BankDb>(
+pub(crate) fn adjust_sql<'c, DB: BankDb>(
     conn: &'c mut DB::Connection,
     user: i64,
     delta: i64,
@@ -355,6 +358,7 @@ async fn handle(
             "postgres" => {
                 run::<Postgres>(&bank, &bank.0.pg, &bank.0.xa_pg, &handler, info, req).await
             }
+            "multi" => multi_source(&bank, &handler, info, req).await,
             other => Err(dtmcli::Error::invalid(format!("unknown database {other}"))),
         }
     }
@@ -427,6 +431,45 @@ async fn run<DB: BankDb>(
         return Ok(());
     }
     bb.call(pool, business).await?;
+    Ok(())
+}
+
+/// One branch over two databases (DTM's `SagaMultiSource`): `TransMulti` debits `from` on
+/// MariaDB and credits `to` on PostgreSQL, `TransMultiRevert` undoes both; each database's
+/// part is its own guarded local transaction of the one barrier (barrier id 01 on MariaDB,
+/// 02 on PostgreSQL), so a retried branch skips the parts already done.
+async fn multi_source(
+    bank: &Bank,
+    handler: &str,
+    info: TransInfo,
+    req: BankReq,
+) -> dtmcli::Result<()> {
+    let sign = match handler {
+        "TransMulti" => 1,
+        "TransMultiRevert" => -1,
+        other => return Err(dtmcli::Error::invalid(format!("unknown handler {other}"))),
+    };
+    let gid = info.gid.clone();
+    let bb = BranchBarrier::new(info);
+    let debit = guarded::<MySql>(
+        bank.clone(),
+        gid.clone(),
+        format!("{handler}/mysql"),
+        req.from,
+        -sign * req.amount,
+        None,
+    );
+    bb.call(&bank.0.mysql, debit).await?;
+    let fail = (req.trans_in_result == "FAILURE").then(|| format!("{handler} told to fail"));
+    let credit = guarded::<Postgres>(
+        bank.clone(),
+        gid,
+        format!("{handler}/postgres"),
+        req.to,
+        sign * req.amount,
+        fail,
+    );
+    bb.call(&bank.0.pg, credit).await?;
     Ok(())
 }
 

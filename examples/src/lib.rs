@@ -5,13 +5,15 @@
 //!   handlers) on axum, steerable per request.
 //! - [`server`]: starts a real DTM server on free ports for the demos and the tests.
 //! - [`demo`]: start DTM + the bank service and narrate a scenario.
-//! - [`kv_saga`]: the saga scenarios of the Redis and MongoDB barrier examples.
+//! - [`kv_bank`]: balances in Redis and MongoDB moved by guarded HTTP branches.
+//! - [`scenarios`]: every DTM scenario by name (the `dtm-examples` binary runs them).
 //! - [`wait`]: polls DTM until a transaction reaches a status.
 
 pub mod bank;
 pub mod busi;
 pub mod demo;
 pub mod grpc_busi;
-pub mod kv_saga;
+pub mod kv_bank;
+pub mod scenarios;
 pub mod server;
 pub mod wait;

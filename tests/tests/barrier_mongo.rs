@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use dtm_barrier::mongo::create_barrier_index;
 use dtm_barrier::reprocess::ReprocessPolicy;
 use dtm_barrier::{msg_query_info, BranchBarrier, Error, Outcome, TableName, TransactionalStore};
-use dtm_examples::kv_saga::mongo_adjust as adjust_in;
+use dtm_examples::kv_bank::mongo_adjust as adjust_in;
 use dtmcli::{Op, TransInfo, TransOptions, TransRequest, TransType};
 use futures_util::TryStreamExt;
 use kv_barrier::{outcomes, recs, Balances, Transfer};

@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::routing::any;
 use axum::Json;
 use dtm_barrier::{BranchBarrier, Outcome};
-pub use dtm_examples::kv_saga::{Balances, Transfer};
+pub use dtm_examples::kv_bank::{Balances, Transfer};
 use dtmcli::{Op, TransInfo};
 
 /// One handled request: gid, handler, op, and what the barrier said.

@@ -1,31 +1,26 @@
-//! The saga scenarios of the Redis and MongoDB barrier examples (`http_saga_redis`,
-//! `http_saga_mongo`), and the business they share with the barrier tests: balances kept in
-//! a barrier store ([`Balances`], implemented by `mongodb::Client` and
-//! `RedisStore<MultiplexedConnection>`), one balance adjusted under the branch barrier per
-//! branch (a guarded call around a MongoDB update; Redis's own guarded adjustment). This
-//! module runs the same three scenarios on either store against a real DTM server:
-//!
-//! 1. a transfer that succeeds: the balances move once;
-//! 2. a transfer whose second step fails (insufficient balance): DTM compensates both steps,
-//!    the failed one as a null compensation, and the balances are back where they started;
-//! 3. DTM calling an action again (a lost answer): the barrier skips it.
+//! Balances kept in a barrier store other than SQL (Redis, MongoDB), moved by guarded HTTP
+//! branches: [`Balances`] (implemented by `mongodb::Client` and
+//! `RedisStore<MultiplexedConnection>`) adjusts one balance under the branch barrier per
+//! branch (a guarded call around a MongoDB update; Redis's own guarded adjustment), and
+//! [`KvBank`] serves the saga and msg branches of a [`Transfer`] on it. The tests of the
+//! Redis and MongoDB barriers share the business.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::routing::post;
+use axum::routing::{any, post};
 use axum::Json;
 use dtm_barrier::redis::RedisStore;
 use dtm_barrier::{BarrierStore, BranchBarrier, Outcome};
-use dtmcli::{Op, TransInfo, TransType};
+use dtmcli::TransInfo;
 use mongodb::bson::{doc, Document};
 use mongodb::{ClientSession, Collection};
 use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 
-use crate::demo::{Demo, DemoError};
+use crate::demo::DemoError;
 
 /// Balances kept in a barrier store: what is specific to the business.
 pub trait Balances: BarrierStore + Clone + 'static {
@@ -171,36 +166,73 @@ impl Transfer {
     }
 }
 
+/// The guarded HTTP branches of a [`Transfer`] on one store, served at
+/// `<base>/{TransOut,TransOutRevert,TransIn,TransInRevert,QueryPrepared}`; every call is
+/// logged with what the barrier did.
 #[derive(Clone)]
-struct App<S> {
+pub struct KvBank<S> {
     store: S,
-    calls: Arc<Mutex<Vec<String>>>,
+    base: String,
+    log: Arc<Mutex<Vec<String>>>,
 }
 
-impl<S> App<S> {
+impl<S> std::fmt::Debug for KvBank<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvBank")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Balances> KvBank<S> {
+    /// Serves the branches on `store` on a free port of 127.0.0.1.
+    pub async fn serve(store: S) -> Result<KvBank<S>, DemoError> {
+        let path = format!("/api/{}-busi", S::NAME);
+        let mut bank = KvBank {
+            store,
+            base: String::new(),
+            log: Arc::default(),
+        };
+        let router = axum::Router::new()
+            .route(&format!("{path}/QueryPrepared"), any(query_prepared::<S>))
+            .route(&format!("{path}/{{handler}}"), post(branch::<S>))
+            .with_state(bank.clone());
+        bank.base = format!("{}{path}", crate::demo::serve(router).await?);
+        Ok(bank)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The URL of a handler.
+    pub fn url(&self, handler: &str) -> String {
+        format!("{}/{handler}", self.base)
+    }
+
+    /// Prints and forgets the calls logged so far for `gid`; returns them.
+    pub fn tell(&self, gid: &str) -> Vec<String> {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let (mine, rest): (Vec<String>, Vec<String>) = log.drain(..).partition(|l| l.contains(gid));
+        *log = rest;
+        for l in &mine {
+            println!("     {l}");
+        }
+        mine
+    }
+
     fn record(&self, line: String) {
-        self.calls
+        self.log
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(line);
-    }
-
-    /// Prints and forgets the calls recorded so far.
-    fn tell_calls(&self) {
-        for c in self
-            .calls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
-            println!("     {c}");
-        }
     }
 }
 
 /// One guarded branch handler for the four operations.
 async fn branch<S: Balances>(
-    State(app): State<App<S>>,
+    State(bank): State<KvBank<S>>,
     Path(handler): Path<String>,
     info: TransInfo,
     body: Bytes,
@@ -210,77 +242,25 @@ async fn branch<S: Balances>(
         .leg(&handler)
         .ok_or_else(|| dtmcli::Error::invalid(format!("no handler {handler}")))?;
     let bb = BranchBarrier::new(info.clone());
-    let result = app.store.adjust(&bb, key.to_string(), amount).await;
+    let result = bank.store.adjust(&bb, key.to_string(), amount).await;
     let said = match &result {
-        Ok(Outcome::Executed(())) => format!("adjusted {key} by {amount}"),
+        Ok(Outcome::Executed(())) => format!("executed: {key} {amount:+}"),
         Ok(other) => format!("{other:?}: skipped"),
         Err(e) => format!("error: {e}"),
     };
-    app.record(format!(
-        "{handler:<15} branch {} op {:<10} -> {said}",
-        info.branch_id, info.op
+    bank.record(format!(
+        "{} {handler:<15} branch {} op {:<10} -> {said}",
+        info.gid, info.branch_id, info.op
     ));
     result?;
     Ok(Json(serde_json::json!({"dtm_result": "SUCCESS"})))
 }
 
-async fn balances<S: Balances>(store: &S, t: &Transfer) -> Result<String, DemoError> {
-    let (from, to) = (store.balance(&t.from).await?, store.balance(&t.to).await?);
-    Ok(format!("{} = {from:?}, {} = {to:?}", t.from, t.to))
-}
-
-/// Starts DTM and the guarded branches on `store`, then runs the three scenarios.
-pub async fn run<S: Balances>(store: S) -> Result<(), DemoError> {
-    let d = Demo::start().await?;
-    let app = App {
-        store: store.clone(),
-        calls: Arc::default(),
-    };
-    let path = format!("/api/{}-busi", S::NAME);
-    let router = axum::Router::new()
-        .route(&format!("{path}/{{handler}}"), post(branch::<S>))
-        .with_state(app.clone());
-    let base = format!("{}{path}", crate::demo::serve(router).await?);
-    println!("   guarded {} branches at {base}\n", S::NAME);
-    let u = |h: &str| format!("{base}/{h}");
-
-    for (title, from_balance) in [
-        ("saga that succeeds", 100),
-        ("saga that rolls back (TransOut: insufficient balance)", 10),
-    ] {
-        let gid = d.dtm.new_gid().await?;
-        let t = Transfer::new(&gid, 30);
-        store.open(&t.from, from_balance).await?;
-        store.open(&t.to, 0).await?;
-        println!("== {title}: {gid}");
-        println!("   before: {}", balances(&store, &t).await?);
-        d.dtm
-            .saga(&gid)
-            .add(&u("TransIn"), &u("TransInRevert"), &t)
-            .add(&u("TransOut"), &u("TransOutRevert"), &t)
-            .submit()
-            .await?;
-        let q = d.finish(&gid).await?;
-        app.tell_calls();
-        let status = q.transaction.map(|t| t.status).unwrap_or_default();
-        println!("   final status: {status}");
-        println!("   after:  {}", balances(&store, &t).await?);
-
-        if from_balance == 100 {
-            println!("   DTM calls TransOut of {gid} again (its answer was lost):");
-            let info = TransInfo::new(&gid, TransType::Saga, "02", Op::Action);
-            d.dtm
-                .call_branch(
-                    &u("TransOut"),
-                    &info,
-                    &Default::default(),
-                    Some(serde_json::to_string(&t)?),
-                )
-                .await?;
-            app.tell_calls();
-            println!("   after:  {}", balances(&store, &t).await?);
-        }
-        println!();
-    }
-    Ok(())
+/// The msg back-check on the store.
+async fn query_prepared<S: Balances>(
+    State(bank): State<KvBank<S>>,
+    info: TransInfo,
+) -> Result<Json<serde_json::Value>, dtmcli::Error> {
+    BranchBarrier::new(info).query_prepared(&bank.store).await?;
+    Ok(Json(serde_json::json!({"dtm_result": "SUCCESS"})))
 }

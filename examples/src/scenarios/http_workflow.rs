@@ -1,0 +1,308 @@
+//! Workflow mode over HTTP: transactions written as plain code, each branch's call recorded
+//! on DTM through the workflow middleware; compensations (`on_rollback`) and confirms
+//! (`on_commit`) registered per branch. One registry serves every scenario; each workflow
+//! takes the URLs it calls in its input (DTM keeps the input, so a resumed run calls the
+//! same ones).
+
+use dtm_barrier::xa::XaLocal;
+use dtm_workflow::{send_http, Wf, WorkflowMiddleware, Workflows};
+use reqwest::Method;
+use reqwest_middleware::ClientWithMiddleware;
+use serde::{Deserialize, Serialize};
+
+use super::env::{expect, Env};
+use crate::bank::{mysql_url, pg_url, BankReq, Db, ACCOUNTS};
+use crate::busi::{fails_if, BusiReq};
+use crate::demo::DemoError;
+
+/// The input of the `saga` and `tcc` workflows: per branch, the URLs to call (saga:
+/// action and, optionally, compensation; tcc: try, confirm, cancel), and one JSON body.
+#[derive(Debug, Serialize, Deserialize)]
+struct Steps {
+    steps: Vec<Vec<String>>,
+    body: serde_json::Value,
+}
+
+async fn call(wf: &Wf, http: &ClientWithMiddleware, url: &str, body: &[u8]) -> dtmcli::Result<()> {
+    let request = wf
+        .http(http, Method::POST, url)
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    send_http(request).await.map(drop)
+}
+
+/// Registers `saga`, `tcc` and `xa` on a registry whose resume callback is served here.
+pub(super) async fn registry(env: &Env) -> Result<Workflows, DemoError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let wfs = Workflows::http(
+        env.dtm().clone(),
+        format!("http://{}/workflow/resume", listener.local_addr()?),
+    );
+    let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(WorkflowMiddleware)
+        .build();
+
+    let h = http.clone();
+    wfs.register("saga", move |wf: Wf, input: Vec<u8>| {
+        let http = h.clone();
+        async move {
+            let s: Steps = serde_json::from_slice(&input).map_err(dtmcli::Error::invalid)?;
+            let body = serde_json::to_vec(&s.body).map_err(dtmcli::Error::invalid)?;
+            for step in &s.steps {
+                wf.new_branch()?;
+                if let Some(undo) = step.get(1) {
+                    let (wf2, h, url, b) = (wf.clone(), http.clone(), undo.clone(), body.clone());
+                    wf.on_rollback(move |_| async move { call(&wf2, &h, &url, &b).await })?;
+                }
+                call(&wf, &http, &step[0], &body).await?;
+            }
+            Ok(())
+        }
+    })?;
+
+    wfs.register("tcc", move |wf: Wf, input: Vec<u8>| {
+        let http = http.clone();
+        async move {
+            let s: Steps = serde_json::from_slice(&input).map_err(dtmcli::Error::invalid)?;
+            let body = serde_json::to_vec(&s.body).map_err(dtmcli::Error::invalid)?;
+            for step in &s.steps {
+                let [try_, confirm, cancel] = step.as_slice() else {
+                    return Err(dtmcli::Error::invalid("a tcc step is try, confirm, cancel"));
+                };
+                wf.new_branch()?;
+                let (wf2, h, url, b) = (wf.clone(), http.clone(), confirm.clone(), body.clone());
+                wf.on_commit(move |_| async move { call(&wf2, &h, &url, &b).await })?;
+                let (wf2, h, url, b) = (wf.clone(), http.clone(), cancel.clone(), body.clone());
+                wf.on_rollback(move |_| async move { call(&wf2, &h, &url, &b).await })?;
+                call(&wf, &http, try_, &body).await?;
+            }
+            Ok(())
+        }
+    })?;
+
+    let my: XaLocal<sqlx::MySql, _> = XaLocal::new(mysql_url().parse()?, env.dtm().clone());
+    let pg: XaLocal<sqlx::Postgres, _> = XaLocal::new(pg_url().parse()?, env.dtm().clone());
+    wfs.register("xa", move |wf: Wf, input: Vec<u8>| {
+        let (my, pg) = (my.clone(), pg.clone());
+        async move {
+            let r: BankReq = serde_json::from_slice(&input).map_err(dtmcli::Error::invalid)?;
+            wf.new_branch()?;
+            wf.do_xa(&my, move |c| {
+                Box::pin(async move {
+                    let sql =
+                        format!("update {ACCOUNTS} set balance = balance - ? where user_id = ?");
+                    sqlx::query(&sql)
+                        .bind(r.amount)
+                        .bind(r.from)
+                        .execute(&mut *c)
+                        .await?;
+                    Ok(Vec::new())
+                })
+            })
+            .await?;
+            wf.new_branch()?;
+            let fail = r.trans_in_result == "FAILURE";
+            wf.do_xa(&pg, move |c| {
+                Box::pin(async move {
+                    let sql =
+                        format!("update {ACCOUNTS} set balance = balance + $1 where user_id = $2");
+                    sqlx::query(&sql)
+                        .bind(r.amount)
+                        .bind(r.to)
+                        .execute(&mut *c)
+                        .await?;
+                    if fail {
+                        return Err(dtm_barrier::Error::failure("credit refused"));
+                    }
+                    Ok(Vec::new())
+                })
+            })
+            .await?;
+            Ok(())
+        }
+    })?;
+
+    let app = wfs.callback_router("/workflow/resume");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(wfs)
+}
+
+/// Runs workflow `name` with `input` as a new gid; checks what `execute` returned and
+/// DTM's final status.
+async fn run(env: &Env, name: &str, input: &impl Serialize, ok: bool) -> Result<String, DemoError> {
+    let gid = env.dtm().new_gid().await?;
+    let r = env
+        .http_workflows()
+        .await?
+        .execute(name, &gid, &serde_json::to_vec(input)?)
+        .await;
+    println!("   workflow {name} {gid}: execute returned {r:?}");
+    expect(r.is_ok() == ok, "unexpected workflow outcome")?;
+    env.expect_final(&gid, if ok { "succeed" } else { "failed" })
+        .await?;
+    Ok(gid)
+}
+
+fn busi_steps(env: &Env, undo: bool, fail: bool) -> Steps {
+    let step = |a: &str, u: &str| {
+        let mut s = vec![env.url(a)];
+        if undo {
+            s.push(env.url(u));
+        }
+        s
+    };
+    Steps {
+        steps: vec![
+            step("TransOut", "TransOutRevert"),
+            step("TransIn", "TransInRevert"),
+        ],
+        body: serde_json::json!(BusiReq {
+            amount: 30,
+            trans_in_result: fails_if(fail),
+            ..Default::default()
+        }),
+    }
+}
+
+/// `http_workflow_simple`: two recorded calls, no compensations.
+pub async fn simple(env: &Env) -> Result<(), DemoError> {
+    let gid = run(env, "saga", &busi_steps(env, false, false), true).await?;
+    env.expect_http_calls(&gid, &["TransOut", "TransIn"])
+}
+
+/// `http_workflow_saga`: each branch registers its compensation; all succeed.
+pub async fn saga(env: &Env) -> Result<(), DemoError> {
+    let gid = run(env, "saga", &busi_steps(env, true, false), true).await?;
+    env.expect_http_calls(&gid, &["TransOut", "TransIn"])
+}
+
+/// `http_workflow_saga_rollback`: the credit fails; the debit is compensated (the failed
+/// branch itself did nothing to undo).
+pub async fn saga_rollback(env: &Env) -> Result<(), DemoError> {
+    let gid = run(env, "saga", &busi_steps(env, true, true), false).await?;
+    env.expect_http_calls(&gid, &["TransOut", "TransIn", "TransOutRevert"])
+}
+
+async fn bank_steps(env: &Env, names: &[&[&str]], body: &BankReq) -> Result<Steps, DemoError> {
+    let mut steps = Vec::new();
+    for step in names {
+        let mut urls = Vec::new();
+        for h in *step {
+            urls.push(env.bank_url(Db::Mysql, h).await?);
+        }
+        steps.push(urls);
+    }
+    Ok(Steps {
+        steps,
+        body: serde_json::to_value(body)?,
+    })
+}
+
+/// `http_workflow_saga_barrier`: the workflow's branches are the barrier-guarded bank on
+/// MariaDB; the credit fails, the debit is compensated, the balances are back.
+pub async fn saga_barrier(env: &Env) -> Result<(), DemoError> {
+    for fail in [false, true] {
+        let (a, b) = env.accounts(Db::Mysql, 100).await?;
+        let body = BankReq {
+            amount: 30,
+            from: a,
+            to: b,
+            trans_in_result: fails_if(fail),
+            ..Default::default()
+        };
+        let names: &[&[&str]] = &[
+            &["TransOut", "TransOutCompensate"],
+            &["TransIn", "TransInCompensate"],
+        ];
+        run(env, "saga", &bank_steps(env, names, &body).await?, !fail).await?;
+        let want = if fail { [100, 0] } else { [70, 30] };
+        env.expect_balances(Db::Mysql, &[a, b], &want).await?;
+    }
+    Ok(())
+}
+
+fn busi_tcc(env: &Env, fail: bool) -> Steps {
+    let side = |s: &str| {
+        ["Try", "Confirm", "Cancel"]
+            .map(|p| env.url(&format!("{s}{p}")))
+            .to_vec()
+    };
+    Steps {
+        steps: vec![side("TransOut"), side("TransIn")],
+        body: serde_json::json!(BusiReq {
+            amount: 30,
+            trans_in_result: fails_if(fail),
+            ..Default::default()
+        }),
+    }
+}
+
+/// `http_workflow_tcc`: each branch registers confirm and cancel, then tries; DTM's second
+/// phase confirms both.
+pub async fn tcc(env: &Env) -> Result<(), DemoError> {
+    let gid = run(env, "tcc", &busi_tcc(env, false), true).await?;
+    let calls = env.busi().handlers(&gid);
+    println!("   HTTP calls: {}", calls.join(", "));
+    expect(
+        calls.len() == 4
+            && calls[..2] == ["TransOutTry", "TransInTry"]
+            && calls[2..].iter().all(|c| c.ends_with("Confirm")),
+        "expected both tries, then both confirms",
+    )
+}
+
+/// `http_workflow_tcc_rollback`: the credit's try fails; both branches are cancelled.
+pub async fn tcc_rollback(env: &Env) -> Result<(), DemoError> {
+    let gid = run(env, "tcc", &busi_tcc(env, true), false).await?;
+    let calls = env.busi().handlers(&gid);
+    println!("   HTTP calls: {}", calls.join(", "));
+    expect(
+        calls[..2] == ["TransOutTry", "TransInTry"]
+            && calls.iter().filter(|c| c.ends_with("Cancel")).count() >= 1
+            && !calls.iter().any(|c| c.ends_with("Confirm")),
+        "expected the tries, then cancels and no confirm",
+    )
+}
+
+/// `http_workflow_tcc_barrier`: TCC branches on the guarded bank on MariaDB.
+pub async fn tcc_barrier(env: &Env) -> Result<(), DemoError> {
+    for fail in [false, true] {
+        let (a, b) = env.accounts(Db::Mysql, 100).await?;
+        let body = BankReq {
+            amount: 30,
+            from: a,
+            to: b,
+            trans_in_result: fails_if(fail),
+            ..Default::default()
+        };
+        let names: &[&[&str]] = &[
+            &["TransOutTry", "TransOutConfirm", "TransOutCancel"],
+            &["TransInTry", "TransInConfirm", "TransInCancel"],
+        ];
+        run(env, "tcc", &bank_steps(env, names, &body).await?, !fail).await?;
+        let want = if fail { [100, 0] } else { [70, 30] };
+        env.expect_balances(Db::Mysql, &[a, b], &want).await?;
+    }
+    Ok(())
+}
+
+/// `http_workflow_xa`: XA steps, a debit on MariaDB and a credit on PostgreSQL, committed
+/// (or rolled back) by the workflow's second phase.
+pub async fn xa(env: &Env) -> Result<(), DemoError> {
+    for fail in [false, true] {
+        let (a, _) = env.accounts(Db::Mysql, 100).await?;
+        let (_, b) = env.accounts(Db::Postgres, 0).await?;
+        let body = BankReq {
+            amount: 30,
+            from: a,
+            to: b,
+            trans_in_result: fails_if(fail),
+            ..Default::default()
+        };
+        run(env, "xa", &body, !fail).await?;
+        let (ma, pb) = if fail { (100, 0) } else { (70, 30) };
+        env.expect_balances(Db::Mysql, &[a], &[ma]).await?;
+        env.expect_balances(Db::Postgres, &[b], &[pb]).await?;
+    }
+    Ok(())
+}
