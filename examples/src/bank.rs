@@ -53,6 +53,19 @@ pub struct BankReq {
     pub trans_in_result: String,
 }
 
+impl BankReq {
+    /// Moves `amount` from `from` to `to`; the credit fails after its write when `fail_in`.
+    pub fn transfer(amount: i64, from: i64, to: i64, fail_in: bool) -> BankReq {
+        BankReq {
+            amount,
+            from,
+            to,
+            trans_in_result: crate::busi::fails_if(fail_in),
+            ..Default::default()
+        }
+    }
+}
+
 /// The MySQL URL of the tests and examples (`$MYSQL_URL`, default root on 127.0.0.1:3306).
 pub fn mysql_url() -> String {
     std::env::var("MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())

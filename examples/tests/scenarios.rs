@@ -20,5 +20,8 @@ fn every_scenario_runs_and_checks_its_outcome() {
         "dtm-examples all failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
-    assert!(stdout.contains(" scenarios passed"), "no summary:\n{stdout}");
+    assert!(
+        stdout.contains(" scenarios passed"),
+        "no summary:\n{stdout}"
+    );
 }

@@ -185,6 +185,47 @@ impl Env {
         expect_eq("balances", &got, &want.to_vec())
     }
 
+    /// Checks a transfer of 30 from `a` (opened with 100) to `b` on `db`: moved, or (when it
+    /// rolled back) not moved at all.
+    pub async fn expect_moved(&self, db: Db, a: i64, b: i64, moved: bool) -> Result<(), DemoError> {
+        let want = if moved { [70, 30] } else { [100, 0] };
+        self.expect_balances(db, &[a, b], &want).await
+    }
+
+    /// Two fresh accounts across databases: `a` on MariaDB holding 100, `b` on PostgreSQL
+    /// holding 0.
+    pub async fn accounts_across(&self) -> Result<(i64, i64), DemoError> {
+        let (a, _) = self.accounts(Db::Mysql, 100).await?;
+        let (_, b) = self.accounts(Db::Postgres, 0).await?;
+        Ok((a, b))
+    }
+
+    /// [`Env::expect_moved`] for [`Env::accounts_across`].
+    pub async fn expect_moved_across(&self, a: i64, b: i64, moved: bool) -> Result<(), DemoError> {
+        let (ma, pb) = if moved { (70, 30) } else { (100, 0) };
+        self.expect_balances(Db::Mysql, &[a], &[ma]).await?;
+        self.expect_balances(Db::Postgres, &[b], &[pb]).await
+    }
+
+    /// Checks two submits made with `wait_result`: `ok_gid`'s returned Ok, so DTM must
+    /// already say `succeed` (no polling); `failed`'s must have returned `Error::Failure`.
+    pub async fn expect_waited(
+        &self,
+        ok_gid: &str,
+        failed_gid: &str,
+        failed: dtmcli::Result<()>,
+    ) -> Result<(), DemoError> {
+        let status = self.status_now(ok_gid).await?;
+        println!("   submit returned Ok; DTM says {status} at once");
+        expect_eq("status right after submit", &status.as_str(), &"succeed")?;
+        println!("   the failing saga's submit returned {failed:?}");
+        expect(
+            matches!(failed, Err(dtmcli::Error::Failure(_))),
+            "wait_result on a rolled-back saga must be Error::Failure",
+        )?;
+        self.expect_final(failed_gid, "failed").await.map(drop)
+    }
+
     /// Waits (up to 30 s) for `gid`'s final status, prints DTM's branches and the status,
     /// and checks the status is `want` (`succeed` or `failed`).
     pub async fn expect_final(&self, gid: &str, want: &str) -> Result<QueryResult, DemoError> {
@@ -222,6 +263,40 @@ impl Env {
         let got = self.grpc().await?.1.handlers(gid);
         println!("   gRPC calls: {}", got.join(", "));
         expect_eq("gRPC calls", &got, &strings(want))
+    }
+}
+
+/// Checks the calls of a two-branch TCC-style workflow: both tries in order, then either
+/// both confirms (in any order: DTM's second phase) or cancels and no confirm.
+pub fn expect_tcc_calls(
+    protocol: &str,
+    calls: &[String],
+    confirmed: bool,
+) -> Result<(), DemoError> {
+    println!("   {protocol} calls: {}", calls.join(", "));
+    let tries = calls.get(..2) == Some(&["TransOutTry".to_string(), "TransInTry".to_string()][..]);
+    let rest = calls.get(2..).unwrap_or_default();
+    let second = if confirmed {
+        rest.len() == 2 && rest.iter().all(|c| c.ends_with("Confirm"))
+    } else {
+        !rest.is_empty() && rest.iter().all(|c| c.ends_with("Cancel"))
+    };
+    expect(
+        tries && second,
+        if confirmed {
+            "expected both tries, then both confirms"
+        } else {
+            "expected both tries, then cancels and no confirm"
+        },
+    )
+}
+
+/// DTM's final status of a transaction that should (`ok`) or should not have committed.
+pub fn final_status(ok: bool) -> &'static str {
+    if ok {
+        "succeed"
+    } else {
+        "failed"
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use dtmcli::{Error, TransOptions};
 use dtmgrpc::{DtmGrpcClient, Saga};
 
-use super::env::{expect, expect_eq, Env};
+use super::env::{expect, expect_eq, final_status, Env};
 use crate::bank::Db;
 use crate::busi::{fails_if, BusiReq, Outcome};
 use crate::demo::DemoError;
@@ -59,20 +59,12 @@ pub async fn saga_wait(env: &Env) -> Result<(), DemoError> {
         .with_options(wait.clone())
         .submit()
         .await?;
-    let status = env.status_now(&gid).await?;
-    println!("   submit returned Ok; DTM says {status} at once");
-    expect_eq("status right after submit", &status.as_str(), &"succeed")?;
-    let gid = dtm.new_gid().await?;
-    let res = transfer(dtm, busi, &gid, &req(true))
+    let failed = dtm.new_gid().await?;
+    let res = transfer(dtm, busi, &failed, &req(true))
         .with_options(wait)
         .submit()
         .await;
-    println!("   the failing saga's submit returned {res:?}");
-    expect(
-        matches!(res, Err(Error::Failure(_))),
-        "wait_result on a rolled-back saga must be Error::Failure",
-    )?;
-    env.expect_final(&gid, "failed").await.map(drop)
+    env.expect_waited(&gid, &failed, res).await
 }
 
 /// `grpc_saga_customHeaders`: headers given to the saga arrive as gRPC metadata on every
@@ -152,10 +144,8 @@ pub async fn saga_barrier(env: &Env) -> Result<(), DemoError> {
             .add(&u("TransIn"), &u("TransInCompensate"), &r)
             .submit()
             .await?;
-        env.expect_final(&gid, if fail { "failed" } else { "succeed" })
-            .await?;
-        let want = if fail { [100, 0] } else { [70, 30] };
-        env.expect_balances(Db::Mysql, &[a, b], &want).await?;
+        env.expect_final(&gid, final_status(!fail)).await?;
+        env.expect_moved(Db::Mysql, a, b, !fail).await?;
     }
     Ok(())
 }
@@ -269,8 +259,7 @@ pub async fn xa(env: &Env) -> Result<(), DemoError> {
     let (dtm, _) = env.grpc().await?;
     let base = env.grpc_bank().await?;
     for fail in [false, true] {
-        let (a, _) = env.accounts(Db::Mysql, 100).await?;
-        let (_, b) = env.accounts(Db::Postgres, 0).await?;
+        let (a, b) = env.accounts_across().await?;
         let gid = dtm.new_gid().await?;
         let r = ReqGrpc {
             amount: 30,
@@ -292,11 +281,8 @@ pub async fn xa(env: &Env) -> Result<(), DemoError> {
             .await;
         println!("   xa {gid}: returned {res:?}");
         expect(res.is_ok() != fail, "unexpected XA outcome")?;
-        env.expect_final(&gid, if fail { "failed" } else { "succeed" })
-            .await?;
-        let (ma, pb) = if fail { (100, 0) } else { (70, 30) };
-        env.expect_balances(Db::Mysql, &[a], &[ma]).await?;
-        env.expect_balances(Db::Postgres, &[b], &[pb]).await?;
+        env.expect_final(&gid, final_status(!fail)).await?;
+        env.expect_moved_across(a, b, !fail).await?;
     }
     Ok(())
 }

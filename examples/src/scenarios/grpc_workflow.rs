@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 use tower_layer::Layer;
 
-use super::env::{expect, Env};
+use super::env::{expect, expect_tcc_calls, final_status, Env};
 use crate::bank::Db;
 use crate::busi::{fails_if, BusiReq};
 use crate::demo::DemoError;
@@ -133,6 +133,9 @@ pub(super) async fn registry(env: &Env) -> Result<Workflows, DemoError> {
                 .await?;
             }
             for step in &i.steps {
+                let Some(action) = step.first() else {
+                    return Err(dtmcli::Error::invalid("a saga step without an action"));
+                };
                 wf.new_branch()?;
                 if let Some(undo) = step.get(1) {
                     let (w, c, h, u, r) = (
@@ -144,7 +147,7 @@ pub(super) async fn registry(env: &Env) -> Result<Workflows, DemoError> {
                     );
                     wf.on_rollback(move |_| async move { call(&w, &c, &h, &u, &r).await })?;
                 }
-                call(&wf, &channels, &http, &step[0], &req).await?;
+                call(&wf, &channels, &http, action, &req).await?;
             }
             Ok(())
         }
@@ -193,8 +196,7 @@ async fn run(env: &Env, name: &str, input: &Input, ok: bool) -> Result<String, D
         .await;
     println!("   gRPC workflow {name} {gid}: execute returned {r:?}");
     expect(r.is_ok() == ok, "unexpected workflow outcome")?;
-    env.expect_final(&gid, if ok { "succeed" } else { "failed" })
-        .await?;
+    env.expect_final(&gid, final_status(ok)).await?;
     Ok(gid)
 }
 
@@ -261,8 +263,7 @@ pub async fn saga_barrier(env: &Env) -> Result<(), DemoError> {
             local_step: false,
         };
         run(env, "saga", &input, !fail).await?;
-        let want = if fail { [100, 0] } else { [70, 30] };
-        env.expect_balances(Db::Mysql, &[a, b], &want).await?;
+        env.expect_moved(Db::Mysql, a, b, !fail).await?;
     }
     Ok(())
 }
@@ -271,27 +272,13 @@ pub async fn saga_barrier(env: &Env) -> Result<(), DemoError> {
 /// confirms both.
 pub async fn tcc(env: &Env) -> Result<(), DemoError> {
     let gid = run(env, "tcc", &busi_input(env, TCC, false).await?, true).await?;
-    let calls = env.grpc().await?.1.handlers(&gid);
-    println!("   gRPC calls: {}", calls.join(", "));
-    expect(
-        calls.len() == 4
-            && calls[..2] == ["TransOutTry", "TransInTry"]
-            && calls[2..].iter().all(|c| c.ends_with("Confirm")),
-        "expected both tries, then both confirms",
-    )
+    expect_tcc_calls("gRPC", &env.grpc().await?.1.handlers(&gid), true)
 }
 
 /// `grpc_workflow_tcc_rollback`: the credit's try fails; the branches are cancelled.
 pub async fn tcc_rollback(env: &Env) -> Result<(), DemoError> {
     let gid = run(env, "tcc", &busi_input(env, TCC, true).await?, false).await?;
-    let calls = env.grpc().await?.1.handlers(&gid);
-    println!("   gRPC calls: {}", calls.join(", "));
-    expect(
-        calls[..2] == ["TransOutTry", "TransInTry"]
-            && calls.iter().any(|c| c.ends_with("Cancel"))
-            && !calls.iter().any(|c| c.ends_with("Confirm")),
-        "expected the tries, then cancels and no confirm",
-    )
+    expect_tcc_calls("gRPC", &env.grpc().await?.1.handlers(&gid), false)
 }
 
 /// `grpc_workflow_mixed`: a recorded local step, an HTTP debit (with its compensation)

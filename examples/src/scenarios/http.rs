@@ -53,22 +53,12 @@ pub async fn saga_wait(env: &Env) -> Result<(), DemoError> {
         .with_options(wait.clone())
         .submit()
         .await?;
-    // No polling: the saga is already done when submit returns.
-    let status = env.status_now(&gid).await?;
-    println!("   submit returned Ok; DTM says {status} at once");
-    expect_eq("status right after submit", &status.as_str(), &"succeed")?;
-
-    let gid = env.dtm().new_gid().await?;
-    let res = transfer(env, &gid, &failing_in())
+    let failed = env.dtm().new_gid().await?;
+    let res = transfer(env, &failed, &failing_in())
         .with_options(wait)
         .submit()
         .await;
-    println!("   the failing saga's submit returned {res:?}");
-    expect(
-        matches!(res, Err(Error::Failure(_))),
-        "wait_result on a rolled-back saga must be Error::Failure",
-    )?;
-    env.expect_final(&gid, "failed").await.map(drop)
+    env.expect_waited(&gid, &failed, res).await
 }
 
 /// `http_concurrent_saga`: branches 0 and 1 run in parallel, 2 after both, 3 after 2.

@@ -10,7 +10,7 @@ use reqwest::Method;
 use reqwest_middleware::ClientWithMiddleware;
 use serde::{Deserialize, Serialize};
 
-use super::env::{expect, Env};
+use super::env::{expect, expect_tcc_calls, final_status, Env};
 use crate::bank::{mysql_url, pg_url, BankReq, Db, ACCOUNTS};
 use crate::busi::{fails_if, BusiReq};
 use crate::demo::DemoError;
@@ -49,12 +49,15 @@ pub(super) async fn registry(env: &Env) -> Result<Workflows, DemoError> {
             let s: Steps = serde_json::from_slice(&input).map_err(dtmcli::Error::invalid)?;
             let body = serde_json::to_vec(&s.body).map_err(dtmcli::Error::invalid)?;
             for step in &s.steps {
+                let Some(action) = step.first() else {
+                    return Err(dtmcli::Error::invalid("a saga step without an action"));
+                };
                 wf.new_branch()?;
                 if let Some(undo) = step.get(1) {
                     let (wf2, h, url, b) = (wf.clone(), http.clone(), undo.clone(), body.clone());
                     wf.on_rollback(move |_| async move { call(&wf2, &h, &url, &b).await })?;
                 }
-                call(&wf, &http, &step[0], &body).await?;
+                call(&wf, &http, action, &body).await?;
             }
             Ok(())
         }
@@ -138,8 +141,7 @@ async fn run(env: &Env, name: &str, input: &impl Serialize, ok: bool) -> Result<
         .await;
     println!("   workflow {name} {gid}: execute returned {r:?}");
     expect(r.is_ok() == ok, "unexpected workflow outcome")?;
-    env.expect_final(&gid, if ok { "succeed" } else { "failed" })
-        .await?;
+    env.expect_final(&gid, final_status(ok)).await?;
     Ok(gid)
 }
 
@@ -203,20 +205,13 @@ async fn bank_steps(env: &Env, names: &[&[&str]], body: &BankReq) -> Result<Step
 pub async fn saga_barrier(env: &Env) -> Result<(), DemoError> {
     for fail in [false, true] {
         let (a, b) = env.accounts(Db::Mysql, 100).await?;
-        let body = BankReq {
-            amount: 30,
-            from: a,
-            to: b,
-            trans_in_result: fails_if(fail),
-            ..Default::default()
-        };
+        let body = BankReq::transfer(30, a, b, fail);
         let names: &[&[&str]] = &[
             &["TransOut", "TransOutCompensate"],
             &["TransIn", "TransInCompensate"],
         ];
         run(env, "saga", &bank_steps(env, names, &body).await?, !fail).await?;
-        let want = if fail { [100, 0] } else { [70, 30] };
-        env.expect_balances(Db::Mysql, &[a, b], &want).await?;
+        env.expect_moved(Db::Mysql, a, b, !fail).await?;
     }
     Ok(())
 }
@@ -241,47 +236,26 @@ fn busi_tcc(env: &Env, fail: bool) -> Steps {
 /// phase confirms both.
 pub async fn tcc(env: &Env) -> Result<(), DemoError> {
     let gid = run(env, "tcc", &busi_tcc(env, false), true).await?;
-    let calls = env.busi().handlers(&gid);
-    println!("   HTTP calls: {}", calls.join(", "));
-    expect(
-        calls.len() == 4
-            && calls[..2] == ["TransOutTry", "TransInTry"]
-            && calls[2..].iter().all(|c| c.ends_with("Confirm")),
-        "expected both tries, then both confirms",
-    )
+    expect_tcc_calls("HTTP", &env.busi().handlers(&gid), true)
 }
 
 /// `http_workflow_tcc_rollback`: the credit's try fails; both branches are cancelled.
 pub async fn tcc_rollback(env: &Env) -> Result<(), DemoError> {
     let gid = run(env, "tcc", &busi_tcc(env, true), false).await?;
-    let calls = env.busi().handlers(&gid);
-    println!("   HTTP calls: {}", calls.join(", "));
-    expect(
-        calls[..2] == ["TransOutTry", "TransInTry"]
-            && calls.iter().filter(|c| c.ends_with("Cancel")).count() >= 1
-            && !calls.iter().any(|c| c.ends_with("Confirm")),
-        "expected the tries, then cancels and no confirm",
-    )
+    expect_tcc_calls("HTTP", &env.busi().handlers(&gid), false)
 }
 
 /// `http_workflow_tcc_barrier`: TCC branches on the guarded bank on MariaDB.
 pub async fn tcc_barrier(env: &Env) -> Result<(), DemoError> {
     for fail in [false, true] {
         let (a, b) = env.accounts(Db::Mysql, 100).await?;
-        let body = BankReq {
-            amount: 30,
-            from: a,
-            to: b,
-            trans_in_result: fails_if(fail),
-            ..Default::default()
-        };
+        let body = BankReq::transfer(30, a, b, fail);
         let names: &[&[&str]] = &[
             &["TransOutTry", "TransOutConfirm", "TransOutCancel"],
             &["TransInTry", "TransInConfirm", "TransInCancel"],
         ];
         run(env, "tcc", &bank_steps(env, names, &body).await?, !fail).await?;
-        let want = if fail { [100, 0] } else { [70, 30] };
-        env.expect_balances(Db::Mysql, &[a, b], &want).await?;
+        env.expect_moved(Db::Mysql, a, b, !fail).await?;
     }
     Ok(())
 }
@@ -290,19 +264,10 @@ pub async fn tcc_barrier(env: &Env) -> Result<(), DemoError> {
 /// (or rolled back) by the workflow's second phase.
 pub async fn xa(env: &Env) -> Result<(), DemoError> {
     for fail in [false, true] {
-        let (a, _) = env.accounts(Db::Mysql, 100).await?;
-        let (_, b) = env.accounts(Db::Postgres, 0).await?;
-        let body = BankReq {
-            amount: 30,
-            from: a,
-            to: b,
-            trans_in_result: fails_if(fail),
-            ..Default::default()
-        };
+        let (a, b) = env.accounts_across().await?;
+        let body = BankReq::transfer(30, a, b, fail);
         run(env, "xa", &body, !fail).await?;
-        let (ma, pb) = if fail { (100, 0) } else { (70, 30) };
-        env.expect_balances(Db::Mysql, &[a], &[ma]).await?;
-        env.expect_balances(Db::Postgres, &[b], &[pb]).await?;
+        env.expect_moved_across(a, b, !fail).await?;
     }
     Ok(())
 }

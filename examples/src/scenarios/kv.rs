@@ -5,7 +5,7 @@ use dtm_barrier::redis::RedisStore;
 use dtm_barrier::Outcome;
 use dtmcli::{Op, TransInfo, TransType};
 
-use super::env::{expect, expect_kv, kv_accounts, Env};
+use super::env::{expect, expect_kv, final_status, kv_accounts, Env};
 use crate::bank::{BankReq, Db};
 use crate::demo::DemoError;
 use crate::kv_bank::{Balances, KvBank, Transfer};
@@ -34,8 +34,7 @@ async fn kv_saga<S: Balances>(
         .submit()
         .await?;
     let ok = from_balance >= 30;
-    env.expect_final(&gid, if ok { "succeed" } else { "failed" })
-        .await?;
+    env.expect_final(&gid, final_status(ok)).await?;
     let log = kv.tell(&gid);
     if !ok {
         expect(
@@ -137,8 +136,7 @@ async fn multidb(env: &Env, fail: bool) -> Result<(), DemoError> {
             .add(&cin, &ccom, &credit);
     }
     saga.submit().await?;
-    env.expect_final(&gid, if fail { "failed" } else { "succeed" })
-        .await?;
+    env.expect_final(&gid, final_status(!fail)).await?;
     mongo.tell(&gid);
     redis.tell(&gid);
     if fail {

@@ -4,20 +4,9 @@
 
 use dtmcli::{Error, TransOptions};
 
-use super::env::{expect, expect_eq, Env};
+use super::env::{expect, expect_eq, final_status, Env};
 use crate::bank::{adjust_sql, BankReq, Db};
-use crate::busi::fails_if;
 use crate::demo::DemoError;
-
-fn req(from: i64, to: i64, fail_in: bool) -> BankReq {
-    BankReq {
-        amount: 30,
-        from,
-        to,
-        trans_in_result: fails_if(fail_in),
-        ..Default::default()
-    }
-}
 
 /// A saga moving 30 between fresh accounts on `db` through `trans_in` (`TransIn` or
 /// `TransInTwice`); the balances and DTM's status are checked.
@@ -35,17 +24,16 @@ async fn barrier_saga(env: &Env, db: Db, trans_in: &str, fail: bool) -> Result<(
         .add(
             &u("TransOut").await?,
             &u("TransOutCompensate").await?,
-            &req(a, b, fail),
+            &BankReq::transfer(30, a, b, fail),
         )
         .add(
             &env.bank_url(db, trans_in).await?,
             &u("TransInCompensate").await?,
-            &req(a, b, fail),
+            &BankReq::transfer(30, a, b, fail),
         )
         .submit()
         .await?;
-    env.expect_final(&gid, if fail { "failed" } else { "succeed" })
-        .await?;
+    env.expect_final(&gid, final_status(!fail)).await?;
     let bank = &env.bank().await?.0;
     let rows = bank.barrier_rows(db, &gid).await?;
     println!("   barrier rows: {}", rows.join(" "));
@@ -61,10 +49,8 @@ async fn barrier_saga(env: &Env, db: Db, trans_in: &str, fail: bool) -> Result<(
             &bank.executed(&gid, "TransInCompensate"),
             &0,
         )?;
-        env.expect_balances(db, &[a, b], &[100, 0]).await
-    } else {
-        env.expect_balances(db, &[a, b], &[70, 30]).await
     }
+    env.expect_moved(db, a, b, !fail).await
 }
 
 /// `http_saga_barrier`: a guarded saga on MariaDB, then one whose credit fails.
@@ -88,8 +74,7 @@ pub async fn saga_gorm_barrier(env: &Env) -> Result<(), DemoError> {
 /// `http_saga_multiSource`: one branch writes to MariaDB and PostgreSQL, each part guarded
 /// by the same barrier.
 pub async fn saga_multi_source(env: &Env) -> Result<(), DemoError> {
-    let (a, _) = env.accounts(Db::Mysql, 100).await?;
-    let (_, b) = env.accounts(Db::Postgres, 0).await?;
+    let (a, b) = env.accounts_across().await?;
     let gid = env.dtm().new_gid().await?;
     let (base, bank) = (&env.bank().await?.1, &env.bank().await?.0);
     env.dtm()
@@ -97,7 +82,7 @@ pub async fn saga_multi_source(env: &Env) -> Result<(), DemoError> {
         .add(
             &format!("{base}/multi/TransMulti"),
             &format!("{base}/multi/TransMultiRevert"),
-            &req(a, b, false),
+            &BankReq::transfer(30, a, b, false),
         )
         .submit()
         .await?;
@@ -107,8 +92,7 @@ pub async fn saga_multi_source(env: &Env) -> Result<(), DemoError> {
         bank.barrier_rows(Db::Mysql, &gid).await?,
         bank.barrier_rows(Db::Postgres, &gid).await?
     );
-    env.expect_balances(Db::Mysql, &[a], &[70]).await?;
-    env.expect_balances(Db::Postgres, &[b], &[30]).await
+    env.expect_moved_across(a, b, true).await
 }
 
 /// `http_tcc_barrier`: a guarded TCC (try reserves, confirm keeps, cancel undoes), then one
@@ -118,18 +102,19 @@ pub async fn tcc_barrier(env: &Env) -> Result<(), DemoError> {
         let db = Db::Mysql;
         let (a, b) = env.accounts(db, 100).await?;
         let gid = env.dtm().new_gid().await?;
-        let mut urls = Vec::new();
-        for h in [
+        let mut urls: [String; 6] = Default::default();
+        let handlers = [
             "TransOutTry",
             "TransOutConfirm",
             "TransOutCancel",
             "TransInTry",
             "TransInConfirm",
             "TransInCancel",
-        ] {
-            urls.push(env.bank_url(db, h).await?);
+        ];
+        for (url, h) in urls.iter_mut().zip(handlers) {
+            *url = env.bank_url(db, h).await?;
         }
-        let body = req(a, b, fail);
+        let body = BankReq::transfer(30, a, b, fail);
         let res = env
             .dtm()
             .tcc_global_transaction(&gid, TransOptions::default(), |tcc| async move {
@@ -140,10 +125,8 @@ pub async fn tcc_barrier(env: &Env) -> Result<(), DemoError> {
             .await;
         println!("   tcc {gid}: returned {res:?}");
         expect(res.is_ok() != fail, "unexpected TCC outcome")?;
-        env.expect_final(&gid, if fail { "failed" } else { "succeed" })
-            .await?;
-        let want = if fail { [100, 0] } else { [70, 30] };
-        env.expect_balances(db, &[a, b], &want).await?;
+        env.expect_final(&gid, final_status(!fail)).await?;
+        env.expect_moved(db, a, b, !fail).await?;
     }
     Ok(())
 }
@@ -156,10 +139,10 @@ pub async fn msg_do_and_commit(env: &Env) -> Result<(), DemoError> {
     let (a, b) = env.accounts(db, 100).await?;
     let gid = env.dtm().new_gid().await?;
     let bank = &env.bank().await?.0;
-    let msg = env
-        .dtm()
-        .msg(&gid)
-        .add(&env.bank_url(db, "TransIn").await?, &req(a, b, false));
+    let msg = env.dtm().msg(&gid).add(
+        &env.bank_url(db, "TransIn").await?,
+        &BankReq::transfer(30, a, b, false),
+    );
     dtm_barrier::do_and_submit(
         &msg,
         &env.bank_url(db, "QueryPrepared").await?,
@@ -173,10 +156,10 @@ pub async fn msg_do_and_commit(env: &Env) -> Result<(), DemoError> {
     // A local transaction that fails: nothing is debited and the message is aborted.
     let (a, b) = env.accounts(db, 10).await?;
     let gid = env.dtm().new_gid().await?;
-    let msg = env
-        .dtm()
-        .msg(&gid)
-        .add(&env.bank_url(db, "TransIn").await?, &req(a, b, false));
+    let msg = env.dtm().msg(&gid).add(
+        &env.bank_url(db, "TransIn").await?,
+        &BankReq::transfer(30, a, b, false),
+    );
     let res = dtm_barrier::do_and_submit(
         &msg,
         &env.bank_url(db, "QueryPrepared").await?,
@@ -197,7 +180,7 @@ async fn xa(env: &Env, db: Db) -> Result<(), DemoError> {
     for fail in [false, true] {
         let (a, b) = env.accounts(db, 100).await?;
         let gid = env.dtm().new_gid().await?;
-        let body = req(a, b, fail);
+        let body = BankReq::transfer(30, a, b, fail);
         let (out, inn) = (
             env.bank_url(db, "TransOutXa").await?,
             env.bank_url(db, "TransInXa").await?,
@@ -219,10 +202,8 @@ async fn xa(env: &Env, db: Db) -> Result<(), DemoError> {
             },
             "unexpected XA outcome",
         )?;
-        env.expect_final(&gid, if fail { "failed" } else { "succeed" })
-            .await?;
-        let want = if fail { [100, 0] } else { [70, 30] };
-        env.expect_balances(db, &[a, b], &want).await?;
+        env.expect_final(&gid, final_status(!fail)).await?;
+        env.expect_moved(db, a, b, !fail).await?;
     }
     Ok(())
 }
