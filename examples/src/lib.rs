@@ -5,12 +5,15 @@
 //!   handlers) on axum, steerable per request.
 //! - [`server`]: starts a real DTM server on free ports for the demos and the tests.
 //! - [`demo`]: start DTM + the bank service and narrate a scenario.
+//! - [`founding`]: the scenarios of the project's founding documents, each checking its
+//!   own outcome against a real DTM server and real databases.
 //! - [`kv_saga`]: the saga scenarios of the Redis and MongoDB barrier examples.
 //! - [`wait`]: polls DTM until a transaction reaches a status.
 
 pub mod bank;
 pub mod busi;
 pub mod demo;
+pub mod founding;
 pub mod grpc_busi;
 pub mod kv_saga;
 pub mod server;
