@@ -21,6 +21,7 @@ async fn main() -> Result<(), DemoError> {
         .collect::<Vec<_>>()
         .as_slice()
     {
+        ["__worker", "stepping", ..] => founding::stepping::worker(&args[2..]).await,
         [name] => {
             let server = DtmServer::start(DtmServerConfig::default())?;
             let dtm = dtmcli::DtmClient::new(server.http_url())?;

@@ -5,12 +5,20 @@
 //! - [`donation`]: a TCC chain (check or create the user, check or create the product with
 //!   its price, record the donation) whose effects stay invisible to a concurrent reader
 //!   until every step is confirmed, and leave no trace when any step fails.
+//! - [`stepping`]: a Stepping-style job: ordered steps on MariaDB, Redis and MongoDB,
+//!   started inside a local MariaDB transaction (a 2-phase message with the outbox), run
+//!   one after another only after it commits, each retried until it succeeds, surviving a
+//!   SIGKILL of the worker between steps and a starter that dies before submitting.
 //!
 //! Each scenario is `run(&DtmClient)`: it needs a running DTM server (HTTP) and starts the
-//! services it uses itself, on free ports. The databases come from `MYSQL_URL`
-//! (`scripts/env.sh`), defaulting to the local servers. Rows
+//! services it uses itself, on free ports. The databases come from `MYSQL_URL`,
+//! `REDIS_URL` and `MONGO_URL` (`scripts/env.sh`), defaulting to the local servers. Rows
 //! are keyed by gids or by a per-run tag (itself a DTM gid), so runs are repeatable and two
 //! runs at once do not meet; each run removes its rows, and rows older than an hour.
+//!
+//! A program that runs [`stepping`] must also be its worker: the scenario starts
+//! `std::env::current_exe()` with the arguments `__worker stepping <port> <mode>`, which
+//! the program hands (the arguments after `__worker stepping`) to [`stepping::worker`].
 //!
 //! The story is printed on stdout. The SDK logs each retryable answer of a branch
 //! (`dtmcli::branch`) and each re-run of a local transaction (`dtm_barrier`) at `warn`;
@@ -25,20 +33,33 @@ use dtmcli::{DtmClient, TransStatus};
 use crate::demo::DemoError;
 
 pub mod donation;
+pub mod stepping;
 
 /// The names of the founding scenarios, as [`run`] takes them.
-pub const SCENARIOS: [&str; 1] = ["donation"];
+pub const SCENARIOS: [&str; 2] = ["donation", "stepping"];
 
 /// Runs the founding scenario `name` (one of [`SCENARIOS`]) against the DTM server of `dtm`.
 pub async fn run(name: &str, dtm: &DtmClient) -> Result<(), DemoError> {
     match name {
         "donation" => donation::run(dtm).await,
+        "stepping" => stepping::run(dtm).await,
         other => Err(format!(
             "unknown founding scenario {other:?}; one of {}",
             SCENARIOS.join(", ")
         )
         .into()),
     }
+}
+
+/// The Redis URL of the examples (`$REDIS_URL`, default 127.0.0.1:6379).
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The MongoDB URL of the examples (`$MONGO_URL`, default 127.0.0.1:27017, direct).
+pub fn mongo_url() -> String {
+    std::env::var("MONGO_URL")
+        .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?directConnection=true".into())
 }
 
 /// A MariaDB pool of `max` connections on [`crate::bank::mysql_url`], with the `dtm_busi`
@@ -53,6 +74,13 @@ pub(crate) async fn mysql_pool(max: u32) -> Result<sqlx::MySqlPool, DemoError> {
         .execute(&pool)
         .await?;
     Ok(pool)
+}
+
+/// A MongoDB client on [`mongo_url`] with the barrier's unique index created if missing.
+pub(crate) async fn mongo_client() -> Result<mongodb::Client, DemoError> {
+    let client = mongodb::Client::with_uri_str(mongo_url()).await?;
+    dtm_barrier::mongo::create_barrier_index(&client, &Default::default()).await?;
+    Ok(client)
 }
 
 /// An error unless `ok`: how a scenario reports a violated invariant.
