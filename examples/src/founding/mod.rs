@@ -1,4 +1,4 @@
-//! The scenarios this project was founded on, each runnable against a real DTM server
+//! The three scenarios this project was founded on, each runnable against a real DTM server
 //! and real databases, each checking its own outcome (an invariant that does not hold is an
 //! error, so CI can run them):
 //!
@@ -9,6 +9,9 @@
 //!   started inside a local MariaDB transaction (a 2-phase message with the outbox), run
 //!   one after another only after it commits, each retried until it succeeds, surviving a
 //!   SIGKILL of the worker between steps and a starter that dies before submitting.
+//! - [`reprocessing`]: transfers into one hot account row under contention, first with the
+//!   plain guarded call (deadlocks and write conflicts are answered as errors, which DTM
+//!   retries later), then with `call_reprocessing` (each transfer completes in its call).
 //!
 //! Each scenario is `run(&DtmClient)`: it needs a running DTM server (HTTP) and starts the
 //! services it uses itself, on free ports. The databases come from `MYSQL_URL`,
@@ -33,16 +36,18 @@ use dtmcli::{DtmClient, TransStatus};
 use crate::demo::DemoError;
 
 pub mod donation;
+pub mod reprocessing;
 pub mod stepping;
 
 /// The names of the founding scenarios, as [`run`] takes them.
-pub const SCENARIOS: [&str; 2] = ["donation", "stepping"];
+pub const SCENARIOS: [&str; 3] = ["donation", "stepping", "reprocessing"];
 
 /// Runs the founding scenario `name` (one of [`SCENARIOS`]) against the DTM server of `dtm`.
 pub async fn run(name: &str, dtm: &DtmClient) -> Result<(), DemoError> {
     match name {
         "donation" => donation::run(dtm).await,
         "stepping" => stepping::run(dtm).await,
+        "reprocessing" => reprocessing::run(dtm).await,
         other => Err(format!(
             "unknown founding scenario {other:?}; one of {}",
             SCENARIOS.join(", ")
