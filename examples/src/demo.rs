@@ -26,12 +26,14 @@ pub type DemoError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Demo {
     /// Starts DTM (from `$DTM_BIN` or `.tools/bin/dtm`) and the bank service, with logs at
-    /// `warn` unless `RUST_LOG` says otherwise.
+    /// `warn` unless `RUST_LOG` says otherwise; the SDK's warnings about retryable branch
+    /// answers and re-run local transactions are left out, since the scenarios provoke
+    /// them on purpose.
     pub async fn start() -> Result<Demo, DemoError> {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "warn".into()),
+                    .unwrap_or_else(|_| "warn,dtm_barrier=error,dtmcli::branch=error".into()),
             )
             .try_init();
         println!(

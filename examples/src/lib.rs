@@ -5,13 +5,16 @@
 //!   handlers) on axum, steerable per request.
 //! - [`server`]: starts a real DTM server on free ports for the demos and the tests.
 //! - [`demo`]: start DTM + the bank service and narrate a scenario.
+//! - [`founding`]: the scenarios of the project's founding documents, each checking its
+//!   own outcome against a real DTM server and real databases.
 //! - [`kv_bank`]: balances in Redis and MongoDB moved by guarded HTTP branches.
-//! - [`scenarios`]: every DTM scenario by name (the `dtm-examples` binary runs them).
+//! - [`scenarios`]: every scenario by name (the `dtm-examples` binary runs them).
 //! - [`wait`]: polls DTM until a transaction reaches a status.
 
 pub mod bank;
 pub mod busi;
 pub mod demo;
+pub mod founding;
 pub mod grpc_busi;
 pub mod kv_bank;
 pub mod scenarios;

@@ -29,6 +29,17 @@ fn usage() {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // The stepping scenario's worker process (it starts this program again).
+    if args.get(..2) == Some(&["__worker".to_string(), "stepping".to_string()][..]) {
+        let rest = args.get(2..).unwrap_or_default();
+        return match dtm_examples::founding::stepping::worker(rest).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("stepping worker: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let chosen: Vec<&'static Scenario> = match args.first().map(String::as_str) {
         None | Some("list" | "help" | "-h" | "--help") => {
             usage();

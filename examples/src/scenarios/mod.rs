@@ -1,5 +1,5 @@
 //! Every scenario of DTM's example collection (dtm-labs/dtm-examples), under the same
-//! names, and this project's founding scenarios, each a function that runs against a real
+//! names, and this project's founding scenarios ([`crate::founding`]), each a function that runs against a real
 //! DTM server and checks its outcome: DTM's final status, the balances, which handlers ran.
 //! The `dtm-examples` binary runs them by name (`cargo run -p dtm-examples -- list`).
 
@@ -99,6 +99,21 @@ scenarios! {
     "grpc_workflow_tcc", "-", grpc_workflow::tcc, "gRPC workflow, TCC style";
     "grpc_workflow_tcc_rollback", "-", grpc_workflow::tcc_rollback, "TCC-style gRPC workflow whose credit try fails";
     "grpc_workflow_mixed", "-", grpc_workflow::mixed, "local step, HTTP call and gRPC call in one workflow";
+    "donation", "MariaDB", donation, "founding: a TCC chain invisible to a concurrent reader until all of it is confirmed";
+    "stepping", "MariaDB, Redis, MongoDB", stepping, "founding: ordered steps after a local commit, surviving a worker SIGKILL";
+    "reprocessing", "MariaDB, MongoDB", reprocessing, "founding: transfers on a hot row complete through the reprocessing policy";
+}
+
+async fn donation(env: &Env) -> Result<(), DemoError> {
+    crate::founding::donation::run(env.dtm()).await
+}
+
+async fn stepping(env: &Env) -> Result<(), DemoError> {
+    crate::founding::stepping::run(env.dtm()).await
+}
+
+async fn reprocessing(env: &Env) -> Result<(), DemoError> {
+    crate::founding::reprocessing::run(env.dtm()).await
 }
 
 /// The scenario called `name`.
