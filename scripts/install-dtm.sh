@@ -15,7 +15,7 @@
 # module and build caches make later builds fast.
 #
 # It also copies the module's SQL files (sqls/: DTM's own store schemas, e.g.
-# dtmsvr.storage.mysql.sql, used by the chaos suite to run DTM on a MariaDB store) to
+# dtmsvr.storage.mysql.sql, which dtm-testkit's tests compare its schema with) to
 # <root>/.tools/dtm-sqls/ (skipped when that copy is already of the pinned version).
 set -euo pipefail
 
@@ -80,7 +80,7 @@ if [[ "$DTM_BIN" != "$BIN" ]]; then
   if [[ -n "$GO" ]]; then
     install_sqls
   else
-    log "no Go: DTM's SQL files (sqls/, for the chaos suite's MariaDB store) were not copied"
+    log "no Go: DTM's SQL files (sqls/, which dtm-testkit's tests compare its schema with) were not copied"
   fi
   log "using DTM_BIN=$DTM_BIN ($VERSION), nothing to build"
   exit 0

@@ -7,12 +7,15 @@
 #   Redis 7         port $REDIS_PORT (6379)  no persistence
 #   SecantusDB      port $MONGO_PORT (27017) MongoDB wire protocol, replica set "secantus"
 #
-#   scripts/start-dbs.sh            # then: source scripts/env.sh for the URLs
+#   scripts/start-dbs.sh            # all four; then: source scripts/env.sh for the URLs
+#   scripts/start-dbs.sh redis      # only the named ones: mariadb, postgres, redis, mongo
 #
 # Idempotent: a server that already answers on its port is left alone. The pids of the
 # servers THIS script started are recorded in <root>/.tools/run/<server>.pid (details in
 # <server>.info) so that scripts/stop-dbs.sh stops only those.
-# Needs root (apt-get, runuser). DB_START_TIMEOUT (default 60 s) bounds each wait.
+# Needs root to install packages (apt-get) and to start MariaDB or PostgreSQL (runuser);
+# Redis and the MongoDB-wire server, once installed, start without it.
+# DB_START_TIMEOUT (default 60 s) bounds each wait.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -42,7 +45,19 @@ die_with_log() {  # $1 = log file, $2... = message
   die "$*"
 }
 
-[[ "$(id -u)" == 0 ]] || die "must run as root (it uses apt-get and runuser)"
+# Which servers: the arguments, or all four.
+want_mariadb="" want_postgres="" want_redis="" want_mongo=""
+(($#)) || set -- mariadb postgres redis mongo
+for name in "$@"; do
+  case "$name" in
+    mariadb|mysql) want_mariadb=1 ;;
+    postgres|postgresql) want_postgres=1 ;;
+    redis) want_redis=1 ;;
+    mongo|mongodb|secantusdb) want_mongo=1 ;;
+    *) die "unknown server '$name' (mariadb, postgres, redis, mongo)" ;;
+  esac
+done
+need_root() { [[ "$(id -u)" == 0 ]] || die "must run as root to $1"; }
 for v in MYSQL_PORT PG_PORT REDIS_PORT MONGO_PORT; do
   if ! [[ "${!v}" =~ ^[1-9][0-9]{0,4}$ ]] || ((${!v} < 1 || ${!v} > 65535)); then
     die "$v='${!v}' is not a port number (1-65535)"
@@ -114,20 +129,27 @@ if [[ -z "$PY" ]] || ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
 fi
 
 missing=()
-for c in mariadbd mariadb-install-db mariadb-admin mariadb; do
-  command -v "$c" >/dev/null || { missing+=(mariadb-server mariadb-client); break; }
-done
-for c in initdb pg_ctl pg_isready psql; do
-  [[ -x "$PG_BIN/$c" ]] || { missing+=(postgresql-15 postgresql-client-15); break; }
-done
-for c in redis-server redis-cli; do
-  command -v "$c" >/dev/null || { missing+=(redis-server redis-tools); break; }
-done
-if ! [[ -x "$PY" ]] || ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+if [[ -n "$want_mariadb" ]]; then
+  for c in mariadbd mariadb-install-db mariadb-admin mariadb; do
+    command -v "$c" >/dev/null || { missing+=(mariadb-server mariadb-client); break; }
+  done
+fi
+if [[ -n "$want_postgres" ]]; then
+  for c in initdb pg_ctl pg_isready psql; do
+    [[ -x "$PG_BIN/$c" ]] || { missing+=(postgresql-15 postgresql-client-15); break; }
+  done
+fi
+if [[ -n "$want_redis" ]]; then
+  for c in redis-server redis-cli; do
+    command -v "$c" >/dev/null || { missing+=(redis-server redis-tools); break; }
+  done
+fi
+if [[ -n "$want_mongo" ]] && { ! [[ -x "$PY" ]] || ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; }; then
   missing+=(python3 python3-venv)
 fi
 
 if ((${#missing[@]})); then
+  need_root "install ${missing[*]} with apt-get"
   log "installing Debian packages: ${missing[*]} (apt-get update + install, about a minute)"
   # Packages must not start their own services (which would take the default ports
   # with another configuration): block that with policy-rc.d if nothing does yet.
@@ -168,6 +190,7 @@ start_mariadb() {
     return
   fi
   port_open "$MYSQL_PORT" && die "port $MYSQL_PORT is taken by something that is not MariaDB/MySQL"
+  need_root "start MariaDB"
   mkdir -p "$d"
   sock="$(socket_dir "$d" mariadb)"; mkdir -p "$sock"; sock="$sock/mysqld.sock"
   if [[ ! -f "$d/.initialized" ]]; then
@@ -214,6 +237,7 @@ start_postgres() {
     return
   fi
   port_open "$PG_PORT" && die "port $PG_PORT is taken by something that is not PostgreSQL"
+  need_root "start PostgreSQL (initdb and pg_ctl run as user postgres)"
   id postgres >/dev/null 2>&1 || die "there is no 'postgres' system user (package postgresql-15 creates it)"
   mkdir -p "$p"
   chown postgres:postgres "$p"
@@ -365,8 +389,9 @@ start_secantus() {
   log "SecantusDB: ready (pid $pid, $((SECONDS - t)) s)"
 }
 
-start_mariadb
-start_postgres
-start_redis
-start_secantus
-log "all servers answer on 127.0.0.1 (mysql $MYSQL_PORT, postgres $PG_PORT, redis $REDIS_PORT, mongo $MONGO_PORT) in $((SECONDS - T0)) s"
+up=()
+[[ -z "$want_mariadb" ]] || { start_mariadb; up+=("mysql $MYSQL_PORT"); }
+[[ -z "$want_postgres" ]] || { start_postgres; up+=("postgres $PG_PORT"); }
+[[ -z "$want_redis" ]] || { start_redis; up+=("redis $REDIS_PORT"); }
+[[ -z "$want_mongo" ]] || { start_secantus; up+=("mongo $MONGO_PORT"); }
+log "answering on 127.0.0.1: $(IFS=,; printf '%s' "${up[*]}" | sed 's/,/, /g') ($((SECONDS - T0)) s)"

@@ -578,7 +578,7 @@ fn assert_empty_gid(what: &str, e: &Error) {
 
 #[tokio::test]
 async fn an_empty_gid_is_refused_before_anything_is_sent() {
-    let port = dtm_examples::server::free_port().unwrap();
+    let port = dtm_testkit::free_port().unwrap();
     let dtm = DtmClient::new(format!("http://127.0.0.1:{port}/api/dtmsvr")).unwrap();
     let body = BusiReq::new(1);
     assert_empty_gid("saga", &saga(&dtm, "").submit().await.unwrap_err());

@@ -18,8 +18,7 @@
 //! Connection kills are for the SQL backends only; Redis and MongoDB get the other faults.
 //!
 //! DTM runs on its **redis store** and on a **MariaDB store** (one phase each; its schema
-//! is DTM's own `sqls/dtmsvr.storage.mysql.sql`, copied to `.tools/dtm-sqls/` by
-//! `scripts/install-dtm.sh` and created idempotently in the database `dtm_chaos_store`).
+//! is created idempotently in the database `dtm_chaos_store` by `dtm_testkit::schema`).
 //!
 //! Each transfer `n` has its own accounts (source: amount + 100, destination: 0) and the
 //! fixed-width gid `chaos-<run>-<n:06>`. After the faults stop, the suite waits (bounded,
@@ -56,7 +55,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dtm_examples::server::{free_port, DtmServer, DtmServerConfig};
+use dtm_testkit::{free_port, DtmServer, DtmServerConfig, Store};
 use dtm_tests::chaos::{account, Backend, Leg, Sabotage, Stores};
 use dtm_workflow::{send_http, WfOptions, WorkflowMiddleware, Workflows};
 use dtmcli::{DtmClient, TransOptions};
@@ -359,29 +358,23 @@ impl Drop for Bank {
 // ---------------------------------------------------------------------------------------
 // DTM on a store
 
-/// The DTM environment of one store; creates DTM's schema for the SQL store.
-async fn store_env(store: &str, run: &str, stores: &Stores) -> Vec<(String, String)> {
-    let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+/// DTM's store for one phase; creates DTM's schema for the SQL store.
+async fn dtm_store(store: &str, run: &str, stores: &Stores) -> Store {
     match store {
-        "redis" => vec![
-            kv("STORE_DRIVER", "redis"),
-            kv("STORE_HOST", "127.0.0.1"),
-            kv("STORE_PORT", "6379"),
-            kv("STORE_REDIS_PREFIX", &format!("{{dtm-chaos-{run}}}")),
-        ],
+        "redis" => Store::Redis {
+            host: "127.0.0.1".to_string(),
+            port: 6379,
+            user: None,
+            password: None,
+            prefix: format!("{{dtm-chaos-{run}}}"),
+        },
         "mysql" => {
-            create_dtm_schema(&stores.mysql, DTM_STORE_DB).await;
-            vec![
-                kv("STORE_DRIVER", "mysql"),
-                kv("STORE_HOST", "127.0.0.1"),
-                kv("STORE_PORT", "3306"),
-                kv("STORE_USER", "root"),
-                kv("STORE_PASSWORD", ""),
-                kv("STORE_DB", DTM_STORE_DB),
-                // DTM's default pool (500) could exhaust MariaDB's 151 connections.
-                kv("STORE_MAX_OPEN_CONNS", "30"),
-                kv("STORE_MAX_IDLE_CONNS", "30"),
-            ]
+            // On the suite's own MariaDB connection (MYSQL_URL), as the bank's tables.
+            let mut conn = stores.mysql.acquire().await.expect("MariaDB connection");
+            dtm_testkit::schema::create_mysql(&mut conn, DTM_STORE_DB)
+                .await
+                .expect("DTM's schema");
+            Store::local_mysql(DTM_STORE_DB)
         }
         other => panic!("CHAOS_STORES: unknown store {other} (redis, mysql)"),
     }
@@ -389,54 +382,6 @@ async fn store_env(store: &str, run: &str, stores: &Stores) -> Vec<(String, Stri
 
 /// The MariaDB database DTM's store uses in this suite.
 const DTM_STORE_DB: &str = "dtm_chaos_store";
-
-/// DTM's own schema file: `.tools/dtm-sqls/` (scripts/install-dtm.sh), else the Go module
-/// cache.
-fn dtm_schema_file() -> std::path::PathBuf {
-    let name = "dtmsvr.storage.mysql.sql";
-    let tools =
-        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.tools/dtm-sqls"))
-            .join(name);
-    if tools.exists() {
-        return tools;
-    }
-    let gomodcache = Command::new("go")
-        .args(["env", "GOMODCACHE"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let cached = std::path::PathBuf::from(gomodcache)
-        .join("github.com/dtm-labs/dtm@v1.19.0/sqls")
-        .join(name);
-    assert!(
-        cached.exists(),
-        "DTM's schema {name} not found in .tools/dtm-sqls or the Go module cache: run scripts/install-dtm.sh"
-    );
-    cached
-}
-
-/// Creates DTM's store tables in `db` unless they exist: the statements of DTM's own
-/// schema file without its `drop table`s, in `db` instead of `dtm`.
-async fn create_dtm_schema(pool: &sqlx::MySqlPool, db: &str) {
-    let text = std::fs::read_to_string(dtm_schema_file()).expect("read DTM's schema");
-    for stmt in text.split(';') {
-        let stmt = stmt.trim();
-        if stmt.is_empty() || stmt.to_lowercase().starts_with("drop table") {
-            continue;
-        }
-        let stmt = stmt
-            .replace(
-                "CREATE DATABASE IF NOT EXISTS dtm",
-                &format!("CREATE DATABASE IF NOT EXISTS {db}"),
-            )
-            .replace(" dtm.", &format!(" {db}."));
-        sqlx::raw_sql(&stmt)
-            .execute(pool)
-            .await
-            .unwrap_or_else(|e| panic!("DTM schema statement failed: {e}\n{stmt}"));
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Starting transfers
@@ -968,12 +913,9 @@ async fn phase(store: &str, count: usize, cfg: &Config, fixed: Option<&[Fixed]>)
         stores.open(b, &accounts).await.expect("open accounts");
     }
 
-    let env = store_env(store, &run, &stores).await;
-    let dtm_server = DtmServer::start(DtmServerConfig {
-        cron_interval_secs: 1,
-        env,
-    })
-    .expect("start DTM");
+    let dtm_store = dtm_store(store, &run, &stores).await;
+    let dtm_server =
+        DtmServer::start(DtmServerConfig::default().with_store(dtm_store)).expect("start DTM");
     let dtm_url = dtm_server.http_url();
     let dtm_server = Arc::new(Mutex::new(dtm_server));
     let dtm = DtmClient::builder(dtm_url.clone())
@@ -1289,17 +1231,8 @@ async fn redis_store_reset_cron_time_reschedules() {
     let url = format!("http://{}/action", listener.local_addr().unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let run = format!("reset-{:08x}", std::process::id());
-    let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
-    let dtm_server = DtmServer::start(DtmServerConfig {
-        cron_interval_secs: 1,
-        env: vec![
-            kv("STORE_DRIVER", "redis"),
-            kv("STORE_HOST", "127.0.0.1"),
-            kv("STORE_PORT", "6379"),
-            kv("STORE_REDIS_PREFIX", &format!("{{dtm-{run}}}")),
-        ],
-    })
-    .expect("start DTM");
+    let dtm_server = DtmServer::start(DtmServerConfig::default().with_store(Store::local_redis()))
+        .expect("start DTM");
     let dtm = DtmClient::new(dtm_server.http_url()).unwrap();
     let gid = format!("{run}-saga");
     dtm.saga(&gid)

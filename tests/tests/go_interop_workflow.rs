@@ -35,10 +35,7 @@ const BANK_OK: &str = r#"{"dtm_result":"SUCCESS"}"#;
 
 /// The DTM server of this binary: Go's step records need synchronous branch updates.
 fn setup() {
-    configure(dtm_examples::server::DtmServerConfig {
-        env: vec![("UPDATE_BRANCH_SYNC".into(), "1".into())],
-        ..Default::default()
-    });
+    configure(dtm_testkit::DtmServerConfig::default().with_env("UPDATE_BRANCH_SYNC", "1"));
 }
 
 /// The Rust side: its registry, recording Go format, with the workflow registered; the runs

@@ -13,7 +13,7 @@ use support::*;
 
 /// A client of a port nobody listens on.
 fn dead_dtm() -> DtmGrpcClient {
-    let port = dtm_examples::server::free_port().unwrap();
+    let port = dtm_testkit::free_port().unwrap();
     DtmGrpcClient::builder(format!("127.0.0.1:{port}"))
         .connect_timeout(Duration::from_secs(1))
         .build()
@@ -80,7 +80,7 @@ async fn dtm_grpc_port_down_is_a_typed_transport_error() {
 async fn unreachable_try_branch_aborts_the_tcc() {
     let dtm = grpc_dtm();
     let gid = gid("gbad-dead-branch");
-    let port = dtm_examples::server::free_port().unwrap();
+    let port = dtm_testkit::free_port().unwrap();
     let dead = format!("127.0.0.1:{port}/busi.Busi/TransOutTry");
     let err = dtm
         .tcc_global_transaction(&gid, TransOptions::default(), |tcc| async move {
@@ -299,7 +299,7 @@ async fn an_empty_gid_is_refused_before_anything_is_sent() {
 async fn a_grpc_client_on_an_http_port_says_so() {
     // DTM's HTTP port answers the HTTP/2 preface with `HTTP/1.1 404`; tonic alone reports
     // "transport error" or "operation was canceled", depending on timing.
-    let http = format!("127.0.0.1:{}", env().server.http_port);
+    let http = format!("127.0.0.1:{}", env().server.http_port());
     let dtm = DtmGrpcClient::new(http.clone()).unwrap();
     let assert_http_port = |what: &str, e: &Error, hint: &str| {
         assert!(

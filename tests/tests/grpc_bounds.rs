@@ -16,7 +16,7 @@ use support::*;
 
 /// The test DTM server under the name `localhost:<port>`.
 fn localhost_target() -> String {
-    format!("localhost:{}", env().server.grpc_port)
+    format!("localhost:{}", env().server.grpc_port())
 }
 
 /// A client of the test DTM server that calls itself `localhost:<port>`.

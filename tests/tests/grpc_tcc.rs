@@ -200,7 +200,7 @@ async fn timeout_between_two_branches_rolls_back() {
                     &grpc_url("TransOutCancel"),
                 )
                 .await?;
-            let d = dtm_examples::wait::until(&support::dtm(), &g2, Duration::from_secs(20), |q| {
+            let d = dtm_testkit::wait::until(&support::dtm(), &g2, Duration::from_secs(20), |q| {
                 q.transaction
                     .as_ref()
                     .is_some_and(|t| t.status != "prepared")

@@ -105,7 +105,7 @@ impl Seen {
 }
 
 fn closed_port() -> u16 {
-    dtm_examples::server::free_port().expect("port")
+    dtm_testkit::free_port().expect("port")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +113,7 @@ async fn no_secret_in_errors_debug_or_logs() {
     log();
     let env = support::env();
     let mut seen = Seen::default();
-    let http_port = env.server.http_port;
+    let http_port = env.server.http_port();
 
     // HTTP client: DTM URL with credentials, against the real DTM (a 404 status) and
     // against a closed port (a transport error).

@@ -174,7 +174,7 @@ async fn timeout_between_two_branches_rolls_back() {
             )
             .await?;
             // Wait until DTM has timed the transaction out and started the rollback.
-            let d = dtm_examples::wait::until(&support::dtm(), &g2, Duration::from_secs(20), |q| {
+            let d = dtm_testkit::wait::until(&support::dtm(), &g2, Duration::from_secs(20), |q| {
                 q.transaction
                     .as_ref()
                     .is_some_and(|t| t.status != "prepared")

@@ -68,7 +68,7 @@ async fn killed_then_resumed_with_go_records() {
 async fn killed_and_resumed(name: &str, extra: &[&str]) -> (String, dtmcli::QueryResult) {
     let dtm = dtm();
     let gid = gid(name);
-    let port = dtm_examples::server::free_port().unwrap().to_string();
+    let port = dtm_testkit::free_port().unwrap().to_string();
     let base = env().base.clone();
     let dtm_url = env().server.http_url();
 

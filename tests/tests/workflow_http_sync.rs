@@ -4,10 +4,7 @@ mod support;
 mod workflow_common;
 
 fn setup() {
-    support::configure(dtm_examples::server::DtmServerConfig {
-        env: vec![("UPDATE_BRANCH_SYNC".into(), "1".into())],
-        ..Default::default()
-    });
+    support::configure(dtm_testkit::DtmServerConfig::default().with_env("UPDATE_BRANCH_SYNC", "1"));
 }
 
 workflow_tests!(

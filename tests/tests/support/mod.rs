@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use dtm_examples::busi::Busi;
-use dtm_examples::server::{DtmServer, DtmServerConfig};
+use dtm_testkit::{DtmServer, DtmServerConfig};
 use dtmcli::{DtmClient, QueryResult};
 
 #[allow(unused_imports)]
@@ -103,9 +103,14 @@ pub fn gid(name: &str) -> String {
 
 /// Waits until the transaction reaches `status` (default deadline 30 s).
 pub async fn wait_status(dtm: &DtmClient, gid: &str, status: &str) -> QueryResult {
-    dtm_examples::wait::status(dtm, gid, status, Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
+    dtm_testkit::wait::status(
+        dtm,
+        gid,
+        dtmcli::TransStatus::parse(status),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Waits until `handler` has been called `n` times for `gid`.
