@@ -6,7 +6,7 @@ use std::time::Duration;
 use dtmcli::{DtmClient, QueryResult};
 
 use crate::busi::Busi;
-use crate::server::{DtmServer, DtmServerConfig};
+use dtm_testkit::{DtmServer, DtmServerConfig};
 
 /// A running scenario environment. Dropping it stops the DTM server.
 #[derive(Debug)]
@@ -36,13 +36,14 @@ impl Demo {
                     .unwrap_or_else(|_| "warn,dtm_barrier=error,dtmcli::branch=error".into()),
             )
             .try_init();
-        println!(
-            "== starting a DTM server ({})",
-            crate::server::dtm_binary().display()
-        );
-        let server = DtmServer::start(DtmServerConfig::default())?;
+        let server = DtmServer::start_async(DtmServerConfig::default()).await?;
         let dtm = DtmClient::new(server.http_url())?;
-        println!("   DTM {} at {}", dtm.version().await?, dtm.server());
+        println!(
+            "== DTM {} at {} ({})",
+            dtm.version().await?,
+            dtm.server(),
+            server.binary().display()
+        );
         let busi = Busi::new(dtm.clone());
         let base = busi.serve(0).await?;
         println!("   bank service at {base}\n");
@@ -61,40 +62,7 @@ impl Demo {
 
     /// Waits (up to 30 s) until DTM reports a final status for `gid`.
     pub async fn finish(&self, gid: &str) -> Result<QueryResult, DemoError> {
-        Ok(
-            crate::wait::until(&self.dtm, gid, Duration::from_secs(30), |q| {
-                q.transaction
-                    .as_ref()
-                    .is_some_and(|t| t.status().is_final())
-            })
-            .await?,
-        )
-    }
-
-    /// Waits for the final status and prints the branches called and the outcome.
-    pub async fn tell(&self, gid: &str) -> Result<QueryResult, DemoError> {
-        let q = self.finish(gid).await?;
-        println!("   branches called, in order:");
-        for (i, c) in self.busi.calls(gid).iter().enumerate() {
-            let (bid, op) = c
-                .info
-                .as_ref()
-                .map(|i| (i.branch_id.clone(), i.op.to_string()))
-                .unwrap_or_default();
-            println!(
-                "     {}. {:<17} branch {bid:<5} op {op:<10} -> {:?}",
-                i + 1,
-                c.handler,
-                c.outcome
-            );
-        }
-        if let Some(t) = &q.transaction {
-            println!("   final status reported by DTM: {}", t.status);
-            if !t.rollback_reason.is_empty() {
-                println!("   rollback reason: {}", t.rollback_reason);
-            }
-        }
-        Ok(q)
+        Ok(dtm_testkit::wait::final_status(&self.dtm, gid, Duration::from_secs(30)).await?)
     }
 }
 

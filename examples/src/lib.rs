@@ -3,13 +3,11 @@
 //! - [`bank`]: a bank on MariaDB and PostgreSQL guarded by the barrier, with XA branches.
 //! - [`busi`]: the bank business service (saga, TCC, nested TCC, XA stub, msg back-check
 //!   handlers) on axum, steerable per request.
-//! - [`server`]: starts a real DTM server on free ports for the demos and the tests.
-//! - [`demo`]: start DTM + the bank service and narrate a scenario.
+//! - [`demo`]: starts DTM (through `dtm_testkit`) and the in-memory business service.
 //! - [`founding`]: the scenarios of the project's founding documents, each checking its
 //!   own outcome against a real DTM server and real databases.
 //! - [`kv_bank`]: balances in Redis and MongoDB moved by guarded HTTP branches.
 //! - [`scenarios`]: every scenario by name (the `dtm-examples` binary runs them).
-//! - [`wait`]: polls DTM until a transaction reaches a status.
 
 pub mod bank;
 pub mod busi;
@@ -18,5 +16,3 @@ pub mod founding;
 pub mod grpc_busi;
 pub mod kv_bank;
 pub mod scenarios;
-pub mod server;
-pub mod wait;

@@ -77,7 +77,7 @@ use dtm_examples::busi::BusiReq;
 use dtm_examples::grpc_busi::pb::busi_client::BusiClient;
 use dtm_examples::grpc_busi::pb::busi_server::{Busi as BusiService, BusiServer};
 use dtm_examples::grpc_busi::pb::{BusiReply, ReqGrpc};
-use dtm_examples::server::{DtmServer, DtmServerConfig};
+use dtm_testkit::{DtmServer, DtmServerConfig};
 use dtm_workflow::{send_http, Wf, WorkflowGrpc, WorkflowLayer, WorkflowMiddleware, Workflows};
 use dtmcli::{DtmClient, Encode, Json, JsonRpcClient, Tcc, TransOptions, Transport};
 use dtmgrpc::DtmGrpcClient;
@@ -1240,11 +1240,7 @@ async fn bench() -> Result<(), BoxError> {
         Vec::new()
     };
 
-    eprintln!(
-        "== starting DTM ({}) on {}",
-        dtm_examples::server::dtm_binary().display(),
-        cfg.store
-    );
+    eprintln!("== starting DTM on {}", cfg.store);
     let server = DtmServer::start(DtmServerConfig {
         env: env_vars,
         ..Default::default()

@@ -126,7 +126,7 @@ pub(crate) async fn final_status(
     gid: &str,
     timeout: Duration,
 ) -> Result<TransStatus, DemoError> {
-    let q = crate::wait::until(dtm, gid, timeout, |q| {
+    let q = dtm_testkit::wait::until(dtm, gid, timeout, |q| {
         q.transaction
             .as_ref()
             .is_some_and(|t| t.status().is_final())

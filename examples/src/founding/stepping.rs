@@ -545,7 +545,7 @@ pub async fn run(dtm: &DtmClient) -> Result<(), DemoError> {
         "{}/api/stepping/QueryPrepared",
         crate::demo::serve(router).await?
     );
-    let port = crate::server::free_port()?;
+    let port = dtm_testkit::free_port()?;
     let worker_url = format!("http://127.0.0.1:{port}/api/stepping");
 
     println!("== stepping: a job of ordered steps across MariaDB, Redis and MongoDB");
