@@ -88,6 +88,7 @@ pub mod limits;
 pub mod msg;
 mod options;
 pub mod redact;
+pub mod resolve;
 pub mod saga;
 pub mod trace;
 pub mod transport;
