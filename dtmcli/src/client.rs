@@ -278,6 +278,30 @@ impl DtmClient {
         })
     }
 
+    /// A client of `server` with this one's settings that also trusts every server of
+    /// `cluster` (for [`crate::cluster::Cluster::http`]).
+    pub(crate) fn member(&self, server: &str, cluster: &[&str]) -> Result<Self> {
+        let named = normalize_server(server)?;
+        let trusted = match &*self.trusted {
+            TrustedServers::Any => TrustedServers::Any,
+            TrustedServers::List(list) => TrustedServers::List(
+                list.iter()
+                    .cloned()
+                    .chain(cluster.iter().map(|s| s.to_string()))
+                    .collect(),
+            ),
+            _ => TrustedServers::list(cluster.iter().copied()),
+        };
+        Ok(DtmClient {
+            endpoints: Arc::new(Endpoints::new(&named)?),
+            server: named.into(),
+            rpc_system: self.rpc_system,
+            http: self.http.clone(),
+            limits: self.limits,
+            trusted: Arc::new(trusted),
+        })
+    }
+
     /// The servers [`DtmClient::with_server`] accepts.
     pub fn trusted_servers(&self) -> &TrustedServers {
         &self.trusted

@@ -109,6 +109,19 @@ pub enum Error {
         body: String,
     },
 
+    /// A state-changing call to DTM (`prepare`, `submit`, `abort`, `registerBranch`) failed
+    /// after it may have reached a server, and what DTM stores did not tell whether it took
+    /// effect (see [`crate::resolve`]). Retryable: query the gid later to learn the outcome.
+    #[error("outcome of {op} for {gid} unknown: {reason}")]
+    Ambiguous {
+        /// The call (`submit`...).
+        op: String,
+        /// The transaction.
+        gid: String,
+        /// What is known, and why that is not enough.
+        reason: String,
+    },
+
     /// The caller passed something the protocol cannot carry: a missing query field, an
     /// unknown transaction type, a branch-id overflow, a payload that does not serialize...
     #[error("invalid input: {0}")]

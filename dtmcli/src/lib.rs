@@ -77,6 +77,8 @@ pub mod branch;
 mod branch_id;
 #[cfg(feature = "http")]
 mod client;
+#[cfg(feature = "http")]
+pub mod cluster;
 mod error;
 pub mod global;
 #[cfg(feature = "http")]

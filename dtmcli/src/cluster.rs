@@ -1,0 +1,498 @@
+//! Several DTM servers of one cluster (stateless servers on one shared store) behind one
+//! transport: calls spread over the servers that answer, fail over when one refuses, and
+//! state-changing calls whose answer was lost are resolved from what DTM stores instead of
+//! being guessed or blindly sent again.
+//!
+//! [`Cluster`] wraps one transport per server (any [`Transport`] that can also [`Query`]
+//! a gid: today [`crate::DtmClient`]) and is itself a [`Transport`], so every mode runs on
+//! it unchanged: `Saga::new(cluster.clone(), gid)`, `cluster.saga(gid)`...
+//!
+//! Per call, the servers are tried in turn (round robin over the healthy ones, then the
+//! ones marked down, as a last resort), within the call's own timeout:
+//!
+//! - the request could not be sent (connection refused, DNS, TLS): the server is marked
+//!   down for a while and the next one is tried; nothing can have happened;
+//! - DTM answered (success, FAILURE, ONGOING, a 4xx): that answer is the outcome;
+//! - the request may have arrived (timeout, reset, a 5xx, a proxy's 502/503/504): the
+//!   server is marked down, the gid is queried on the others, and [`crate::resolve`]
+//!   decides: done (success, without sending again), send again (to the next server),
+//!   failed ([`Error::Failure`]), or unknown ([`Error::Ambiguous`]). A `submit` with
+//!   `wait_result` that is found done waits for the final status, as DTM would have.
+//!
+//! Reads (`query`, `newGid`) simply go to the next server. Branch calls the SDK makes
+//! itself (TCC tries, XA actions) do not go to DTM and use the first server's settings.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::resolve::{resolve, Resolution, StateCall};
+use crate::transport::{BranchRegistration, BranchResponse, DtmOp, Transport};
+use crate::{
+    Error, Limits, QueryResult, Result, TransInfo, TransRequest, TransStatus, TransType,
+    WorkflowProgress,
+};
+
+/// A transport that can read a transaction's stored state (`query`), which resolving a
+/// lost answer needs.
+pub trait Query: Transport {
+    /// DTM's stored state of `gid`.
+    fn query_state(&self, gid: &str) -> impl Future<Output = Result<QueryResult>> + Send;
+}
+
+/// How long a server that failed stays behind the others.
+pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(3);
+
+/// Several DTM servers of one cluster as one [`Transport`]; cheap to clone.
+pub struct Cluster<T> {
+    inner: Arc<Inner<T>>,
+}
+
+struct Inner<T> {
+    /// The first member's transport: its settings are the cluster's.
+    first: T,
+    members: Vec<Member<T>>,
+    next: AtomicUsize,
+    cooldown: Duration,
+}
+
+struct Member<T> {
+    transport: T,
+    down_until: Mutex<Option<Instant>>,
+}
+
+impl<T> Clone for Cluster<T> {
+    fn clone(&self) -> Self {
+        Cluster {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T: Transport> fmt::Debug for Cluster<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let servers: Vec<&str> = self
+            .inner
+            .members
+            .iter()
+            .map(|m| m.transport.server())
+            .collect();
+        f.debug_struct("Cluster")
+            .field("servers", &servers)
+            .finish()
+    }
+}
+
+/// Whether a failed request can have reached the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// It was never sent: any server may take it.
+    NotSent,
+    /// It may have arrived and taken effect.
+    Unknown,
+    /// The server answered: the error is the outcome.
+    Answered,
+}
+
+fn delivery(e: &Error) -> Delivery {
+    match e {
+        #[cfg(feature = "http")]
+        Error::Transport { source, .. } if source.is_connect() => Delivery::NotSent,
+        #[cfg(feature = "http")]
+        Error::Transport { .. } => Delivery::Unknown,
+        Error::Status { status, .. } if *status >= 500 => Delivery::Unknown,
+        Error::Grpc { code: 4 | 14, .. } | Error::TooLarge { .. } | Error::Other(_) => {
+            Delivery::Unknown
+        }
+        _ => Delivery::Answered,
+    }
+}
+
+impl<T: Query> Cluster<T> {
+    /// A cluster of these servers' transports (at least one), in the order they are
+    /// preferred at first.
+    pub fn new(members: impl IntoIterator<Item = T>) -> Result<Self> {
+        Self::with_cooldown(members, DEFAULT_COOLDOWN)
+    }
+
+    /// [`Cluster::new`], with the time a server that failed is tried only after the
+    /// others (default [`DEFAULT_COOLDOWN`]).
+    pub fn with_cooldown(members: impl IntoIterator<Item = T>, cooldown: Duration) -> Result<Self> {
+        let members: Vec<Member<T>> = members
+            .into_iter()
+            .map(|transport| Member {
+                transport,
+                down_until: Mutex::new(None),
+            })
+            .collect();
+        let Some(first) = members.first().map(|m| m.transport.clone()) else {
+            return Err(Error::invalid("a DTM cluster needs at least one server"));
+        };
+        Ok(Cluster {
+            inner: Arc::new(Inner {
+                first,
+                members,
+                next: AtomicUsize::new(0),
+                cooldown,
+            }),
+        })
+    }
+
+    /// The servers' transports, in configuration order.
+    pub fn transports(&self) -> impl Iterator<Item = &T> {
+        self.members().map(|m| &m.transport)
+    }
+
+    fn members(&self) -> impl Iterator<Item = &Member<T>> {
+        self.inner.members.iter()
+    }
+
+    fn first(&self) -> &T {
+        &self.inner.first
+    }
+
+    /// The order to try the servers in for one call: the healthy ones round robin, then
+    /// the ones marked down (soonest back first).
+    fn order(&self) -> Vec<usize> {
+        let n = self.inner.members.len();
+        let start = self.inner.next.fetch_add(1, Ordering::Relaxed) % n;
+        let now = Instant::now();
+        let mut up = Vec::with_capacity(n);
+        let mut down = Vec::new();
+        for i in (0..n).map(|k| (start + k) % n) {
+            match self.down_until(i) {
+                Some(t) if t > now => down.push((t, i)),
+                _ => up.push(i),
+            }
+        }
+        down.sort();
+        up.extend(down.into_iter().map(|(_, i)| i));
+        up
+    }
+
+    fn down_until(&self, i: usize) -> Option<Instant> {
+        *self.inner.members[i]
+            .down_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn mark(&self, i: usize, down: bool) {
+        let until = down.then(|| Instant::now() + self.inner.cooldown);
+        *self.inner.members[i]
+            .down_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = until;
+    }
+
+    /// DTM's stored state of `gid`, from the first server that answers (`skip` last).
+    async fn query_any(&self, gid: &str, skip: usize) -> Result<QueryResult> {
+        // The server that just failed is asked last.
+        let mut order = self.order();
+        if let Some(at) = order.iter().position(|&i| i == skip) {
+            let i = order.remove(at);
+            order.push(i);
+        }
+        let mut last = None;
+        for i in order {
+            match self.inner.members[i].transport.query_state(gid).await {
+                Ok(q) => return Ok(q),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::invalid("no DTM server")))
+    }
+
+    /// Runs a state-changing `call` about `gid` on the servers in turn until one answers,
+    /// resolving a lost answer from DTM's stored state. `done` is the value of a call found
+    /// done (`None`: such a call is sent again instead).
+    async fn run<V, F, Fut>(
+        &self,
+        what: StateCall<'_>,
+        op: &str,
+        gid: &str,
+        timeout: Duration,
+        done: impl Fn() -> Option<V>,
+        call: F,
+    ) -> Result<V>
+    where
+        F: Fn(T) -> Fut,
+        Fut: Future<Output = Result<V>>,
+    {
+        let deadline = Instant::now() + timeout;
+        let mut last: Option<Error> = None;
+        // Each server at most twice: once in turn, once more after a resolution said so.
+        for i in self
+            .order()
+            .into_iter()
+            .cycle()
+            .take(2 * self.inner.members.len())
+        {
+            if Instant::now() >= deadline {
+                break;
+            }
+            let e = match call(self.inner.members[i].transport.clone()).await {
+                Ok(v) => {
+                    self.mark(i, false);
+                    return Ok(v);
+                }
+                Err(e) => e,
+            };
+            match delivery(&e) {
+                Delivery::Answered => return Err(e),
+                Delivery::NotSent => {
+                    self.mark(i, true);
+                    last = Some(e);
+                    continue;
+                }
+                Delivery::Unknown => self.mark(i, true),
+            }
+            let q = match self.query_any(gid, i).await {
+                Ok(q) => q,
+                Err(qe) => {
+                    return Err(Error::Ambiguous {
+                        op: op.to_string(),
+                        gid: gid.to_string(),
+                        reason: format!("{e}; and no server answered a query of the gid: {qe}"),
+                    })
+                }
+            };
+            match resolve(what, &q) {
+                Resolution::Done => {
+                    if let Some(v) = done() {
+                        tracing::info!(op, gid, error = %e, "answer lost, but DTM holds the call: done");
+                        return Ok(v);
+                    }
+                }
+                Resolution::Resend => {}
+                Resolution::Failed(why) => return Err(Error::Failure(why)),
+                Resolution::Unknown(why) => {
+                    return Err(Error::Ambiguous {
+                        op: op.to_string(),
+                        gid: gid.to_string(),
+                        reason: format!("{e}; {why}"),
+                    })
+                }
+            }
+            tracing::info!(op, gid, error = %e, "answer lost and DTM does not hold the call: sending it again");
+            last = Some(e);
+        }
+        Err(last.unwrap_or_else(|| Error::Ambiguous {
+            op: op.to_string(),
+            gid: gid.to_string(),
+            reason: format!("no server answered within {timeout:?}"),
+        }))
+    }
+
+    /// After a `submit` with `wait_result` found done: waits for the final status, which
+    /// is what the lost answer would have said.
+    async fn wait_final(&self, gid: &str, deadline: Instant) -> Result<()> {
+        loop {
+            if let Ok(q) = self.query_any(gid, usize::MAX).await {
+                if let Some(t) = &q.transaction {
+                    match t.status() {
+                        TransStatus::Succeed => return Ok(()),
+                        TransStatus::Failed => {
+                            return Err(Error::Failure(t.rollback_reason.clone()))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Ambiguous {
+                    op: "submit".into(),
+                    gid: gid.into(),
+                    reason: "DTM holds the transaction, but it did not finish in the call's time"
+                        .into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl<T: Query> Transport for Cluster<T> {
+    type Encoding = T::Encoding;
+
+    fn protocol(&self) -> &'static str {
+        self.first().protocol()
+    }
+
+    /// The first server: what branches receive as `dtm` (any member serves them).
+    fn server(&self) -> &str {
+        self.first().server()
+    }
+
+    fn limits(&self) -> &Limits {
+        self.first().limits()
+    }
+
+    /// This cluster when `server` is one of its members; otherwise a one-server cluster of
+    /// it, if the first member trusts it.
+    fn with_server(&self, server: &str) -> Result<Self> {
+        let named = self.first().with_server(server)?;
+        if self
+            .members()
+            .any(|m| m.transport.server() == named.server())
+        {
+            return Ok(self.clone());
+        }
+        Cluster::new([named])
+    }
+
+    fn check_request(&self, req: &TransRequest) -> Result<()> {
+        self.first().check_request(req)
+    }
+
+    fn check_branch_url(&self, url: &str) -> Result<()> {
+        self.first().check_branch_url(url)
+    }
+
+    fn call_dtm(&self, op: DtmOp, req: TransRequest) -> impl Future<Output = Result<()>> + Send {
+        let this = self.clone();
+        async move {
+            let trans_type: TransType = req.trans_type().parse()?;
+            let workflow_status = req.req_extra().get("status").cloned();
+            let timeout = this
+                .limits()
+                .dtm_call_timeout(req.request_timeout, req.wait_result);
+            let deadline = Instant::now() + timeout;
+            let what = StateCall::Trans {
+                op,
+                trans_type,
+                workflow_status: workflow_status.as_deref(),
+            };
+            let wait = op == DtmOp::Submit && req.wait_result;
+            let gid = req.gid().to_string();
+            let res = this
+                .run(
+                    what,
+                    op.as_str(),
+                    &gid,
+                    timeout,
+                    || Some(false),
+                    |t: T| {
+                        let req = req.clone();
+                        async move { t.call_dtm(op, req).await.map(|()| true) }
+                    },
+                )
+                .await?;
+            // `false`: found done without an answer; a waiting submit still needs the end.
+            if wait && !res {
+                return this.wait_final(&gid, deadline).await;
+            }
+            Ok(())
+        }
+    }
+
+    fn register(&self, reg: &BranchRegistration) -> impl Future<Output = Result<()>> + Send {
+        let this = self.clone();
+        let reg = reg.clone();
+        async move {
+            let timeout = this.limits().timeout();
+            this.run(
+                StateCall::Register(&reg),
+                "registerBranch",
+                &reg.gid,
+                timeout,
+                || Some(()),
+                |t: T| {
+                    let reg = reg.clone();
+                    async move { t.register(&reg).await }
+                },
+            )
+            .await
+        }
+    }
+
+    fn prepare_workflow_progress(
+        &self,
+        req: &TransRequest,
+    ) -> impl Future<Output = Result<WorkflowProgress>> + Send {
+        let this = self.clone();
+        let req = req.clone();
+        async move {
+            let timeout = this.limits().dtm_call_timeout(req.request_timeout, false);
+            this.run(
+                StateCall::PrepareWorkflow,
+                "prepareWorkflow",
+                req.gid(),
+                timeout,
+                || None,
+                |t: T| {
+                    let req = req.clone();
+                    async move { t.prepare_workflow_progress(&req).await }
+                },
+            )
+            .await
+        }
+    }
+
+    fn call_branch_bytes(
+        &self,
+        url: &str,
+        info: &TransInfo,
+        headers: &std::collections::BTreeMap<String, String>,
+        body: Option<Bytes>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<BranchResponse>> + Send {
+        self.first()
+            .call_branch_bytes(url, info, headers, body, timeout)
+    }
+}
+
+#[cfg(feature = "http")]
+impl Query for crate::DtmClient {
+    fn query_state(&self, gid: &str) -> impl Future<Output = Result<QueryResult>> + Send {
+        self.query(gid)
+    }
+}
+
+#[cfg(feature = "http")]
+impl Cluster<crate::DtmClient> {
+    /// A cluster of DTM servers reached over HTTP (`http://host:36789/api/dtmsvr` each),
+    /// sharing `client`'s settings (timeouts, bounds, HTTP stack); each member trusts the
+    /// others, so branches may name any of them as their `dtm`.
+    pub fn http(client: &crate::DtmClient, servers: &[&str]) -> Result<Self> {
+        let mut members = Vec::with_capacity(servers.len());
+        for s in servers {
+            members.push(client.member(s, servers)?);
+        }
+        Cluster::new(members)
+    }
+
+    /// A new global id, from the first server that answers.
+    pub async fn new_gid(&self) -> Result<String> {
+        let mut last = None;
+        for i in self.order() {
+            match self.inner.members[i].transport.new_gid().await {
+                Ok(g) => return Ok(g),
+                Err(e) => {
+                    self.mark(i, delivery(&e) != Delivery::Answered);
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::invalid("no DTM server")))
+    }
+
+    /// DTM's stored state of `gid`, from the first server that answers.
+    pub async fn query(&self, gid: &str) -> Result<QueryResult> {
+        self.query_any(gid, usize::MAX).await
+    }
+
+    /// A saga on this cluster.
+    pub fn saga(&self, gid: impl Into<String>) -> crate::Saga<Self> {
+        crate::Saga::new(self.clone(), gid)
+    }
+
+    /// A 2-phase message on this cluster.
+    pub fn msg(&self, gid: impl Into<String>) -> crate::Msg<Self> {
+        crate::Msg::new(self.clone(), gid)
+    }
+}

@@ -1,0 +1,237 @@
+//! Several real DTM servers on one shared Redis store, reached through
+//! `dtmcli::cluster::Cluster`: failover when a server is down or killed, and lost answers
+//! (a proxy that forwards a request to DTM and drops the answer) resolved from DTM's stored
+//! state instead of being reported as errors or sent twice.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use dtm_testkit::{DtmServer, DtmServerConfig, Store};
+use dtmcli::cluster::Cluster;
+use dtmcli::{DtmClient, Error, TransOptions};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Two DTM servers on one Redis store (a cluster), started on the services' runtime.
+fn two_servers() -> (DtmServer, DtmServer) {
+    let store = Store::local_redis();
+    let cfg = DtmServerConfig::default().with_store(store);
+    let a = DtmServer::start(cfg.clone()).expect("server a");
+    let b = DtmServer::start(cfg).expect("server b");
+    (a, b)
+}
+
+fn cluster(servers: &[&str]) -> Cluster<DtmClient> {
+    let client = DtmClient::new(servers[0]).expect("client");
+    Cluster::http(&client, servers).expect("cluster")
+}
+
+/// A TCP proxy to `upstream` that forwards every request; while `lose` is set, the answer
+/// to each POST (the state-changing calls) is read from DTM and dropped, and the client's
+/// connection closed: the request took effect, its answer is lost. GETs (`query`) pass.
+/// `lost` counts the answers lost.
+struct LossyProxy {
+    url: String,
+    lose: Arc<AtomicBool>,
+    lost: Arc<AtomicUsize>,
+}
+
+impl LossyProxy {
+    async fn start(upstream: u16) -> LossyProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (lose, lost) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let (l2, n2) = (lose.clone(), lost.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(relay(client, upstream, l2.clone(), n2.clone()));
+            }
+        });
+        LossyProxy {
+            url: format!("http://{addr}/api/dtmsvr"),
+            lose,
+            lost,
+        }
+    }
+
+    /// Answers lost since the last call.
+    fn take_lost(&self) -> usize {
+        self.lost.swap(0, Ordering::SeqCst)
+    }
+}
+
+async fn relay(
+    mut client: TcpStream,
+    upstream: u16,
+    lose: Arc<AtomicBool>,
+    lost: Arc<AtomicUsize>,
+) {
+    let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+        return;
+    };
+    let (mut cr, mut cw) = client.split();
+    let (mut sr, mut sw) = server.split();
+    // Whether the request in flight on this connection is a POST.
+    let post = AtomicBool::new(false);
+    let up = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = cr.read(&mut buf).await.unwrap_or(0);
+            if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            if buf[..n].starts_with(b"POST ") {
+                post.store(true, Ordering::SeqCst);
+            } else if buf[..n].starts_with(b"GET ") {
+                post.store(false, Ordering::SeqCst);
+            }
+        }
+    };
+    let down = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = sr.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            if lose.load(Ordering::SeqCst) && post.load(Ordering::SeqCst) {
+                lost.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
+            if cw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+    }
+}
+
+/// A port nothing listens on: a server that is down.
+fn dead_server() -> String {
+    let port = dtm_testkit::free_port().expect("port");
+    format!("http://127.0.0.1:{port}/api/dtmsvr")
+}
+
+#[tokio::test]
+async fn calls_fail_over_from_a_dead_server_and_a_killed_one() {
+    let (mut a, b) = two_servers();
+    let (ua, ub) = (a.http_url(), b.http_url());
+    let dead = dead_server();
+    let c = cluster(&[&dead, &ua, &ub]);
+    let mut gids = Vec::new();
+    for i in 0..12 {
+        if i == 6 {
+            a.kill().expect("kill a");
+        }
+        let gid = support::gid("cluster-failover");
+        c.saga(&gid)
+            .add(&url("TransOut"), &url("TransOutRevert"), &BusiReq::new(1))
+            .add(&url("TransIn"), &url("TransInRevert"), &BusiReq::new(1))
+            .submit()
+            .await
+            .unwrap_or_else(|e| panic!("saga {i} failed although server b was up: {e}"));
+        gids.push(gid);
+    }
+    // Every saga finishes (those a held are taken over by b's cron), each branch once.
+    let b_client = DtmClient::new(&ub).expect("client");
+    for gid in &gids {
+        wait_status(&b_client, gid, "succeed").await;
+        assert_eq!(busi().handlers(gid), ["TransOut", "TransIn"], "{gid}");
+    }
+}
+
+#[tokio::test]
+async fn lost_answers_are_resolved_from_what_dtm_stores() {
+    let (a, b) = two_servers();
+    let proxy = LossyProxy::start(a.http_port()).await;
+    // One member only: every call goes through the proxy; so do the resolving queries,
+    // whose answers pass.
+    let c = cluster(&[&proxy.url]);
+    let dtm_b = DtmClient::new(b.http_url()).expect("client");
+    let plain = DtmClient::new(&proxy.url).expect("client");
+    proxy.lose.store(true, Ordering::SeqCst);
+
+    // A plain client: DTM holds the saga, the client sees an error.
+    let gid = support::gid("cluster-lost-plain");
+    let plain_res = plain
+        .saga(&gid)
+        .add(&url("TransOut"), &url("TransOutRevert"), &BusiReq::new(1))
+        .submit()
+        .await;
+    assert!(plain_res.is_err(), "the proxy did not lose the answer");
+    assert_eq!(proxy.take_lost(), 1);
+    wait_status(&dtm_b, &gid, "succeed").await;
+
+    // The cluster: the same loss, resolved as done; nothing is sent twice.
+    let gid = support::gid("cluster-lost-saga");
+    c.saga(&gid)
+        .add(&url("TransOut"), &url("TransOutRevert"), &BusiReq::new(1))
+        .submit()
+        .await
+        .expect("a saga DTM holds is submitted");
+    assert_eq!(proxy.take_lost(), 1);
+    wait_status(&dtm_b, &gid, "succeed").await;
+    assert_eq!(busi().handlers(&gid), ["TransOut"]);
+
+    // wait_result: found done, the call waits for the end as DTM would have.
+    let gid = support::gid("cluster-lost-wait");
+    let failing_in = BusiReq {
+        amount: 1,
+        trans_in_result: "FAILURE".into(),
+        ..Default::default()
+    };
+    let res = c
+        .saga(&gid)
+        .add(&url("TransOut"), &url("TransOutRevert"), &BusiReq::new(1))
+        .add(&url("TransIn"), &url("TransInRevert"), &failing_in)
+        .with_options(TransOptions::default().wait_result(true))
+        .submit()
+        .await;
+    assert!(matches!(res, Err(Error::Failure(_))), "{res:?}");
+    assert_eq!(proxy.take_lost(), 1);
+
+    // A msg: prepare and submit both lose their answers; the message runs once.
+    let gid = support::gid("cluster-lost-msg");
+    let msg = c.msg(&gid).add(&url("TransIn"), &BusiReq::new(1));
+    msg.prepare(&url("QueryPrepared")).await.expect("prepare");
+    msg.submit().await.expect("submit");
+    assert_eq!(proxy.take_lost(), 2);
+    wait_status(&dtm_b, &gid, "succeed").await;
+    assert_eq!(busi().handlers(&gid), ["TransIn"]);
+
+    // TCC: prepare, both branch registrations and the submit lose their answers.
+    let gid = support::gid("cluster-lost-tcc");
+    let (out, inn) = (
+        ["TransOutTry", "TransOutConfirm", "TransOutCancel"].map(url),
+        ["TransInTry", "TransInConfirm", "TransInCancel"].map(url),
+    );
+    dtmcli::Tcc::run(&c, &gid, TransOptions::default(), |tcc| async move {
+        tcc.call_branch(&BusiReq::new(1), &out[0], &out[1], &out[2])
+            .await?;
+        tcc.call_branch(&BusiReq::new(1), &inn[0], &inn[1], &inn[2])
+            .await?;
+        Ok(())
+    })
+    .await
+    .expect("tcc");
+    assert_eq!(proxy.take_lost(), 4);
+    wait_status(&dtm_b, &gid, "succeed").await;
+    assert_eq!(
+        busi().handlers(&gid),
+        [
+            "TransOutTry",
+            "TransInTry",
+            "TransInConfirm",
+            "TransOutConfirm"
+        ]
+    );
+}
