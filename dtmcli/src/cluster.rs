@@ -19,6 +19,12 @@
 //!   failed ([`Error::Failure`]), or unknown ([`Error::Ambiguous`]). A `submit` with
 //!   `wait_result` that is found done waits for the final status, as DTM would have.
 //!
+//! A request that is only slow, not lost, may still reach its server after the query found
+//! nothing and the call was sent to another one. DTM then sees the same call twice, as it
+//! does when any client retries: a second `submit` of a submitted saga is accepted and
+//! processed again, so branches may be called twice, which the branch barrier makes
+//! harmless.
+//!
 //! Reads (`query`, `newGid`) simply go to the next server. Branch calls the SDK makes
 //! itself (TCC tries, XA actions) do not go to DTM and use the first server's settings.
 
