@@ -43,11 +43,14 @@ use crate::{
     WorkflowProgress,
 };
 
-/// A transport that can read a transaction's stored state (`query`), which resolving a
-/// lost answer needs.
+/// What a cluster needs from a member beyond [`Transport`]: reading a transaction's stored
+/// state (`query`), which resolving a lost answer needs, and new gids.
 pub trait Query: Transport {
     /// DTM's stored state of `gid`.
     fn query_state(&self, gid: &str) -> impl Future<Output = Result<QueryResult>> + Send;
+
+    /// A new global id from this server.
+    fn new_gid(&self) -> impl Future<Output = Result<String>> + Send;
 }
 
 /// How long a server that failed stays behind the others.
@@ -106,9 +109,7 @@ enum Delivery {
 
 fn delivery(e: &Error) -> Delivery {
     match e {
-        #[cfg(feature = "http")]
         Error::Transport { source, .. } if source.is_connect() => Delivery::NotSent,
-        #[cfg(feature = "http")]
         Error::Transport { .. } => Delivery::Unknown,
         Error::Status { status, .. } if *status >= 500 => Delivery::Unknown,
         Error::Grpc { code: 4 | 14, .. } | Error::TooLarge { .. } | Error::Other(_) => {
@@ -146,6 +147,36 @@ impl<T: Query> Cluster<T> {
                 cooldown,
             }),
         })
+    }
+
+    /// A new global id, from the first server that answers.
+    pub async fn new_gid(&self) -> Result<String> {
+        let mut last = None;
+        for i in self.order() {
+            match self.inner.members[i].transport.new_gid().await {
+                Ok(g) => return Ok(g),
+                Err(e) => {
+                    self.mark(i, delivery(&e) != Delivery::Answered);
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::invalid("no DTM server")))
+    }
+
+    /// DTM's stored state of `gid`, from the first server that answers.
+    pub async fn query(&self, gid: &str) -> Result<QueryResult> {
+        self.query_any(gid, usize::MAX).await
+    }
+
+    /// A saga on this cluster.
+    pub fn saga(&self, gid: impl Into<String>) -> crate::Saga<Self> {
+        crate::Saga::new(self.clone(), gid)
+    }
+
+    /// A 2-phase message on this cluster.
+    pub fn msg(&self, gid: impl Into<String>) -> crate::Msg<Self> {
+        crate::Msg::new(self.clone(), gid)
     }
 
     /// The servers' transports, in configuration order.
@@ -452,14 +483,108 @@ impl<T: Query> Transport for Cluster<T> {
     }
 }
 
-#[cfg(feature = "http")]
+/// A transport whose own protocol cannot read a transaction's state (gRPC, JSON-RPC), paired
+/// with an HTTP client of the same DTM server (its `/api/dtmsvr`), which can: the member
+/// type of a gRPC or JSON-RPC cluster.
+#[derive(Debug, Clone)]
+pub struct WithQuery<T> {
+    transport: T,
+    http: crate::DtmClient,
+}
+
+impl<T: Transport> WithQuery<T> {
+    /// `transport`, with `http` (a client of the same server's HTTP API) for queries.
+    pub fn new(transport: T, http: crate::DtmClient) -> Self {
+        WithQuery { transport, http }
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+}
+
+impl<T: Transport> Transport for WithQuery<T> {
+    type Encoding = T::Encoding;
+
+    fn protocol(&self) -> &'static str {
+        self.transport.protocol()
+    }
+
+    fn server(&self) -> &str {
+        self.transport.server()
+    }
+
+    fn limits(&self) -> &Limits {
+        self.transport.limits()
+    }
+
+    /// The named server over this transport, queried through this pair's HTTP client only
+    /// when it is the same server.
+    fn with_server(&self, server: &str) -> Result<Self> {
+        let transport = self.transport.with_server(server)?;
+        Ok(WithQuery {
+            transport,
+            http: self.http.clone(),
+        })
+    }
+
+    fn check_request(&self, req: &TransRequest) -> Result<()> {
+        self.transport.check_request(req)
+    }
+
+    fn check_branch_url(&self, url: &str) -> Result<()> {
+        self.transport.check_branch_url(url)
+    }
+
+    fn call_dtm(&self, op: DtmOp, req: TransRequest) -> impl Future<Output = Result<()>> + Send {
+        self.transport.call_dtm(op, req)
+    }
+
+    fn register(&self, reg: &BranchRegistration) -> impl Future<Output = Result<()>> + Send {
+        self.transport.register(reg)
+    }
+
+    fn prepare_workflow_progress(
+        &self,
+        req: &TransRequest,
+    ) -> impl Future<Output = Result<WorkflowProgress>> + Send {
+        self.transport.prepare_workflow_progress(req)
+    }
+
+    fn call_branch_bytes(
+        &self,
+        url: &str,
+        info: &TransInfo,
+        headers: &std::collections::BTreeMap<String, String>,
+        body: Option<Bytes>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<BranchResponse>> + Send {
+        self.transport
+            .call_branch_bytes(url, info, headers, body, timeout)
+    }
+}
+
+impl<T: Transport> Query for WithQuery<T> {
+    fn query_state(&self, gid: &str) -> impl Future<Output = Result<QueryResult>> + Send {
+        self.http.query(gid)
+    }
+
+    fn new_gid(&self) -> impl Future<Output = Result<String>> + Send {
+        self.http.new_gid()
+    }
+}
+
 impl Query for crate::DtmClient {
     fn query_state(&self, gid: &str) -> impl Future<Output = Result<QueryResult>> + Send {
         self.query(gid)
     }
+
+    fn new_gid(&self) -> impl Future<Output = Result<String>> + Send {
+        crate::DtmClient::new_gid(self)
+    }
 }
 
-#[cfg(feature = "http")]
 impl Cluster<crate::DtmClient> {
     /// A cluster of DTM servers reached over HTTP (`http://host:36789/api/dtmsvr` each),
     /// sharing `client`'s settings (timeouts, bounds, HTTP stack); each member trusts the
@@ -471,34 +596,29 @@ impl Cluster<crate::DtmClient> {
         }
         Cluster::new(members)
     }
+}
 
-    /// A new global id, from the first server that answers.
-    pub async fn new_gid(&self) -> Result<String> {
-        let mut last = None;
-        for i in self.order() {
-            match self.inner.members[i].transport.new_gid().await {
-                Ok(g) => return Ok(g),
-                Err(e) => {
-                    self.mark(i, delivery(&e) != Delivery::Answered);
-                    last = Some(e);
-                }
-            }
+impl Cluster<WithQuery<crate::JsonRpcClient>> {
+    /// A cluster of DTM servers reached over JSON-RPC (`http://host:36789/api/json-rpc`
+    /// each), each queried through its HTTP API at the same address (`/api/dtmsvr`). Each
+    /// member trusts the others.
+    pub fn json_rpc(servers: &[&str]) -> Result<Self> {
+        let mut members = Vec::with_capacity(servers.len());
+        for s in servers {
+            let base = s.trim_end_matches('/');
+            let Some(host) = base.strip_suffix("/api/json-rpc") else {
+                return Err(Error::invalid(format!(
+                    "{:?} does not end in /api/json-rpc: pair it with its HTTP API yourself (WithQuery::new)",
+                    crate::redact::redact_url(s)
+                )));
+            };
+            let trusted = crate::TrustedServers::list(servers.iter().copied());
+            let rpc = crate::DtmClient::builder(base)
+                .trusted_servers(trusted)
+                .build()?;
+            let http = crate::DtmClient::new(format!("{host}/api/dtmsvr"))?;
+            members.push(WithQuery::new(crate::JsonRpcClient::from_client(rpc), http));
         }
-        Err(last.unwrap_or_else(|| Error::invalid("no DTM server")))
-    }
-
-    /// DTM's stored state of `gid`, from the first server that answers.
-    pub async fn query(&self, gid: &str) -> Result<QueryResult> {
-        self.query_any(gid, usize::MAX).await
-    }
-
-    /// A saga on this cluster.
-    pub fn saga(&self, gid: impl Into<String>) -> crate::Saga<Self> {
-        crate::Saga::new(self.clone(), gid)
-    }
-
-    /// A 2-phase message on this cluster.
-    pub fn msg(&self, gid: impl Into<String>) -> crate::Msg<Self> {
-        crate::Msg::new(self.clone(), gid)
+        Cluster::new(members)
     }
 }

@@ -971,6 +971,31 @@ impl Transport for DtmGrpcClient {
     }
 }
 
+#[cfg(feature = "http")]
+impl DtmGrpcClient {
+    /// A cluster of DTM servers reached over gRPC: each member is a `(gRPC target, HTTP API
+    /// URL)` pair of one server (`("127.0.0.1:36790", "http://127.0.0.1:36789/api/dtmsvr")`),
+    /// the HTTP API being what resolves a lost answer (DTM has no gRPC `query`). Each gRPC
+    /// member trusts the others. For TLS, layers or other settings, build the members with
+    /// [`DtmGrpcClient::builder`] and pair them with [`dtmcli::cluster::WithQuery::new`].
+    pub fn cluster(
+        servers: &[(&str, &str)],
+    ) -> Result<dtmcli::cluster::Cluster<dtmcli::cluster::WithQuery<DtmGrpcClient>>> {
+        let trusted = TrustedServers::list(servers.iter().map(|(g, _)| *g));
+        let mut members = Vec::with_capacity(servers.len());
+        for (grpc, http) in servers {
+            let client = DtmGrpcClient::builder(*grpc)
+                .trusted_servers(trusted.clone())
+                .build()?;
+            members.push(dtmcli::cluster::WithQuery::new(
+                client,
+                dtmcli::DtmClient::new(*http)?,
+            ));
+        }
+        dtmcli::cluster::Cluster::new(members)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
