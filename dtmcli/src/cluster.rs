@@ -31,10 +31,11 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::sync::watch;
 
 use crate::resolve::{resolve, Resolution, StateCall};
 use crate::transport::{BranchRegistration, BranchResponse, DtmOp, Transport};
@@ -62,16 +63,47 @@ pub struct Cluster<T> {
 }
 
 struct Inner<T> {
-    /// The first member's transport: its settings are the cluster's.
+    /// The first member's transport (of the first list, with discovery): its settings are
+    /// the cluster's.
     first: T,
-    members: Vec<Member<T>>,
+    /// The current members; a call works on the snapshot it started with.
+    members: RwLock<Arc<Vec<Arc<Member<T>>>>>,
+    discovery: Option<Mutex<Discovery<T>>>,
     next: AtomicUsize,
     cooldown: Duration,
+}
+
+/// Builds a member's transport from a discovered address.
+type MakeMember<T> = Box<dyn Fn(&str) -> Result<T> + Send + Sync>;
+
+/// Where the member list comes from when it changes at run time.
+struct Discovery<T> {
+    servers: watch::Receiver<Vec<String>>,
+    make: MakeMember<T>,
 }
 
 struct Member<T> {
     transport: T,
     down_until: Mutex<Option<Instant>>,
+}
+
+impl<T> Member<T> {
+    fn new(transport: T) -> Arc<Self> {
+        Arc::new(Member {
+            transport,
+            down_until: Mutex::new(None),
+        })
+    }
+
+    fn down_until(&self) -> Option<Instant> {
+        *self.down_until.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks the server down for `cooldown` (or up).
+    fn mark(&self, down: bool, cooldown: Duration) {
+        let until = down.then(|| Instant::now() + cooldown);
+        *self.down_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
+    }
 }
 
 impl<T> Clone for Cluster<T> {
@@ -84,12 +116,13 @@ impl<T> Clone for Cluster<T> {
 
 impl<T: Transport> fmt::Debug for Cluster<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let servers: Vec<&str> = self
+        let members = self
             .inner
             .members
-            .iter()
-            .map(|m| m.transport.server())
-            .collect();
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let servers: Vec<&str> = members.iter().map(|m| m.transport.server()).collect();
         f.debug_struct("Cluster")
             .field("servers", &servers)
             .finish()
@@ -129,34 +162,119 @@ impl<T: Query> Cluster<T> {
     /// [`Cluster::new`], with the time a server that failed is tried only after the
     /// others (default [`DEFAULT_COOLDOWN`]).
     pub fn with_cooldown(members: impl IntoIterator<Item = T>, cooldown: Duration) -> Result<Self> {
-        let members: Vec<Member<T>> = members
-            .into_iter()
-            .map(|transport| Member {
-                transport,
-                down_until: Mutex::new(None),
-            })
-            .collect();
+        Self::build(
+            members.into_iter().map(Member::new).collect(),
+            None,
+            cooldown,
+        )
+    }
+
+    /// A cluster whose servers come from `servers` and change when it does (a hook for
+    /// DNS, Consul or Kubernetes endpoints: whatever watches them sends the new list).
+    /// `make` builds a member's transport from an address. Calls in flight finish on the
+    /// list they started with; a new list that is empty or whose members cannot all be
+    /// built is ignored (with a warning), and servers that stay keep their health.
+    pub fn discovered(
+        servers: watch::Receiver<Vec<String>>,
+        make: impl Fn(&str) -> Result<T> + Send + Sync + 'static,
+        cooldown: Duration,
+    ) -> Result<Self> {
+        let initial = servers.borrow().clone();
+        let members = initial
+            .iter()
+            .map(|s| make(s).map(Member::new))
+            .collect::<Result<Vec<_>>>()?;
+        let discovery = Discovery {
+            servers,
+            make: Box::new(make),
+        };
+        Self::build(members, Some(discovery), cooldown)
+    }
+
+    fn build(
+        members: Vec<Arc<Member<T>>>,
+        discovery: Option<Discovery<T>>,
+        cooldown: Duration,
+    ) -> Result<Self> {
         let Some(first) = members.first().map(|m| m.transport.clone()) else {
             return Err(Error::invalid("a DTM cluster needs at least one server"));
         };
         Ok(Cluster {
             inner: Arc::new(Inner {
                 first,
-                members,
+                members: RwLock::new(Arc::new(members)),
+                discovery: discovery.map(Mutex::new),
                 next: AtomicUsize::new(0),
                 cooldown,
             }),
         })
     }
 
+    /// The current members, after taking a new list from discovery if one came.
+    fn snapshot(&self) -> Arc<Vec<Arc<Member<T>>>> {
+        if let Some(d) = &self.inner.discovery {
+            self.refresh(&mut d.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+        self.inner
+            .members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn refresh(&self, d: &mut Discovery<T>) {
+        if !d.servers.has_changed().unwrap_or(false) {
+            return;
+        }
+        let list = d.servers.borrow_and_update().clone();
+        let old = self
+            .inner
+            .members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut members = Vec::with_capacity(list.len());
+        for s in &list {
+            let member = match (d.make)(s) {
+                Ok(t) => old
+                    .iter()
+                    .find(|m| m.transport.server() == t.server())
+                    .cloned()
+                    .unwrap_or_else(|| Member::new(t)),
+                Err(e) => {
+                    tracing::warn!(server = %crate::redact::redact_url(s), error = %e, "discovered DTM server refused: keeping the previous list");
+                    return;
+                }
+            };
+            members.push(member);
+        }
+        if members.is_empty() {
+            tracing::warn!("discovery gave no DTM server: keeping the previous list");
+            return;
+        }
+        *self
+            .inner
+            .members
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(members);
+    }
+
+    /// The current servers' addresses.
+    pub fn servers(&self) -> Vec<String> {
+        self.snapshot()
+            .iter()
+            .map(|m| m.transport.server().to_string())
+            .collect()
+    }
+
     /// A new global id, from the first server that answers.
     pub async fn new_gid(&self) -> Result<String> {
         let mut last = None;
-        for i in self.order() {
-            match self.inner.members[i].transport.new_gid().await {
+        for m in self.plan() {
+            match m.transport.new_gid().await {
                 Ok(g) => return Ok(g),
                 Err(e) => {
-                    self.mark(i, delivery(&e) != Delivery::Answered);
+                    m.mark(delivery(&e) != Delivery::Answered, self.inner.cooldown);
                     last = Some(e);
                 }
             }
@@ -166,7 +284,7 @@ impl<T: Query> Cluster<T> {
 
     /// DTM's stored state of `gid`, from the first server that answers.
     pub async fn query(&self, gid: &str) -> Result<QueryResult> {
-        self.query_any(gid, usize::MAX).await
+        self.query_any(gid, None).await
     }
 
     /// A saga on this cluster.
@@ -179,64 +297,47 @@ impl<T: Query> Cluster<T> {
         crate::Msg::new(self.clone(), gid)
     }
 
-    /// The servers' transports, in configuration order.
-    pub fn transports(&self) -> impl Iterator<Item = &T> {
-        self.members().map(|m| &m.transport)
-    }
-
-    fn members(&self) -> impl Iterator<Item = &Member<T>> {
-        self.inner.members.iter()
-    }
-
     fn first(&self) -> &T {
         &self.inner.first
     }
 
-    /// The order to try the servers in for one call: the healthy ones round robin, then
-    /// the ones marked down (soonest back first).
-    fn order(&self) -> Vec<usize> {
-        let n = self.inner.members.len();
-        let start = self.inner.next.fetch_add(1, Ordering::Relaxed) % n;
+    /// The members in the order to try them for one call: the healthy ones round robin,
+    /// then the ones marked down (soonest back first).
+    fn plan(&self) -> Vec<Arc<Member<T>>> {
+        let members = self.snapshot();
+        let n = members.len();
+        let start = self.inner.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
         let now = Instant::now();
         let mut up = Vec::with_capacity(n);
         let mut down = Vec::new();
-        for i in (0..n).map(|k| (start + k) % n) {
-            match self.down_until(i) {
-                Some(t) if t > now => down.push((t, i)),
-                _ => up.push(i),
+        for m in members.iter().cycle().skip(start).take(n) {
+            match m.down_until() {
+                Some(t) if t > now => down.push((t, m.clone())),
+                _ => up.push(m.clone()),
             }
         }
-        down.sort();
-        up.extend(down.into_iter().map(|(_, i)| i));
+        down.sort_by_key(|(t, _)| *t);
+        up.extend(down.into_iter().map(|(_, m)| m));
         up
     }
 
-    fn down_until(&self, i: usize) -> Option<Instant> {
-        *self.inner.members[i]
-            .down_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn mark(&self, i: usize, down: bool) {
-        let until = down.then(|| Instant::now() + self.inner.cooldown);
-        *self.inner.members[i]
-            .down_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = until;
-    }
-
-    /// DTM's stored state of `gid`, from the first server that answers (`skip` last).
-    async fn query_any(&self, gid: &str, skip: usize) -> Result<QueryResult> {
-        // The server that just failed is asked last.
-        let mut order = self.order();
-        if let Some(at) = order.iter().position(|&i| i == skip) {
-            let i = order.remove(at);
-            order.push(i);
+    /// DTM's stored state of `gid`, from the first server that answers (`last_resort`, the
+    /// server that just failed, is asked last).
+    async fn query_any(
+        &self,
+        gid: &str,
+        last_resort: Option<&Arc<Member<T>>>,
+    ) -> Result<QueryResult> {
+        let mut order = self.plan();
+        if let Some(skip) = last_resort {
+            if let Some(at) = order.iter().position(|m| Arc::ptr_eq(m, skip)) {
+                let m = order.remove(at);
+                order.push(m);
+            }
         }
         let mut last = None;
-        for i in order {
-            match self.inner.members[i].transport.query_state(gid).await {
+        for m in order {
+            match m.transport.query_state(gid).await {
                 Ok(q) => return Ok(q),
                 Err(e) => last = Some(e),
             }
@@ -263,18 +364,15 @@ impl<T: Query> Cluster<T> {
         let deadline = Instant::now() + timeout;
         let mut last: Option<Error> = None;
         // Each server at most twice: once in turn, once more after a resolution said so.
-        for i in self
-            .order()
-            .into_iter()
-            .cycle()
-            .take(2 * self.inner.members.len())
-        {
+        let plan = self.plan();
+        let cooldown = self.inner.cooldown;
+        for m in plan.iter().cycle().take(2 * plan.len()) {
             if Instant::now() >= deadline {
                 break;
             }
-            let e = match call(self.inner.members[i].transport.clone()).await {
+            let e = match call(m.transport.clone()).await {
                 Ok(v) => {
-                    self.mark(i, false);
+                    m.mark(false, cooldown);
                     return Ok(v);
                 }
                 Err(e) => e,
@@ -282,13 +380,13 @@ impl<T: Query> Cluster<T> {
             match delivery(&e) {
                 Delivery::Answered => return Err(e),
                 Delivery::NotSent => {
-                    self.mark(i, true);
+                    m.mark(true, cooldown);
                     last = Some(e);
                     continue;
                 }
-                Delivery::Unknown => self.mark(i, true),
+                Delivery::Unknown => m.mark(true, cooldown),
             }
-            let q = match self.query_any(gid, i).await {
+            let q = match self.query_any(gid, Some(m)).await {
                 Ok(q) => q,
                 Err(qe) => {
                     return Err(Error::Ambiguous {
@@ -329,7 +427,7 @@ impl<T: Query> Cluster<T> {
     /// is what the lost answer would have said.
     async fn wait_final(&self, gid: &str, deadline: Instant) -> Result<()> {
         loop {
-            if let Ok(q) = self.query_any(gid, usize::MAX).await {
+            if let Ok(q) = self.query_any(gid, None).await {
                 if let Some(t) = &q.transaction {
                     match t.status() {
                         TransStatus::Succeed => return Ok(()),
@@ -372,14 +470,16 @@ impl<T: Query> Transport for Cluster<T> {
     /// This cluster when `server` is one of its members; otherwise a one-server cluster of
     /// it, if the first member trusts it.
     fn with_server(&self, server: &str) -> Result<Self> {
-        let named = self.first().with_server(server)?;
-        if self
-            .members()
-            .any(|m| m.transport.server() == named.server())
-        {
+        // A member names itself after its own normalisation.
+        let member = self.snapshot().iter().any(|m| {
+            m.transport
+                .with_server(server)
+                .is_ok_and(|t| t.server() == m.transport.server())
+        });
+        if member {
             return Ok(self.clone());
         }
-        Cluster::new([named])
+        Cluster::new([self.first().with_server(server)?])
     }
 
     fn check_request(&self, req: &TransRequest) -> Result<()> {

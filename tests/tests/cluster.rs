@@ -7,6 +7,7 @@ mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use dtm_testkit::{DtmServer, DtmServerConfig, Store};
 use dtmcli::cluster::Cluster;
@@ -307,4 +308,35 @@ async fn a_json_rpc_cluster_resolves_lost_answers() {
     assert_eq!(proxy.take_lost(), 2);
     wait_status(&dtm_a, &gid, "succeed").await;
     assert_eq!(busi().handlers(&gid), ["TransIn"]);
+}
+
+#[tokio::test]
+async fn a_discovered_member_list_is_followed() {
+    let (a, b) = two_servers();
+    let (ua, ub) = (a.http_url(), b.http_url());
+    let (tx, rx) = tokio::sync::watch::channel(vec![dead_server()]);
+    let c = Cluster::discovered(rx, |s: &str| DtmClient::new(s), Duration::from_secs(3))
+        .expect("cluster");
+    let saga = |gid: &str| {
+        c.saga(gid)
+            .add(&url("TransOut"), &url("TransOutRevert"), &BusiReq::new(1))
+    };
+    let gid = support::gid("cluster-discovery-none");
+    let res = saga(&gid).submit().await;
+    assert!(
+        res.as_ref().is_err_and(|e| e.is_transport()),
+        "no server is up: {res:?}"
+    );
+
+    tx.send(vec![ua.clone(), ub.clone()]).expect("send");
+    let gid = support::gid("cluster-discovery");
+    saga(&gid).submit().await.expect("submit after discovery");
+    assert_eq!(c.servers(), [ua, ub.clone()]);
+    wait_status(&DtmClient::new(&ub).expect("client"), &gid, "succeed").await;
+
+    // An empty list is ignored: the cluster keeps the servers it has.
+    tx.send(Vec::new()).expect("send");
+    assert_eq!(c.servers().len(), 2);
+    tx.send(vec![ub.clone()]).expect("send");
+    assert_eq!(c.servers(), [ub]);
 }
