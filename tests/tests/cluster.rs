@@ -38,26 +38,31 @@ struct LossyProxy {
     url: String,
     lose: Arc<AtomicBool>,
     lost: Arc<AtomicUsize>,
+    /// Lose only every other POST's answer (the first, the third...), so that a call sent
+    /// again gets through.
+    every_other: Arc<AtomicBool>,
 }
 
 impl LossyProxy {
     async fn start(upstream: u16) -> LossyProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let (lose, lost) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicUsize::new(0)),
+        let rule = Rule::default();
+        let (lose, lost, every_other) = (
+            rule.lose.clone(),
+            rule.lost.clone(),
+            rule.every_other.clone(),
         );
-        let (l2, n2) = (lose.clone(), lost.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                tokio::spawn(relay(client, upstream, l2.clone(), n2.clone()));
+                tokio::spawn(relay(client, upstream, rule.clone()));
             }
         });
         LossyProxy {
             url: format!("http://{addr}/api/dtmsvr"),
             lose,
             lost,
+            every_other,
         }
     }
 
@@ -67,12 +72,32 @@ impl LossyProxy {
     }
 }
 
-async fn relay(
-    mut client: TcpStream,
-    upstream: u16,
+/// When the proxy loses an answer.
+#[derive(Clone, Default)]
+struct Rule {
     lose: Arc<AtomicBool>,
+    every_other: Arc<AtomicBool>,
+    /// POST answers seen while losing.
+    posts: Arc<AtomicUsize>,
     lost: Arc<AtomicUsize>,
-) {
+}
+
+impl Rule {
+    /// Whether to lose the answer to a POST that just began arriving.
+    fn lose_this(&self) -> bool {
+        if !self.lose.load(Ordering::SeqCst) {
+            return false;
+        }
+        let n = self.posts.fetch_add(1, Ordering::SeqCst);
+        let lose = !self.every_other.load(Ordering::SeqCst) || n.is_multiple_of(2);
+        if lose {
+            self.lost.fetch_add(1, Ordering::SeqCst);
+        }
+        lose
+    }
+}
+
+async fn relay(mut client: TcpStream, upstream: u16, rule: Rule) {
     let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
         return;
     };
@@ -101,8 +126,8 @@ async fn relay(
             if n == 0 {
                 break;
             }
-            if lose.load(Ordering::SeqCst) && post.load(Ordering::SeqCst) {
-                lost.fetch_add(1, Ordering::SeqCst);
+            // The first bytes of an answer to a POST decide its fate.
+            if post.swap(false, Ordering::SeqCst) && rule.lose_this() {
                 break;
             }
             if cw.write_all(&buf[..n]).await.is_err() {
@@ -339,4 +364,54 @@ async fn a_discovered_member_list_is_followed() {
     assert_eq!(c.servers().len(), 2);
     tx.send(vec![ub.clone()]).expect("send");
     assert_eq!(c.servers(), [ub]);
+}
+
+#[tokio::test]
+async fn a_workflow_on_a_cluster_survives_lost_answers() {
+    use dtm_workflow::{send_http, Wf, WorkflowMiddleware, Workflows};
+    let (a, b) = two_servers();
+    let proxy = LossyProxy::start(a.http_port()).await;
+    let c = cluster(&[&proxy.url]);
+    let wfs = Workflows::http_cluster(c, "http://127.0.0.1:1/unused-callback");
+    let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(WorkflowMiddleware)
+        .build();
+    let (out, inn) = (url("TransOut"), url("TransIn"));
+    wfs.register("cluster-transfer", move |wf: Wf, input: Vec<u8>| {
+        let (http, out, inn) = (http.clone(), out.clone(), inn.clone());
+        async move {
+            for u in [out, inn] {
+                wf.new_branch()?;
+                let req = wf
+                    .http(&http, reqwest::Method::POST, &u)
+                    .header("content-type", "application/json")
+                    .body(input.clone());
+                send_http(req).await?;
+            }
+            Ok(())
+        }
+    })
+    .expect("register");
+    proxy.every_other.store(true, Ordering::SeqCst);
+    proxy.lose.store(true, Ordering::SeqCst);
+    let gid = support::gid("cluster-wf");
+    let input = serde_json::to_vec(&BusiReq::new(1)).expect("json");
+    wfs.execute("cluster-transfer", &gid, &input)
+        .await
+        .expect("a workflow DTM holds finishes");
+    // Every other answer of prepareWorkflow, the step records and the submit was lost.
+    assert!(proxy.take_lost() >= 2);
+    let q = wait_status(
+        &DtmClient::new(b.http_url()).expect("client"),
+        &gid,
+        "succeed",
+    )
+    .await;
+    assert_eq!(busi().handlers(&gid), ["TransOut", "TransIn"]);
+    assert_eq!(
+        q.branches.iter().filter(|b| b.op == "action").count(),
+        2,
+        "{:?}",
+        branch_rows(&q)
+    );
 }

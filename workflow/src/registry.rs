@@ -94,9 +94,24 @@ impl Workflows {
     /// resume an unfinished workflow (feature `http`).
     #[cfg(feature = "http")]
     pub fn http(dtm: DtmClient, callback_url: impl Into<String>) -> Self {
+        Self::with_transport(Transport::Http(dtm), callback_url.into())
+    }
+
+    /// [`Workflows::http`] on a cluster of DTM servers ([`dtmcli::cluster::Cluster`]):
+    /// prepares, step records and submits fail over between the servers, and a lost answer
+    /// is resolved from what DTM stores. Any server of the cluster may call the callback.
+    #[cfg(feature = "http")]
+    pub fn http_cluster(
+        dtm: dtmcli::cluster::Cluster<DtmClient>,
+        callback_url: impl Into<String>,
+    ) -> Self {
+        Self::with_transport(Transport::HttpCluster(dtm), callback_url.into())
+    }
+
+    fn with_transport(transport: Transport, callback: String) -> Self {
         Workflows(Arc::new(Inner {
-            transport: Transport::Http(dtm),
-            callback: callback_url.into(),
+            transport,
+            callback,
             format: RecordFormat::default(),
             fns: RwLock::new(HashMap::new()),
             running: Mutex::new(HashSet::new()),
@@ -108,16 +123,18 @@ impl Workflows {
     /// `<service_addr>/workflow.Workflow/Execute` to resume a workflow.
     #[cfg(feature = "grpc")]
     pub fn grpc(dtm: dtmgrpc::DtmGrpcClient, service_addr: &str) -> Self {
-        Workflows(Arc::new(Inner {
-            transport: Transport::Grpc(dtm),
-            callback: format!(
-                "{}/workflow.Workflow/Execute",
-                service_addr.trim_end_matches('/')
-            ),
-            format: RecordFormat::default(),
-            fns: RwLock::new(HashMap::new()),
-            running: Mutex::new(HashSet::new()),
-        }))
+        Self::with_transport(Transport::Grpc(dtm), grpc_callback(service_addr))
+    }
+
+    /// [`Workflows::grpc`] on a cluster of DTM servers (see
+    /// `dtmgrpc::DtmGrpcClient::cluster` (dtmgrpc feature `http`); features `grpc` and `http`, whose HTTP API
+    /// resolves lost answers).
+    #[cfg(all(feature = "grpc", feature = "http"))]
+    pub fn grpc_cluster(
+        dtm: dtmcli::cluster::Cluster<dtmcli::cluster::WithQuery<dtmgrpc::DtmGrpcClient>>,
+        service_addr: &str,
+    ) -> Self {
+        Self::with_transport(Transport::GrpcCluster(dtm), grpc_callback(service_addr))
     }
 
     /// Stores every step record of this registry's workflows in `format` (default:
@@ -291,4 +308,13 @@ impl Workflows {
             // workflow (its branch headers): the resumed run joins that trace.
             .layer(dtmcli::trace::BranchSpanLayer::http())
     }
+}
+
+/// Where DTM resumes a gRPC workflow served at `service_addr`.
+#[cfg(feature = "grpc")]
+fn grpc_callback(service_addr: &str) -> String {
+    format!(
+        "{}/workflow.Workflow/Execute",
+        service_addr.trim_end_matches('/')
+    )
 }

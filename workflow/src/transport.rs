@@ -26,6 +26,12 @@ pub(crate) enum Transport {
     /// gRPC: the same calls on `dtmgimp.Dtm`.
     #[cfg(feature = "grpc")]
     Grpc(dtmgrpc::DtmGrpcClient),
+    /// Several DTM servers over HTTP ([`dtmcli::cluster`]).
+    #[cfg(feature = "http")]
+    HttpCluster(dtmcli::cluster::Cluster<DtmClient>),
+    /// Several DTM servers over gRPC, each with its HTTP API for resolving lost answers.
+    #[cfg(all(feature = "grpc", feature = "http"))]
+    GrpcCluster(dtmcli::cluster::Cluster<dtmcli::cluster::WithQuery<dtmgrpc::DtmGrpcClient>>),
 }
 
 /// One recorded step as DTM returns it.
@@ -55,6 +61,10 @@ macro_rules! each {
             Transport::Http($c) => $body,
             #[cfg(feature = "grpc")]
             Transport::Grpc($c) => $body,
+            #[cfg(feature = "http")]
+            Transport::HttpCluster($c) => $body,
+            #[cfg(all(feature = "grpc", feature = "http"))]
+            Transport::GrpcCluster($c) => $body,
         }
     };
 }
