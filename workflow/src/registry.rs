@@ -126,9 +126,9 @@ impl Workflows {
         Self::with_transport(Transport::Grpc(dtm), grpc_callback(service_addr))
     }
 
-    /// [`Workflows::grpc`] on a cluster of DTM servers (see
-    /// `dtmgrpc::DtmGrpcClient::cluster` (dtmgrpc feature `http`); features `grpc` and `http`, whose HTTP API
-    /// resolves lost answers).
+    /// [`Workflows::grpc`] on a cluster of DTM servers, each paired with its HTTP API, which
+    /// resolves lost answers (build it with `dtmgrpc::DtmGrpcClient::cluster`, dtmgrpc
+    /// feature `http`; this needs features `grpc` and `http`).
     #[cfg(all(feature = "grpc", feature = "http"))]
     pub fn grpc_cluster(
         dtm: dtmcli::cluster::Cluster<dtmcli::cluster::WithQuery<dtmgrpc::DtmGrpcClient>>,
