@@ -145,9 +145,12 @@ fn delivery(e: &Error) -> Delivery {
         Error::Transport { source, .. } if source.is_connect() => Delivery::NotSent,
         Error::Transport { .. } => Delivery::Unknown,
         Error::Status { status, .. } if *status >= 500 => Delivery::Unknown,
-        Error::Grpc { code: 4 | 14, .. } | Error::TooLarge { .. } | Error::Other(_) => {
-            Delivery::Unknown
+        // No gRPC answer came (a timeout, a reset, a refused connection), or a proxy's.
+        Error::Grpc {
+            answered: false, ..
         }
+        | Error::Grpc { code: 4 | 14, .. } => Delivery::Unknown,
+        Error::TooLarge { .. } | Error::Other(_) => Delivery::Unknown,
         _ => Delivery::Answered,
     }
 }

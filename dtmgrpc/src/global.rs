@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use dtmcli::transport::{Encode, Protobuf};
+use dtmcli::transport::{Encode, Protobuf, Transport};
 use dtmcli::{GlobalTx, Result, TransInfo, TransOptions, TransType};
 use prost::Message;
 use tonic::metadata::MetadataMap;
@@ -14,15 +14,16 @@ use crate::client::{decode_answer, DtmGrpcClient};
 use crate::metadata::trans_info_from_metadata;
 
 /// A TCC global transaction over gRPC, handed to the closure of
-/// [`DtmGrpcClient::tcc_global_transaction`], or rebuilt inside a try handler with
-/// [`Tcc::nested`] / [`Tcc::from_metadata`]. Cheap to clone.
+/// [`DtmGrpcClient::tcc_global_transaction`] (or of [`Tcc::run`] on another protobuf
+/// transport, such as a `dtmcli::cluster::Cluster` of gRPC servers), or rebuilt inside a
+/// try handler with [`Tcc::nested`] / [`Tcc::from_metadata`]. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Tcc(Arc<GlobalTx<DtmGrpcClient>>);
+pub struct Tcc<T: Transport = DtmGrpcClient>(Arc<GlobalTx<T>>);
 
 /// The global side of an XA transaction over gRPC, handed to the closure of
-/// [`DtmGrpcClient::xa_global_transaction`]. Cheap to clone.
+/// [`DtmGrpcClient::xa_global_transaction`] (or of [`Xa::run`]). Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Xa(Arc<GlobalTx<DtmGrpcClient>>);
+pub struct Xa<T: Transport = DtmGrpcClient>(Arc<GlobalTx<T>>);
 
 impl DtmGrpcClient {
     /// Runs a TCC global transaction: `Prepare`, then `f` (which calls
@@ -63,19 +64,29 @@ impl DtmGrpcClient {
     }
 }
 
-impl Tcc {
+impl<T: Transport<Encoding = Protobuf>> Tcc<T> {
+    /// Runs a TCC global transaction over `transport` (see
+    /// [`DtmGrpcClient::tcc_global_transaction`]).
+    pub async fn run<R, F, Fut>(transport: &T, gid: &str, options: TransOptions, f: F) -> Result<R>
+    where
+        F: FnOnce(Self) -> Fut,
+        Fut: Future<Output = Result<R>>,
+    {
+        GlobalTx::run(transport, gid, TransType::Tcc, options, Tcc, f).await
+    }
+
     /// Rebuilds the TCC inside a try handler so that it can open sub-branches (`0201`,
     /// `0202`...). `info` is the incoming request's transaction info; it must carry `dtm`
     /// (`dtm-dtm`, which the SDK always sends when calling a try). `client` lends its
     /// settings and channels; the DTM server is the one named in `info`, which `client` must
     /// trust ([`DtmGrpcClient::with_server`]): a request naming another server is refused
     /// with [`Error::InvalidInput`](dtmcli::Error::InvalidInput) before anything is sent.
-    pub fn nested(client: &DtmGrpcClient, info: &TransInfo) -> Result<Tcc> {
+    pub fn nested(client: &T, info: &TransInfo) -> Result<Self> {
         GlobalTx::nested_tcc(client, info).map(Tcc)
     }
 
     /// [`Tcc::nested`] from an incoming request's metadata (Go: `TccFromGrpc`).
-    pub fn from_metadata(client: &DtmGrpcClient, md: &MetadataMap) -> Result<Tcc> {
+    pub fn from_metadata(client: &T, md: &MetadataMap) -> Result<Self> {
         Self::nested(client, &trans_info_from_metadata(md)?)
     }
 
@@ -110,7 +121,17 @@ impl Tcc {
     }
 }
 
-impl Xa {
+impl<T: Transport<Encoding = Protobuf>> Xa<T> {
+    /// Runs an XA global transaction over `transport` (see
+    /// [`DtmGrpcClient::xa_global_transaction`]).
+    pub async fn run<R, F, Fut>(transport: &T, gid: &str, options: TransOptions, f: F) -> Result<R>
+    where
+        F: FnOnce(Self) -> Fut,
+        Fut: Future<Output = Result<R>>,
+    {
+        GlobalTx::run(transport, gid, TransType::Xa, options, Xa, f).await
+    }
+
     /// The global id.
     pub fn gid(&self) -> &str {
         self.0.gid()

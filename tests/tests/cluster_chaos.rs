@@ -1,0 +1,368 @@
+//! Bank transfers through `dtmcli::cluster` while the cluster's servers are SIGKILLed and
+//! restarted in turn: three real DTM servers on one shared Redis store; transfers as HTTP
+//! sagas, TCCs, msgs (the outbox on MariaDB) and workflows, and gRPC sagas and TCCs, every
+//! branch guarded by the barrier on MariaDB; about one in ten made to fail (its credit
+//! refuses after its write).
+//!
+//! Checked at the end: the clients saw no error other than the expected FAILURE of the
+//! failing transfers (a server that died is failed over; a lost answer is resolved); every
+//! gid is final with the expected status; each transfer moved its amount exactly once, or
+//! nothing.
+//!
+//! Knobs: `CLUSTER_TRANSFERS` (default 400), `CLUSTER_CONCURRENCY` (8), `CLUSTER_KILL_MS`
+//! (1500: how often a server is killed; it is restarted half that later).
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dtm_examples::bank::{BankReq, Db};
+use dtm_examples::grpc_busi::pb::ReqGrpc;
+use dtm_testkit::{DtmServer, DtmServerConfig, Store};
+use dtm_workflow::{send_http, Wf, WorkflowMiddleware, Workflows};
+use dtmcli::cluster::{Cluster, WithQuery};
+use dtmcli::{DtmClient, TransOptions};
+use dtmgrpc::DtmGrpcClient;
+use futures_util::stream::{self, StreamExt};
+use support::*;
+
+fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    HttpSaga,
+    HttpTcc,
+    HttpMsg,
+    HttpWorkflow,
+    GrpcSaga,
+    GrpcTcc,
+}
+
+const MODES: [Mode; 6] = [
+    Mode::HttpSaga,
+    Mode::HttpTcc,
+    Mode::HttpMsg,
+    Mode::HttpWorkflow,
+    Mode::GrpcSaga,
+    Mode::GrpcTcc,
+];
+
+/// One planned transfer: 30 from `a` (opened with 100) to `b` (0); its credit fails when
+/// `fail`.
+#[derive(Debug, Clone)]
+struct Transfer {
+    n: usize,
+    mode: Mode,
+    gid: String,
+    a: i64,
+    b: i64,
+    fail: bool,
+}
+
+#[derive(Clone)]
+struct Ctx {
+    http: Cluster<DtmClient>,
+    grpc: Cluster<WithQuery<DtmGrpcClient>>,
+    wfs: Workflows,
+}
+
+fn options() -> TransOptions {
+    TransOptions::default()
+        .retry_interval(Duration::from_secs(1))
+        .request_timeout(Duration::from_secs(5))
+}
+
+fn bank(handler: &str) -> String {
+    format!("{}/mysql/{handler}", bank_env().base)
+}
+
+/// Starts transfer `n` of `mode` from `a` to `b` (30); returns what the client saw.
+async fn start(ctx: &Ctx, mode: Mode, gid: &str, a: i64, b: i64, fail: bool) -> dtmcli::Result<()> {
+    let req = BankReq::transfer(30, a, b, fail);
+    let greq = ReqGrpc {
+        amount: 30,
+        from_user: a,
+        to_user: b,
+        trans_in_result: if fail {
+            "FAILURE".into()
+        } else {
+            String::new()
+        },
+        ..Default::default()
+    };
+    match mode {
+        Mode::HttpSaga => {
+            ctx.http
+                .saga(gid)
+                .with_options(options())
+                .add(&bank("TransOut"), &bank("TransOutCompensate"), &req)
+                .add(&bank("TransIn"), &bank("TransInCompensate"), &req)
+                .submit()
+                .await
+        }
+        Mode::HttpTcc => {
+            let (o, i) = (
+                ["TransOutTry", "TransOutConfirm", "TransOutCancel"].map(bank),
+                ["TransInTry", "TransInConfirm", "TransInCancel"].map(bank),
+            );
+            dtmcli::Tcc::run(&ctx.http, gid, options(), |tcc| async move {
+                tcc.call_branch(&req, &o[0], &o[1], &o[2]).await?;
+                tcc.call_branch(&req, &i[0], &i[1], &i[2]).await?;
+                Ok(())
+            })
+            .await
+        }
+        Mode::HttpMsg => {
+            // The outbox: the debit commits with the msg barrier; DTM runs the credit.
+            let msg = ctx
+                .http
+                .msg(gid)
+                .with_options(options())
+                .add(&bank("TransIn"), &req);
+            let pool = bank_env().bank.mysql().clone();
+            dtm_barrier::do_and_submit(&msg, &bank("QueryPrepared"), &pool, move |conn| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "update dtm_busi.user_account set balance = balance - 30 where user_id = ?",
+                    )
+                    .bind(a)
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
+            .map_err(dtmcli::Error::from)
+        }
+        Mode::HttpWorkflow => {
+            let input = serde_json::to_vec(&req).map_err(dtmcli::Error::invalid)?;
+            ctx.wfs.execute("transfer", gid, &input).await.map(drop)
+        }
+        Mode::GrpcSaga => {
+            ctx.grpc
+                .saga(gid)
+                .with_options(options())
+                .add(
+                    &grpc_bank_url(Db::Mysql, "TransOut"),
+                    &grpc_bank_url(Db::Mysql, "TransOutCompensate"),
+                    &greq,
+                )
+                .add(
+                    &grpc_bank_url(Db::Mysql, "TransIn"),
+                    &grpc_bank_url(Db::Mysql, "TransInCompensate"),
+                    &greq,
+                )
+                .submit()
+                .await
+        }
+        Mode::GrpcTcc => {
+            let u = |h: &str| grpc_bank_url(Db::Mysql, h);
+            let (o, i) = (
+                ["TransOutTry", "TransOutConfirm", "TransOutCancel"].map(u),
+                ["TransInTry", "TransInConfirm", "TransInCancel"].map(u),
+            );
+            dtmgrpc::Tcc::run(&ctx.grpc, gid, options(), |tcc| async move {
+                let _: () = tcc.call_branch(&greq, &o[0], &o[1], &o[2]).await?;
+                let _: () = tcc.call_branch(&greq, &i[0], &i[1], &i[2]).await?;
+                Ok(())
+            })
+            .await
+        }
+    }
+}
+
+fn register_workflow(wfs: &Workflows) {
+    let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(WorkflowMiddleware)
+        .build();
+    let options = dtm_workflow::WfOptions {
+        trans: options(),
+        ..Default::default()
+    };
+    wfs.register_with_options("transfer", options, move |wf: Wf, input: Vec<u8>| {
+        let http = http.clone();
+        async move {
+            for (action, undo) in [
+                ("TransOut", "TransOutCompensate"),
+                ("TransIn", "TransInCompensate"),
+            ] {
+                wf.new_branch()?;
+                let (w, h, u, b) = (wf.clone(), http.clone(), bank(undo), input.clone());
+                wf.on_rollback(move |_| async move {
+                    let r = w
+                        .http(&h, reqwest::Method::POST, &u)
+                        .header("content-type", "application/json")
+                        .body(b);
+                    send_http(r).await.map(drop)
+                })?;
+                let r = wf
+                    .http(&http, reqwest::Method::POST, &bank(action))
+                    .header("content-type", "application/json")
+                    .body(input.clone());
+                send_http(r).await?;
+            }
+            Ok(Vec::new())
+        }
+    })
+    .expect("register");
+}
+
+#[test]
+fn transfers_survive_servers_killed_in_turn() {
+    let transfers = knob("CLUSTER_TRANSFERS", 400) as usize;
+    let concurrency = knob("CLUSTER_CONCURRENCY", 8) as usize;
+    let kill_every = Duration::from_millis(knob("CLUSTER_KILL_MS", 1500));
+    // The services (and their database pools) live on the support runtime: run there.
+    // The HTTP and gRPC banks, started before the runtime is entered.
+    let _ = (bank_env(), grpc_bank_env());
+    let handle = env().handle.clone();
+    handle.block_on(async move {
+        let store = Store::local_redis();
+        let mut servers = Vec::new();
+        for _ in 0..3 {
+            let cfg = DtmServerConfig::default().with_store(store.clone());
+            servers.push(DtmServer::start_async(cfg).await.expect("server"));
+        }
+        let http_urls: Vec<String> = servers.iter().map(|s| s.http_url()).collect();
+        let pairs: Vec<(String, String)> = servers
+            .iter()
+            .map(|s| (s.grpc_addr(), s.http_url()))
+            .collect();
+        let urls: Vec<&str> = http_urls.iter().map(String::as_str).collect();
+        let http = Cluster::http(&DtmClient::new(urls[0]).expect("client"), &urls).expect("cluster");
+        let pair_refs: Vec<(&str, &str)> = pairs.iter().map(|(g, h)| (g.as_str(), h.as_str())).collect();
+        let grpc = DtmGrpcClient::cluster(&pair_refs).expect("grpc cluster");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let wfs = Workflows::http_cluster(
+            http.clone(),
+            format!("http://{}/workflow/resume", listener.local_addr().expect("addr")),
+        );
+        register_workflow(&wfs);
+        let app = wfs.callback_router("/workflow/resume");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let ctx = Ctx { http, grpc, wfs };
+
+        // Accounts and plan.
+        let bank = bank_env().bank.clone();
+        let base = 8_000_000_000 + i64::from(std::process::id() % 10_000) * 100_000;
+        let mut plan = Vec::new();
+        for n in 0..transfers {
+            let (a, b) = (base + 2 * n as i64, base + 2 * n as i64 + 1);
+            bank.open_account(Db::Mysql, a, 100).await.expect("account");
+            bank.open_account(Db::Mysql, b, 0).await.expect("account");
+            let gid = format!("cluster-chaos-{}-{n:06}", std::process::id());
+            plan.push(Transfer {
+                n,
+                mode: MODES[n % MODES.len()],
+                gid,
+                a,
+                b,
+                fail: n % 10 == 7,
+            });
+        }
+
+        // The killer: one server down at a time, in turn, restarted half a period later.
+        let stop = Arc::new(AtomicBool::new(false));
+        let servers = Arc::new(Mutex::new(servers));
+        let kills = Arc::new(Mutex::new(0u32));
+        let killer = {
+            let (stop, servers, kills) = (stop.clone(), servers.clone(), kills.clone());
+            tokio::spawn(async move {
+                let mut k = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    tokio::time::sleep(kill_every / 2).await;
+                    let s = servers.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let mut v = s.lock().unwrap_or_else(|p| p.into_inner());
+                        v[k % 3].kill().expect("kill");
+                    })
+                    .await
+                    .expect("kill task");
+                    *kills.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+                    tokio::time::sleep(kill_every / 2).await;
+                    let s = servers.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let mut v = s.lock().unwrap_or_else(|p| p.into_inner());
+                        v[k % 3].restart().expect("restart");
+                    })
+                    .await
+                    .expect("restart task");
+                    k += 1;
+                }
+            })
+        };
+
+        let started = Instant::now();
+        let seen: Vec<(Transfer, dtmcli::Result<()>)> = stream::iter(plan)
+            .map(|t| {
+                let ctx = ctx.clone();
+                async move {
+                    let r = start(&ctx, t.mode, &t.gid, t.a, t.b, t.fail).await;
+                    (t, r)
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        stop.store(true, Ordering::SeqCst);
+        killer.await.expect("killer");
+        let kills = *kills.lock().unwrap_or_else(|p| p.into_inner());
+
+        // No client-visible error but the failing transfers' FAILURE.
+        let unexpected: Vec<String> = seen
+            .iter()
+            .filter(|(t, r)| match r {
+                Ok(()) => false,
+                Err(e) => !(t.fail && e.is_failure()),
+            })
+            .map(|(t, r)| format!("{} {:?} {}: {r:?}", t.n, t.mode, t.gid))
+            .collect();
+
+        // Every gid final as expected, each transfer applied once or not at all.
+        let dtm = ctx.http.clone();
+        let mut wrong = Vec::new();
+        for (Transfer { n, mode, gid, a, b, fail }, _) in &seen {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let status = loop {
+                let s = dtm
+                    .query(gid)
+                    .await
+                    .ok()
+                    .and_then(|q| q.transaction)
+                    .map(|t| t.status)
+                    .unwrap_or_default();
+                if s == "succeed" || s == "failed" || Instant::now() > deadline {
+                    break s;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            let want = if *fail { "failed" } else { "succeed" };
+            let balances = (
+                bank.balance(Db::Mysql, *a).await.expect("balance"),
+                bank.balance(Db::Mysql, *b).await.expect("balance"),
+            );
+            let moved = if *fail { (100, 0) } else { (70, 30) };
+            if status != want || balances != moved {
+                wrong.push(format!(
+                    "{n} {mode:?} {gid}: status {status:?} (want {want}), balances {balances:?} (want {moved:?})"
+                ));
+            }
+        }
+        println!(
+            "{transfers} transfers in {:.1} s with {kills} SIGKILLs; {} client errors, {} wrong outcomes",
+            started.elapsed().as_secs_f64(),
+            unexpected.len(),
+            wrong.len()
+        );
+        assert!(kills >= 1, "no server was killed: make the run longer");
+        assert!(unexpected.is_empty(), "client-visible errors:\n{}", unexpected.join("\n"));
+        assert!(wrong.is_empty(), "wrong outcomes:\n{}", wrong.join("\n"));
+    });
+}
