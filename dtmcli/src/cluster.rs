@@ -3,9 +3,15 @@
 //! state-changing calls whose answer was lost are resolved from what DTM stores instead of
 //! being guessed or blindly sent again.
 //!
-//! [`Cluster`] wraps one transport per server (any [`Transport`] that can also [`Query`]
-//! a gid: today [`crate::DtmClient`]) and is itself a [`Transport`], so every mode runs on
-//! it unchanged: `Saga::new(cluster.clone(), gid)`, `cluster.saga(gid)`...
+//! [`Cluster`] wraps one transport per server and is itself a [`Transport`], so every mode
+//! runs on it unchanged: `cluster.saga(gid)`, `cluster.msg(gid)`, `Tcc::run(&cluster, ..)`,
+//! `dtm_workflow::Workflows::http_cluster`... A member is any [`Transport`] that can also
+//! [`Query`] a gid: [`crate::DtmClient`] ([`Cluster::http`]), or a gRPC or JSON-RPC transport
+//! paired with its server's HTTP API in [`WithQuery`] (`dtmgrpc::DtmGrpcClient::cluster`,
+//! [`Cluster::json_rpc`]), since DTM answers `query` over HTTP only. The member list is
+//! fixed ([`Cluster::new`]) or follows a discovery source ([`Cluster::discovered`]).
+//!
+//! A single-server user keeps using the transport itself: nothing here is on its path.
 //!
 //! Per call, the servers are tried in turn (round robin over the healthy ones, then the
 //! ones marked down, as a last resort), within the call's own timeout:
