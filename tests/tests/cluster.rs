@@ -415,3 +415,102 @@ async fn a_workflow_on_a_cluster_survives_lost_answers() {
         branch_rows(&q)
     );
 }
+
+/// An XA branch on MariaDB whose local transaction registers through the cluster: phase 1
+/// adds `delta` (from the path) to account `user` (from the query's `user`), DTM's phase 2
+/// commits or rolls it back, whichever server runs it.
+async fn xa_branch(
+    axum::extract::State(xa): axum::extract::State<
+        dtm_barrier::xa::XaLocal<sqlx::MySql, Cluster<DtmClient>>,
+    >,
+    axum::extract::Path(delta): axum::extract::Path<i64>,
+    info: dtmcli::TransInfo,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<&'static str, dtmcli::Error> {
+    let user: i64 = q
+        .get("user")
+        .and_then(|u| u.parse().ok())
+        .ok_or_else(|| dtmcli::Error::invalid("no user"))?;
+    xa.handle(&info, move |c| {
+        Box::pin(async move {
+            sqlx::query("update dtm_busi.user_account set balance = balance + ? where user_id = ?")
+                .bind(delta)
+                .bind(user)
+                .execute(&mut *c)
+                .await?;
+            Ok(())
+        })
+    })
+    .await?;
+    Ok(r#"{"dtm_result":"SUCCESS"}"#)
+}
+
+#[tokio::test]
+async fn xa_branches_register_through_the_cluster_while_a_server_dies() {
+    let (mut a, b) = two_servers();
+    let c = cluster(&[&a.http_url(), &b.http_url()]);
+    let xa: dtm_barrier::xa::XaLocal<sqlx::MySql, _> = dtm_barrier::xa::XaLocal::new(
+        dtm_examples::bank::mysql_url().parse().expect("mysql url"),
+        c.clone(),
+    );
+    let router = axum::Router::new()
+        .route("/xa/{delta}", axum::routing::any(xa_branch))
+        .with_state(xa);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let bank = bank_env().bank.clone();
+    let first = 9_300_000_000 + i64::from(std::process::id() % 10_000) * 100;
+    let mut done = Vec::new();
+    for i in 0..6i64 {
+        if i == 3 {
+            a.kill().expect("kill a");
+        }
+        let (from, to) = (first + 2 * i, first + 2 * i + 1);
+        let bank2 = bank.clone();
+        on_env(async move {
+            bank2
+                .open_account(dtm_examples::bank::Db::Mysql, from, 100)
+                .await
+                .expect("account");
+            bank2
+                .open_account(dtm_examples::bank::Db::Mysql, to, 0)
+                .await
+                .expect("account");
+        })
+        .await;
+        let gid = support::gid("cluster-xa");
+        let (out, inn) = (
+            format!("{base}/xa/-30?user={from}"),
+            format!("{base}/xa/30?user={to}"),
+        );
+        dtmcli::Xa::run(&c, &gid, TransOptions::default(), |xa| async move {
+            xa.call_branch(&serde_json::json!({}), &out).await?;
+            xa.call_branch(&serde_json::json!({}), &inn).await?;
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("xa {i} failed although server b was up: {e}"));
+        done.push((gid, from, to));
+    }
+    let dtm_b = DtmClient::new(b.http_url()).expect("client");
+    for (gid, from, to) in done {
+        wait_status(&dtm_b, &gid, "succeed").await;
+        let bank2 = bank.clone();
+        let balances = on_env(async move {
+            (
+                bank2
+                    .balance(dtm_examples::bank::Db::Mysql, from)
+                    .await
+                    .expect("balance"),
+                bank2
+                    .balance(dtm_examples::bank::Db::Mysql, to)
+                    .await
+                    .expect("balance"),
+            )
+        })
+        .await;
+        assert_eq!(balances, (70, 30), "{gid}");
+    }
+}
