@@ -1,5 +1,5 @@
 //! Bank transfers through `dtmcli::cluster` while the cluster's servers are SIGKILLed and
-//! restarted in turn: three real DTM servers on one shared Redis store; transfers as HTTP
+//! restarted in turn: three real DTM servers on one shared store (Redis, then MariaDB); transfers as HTTP
 //! sagas, TCCs, msgs (the outbox on MariaDB) and workflows, and gRPC sagas and TCCs, every
 //! branch guarded by the barrier on MariaDB; about one in ten made to fail (its credit
 //! refuses after its write).
@@ -215,7 +215,17 @@ fn register_workflow(wfs: &Workflows) {
 }
 
 #[test]
-fn transfers_survive_servers_killed_in_turn() {
+fn transfers_survive_servers_killed_in_turn_on_redis() {
+    run(Store::local_redis(), 0);
+}
+
+#[test]
+fn transfers_survive_servers_killed_in_turn_on_mariadb() {
+    run(Store::local_mysql("dtm_cluster_store"), 1);
+}
+
+/// The run on a cluster sharing `store`; `slot` keeps the runs' accounts and gids apart.
+fn run(store: Store, slot: i64) {
     let transfers = knob("CLUSTER_TRANSFERS", 400) as usize;
     let concurrency = knob("CLUSTER_CONCURRENCY", 8) as usize;
     let kill_every = Duration::from_millis(knob("CLUSTER_KILL_MS", 1500));
@@ -224,7 +234,7 @@ fn transfers_survive_servers_killed_in_turn() {
     let _ = (bank_env(), grpc_bank_env());
     let handle = env().handle.clone();
     handle.block_on(async move {
-        let store = Store::local_redis();
+        store.prepare().await.expect("DTM's schema on the store");
         let mut servers = Vec::new();
         for _ in 0..3 {
             let cfg = DtmServerConfig::default().with_store(store.clone());
@@ -251,13 +261,13 @@ fn transfers_survive_servers_killed_in_turn() {
 
         // Accounts and plan.
         let bank = bank_env().bank.clone();
-        let base = 8_000_000_000 + i64::from(std::process::id() % 10_000) * 100_000;
+        let base = 8_000_000_000 + (i64::from(std::process::id() % 10_000) * 2 + slot) * 100_000;
         let mut plan = Vec::new();
         for n in 0..transfers {
             let (a, b) = (base + 2 * n as i64, base + 2 * n as i64 + 1);
             bank.open_account(Db::Mysql, a, 100).await.expect("account");
             bank.open_account(Db::Mysql, b, 0).await.expect("account");
-            let gid = format!("cluster-chaos-{}-{n:06}", std::process::id());
+            let gid = format!("cluster-chaos-{}-{slot}-{n:06}", std::process::id());
             plan.push(Transfer {
                 n,
                 mode: MODES[n % MODES.len()],
@@ -356,7 +366,8 @@ fn transfers_survive_servers_killed_in_turn() {
             }
         }
         println!(
-            "{transfers} transfers in {:.1} s with {kills} SIGKILLs; {} client errors, {} wrong outcomes",
+            "{} store: {transfers} transfers in {:.1} s with {kills} SIGKILLs; {} client errors, {} wrong outcomes",
+            store.driver(),
             started.elapsed().as_secs_f64(),
             unexpected.len(),
             wrong.len()
