@@ -128,7 +128,11 @@ impl<T: Transport> fmt::Debug for Cluster<T> {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let servers: Vec<&str> = members.iter().map(|m| m.transport.server()).collect();
+        // Server URLs may carry credentials: redacted, as everywhere in Debug output.
+        let servers: Vec<String> = members
+            .iter()
+            .map(|m| crate::redact::redact_url(m.transport.server()).into_owned())
+            .collect();
         f.debug_struct("Cluster")
             .field("servers", &servers)
             .finish()
@@ -628,8 +632,8 @@ impl<T: Transport> Transport for WithQuery<T> {
         self.transport.limits()
     }
 
-    /// The named server over this transport, queried through this pair's HTTP client only
-    /// when it is the same server.
+    /// The named server over this transport. Its queries still go to this pair's HTTP API,
+    /// which is right within one cluster (every server reads the shared store).
     fn with_server(&self, server: &str) -> Result<Self> {
         let transport = self.transport.with_server(server)?;
         Ok(WithQuery {
@@ -729,5 +733,25 @@ impl Cluster<WithQuery<crate::JsonRpcClient>> {
             members.push(WithQuery::new(crate::JsonRpcClient::from_client(rpc), http));
         }
         Cluster::new(members)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_redacts_credentials_in_server_urls() {
+        let client = crate::DtmClient::new("http://u:secret@127.0.0.1:1/api/dtmsvr").unwrap();
+        let c = Cluster::http(&client, &["http://u:secret@127.0.0.1:1/api/dtmsvr"]).unwrap();
+        let text = format!("{c:?}");
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.contains("127.0.0.1:1"), "{text}");
+    }
+
+    #[test]
+    fn an_empty_cluster_is_refused() {
+        let none: Vec<crate::DtmClient> = Vec::new();
+        assert!(matches!(Cluster::new(none), Err(Error::InvalidInput(_))));
     }
 }
