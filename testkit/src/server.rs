@@ -433,6 +433,10 @@ impl DtmServer {
     }
 
     /// Waits until `gid` is `succeed` or `failed`; see [`crate::wait::final_status`].
+    ///
+    /// DTM writes branch statuses asynchronously by default (`UPDATE_BRANCH_SYNC=0`): the
+    /// global status can be final while some branch rows still read `prepared`. To assert
+    /// on branch rows, wait for them with [`DtmServer::wait_until`].
     pub async fn wait_final(&self, gid: &str, timeout: Duration) -> Result<QueryResult> {
         crate::wait::final_status(&self.http_client()?, gid, timeout).await
     }

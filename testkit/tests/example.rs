@@ -164,6 +164,15 @@ async fn two_servers_on_one_redis_store() {
     let gid = transfer(&a.http_client().unwrap(), &base, 30).await;
     let on_b = b.wait_final(&gid, WAIT).await.unwrap();
     assert_eq!(on_b.transaction.as_ref().unwrap().status, "succeed");
+    // Branch rows are written asynchronously (DTM's default): wait for both actions' rows.
+    let actions_done = |q: &dtmcli::QueryResult| {
+        q.branches
+            .iter()
+            .filter(|b| b.op == "action" && b.status == "succeed")
+            .count()
+            == 2
+    };
+    let on_b = b.wait_until(&gid, WAIT, actions_done).await.unwrap();
     let on_a = a.query(&gid).await.unwrap();
     assert_eq!(on_a, on_b, "both servers read the same store");
     assert!(
@@ -191,6 +200,21 @@ async fn two_servers_on_one_mariadb_store() {
     let gid = transfer(&b.http_client().unwrap(), &base, 500).await;
     let on_a = a.wait_final(&gid, WAIT).await.unwrap();
     assert_eq!(on_a.transaction.as_ref().unwrap().status, "failed");
+    // DTM's SQL store writes branch statuses asynchronously (after the global status), so
+    // wait for the rows too; then both servers read the same ones.
+    let done = [
+        "01/action=succeed",
+        "01/compensate=succeed",
+        "02/action=failed",
+        "02/compensate=succeed",
+    ];
+    let on_a = a
+        .wait_until(&gid, WAIT, |q| {
+            let mut r = rows(&q.branches);
+            r.sort();
+            r == done
+        })
+        .await
+        .unwrap();
     assert_eq!(rows(&on_a.branches), rows(&b.branches(&gid).await.unwrap()));
-    assert_eq!(on_a.branches.len(), 4);
 }
