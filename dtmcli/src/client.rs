@@ -268,14 +268,7 @@ impl DtmClient {
         if named == *self.server {
             return Ok(self.clone());
         }
-        Ok(DtmClient {
-            endpoints: Arc::new(Endpoints::new(&named)?),
-            server: named.into(),
-            rpc_system: self.rpc_system,
-            http: self.http.clone(),
-            limits: self.limits,
-            trusted: self.trusted.clone(),
-        })
+        self.for_server(named, self.trusted.clone())
     }
 
     /// A client of `server` with this one's settings that also trusts every server of
@@ -292,13 +285,18 @@ impl DtmClient {
             ),
             _ => TrustedServers::list(cluster.iter().copied()),
         };
+        self.for_server(named, Arc::new(trusted))
+    }
+
+    /// A client of the (normalised) server `named` with this one's settings and `trusted`.
+    fn for_server(&self, named: String, trusted: Arc<TrustedServers>) -> Result<Self> {
         Ok(DtmClient {
             endpoints: Arc::new(Endpoints::new(&named)?),
             server: named.into(),
             rpc_system: self.rpc_system,
             http: self.http.clone(),
             limits: self.limits,
-            trusted: Arc::new(trusted),
+            trusted,
         })
     }
 

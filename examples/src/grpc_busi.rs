@@ -49,6 +49,18 @@ impl ReqGrpc {
             ..Default::default()
         }
     }
+
+    /// The guarded bank's request: moves `amount` from `from` to `to`; the credit fails
+    /// after its write when `fail_in` (as [`crate::bank::BankReq::transfer`]).
+    pub fn transfer(amount: i64, from: i64, to: i64, fail_in: bool) -> Self {
+        ReqGrpc {
+            amount,
+            from_user: from,
+            to_user: to,
+            trans_in_result: crate::busi::fails_if(fail_in),
+            ..Default::default()
+        }
+    }
 }
 
 /// One recorded call of [`GrpcBusi`].

@@ -86,17 +86,7 @@ fn bank(handler: &str) -> String {
 /// Starts transfer `n` of `mode` from `a` to `b` (30); returns what the client saw.
 async fn start(ctx: &Ctx, mode: Mode, gid: &str, a: i64, b: i64, fail: bool) -> dtmcli::Result<()> {
     let req = BankReq::transfer(30, a, b, fail);
-    let greq = ReqGrpc {
-        amount: 30,
-        from_user: a,
-        to_user: b,
-        trans_in_result: if fail {
-            "FAILURE".into()
-        } else {
-            String::new()
-        },
-        ..Default::default()
-    };
+    let greq = ReqGrpc::transfer(30, a, b, fail);
     match mode {
         Mode::HttpSaga => {
             ctx.http

@@ -131,13 +131,7 @@ pub async fn saga_barrier(env: &Env) -> Result<(), DemoError> {
     for fail in [false, true] {
         let (a, b) = env.accounts(Db::Mysql, 100).await?;
         let gid = dtm.new_gid().await?;
-        let r = ReqGrpc {
-            amount: 30,
-            from_user: a,
-            to_user: b,
-            trans_in_result: fails_if(fail),
-            ..Default::default()
-        };
+        let r = ReqGrpc::transfer(30, a, b, fail);
         let u = |h| GrpcBank::url(base, Db::Mysql, h);
         dtm.saga(&gid)
             .add(&u("TransOut"), &u("TransOutCompensate"), &r)
@@ -261,13 +255,7 @@ pub async fn xa(env: &Env) -> Result<(), DemoError> {
     for fail in [false, true] {
         let (a, b) = env.accounts_across().await?;
         let gid = dtm.new_gid().await?;
-        let r = ReqGrpc {
-            amount: 30,
-            from_user: a,
-            to_user: b,
-            trans_in_result: fails_if(fail),
-            ..Default::default()
-        };
+        let r = ReqGrpc::transfer(30, a, b, fail);
         let (out, inn) = (
             GrpcBank::url(base, Db::Mysql, "TransOutXa"),
             GrpcBank::url(base, Db::Postgres, "TransInXa"),

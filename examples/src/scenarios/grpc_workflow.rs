@@ -15,7 +15,7 @@ use tower_layer::Layer;
 
 use super::env::{expect, expect_tcc_calls, final_status, Env};
 use crate::bank::Db;
-use crate::busi::{fails_if, BusiReq};
+use crate::busi::BusiReq;
 use crate::demo::DemoError;
 use crate::grpc_busi::pb::ReqGrpc;
 use crate::grpc_busi::GrpcBank;
@@ -35,13 +35,7 @@ struct Input {
 
 impl Input {
     fn req(&self) -> ReqGrpc {
-        ReqGrpc {
-            amount: self.amount,
-            from_user: self.from,
-            to_user: self.to,
-            trans_in_result: fails_if(self.fail_in),
-            ..Default::default()
-        }
+        ReqGrpc::transfer(self.amount, self.from, self.to, self.fail_in)
     }
 }
 
