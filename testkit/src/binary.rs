@@ -4,7 +4,8 @@ use std::ffi::OsString;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
@@ -103,18 +104,20 @@ pub fn find_binary() -> Result<PathBuf> {
 /// The version a DTM binary reports (`dtm -v` prints `dtm version: v1.19.0`).
 pub fn binary_version(bin: &Path) -> Result<String> {
     // Run outside any project directory: DTM may read files from its working directory.
-    let out = Command::new(bin)
-        .arg("-v")
-        .current_dir(std::env::temp_dir())
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .map_err(|e| Error::io(format!("running {} -v", bin.display()), e))?;
-    parse_version(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| Error::Install {
+    let (status, stdout) = run_bounded(
+        Command::new(bin)
+            .arg("-v")
+            .current_dir(std::env::temp_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+        QUICK,
+        &format!("{} -v", bin.display()),
+    )?;
+    parse_version(&String::from_utf8_lossy(&stdout)).ok_or_else(|| Error::Install {
         message: format!(
-            "{} -v printed no 'dtm version: ...' line (exit {})",
-            bin.display(),
-            out.status
+            "{} -v printed no 'dtm version: ...' line (exit {status})",
+            bin.display()
         ),
     })
 }
@@ -205,12 +208,17 @@ fn find_go() -> Result<PathBuf> {
         .ok_or_else(|| Error::Install {
             message: "Go is not installed (no `go` on PATH nor /usr/local/go/bin/go); DTM needs Go 1.22 or later".to_string(),
         })?;
-    let out = Command::new(&go)
-        .args(["env", "GOVERSION"])
-        .env("GOTOOLCHAIN", "local")
-        .output()
-        .map_err(|e| Error::io(format!("running {} env GOVERSION", go.display()), e))?;
-    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (_, stdout) = run_bounded(
+        Command::new(&go)
+            .args(["env", "GOVERSION"])
+            .env("GOTOOLCHAIN", "local")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+        QUICK,
+        &format!("{} env GOVERSION", go.display()),
+    )?;
+    let version = String::from_utf8_lossy(&stdout).trim().to_string();
     if !go_at_least_1_22(&version) {
         return Err(Error::Install {
             message: format!(
@@ -301,28 +309,73 @@ fn run_logged(cmd: &mut Command, log_path: &Path) -> Result<bool> {
             .open(log_path)
             .map_err(|e| Error::io(format!("opening {}", log_path.display()), e))
     };
-    let status = cmd
-        .stdout(open()?)
-        .stderr(open()?)
-        .status()
-        .map_err(|e| Error::io("running go", e))?;
+    let (status, _) = run_bounded(
+        cmd.stdout(open()?).stderr(open()?),
+        BUILD,
+        "go (building DTM)",
+    )?;
     Ok(status.success())
+}
+
+/// How long `dtm -v` or `go env` may take.
+const QUICK: Duration = Duration::from_secs(30);
+/// How long one `go install`, `go mod download` or `go build` of DTM may take (a cold build
+/// takes a few minutes on 2 cores).
+const BUILD: Duration = Duration::from_secs(30 * 60);
+
+/// Runs `cmd` until it exits, or kills it once `limit` has passed (a typed error then):
+/// its status, and its stdout unless the caller redirected it. The output read is small
+/// (`dtm -v`, `go env`, `go mod download -json`), so it is read after the exit.
+fn run_bounded(cmd: &mut Command, limit: Duration, what: &str) -> Result<(ExitStatus, Vec<u8>)> {
+    use std::io::Read as _;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::io(format!("running {what}"), e))?;
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| Error::io(format!("waiting for {what}"), e))?
+        {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Install {
+                message: format!("{what} did not finish within {limit:?}: killed"),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = Vec::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_end(&mut stdout);
+    }
+    Ok((status, stdout))
 }
 
 /// `go mod download -json <module>`: the module's directory in Go's module cache.
 fn download(go: &Path, module: &str, log_path: &Path) -> Result<Option<PathBuf>> {
-    let out = go_command(go)
-        .args(["mod", "download", "-json", module])
-        .output()
-        .map_err(|e| Error::io("running go mod download", e))?;
+    let stderr = fs::OpenOptions::new()
+        .append(true)
+        .open(log_path)
+        .map_err(|e| Error::io(format!("opening {}", log_path.display()), e))?;
+    let (status, stdout) = run_bounded(
+        go_command(go)
+            .args(["mod", "download", "-json", module])
+            .stdout(Stdio::piped())
+            .stderr(stderr),
+        BUILD,
+        "go mod download",
+    )?;
     if let Ok(mut log) = fs::OpenOptions::new().append(true).open(log_path) {
-        let _ = log.write_all(&out.stdout);
-        let _ = log.write_all(&out.stderr);
+        let _ = log.write_all(&stdout);
     }
-    if !out.status.success() {
+    if !status.success() {
         return Ok(None);
     }
-    let dir = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+    let dir = serde_json::from_slice::<serde_json::Value>(&stdout)
         .ok()
         .and_then(|v| v.get("Dir").and_then(|d| d.as_str()).map(PathBuf::from));
     Ok(dir.filter(|d| d.join("go.mod").is_file()))
@@ -413,6 +466,26 @@ mod tests {
         assert!(go_at_least_1_22("go1.30rc1"));
         assert!(!go_at_least_1_22("go1.19.8"));
         assert!(!go_at_least_1_22("devel"));
+    }
+
+    #[test]
+    fn a_command_that_hangs_is_killed_at_its_limit() {
+        let t = Instant::now();
+        let r = run_bounded(
+            Command::new("sleep").arg("10"),
+            Duration::from_millis(200),
+            "sleep",
+        );
+        assert!(matches!(r, Err(Error::Install { .. })), "{r:?}");
+        assert!(t.elapsed() < Duration::from_secs(5));
+        let (status, out) = run_bounded(
+            Command::new("echo").arg("hi").stdout(Stdio::piped()),
+            QUICK,
+            "echo",
+        )
+        .unwrap();
+        assert!(status.success());
+        assert_eq!(out, b"hi\n");
     }
 
     #[test]
