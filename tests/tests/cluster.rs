@@ -36,6 +36,8 @@ fn cluster(servers: &[&str]) -> Cluster<DtmClient> {
 /// `lost` counts the answers lost.
 struct LossyProxy {
     url: String,
+    /// `host:port`, for a gRPC client.
+    addr: String,
     lose: Arc<AtomicBool>,
     lost: Arc<AtomicUsize>,
     /// Lose only every other POST's answer (the first, the third...), so that a call sent
@@ -45,6 +47,15 @@ struct LossyProxy {
 
 impl LossyProxy {
     async fn start(upstream: u16) -> LossyProxy {
+        Self::start_on(upstream, Wire::Http1).await
+    }
+
+    /// The same for a gRPC port (HTTP/2).
+    async fn start_grpc(upstream: u16) -> LossyProxy {
+        Self::start_on(upstream, Wire::Http2).await
+    }
+
+    async fn start_on(upstream: u16, wire: Wire) -> LossyProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let rule = Rule::default();
@@ -55,11 +66,15 @@ impl LossyProxy {
         );
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                tokio::spawn(relay(client, upstream, rule.clone()));
+                match wire {
+                    Wire::Http1 => tokio::spawn(relay(client, upstream, rule.clone())),
+                    Wire::Http2 => tokio::spawn(relay_h2(client, upstream, rule.clone())),
+                };
             }
         });
         LossyProxy {
             url: format!("http://{addr}/api/dtmsvr"),
+            addr: addr.to_string(),
             lose,
             lost,
             every_other,
@@ -70,6 +85,15 @@ impl LossyProxy {
     fn take_lost(&self) -> usize {
         self.lost.swap(0, Ordering::SeqCst)
     }
+}
+
+/// The protocol a proxy relays.
+#[derive(Clone, Copy)]
+enum Wire {
+    /// HTTP/1.1: DTM's HTTP API (and JSON-RPC).
+    Http1,
+    /// HTTP/2: DTM's gRPC API.
+    Http2,
 }
 
 /// When the proxy loses an answer.
@@ -131,6 +155,47 @@ async fn relay(mut client: TcpStream, upstream: u16, rule: Rule) {
                 break;
             }
             if cw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+    }
+}
+
+/// Relays HTTP/2 (gRPC) frame by frame. Every call that reaches a gRPC proxy changes
+/// state (a cluster's queries go to the HTTP API), and a tonic server sends an answer's
+/// first HEADERS frame once its handler has returned: when that answer is to be lost, the
+/// connection is cut instead of forwarding it. The server's SETTINGS, PINGs and window
+/// updates pass, so the connection itself is sound until then.
+async fn relay_h2(mut client: TcpStream, upstream: u16, rule: Rule) {
+    let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+        return;
+    };
+    let (mut cr, mut cw) = client.split();
+    let (mut sr, mut sw) = server.split();
+    let up = tokio::io::copy(&mut cr, &mut sw);
+    let down = async {
+        // Streams whose answer began: their trailers (a second HEADERS) are not new answers.
+        let mut answering = std::collections::HashSet::new();
+        let mut head = [0u8; 9];
+        loop {
+            if sr.read_exact(&mut head).await.is_err() {
+                break;
+            }
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            if sr.read_exact(&mut payload).await.is_err() {
+                break;
+            }
+            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            const HEADERS: u8 = 1;
+            if head[3] == HEADERS && stream != 0 && answering.insert(stream) && rule.lose_this() {
+                break;
+            }
+            if cw.write_all(&head).await.is_err() || cw.write_all(&payload).await.is_err() {
                 break;
             }
         }
@@ -271,6 +336,171 @@ async fn lost_answers_are_resolved_from_what_dtm_stores() {
             "TransOutConfirm"
         ]
     );
+
+    // A TCC whose second try fails: its abort's answer is lost too; the caller gets the
+    // try's failure, DTM cancels both branches once.
+    let gid = support::gid("cluster-lost-abort");
+    let (out, inn) = (
+        ["TransOutTry", "TransOutConfirm", "TransOutCancel"].map(url),
+        ["TransInTry", "TransInConfirm", "TransInCancel"].map(url),
+    );
+    let failing_in = BusiReq {
+        amount: 1,
+        trans_in_result: "FAILURE".into(),
+        ..Default::default()
+    };
+    let res = dtmcli::Tcc::run(&c, &gid, TransOptions::default(), |tcc| async move {
+        tcc.call_branch(&BusiReq::new(1), &out[0], &out[1], &out[2])
+            .await?;
+        tcc.call_branch(&failing_in, &inn[0], &inn[1], &inn[2])
+            .await?;
+        Ok(())
+    })
+    .await;
+    assert!(matches!(res, Err(Error::Failure(_))), "{res:?}");
+    // prepare, two registrations, abort.
+    assert_eq!(proxy.take_lost(), 4);
+    wait_status(&dtm_b, &gid, "failed").await;
+    let mut ran = busi().handlers(&gid);
+    ran[2..].sort();
+    assert_eq!(
+        ran,
+        [
+            "TransOutTry",
+            "TransInTry",
+            "TransInCancel",
+            "TransOutCancel"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_grpc_cluster_resolves_lost_answers() {
+    use dtm_examples::grpc_busi::pb::{BusiReply, ReqGrpc};
+    let (a, b) = two_servers();
+    let proxy = LossyProxy::start_grpc(a.grpc_port()).await;
+    // One member, reached through the proxy; its lost answers are resolved on its HTTP API.
+    let member = dtmcli::cluster::WithQuery::new(
+        dtmgrpc::DtmGrpcClient::new(&proxy.addr).expect("grpc client"),
+        DtmClient::new(a.http_url()).expect("client"),
+    );
+    let c = Cluster::new([member]).expect("cluster");
+    let dtm_b = DtmClient::new(b.http_url()).expect("client");
+    proxy.lose.store(true, Ordering::SeqCst);
+
+    // A plain gRPC client through the proxy: DTM holds the saga, the client sees an error.
+    let plain = dtmgrpc::DtmGrpcClient::new(&proxy.addr).expect("grpc client");
+    let gid = support::gid("gcluster-lost-plain");
+    let res = plain
+        .saga(&gid)
+        .add(
+            &grpc_url("TransOut"),
+            &grpc_url("TransOutRevert"),
+            &ReqGrpc::amount(1),
+        )
+        .submit()
+        .await;
+    assert!(res.is_err(), "the proxy did not lose the answer");
+    assert_eq!(proxy.take_lost(), 1);
+    wait_status(&dtm_b, &gid, "succeed").await;
+
+    // submit
+    let gid = support::gid("gcluster-lost-saga");
+    c.saga(&gid)
+        .add(
+            &grpc_url("TransOut"),
+            &grpc_url("TransOutRevert"),
+            &ReqGrpc::amount(1),
+        )
+        .add(
+            &grpc_url("TransIn"),
+            &grpc_url("TransInRevert"),
+            &ReqGrpc::amount(1),
+        )
+        .submit()
+        .await
+        .expect("a saga DTM holds is submitted");
+    assert_eq!(proxy.take_lost(), 1);
+    wait_status(&dtm_b, &gid, "succeed").await;
+    assert_eq!(grpc_busi().handlers(&gid), ["TransOut", "TransIn"]);
+
+    // prepare and submit of a msg
+    let gid = support::gid("gcluster-lost-msg");
+    let msg = c.msg(&gid).add(&grpc_url("TransIn"), &ReqGrpc::amount(1));
+    msg.prepare(&grpc_url("QueryPrepared"))
+        .await
+        .expect("prepare");
+    msg.submit().await.expect("submit");
+    assert_eq!(proxy.take_lost(), 2);
+    wait_status(&dtm_b, &gid, "succeed").await;
+    assert_eq!(grpc_busi().handlers(&gid), ["TransIn"]);
+
+    // prepare, registerBranch twice and submit of a TCC
+    let tcc_urls = || {
+        (
+            ["TransOutTry", "TransOutConfirm", "TransOutCancel"].map(grpc_url),
+            ["TransInTry", "TransInConfirm", "TransInCancel"].map(grpc_url),
+        )
+    };
+    let gid = support::gid("gcluster-lost-tcc");
+    let (out, inn) = tcc_urls();
+    dtmgrpc::Tcc::run(&c, &gid, TransOptions::default(), |tcc| async move {
+        let _: BusiReply = tcc
+            .call_branch(&ReqGrpc::amount(1), &out[0], &out[1], &out[2])
+            .await?;
+        let _: BusiReply = tcc
+            .call_branch(&ReqGrpc::amount(1), &inn[0], &inn[1], &inn[2])
+            .await?;
+        Ok(())
+    })
+    .await
+    .expect("tcc");
+    assert_eq!(proxy.take_lost(), 4);
+    wait_status(&dtm_b, &gid, "succeed").await;
+    let mut ran = grpc_busi().handlers(&gid);
+    ran[2..].sort();
+    assert_eq!(
+        ran,
+        [
+            "TransOutTry",
+            "TransInTry",
+            "TransInConfirm",
+            "TransOutConfirm"
+        ]
+    );
+
+    // abort: the second try fails; the caller gets its failure, DTM cancels both once.
+    let gid = support::gid("gcluster-lost-abort");
+    let (out, inn) = tcc_urls();
+    let failing_in = ReqGrpc {
+        amount: 1,
+        trans_in_result: "FAILURE".into(),
+        ..Default::default()
+    };
+    let res = dtmgrpc::Tcc::run(&c, &gid, TransOptions::default(), |tcc| async move {
+        let _: BusiReply = tcc
+            .call_branch(&ReqGrpc::amount(1), &out[0], &out[1], &out[2])
+            .await?;
+        let _: BusiReply = tcc
+            .call_branch(&failing_in, &inn[0], &inn[1], &inn[2])
+            .await?;
+        Ok(())
+    })
+    .await;
+    assert!(res.as_ref().is_err_and(Error::is_failure), "{res:?}");
+    assert_eq!(proxy.take_lost(), 4);
+    wait_status(&dtm_b, &gid, "failed").await;
+    let mut ran = grpc_busi().handlers(&gid);
+    ran[2..].sort();
+    assert_eq!(
+        ran,
+        [
+            "TransOutTry",
+            "TransInTry",
+            "TransInCancel",
+            "TransOutCancel"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -408,6 +638,71 @@ async fn a_workflow_on_a_cluster_survives_lost_answers() {
     )
     .await;
     assert_eq!(busi().handlers(&gid), ["TransOut", "TransIn"]);
+    assert_eq!(
+        q.branches.iter().filter(|b| b.op == "action").count(),
+        2,
+        "{:?}",
+        branch_rows(&q)
+    );
+}
+
+#[tokio::test]
+async fn a_grpc_workflow_on_a_cluster_survives_lost_answers() {
+    use dtm_examples::grpc_busi::pb::busi_client::BusiClient;
+    use dtm_examples::grpc_busi::pb::ReqGrpc;
+    use dtm_workflow::{Wf, WorkflowLayer, Workflows};
+    use prost::Message;
+    use tower_layer::Layer;
+    let (a, b) = two_servers();
+    let proxy = LossyProxy::start_grpc(a.grpc_port()).await;
+    let member = dtmcli::cluster::WithQuery::new(
+        dtmgrpc::DtmGrpcClient::new(&proxy.addr).expect("grpc client"),
+        DtmClient::new(a.http_url()).expect("client"),
+    );
+    let c = Cluster::new([member]).expect("cluster");
+    // Nothing resumes this workflow: it finishes in the call.
+    let wfs = Workflows::grpc_cluster(c, "127.0.0.1:1");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", grpc_env().base))
+        .expect("endpoint")
+        .connect_lazy();
+    let busi = BusiClient::new(WorkflowLayer.layer(channel));
+    wfs.register("gcluster-transfer", move |wf: Wf, input: Vec<u8>| {
+        let busi = busi.clone();
+        async move {
+            let req = ReqGrpc::decode(input.as_slice()).map_err(dtmcli::Error::invalid)?;
+            wf.new_branch()?;
+            busi.clone()
+                .trans_out(wf.grpc_request(req.clone()))
+                .await
+                .map_err(|s| dtmgrpc::status_to_error("TransOut", &s))?;
+            wf.new_branch()?;
+            busi.clone()
+                .trans_in(wf.grpc_request(req))
+                .await
+                .map_err(|s| dtmgrpc::status_to_error("TransIn", &s))?;
+            Ok(())
+        }
+    })
+    .expect("register");
+    proxy.every_other.store(true, Ordering::SeqCst);
+    proxy.lose.store(true, Ordering::SeqCst);
+    let gid = support::gid("gcluster-wf");
+    wfs.execute(
+        "gcluster-transfer",
+        &gid,
+        &ReqGrpc::amount(1).encode_to_vec(),
+    )
+    .await
+    .expect("a workflow DTM holds finishes");
+    // Every other answer of prepareWorkflow, the step records and the submit was lost.
+    assert!(proxy.take_lost() >= 2);
+    let q = wait_status(
+        &DtmClient::new(b.http_url()).expect("client"),
+        &gid,
+        "succeed",
+    )
+    .await;
+    assert_eq!(grpc_busi().handlers(&gid), ["TransOut", "TransIn"]);
     assert_eq!(
         q.branches.iter().filter(|b| b.op == "action").count(),
         2,
