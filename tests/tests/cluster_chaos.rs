@@ -409,6 +409,8 @@ fn run(store: Store, slot: i64) {
         // Every gid final as expected, each transfer applied once or not at all.
         let dtm = ctx.http.clone();
         let mut wrong = Vec::new();
+        // Per mode: transfers, committed as planned, rolled back as planned, wrong.
+        let mut tally = [[0usize; 4]; MODES.len()];
         for (Transfer { n, mode, gid, a, b, fail }, _) in &seen {
             let deadline = Instant::now() + Duration::from_secs(120);
             let status = loop {
@@ -430,7 +432,11 @@ fn run(store: Store, slot: i64) {
                 bank.balance(Db::Mysql, *b).await.expect("balance"),
             );
             let moved = if *fail { (100, 0) } else { (70, 30) };
-            if status != want || balances != moved {
+            let row = &mut tally[MODES.iter().position(|m| m == mode).unwrap_or(0)];
+            row[0] += 1;
+            let right = status == want && balances == moved;
+            row[if !right { 3 } else if *fail { 2 } else { 1 }] += 1;
+            if !right {
                 wrong.push(format!(
                     "{n} {mode:?} {gid}: status {status:?} (want {want}), balances {balances:?} (want {moved:?})"
                 ));
@@ -443,6 +449,11 @@ fn run(store: Store, slot: i64) {
             unexpected.len(),
             wrong.len()
         );
+        println!("| mode | transfers | committed | rolled back (planned) | wrong |");
+        println!("|---|---|---|---|---|");
+        for (mode, [all, committed, rolled_back, bad]) in MODES.iter().zip(tally) {
+            println!("| {mode:?} | {all} | {committed} | {rolled_back} | {bad} |");
+        }
         assert!(kills >= 1, "no server was killed: make the run longer");
         assert!(unexpected.is_empty(), "client-visible errors:\n{}", unexpected.join("\n"));
         assert!(wrong.is_empty(), "wrong outcomes:\n{}", wrong.join("\n"));
