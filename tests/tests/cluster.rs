@@ -711,6 +711,77 @@ async fn a_grpc_workflow_on_a_cluster_survives_lost_answers() {
     );
 }
 
+/// A TCC try that opens a nested TCC through the service's own cluster: its sub-branch
+/// registers with a member that is up, whichever member the request names as `dtm`.
+async fn nested_try(
+    axum::extract::State(c): axum::extract::State<Cluster<DtmClient>>,
+    info: dtmcli::TransInfo,
+    body: axum::body::Bytes,
+) -> Result<&'static str, dtmcli::Error> {
+    let req: BusiReq = serde_json::from_slice(&body).map_err(dtmcli::Error::invalid)?;
+    let tcc = dtmcli::Tcc::nested(&c, &info)?;
+    let [t, co, ca] = ["TransInTry", "TransInConfirm", "TransInCancel"].map(url);
+    tcc.call_branch(&req, &t, &co, &ca).await?;
+    Ok(r#"{"dtm_result":"SUCCESS"}"#)
+}
+
+#[tokio::test]
+async fn nested_tcc_branches_register_through_the_cluster_whichever_member_is_named() {
+    let (mut a, b) = two_servers();
+    let (ua, ub) = (a.http_url(), b.http_url());
+    // The branch service's cluster, and a caller that lists b first (its tries name b).
+    let service = cluster(&[&ua, &ub]);
+    let caller_b = cluster(&[&ub, &ua]);
+    let router = axum::Router::new()
+        .route("/nested-try", axum::routing::post(nested_try))
+        .with_state(service.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let nested = format!("http://{}/nested-try", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let dtm_b = DtmClient::new(&ub).expect("client");
+    for i in 0..4 {
+        if i == 2 {
+            // From now on the requests that name a as dtm name a dead server.
+            a.kill().expect("kill a");
+        }
+        let caller = if i % 2 == 0 { &service } else { &caller_b };
+        let gid = support::gid("cluster-nested");
+        let out = ["TransOutTry", "TransOutConfirm", "TransOutCancel"].map(url);
+        let (nested, co, ca) = (nested.clone(), url("TransInConfirm"), url("TransInCancel"));
+        dtmcli::Tcc::run(caller, &gid, TransOptions::default(), |tcc| async move {
+            tcc.call_branch(&BusiReq::new(1), &out[0], &out[1], &out[2])
+                .await?;
+            tcc.call_branch(&BusiReq::new(1), &nested, &co, &ca).await?;
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("nested TCC {i} failed although server b was up: {e}"));
+        let q = wait_status(&dtm_b, &gid, "succeed").await;
+        // The nested sub-branch (0201) was registered, tried and confirmed once.
+        assert!(
+            branch_rows(&q)
+                .iter()
+                .any(|r| r.starts_with("0201/confirm")),
+            "{i}: {:?}",
+            branch_rows(&q)
+        );
+        wait_calls(&gid, "TransInConfirm", 2).await;
+        let mut ran = busi().handlers(&gid);
+        ran.sort();
+        assert_eq!(
+            ran,
+            [
+                "TransInConfirm",
+                "TransInConfirm",
+                "TransInTry",
+                "TransOutConfirm",
+                "TransOutTry"
+            ],
+            "{i}"
+        );
+    }
+}
+
 /// An XA branch on MariaDB whose local transaction registers through the cluster: phase 1
 /// adds `delta` (from the path) to account `user` (from the query's `user`), DTM's phase 2
 /// commits or rolls it back, whichever server runs it.
