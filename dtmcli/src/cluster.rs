@@ -25,6 +25,12 @@
 //!   failed ([`Error::Failure`]), or unknown ([`Error::Ambiguous`]). A `submit` with
 //!   `wait_result` that is found done waits for the final status, as DTM would have.
 //!
+//! Each server is tried at most twice per call. A call returns by its timeout (an attempt
+//! still running then is cut), plus at most one query window (the client's timeout) when
+//! an answer was lost at the end. Running out of servers or time after an answer was lost
+//! and DTM was found not to hold the call is [`Error::Ambiguous`], never a plain failure:
+//! the lost request may still arrive.
+//!
 //! A request that is only slow, not lost, may still reach its server after the query found
 //! nothing and the call was sent to another one. DTM then sees the same call twice, as it
 //! does when any client retries: a second `submit` of a submitted saga is accepted and
@@ -38,10 +44,12 @@ use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::watch;
+// The runtime's clock, so that deadlines, cool-downs and timers agree (also when paused).
+use tokio::time::Instant;
 
 use crate::resolve::{resolve, Resolution, StateCall};
 use crate::transport::{BranchRegistration, BranchResponse, DtmOp, Transport};
@@ -138,6 +146,27 @@ impl<T: Transport> fmt::Debug for Cluster<T> {
             .finish()
     }
 }
+
+/// An [`Error::Ambiguous`] about `op` on `gid`.
+fn ambiguous(op: &str, gid: &str, reason: String) -> Error {
+    Error::Ambiguous {
+        op: op.to_string(),
+        gid: gid.to_string(),
+        reason,
+    }
+}
+
+/// A call to one server cut at the cluster call's deadline: it may have arrived.
+#[derive(Debug)]
+struct NoAnswer(Duration);
+
+impl fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "no answer within the call's {:?}", self.0)
+    }
+}
+
+impl std::error::Error for NoAnswer {}
 
 /// Whether a failed request can have reached the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -376,6 +405,9 @@ impl<T: Query> Cluster<T> {
     {
         let deadline = Instant::now() + timeout;
         let mut last: Option<Error> = None;
+        // A call that may have arrived although DTM did not hold it when asked: it may
+        // still arrive, so running out of servers or time is ambiguous, not a failure.
+        let mut in_flight: Option<Error> = None;
         // Each server at most twice: once in turn, once more after a resolution said so.
         let plan = self.plan();
         let cooldown = self.inner.cooldown;
@@ -383,12 +415,14 @@ impl<T: Query> Cluster<T> {
             if Instant::now() >= deadline {
                 break;
             }
-            let e = match call(m.transport.clone()).await {
-                Ok(v) => {
+            // Every attempt ends by the call's deadline, not by its own timeout from now.
+            let e = match tokio::time::timeout_at(deadline, call(m.transport.clone())).await {
+                Ok(Ok(v)) => {
                     m.mark(false, cooldown);
                     return Ok(v);
                 }
-                Err(e) => e,
+                Ok(Err(e)) => e,
+                Err(_) => Error::Other(Box::new(NoAnswer(timeout))),
             };
             match delivery(&e) {
                 Delivery::Answered => return Err(e),
@@ -399,14 +433,24 @@ impl<T: Query> Cluster<T> {
                 }
                 Delivery::Unknown => m.mark(true, cooldown),
             }
-            let q = match self.query_any(gid, Some(m)).await {
-                Ok(q) => q,
-                Err(qe) => {
-                    return Err(Error::Ambiguous {
-                        op: op.to_string(),
-                        gid: gid.to_string(),
-                        reason: format!("{e}; and no server answered a query of the gid: {qe}"),
-                    })
+            // One query window (the client's timeout) to learn what DTM holds, over every
+            // server: the only time a call may spend beyond its deadline.
+            let window = self.first().limits().timeout();
+            let q = match tokio::time::timeout(window, self.query_any(gid, Some(m))).await {
+                Ok(Ok(q)) => q,
+                Ok(Err(qe)) => {
+                    return Err(ambiguous(
+                        op,
+                        gid,
+                        format!("{e}; and no server answered a query of the gid: {qe}"),
+                    ))
+                }
+                Err(_) => {
+                    return Err(ambiguous(
+                        op,
+                        gid,
+                        format!("{e}; and no server answered a query of the gid within {window:?}"),
+                    ))
                 }
             };
             match resolve(what, &q) {
@@ -418,21 +462,23 @@ impl<T: Query> Cluster<T> {
                 }
                 Resolution::Resend => {}
                 Resolution::Failed(why) => return Err(Error::Failure(why)),
-                Resolution::Unknown(why) => {
-                    return Err(Error::Ambiguous {
-                        op: op.to_string(),
-                        gid: gid.to_string(),
-                        reason: format!("{e}; {why}"),
-                    })
-                }
+                Resolution::Unknown(why) => return Err(ambiguous(op, gid, format!("{e}; {why}"))),
             }
             tracing::info!(op, gid, error = %e, "answer lost and DTM does not hold the call: sending it again");
-            last = Some(e);
+            in_flight = Some(e);
         }
-        Err(last.unwrap_or_else(|| Error::Ambiguous {
-            op: op.to_string(),
-            gid: gid.to_string(),
-            reason: format!("no server answered within {timeout:?}"),
+        if let Some(e) = in_flight {
+            let tried = last.map(|l| format!("; then {l}")).unwrap_or_default();
+            return Err(ambiguous(
+                op,
+                gid,
+                format!(
+                    "{e}; DTM did not hold the call when asked, but it may still arrive{tried}"
+                ),
+            ));
+        }
+        Err(last.unwrap_or_else(|| {
+            ambiguous(op, gid, format!("no server answered within {timeout:?}"))
         }))
     }
 
@@ -440,7 +486,7 @@ impl<T: Query> Cluster<T> {
     /// is what the lost answer would have said.
     async fn wait_final(&self, gid: &str, deadline: Instant) -> Result<()> {
         loop {
-            if let Ok(q) = self.query_any(gid, None).await {
+            if let Ok(Ok(q)) = tokio::time::timeout_at(deadline, self.query_any(gid, None)).await {
                 if let Some(t) = &q.transaction {
                     match t.status() {
                         TransStatus::Succeed => return Ok(()),
@@ -452,12 +498,11 @@ impl<T: Query> Cluster<T> {
                 }
             }
             if Instant::now() >= deadline {
-                return Err(Error::Ambiguous {
-                    op: "submit".into(),
-                    gid: gid.into(),
-                    reason: "DTM holds the transaction, but it did not finish in the call's time"
-                        .into(),
-                });
+                return Err(ambiguous(
+                    "submit",
+                    gid,
+                    "DTM holds the transaction, but it did not finish in the call's time".into(),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -739,6 +784,201 @@ impl Cluster<WithQuery<crate::JsonRpcClient>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Json, TransGlobal};
+
+    /// What a fake server does with a `submit`.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Act {
+        /// Stores it and answers.
+        Answer,
+        /// Stores it; the answer is lost (a 502 from a proxy).
+        StoreAndLose,
+        /// Loses the request (a 502 from a proxy).
+        Lose,
+        /// Never answers.
+        Hang,
+    }
+
+    /// DTM's store as the fake servers share it: one saga's status, and the submits sent.
+    #[derive(Debug, Default)]
+    struct Store {
+        status: Mutex<Option<&'static str>>,
+        submits: AtomicUsize,
+    }
+
+    /// A DTM server that does `act` with each submit; `queries` says whether it answers
+    /// queries (a hanging server does not).
+    #[derive(Debug, Clone)]
+    struct Fake {
+        name: &'static str,
+        act: Act,
+        queries: bool,
+        store: Arc<Store>,
+        limits: Limits,
+    }
+
+    fn lost(url: &str) -> Error {
+        Error::Status {
+            url: url.into(),
+            status: 502,
+            body: "bad gateway".into(),
+        }
+    }
+
+    fn unused() -> Error {
+        Error::invalid("not used by these tests")
+    }
+
+    impl Transport for Fake {
+        type Encoding = Json;
+        fn protocol(&self) -> &'static str {
+            "http"
+        }
+        fn server(&self) -> &str {
+            self.name
+        }
+        fn limits(&self) -> &Limits {
+            &self.limits
+        }
+        fn with_server(&self, _: &str) -> Result<Self> {
+            Ok(self.clone())
+        }
+        fn check_request(&self, _: &TransRequest) -> Result<()> {
+            Ok(())
+        }
+        fn check_branch_url(&self, _: &str) -> Result<()> {
+            Ok(())
+        }
+        fn call_dtm(&self, _: DtmOp, _: TransRequest) -> impl Future<Output = Result<()>> + Send {
+            let this = self.clone();
+            async move {
+                this.store.submits.fetch_add(1, Ordering::SeqCst);
+                let store = || *this.store.status.lock().unwrap() = Some("submitted");
+                match this.act {
+                    Act::Answer => {
+                        store();
+                        Ok(())
+                    }
+                    Act::StoreAndLose => {
+                        store();
+                        Err(lost(this.name))
+                    }
+                    Act::Lose => Err(lost(this.name)),
+                    Act::Hang => std::future::pending().await,
+                }
+            }
+        }
+        async fn register(&self, _: &BranchRegistration) -> Result<()> {
+            Err(unused())
+        }
+        async fn prepare_workflow_progress(&self, _: &TransRequest) -> Result<WorkflowProgress> {
+            Err(unused())
+        }
+        async fn call_branch_bytes(
+            &self,
+            _: &str,
+            _: &TransInfo,
+            _: &std::collections::BTreeMap<String, String>,
+            _: Option<Bytes>,
+            _: Duration,
+        ) -> Result<BranchResponse> {
+            Err(unused())
+        }
+    }
+
+    impl Query for Fake {
+        fn query_state(&self, gid: &str) -> impl Future<Output = Result<QueryResult>> + Send {
+            let this = self.clone();
+            let gid = gid.to_string();
+            async move {
+                if !this.queries {
+                    return std::future::pending().await;
+                }
+                let status = *this.store.status.lock().unwrap();
+                Ok(QueryResult {
+                    transaction: status.map(|s| TransGlobal {
+                        gid,
+                        trans_type: "saga".into(),
+                        status: s.into(),
+                        ..Default::default()
+                    }),
+                    branches: Vec::new(),
+                })
+            }
+        }
+        async fn new_gid(&self) -> Result<String> {
+            Err(unused())
+        }
+    }
+
+    /// A cluster of fake servers doing `acts` in turn, on one store, with a 10 s timeout.
+    fn fakes(acts: &[(Act, bool)]) -> (Cluster<Fake>, Arc<Store>) {
+        let store = Arc::new(Store::default());
+        let mut limits = Limits::default();
+        limits.set_timeout(Duration::from_secs(10));
+        let names = ["a", "b", "c"];
+        let members = acts.iter().zip(names).map(|(&(act, queries), name)| Fake {
+            name,
+            act,
+            queries,
+            store: store.clone(),
+            limits,
+        });
+        (Cluster::new(members).unwrap(), store)
+    }
+
+    async fn submit(c: &Cluster<Fake>) -> Result<()> {
+        c.saga("cluster-unit")
+            .add("http://busi/a", "http://busi/b", &serde_json::json!({}))
+            .submit()
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_to_a_call_dtm_holds_is_done_without_a_second_send() {
+        let (c, store) = fakes(&[(Act::StoreAndLose, true), (Act::Answer, true)]);
+        submit(&c).await.unwrap();
+        assert_eq!(store.submits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_lost_request_is_sent_to_the_next_server() {
+        let (c, store) = fakes(&[(Act::Lose, true), (Act::Answer, true)]);
+        submit(&c).await.unwrap();
+        assert_eq!(store.submits.load(Ordering::SeqCst), 2);
+        assert_eq!(*store.status.lock().unwrap(), Some("submitted"));
+    }
+
+    #[tokio::test]
+    async fn a_lost_request_that_no_server_takes_is_ambiguous() {
+        // Each server tried twice; DTM never holds the call, which may still arrive.
+        let (c, store) = fakes(&[(Act::Lose, true), (Act::Lose, true)]);
+        let e = submit(&c).await.unwrap_err();
+        assert!(matches!(e, Error::Ambiguous { .. }), "{e}");
+        assert_eq!(store.submits.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_cluster_is_ambiguous_within_the_timeout_and_one_query_window() {
+        let (c, store) = fakes(&[(Act::Hang, false), (Act::Hang, false)]);
+        let start = Instant::now();
+        let e = submit(&c).await.unwrap_err();
+        assert!(matches!(e, Error::Ambiguous { .. }), "{e}");
+        // 10 s for the call (one attempt, cut at the deadline), 10 s to query.
+        assert_eq!(start.elapsed(), Duration::from_secs(20));
+        assert_eq!(store.submits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_server_does_not_stretch_the_call_past_its_deadline() {
+        // a loses the request after 0 s, b hangs: b's attempt is cut at the deadline, and
+        // the query (answered at once) finds nothing: ambiguous at 10 s, not 20 s.
+        let (c, _) = fakes(&[(Act::Lose, true), (Act::Hang, true)]);
+        let start = Instant::now();
+        let e = submit(&c).await.unwrap_err();
+        assert!(matches!(e, Error::Ambiguous { .. }), "{e}");
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
 
     #[test]
     fn debug_output_redacts_credentials_in_server_urls() {
