@@ -217,6 +217,30 @@ fn expect_branches_ran(gid: &str) {
     assert!(calls <= 3, "{gid}: {:?}", busi().handlers(gid));
 }
 
+/// The bank's TCC branches, TransOut and TransIn (try, confirm, cancel), as `url` names
+/// them.
+fn tcc_urls(url: fn(&str) -> String) -> ([String; 3], [String; 3]) {
+    (
+        ["TransOutTry", "TransOutConfirm", "TransOutCancel"].map(url),
+        ["TransInTry", "TransInConfirm", "TransInCancel"].map(url),
+    )
+}
+
+/// Both tries ran in order, then each branch's `phase` (`Confirm` or `Cancel`) once, in
+/// either order (DTM runs them concurrently).
+fn expect_tcc_ran(mut ran: Vec<String>, phase: &str) {
+    if let Some(second) = ran.get_mut(2..) {
+        second.sort();
+    }
+    let want = [
+        "TransOutTry".to_string(),
+        "TransInTry".into(),
+        format!("TransIn{phase}"),
+        format!("TransOut{phase}"),
+    ];
+    assert_eq!(ran, want);
+}
+
 /// A port nothing listens on: a server that is down.
 fn dead_server() -> String {
     let port = dtm_testkit::free_port().expect("port");
@@ -312,10 +336,7 @@ async fn lost_answers_are_resolved_from_what_dtm_stores() {
 
     // TCC: prepare, both branch registrations and the submit lose their answers.
     let gid = support::gid("cluster-lost-tcc");
-    let (out, inn) = (
-        ["TransOutTry", "TransOutConfirm", "TransOutCancel"].map(url),
-        ["TransInTry", "TransInConfirm", "TransInCancel"].map(url),
-    );
+    let (out, inn) = tcc_urls(url);
     dtmcli::Tcc::run(&c, &gid, TransOptions::default(), |tcc| async move {
         tcc.call_branch(&BusiReq::new(1), &out[0], &out[1], &out[2])
             .await?;
@@ -327,23 +348,12 @@ async fn lost_answers_are_resolved_from_what_dtm_stores() {
     .expect("tcc");
     assert_eq!(proxy.take_lost(), 4);
     wait_status(&dtm_b, &gid, "succeed").await;
-    assert_eq!(
-        busi().handlers(&gid),
-        [
-            "TransOutTry",
-            "TransInTry",
-            "TransInConfirm",
-            "TransOutConfirm"
-        ]
-    );
+    expect_tcc_ran(busi().handlers(&gid), "Confirm");
 
     // A TCC whose second try fails: its abort's answer is lost too; the caller gets the
     // try's failure, DTM cancels both branches once.
     let gid = support::gid("cluster-lost-abort");
-    let (out, inn) = (
-        ["TransOutTry", "TransOutConfirm", "TransOutCancel"].map(url),
-        ["TransInTry", "TransInConfirm", "TransInCancel"].map(url),
-    );
+    let (out, inn) = tcc_urls(url);
     let failing_in = BusiReq {
         amount: 1,
         trans_in_result: "FAILURE".into(),
@@ -361,17 +371,7 @@ async fn lost_answers_are_resolved_from_what_dtm_stores() {
     // prepare, two registrations, abort.
     assert_eq!(proxy.take_lost(), 4);
     wait_status(&dtm_b, &gid, "failed").await;
-    let mut ran = busi().handlers(&gid);
-    ran[2..].sort();
-    assert_eq!(
-        ran,
-        [
-            "TransOutTry",
-            "TransInTry",
-            "TransInCancel",
-            "TransOutCancel"
-        ]
-    );
+    expect_tcc_ran(busi().handlers(&gid), "Cancel");
 }
 
 #[tokio::test]
@@ -436,14 +436,8 @@ async fn a_grpc_cluster_resolves_lost_answers() {
     assert_eq!(grpc_busi().handlers(&gid), ["TransIn"]);
 
     // prepare, registerBranch twice and submit of a TCC
-    let tcc_urls = || {
-        (
-            ["TransOutTry", "TransOutConfirm", "TransOutCancel"].map(grpc_url),
-            ["TransInTry", "TransInConfirm", "TransInCancel"].map(grpc_url),
-        )
-    };
     let gid = support::gid("gcluster-lost-tcc");
-    let (out, inn) = tcc_urls();
+    let (out, inn) = tcc_urls(grpc_url);
     dtmgrpc::Tcc::run(&c, &gid, TransOptions::default(), |tcc| async move {
         let _: BusiReply = tcc
             .call_branch(&ReqGrpc::amount(1), &out[0], &out[1], &out[2])
@@ -457,21 +451,11 @@ async fn a_grpc_cluster_resolves_lost_answers() {
     .expect("tcc");
     assert_eq!(proxy.take_lost(), 4);
     wait_status(&dtm_b, &gid, "succeed").await;
-    let mut ran = grpc_busi().handlers(&gid);
-    ran[2..].sort();
-    assert_eq!(
-        ran,
-        [
-            "TransOutTry",
-            "TransInTry",
-            "TransInConfirm",
-            "TransOutConfirm"
-        ]
-    );
+    expect_tcc_ran(grpc_busi().handlers(&gid), "Confirm");
 
     // abort: the second try fails; the caller gets its failure, DTM cancels both once.
     let gid = support::gid("gcluster-lost-abort");
-    let (out, inn) = tcc_urls();
+    let (out, inn) = tcc_urls(grpc_url);
     let failing_in = ReqGrpc {
         amount: 1,
         trans_in_result: "FAILURE".into(),
@@ -490,17 +474,7 @@ async fn a_grpc_cluster_resolves_lost_answers() {
     assert!(res.as_ref().is_err_and(Error::is_failure), "{res:?}");
     assert_eq!(proxy.take_lost(), 4);
     wait_status(&dtm_b, &gid, "failed").await;
-    let mut ran = grpc_busi().handlers(&gid);
-    ran[2..].sort();
-    assert_eq!(
-        ran,
-        [
-            "TransOutTry",
-            "TransInTry",
-            "TransInCancel",
-            "TransOutCancel"
-        ]
-    );
+    expect_tcc_ran(grpc_busi().handlers(&gid), "Cancel");
 }
 
 #[tokio::test]
@@ -644,6 +618,57 @@ async fn a_workflow_on_a_cluster_survives_lost_answers() {
         "{:?}",
         branch_rows(&q)
     );
+}
+
+#[tokio::test]
+async fn a_workflow_is_resumed_through_the_cluster_after_its_first_server_died() {
+    use dtm_workflow::{send_http, Wf, WfOptions, WorkflowMiddleware, Workflows};
+    let (mut a, b) = two_servers();
+    let (ua, ub) = (a.http_url(), b.http_url());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let callback = format!("http://{}/wf", listener.local_addr().expect("addr"));
+    let wfs = Workflows::http_cluster(cluster(&[&ua, &ub]), callback);
+    let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(WorkflowMiddleware)
+        .build();
+    let (out, inn) = (url("TransOut"), url("TransIn"));
+    let options = WfOptions {
+        trans: TransOptions::default().retry_interval(Duration::from_secs(1)),
+        compensate_error_branch: false,
+    };
+    wfs.register_with_options("cluster-resume", options, move |wf: Wf, input: Vec<u8>| {
+        let (http, out, inn) = (http.clone(), out.clone(), inn.clone());
+        async move {
+            for u in [out, inn] {
+                wf.new_branch()?;
+                let req = wf
+                    .http(&http, reqwest::Method::POST, &u)
+                    .header("content-type", "application/json")
+                    .body(input.clone());
+                send_http(req).await?;
+            }
+            Ok(Vec::new())
+        }
+    })
+    .expect("register");
+    let app = wfs.callback_router("/wf");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // The second step fails once (a 500): the workflow stays unfinished, step 1 recorded.
+    let gid = support::gid("cluster-wf-resume");
+    busi().script(&gid, "TransIn", [Outcome::Error]);
+    let input = serde_json::to_vec(&BusiReq::new(1)).expect("json");
+    let err = wfs
+        .execute("cluster-resume", &gid, &input)
+        .await
+        .expect_err("the second step failed");
+    assert!(!err.is_failure(), "{err}");
+    // The cluster's first server dies: b calls the workflow back, and the resumed run
+    // reaches DTM through b.
+    a.kill().expect("kill a");
+    wait_status(&DtmClient::new(&ub).expect("client"), &gid, "succeed").await;
+    // Step 1 was replayed from its record, not run again.
+    assert_eq!(busi().handlers(&gid), ["TransOut", "TransIn", "TransIn"]);
 }
 
 #[tokio::test]
