@@ -570,73 +570,15 @@ async fn a_discovered_member_list_is_followed() {
     assert_eq!(c.servers(), [ub]);
 }
 
-#[tokio::test]
-async fn a_workflow_on_a_cluster_survives_lost_answers() {
-    use dtm_workflow::{send_http, Wf, WorkflowMiddleware, Workflows};
-    let (a, b) = two_servers();
-    let proxy = LossyProxy::start(a.http_port()).await;
-    let c = cluster(&[&proxy.url]);
-    let wfs = Workflows::http_cluster(c, "http://127.0.0.1:1/unused-callback");
+/// Registers `name`: a workflow of two HTTP steps, TransOut then TransIn, each posting the
+/// workflow's input through the recording middleware.
+fn register_transfer(wfs: &dtm_workflow::Workflows, name: &str, options: dtm_workflow::WfOptions) {
+    use dtm_workflow::{send_http, Wf, WorkflowMiddleware};
     let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(WorkflowMiddleware)
         .build();
     let (out, inn) = (url("TransOut"), url("TransIn"));
-    wfs.register("cluster-transfer", move |wf: Wf, input: Vec<u8>| {
-        let (http, out, inn) = (http.clone(), out.clone(), inn.clone());
-        async move {
-            for u in [out, inn] {
-                wf.new_branch()?;
-                let req = wf
-                    .http(&http, reqwest::Method::POST, &u)
-                    .header("content-type", "application/json")
-                    .body(input.clone());
-                send_http(req).await?;
-            }
-            Ok(())
-        }
-    })
-    .expect("register");
-    proxy.every_other.store(true, Ordering::SeqCst);
-    proxy.lose.store(true, Ordering::SeqCst);
-    let gid = support::gid("cluster-wf");
-    let input = serde_json::to_vec(&BusiReq::new(1)).expect("json");
-    wfs.execute("cluster-transfer", &gid, &input)
-        .await
-        .expect("a workflow DTM holds finishes");
-    // Every other answer of prepareWorkflow, the step records and the submit was lost.
-    assert!(proxy.take_lost() >= 2);
-    let q = wait_status(
-        &DtmClient::new(b.http_url()).expect("client"),
-        &gid,
-        "succeed",
-    )
-    .await;
-    assert_eq!(busi().handlers(&gid), ["TransOut", "TransIn"]);
-    assert_eq!(
-        q.branches.iter().filter(|b| b.op == "action").count(),
-        2,
-        "{:?}",
-        branch_rows(&q)
-    );
-}
-
-#[tokio::test]
-async fn a_workflow_is_resumed_through_the_cluster_after_its_first_server_died() {
-    use dtm_workflow::{send_http, Wf, WfOptions, WorkflowMiddleware, Workflows};
-    let (mut a, b) = two_servers();
-    let (ua, ub) = (a.http_url(), b.http_url());
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let callback = format!("http://{}/wf", listener.local_addr().expect("addr"));
-    let wfs = Workflows::http_cluster(cluster(&[&ua, &ub]), callback);
-    let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(WorkflowMiddleware)
-        .build();
-    let (out, inn) = (url("TransOut"), url("TransIn"));
-    let options = WfOptions {
-        trans: TransOptions::default().retry_interval(Duration::from_secs(1)),
-        compensate_error_branch: false,
-    };
-    wfs.register_with_options("cluster-resume", options, move |wf: Wf, input: Vec<u8>| {
+    wfs.register_with_options(name, options, move |wf: Wf, input: Vec<u8>| {
         let (http, out, inn) = (http.clone(), out.clone(), inn.clone());
         async move {
             for u in [out, inn] {
@@ -651,6 +593,60 @@ async fn a_workflow_is_resumed_through_the_cluster_after_its_first_server_died()
         }
     })
     .expect("register");
+}
+
+/// A transfer workflow whose answers `proxy` lost (every other one of prepareWorkflow, the
+/// step records and the submit) succeeded, each step recorded once and run once (`ran`: the
+/// handlers the service saw).
+async fn expect_transfer_workflow_done(
+    proxy: &LossyProxy,
+    b: &DtmServer,
+    gid: &str,
+    ran: impl Fn() -> Vec<String>,
+) {
+    assert!(proxy.take_lost() >= 2);
+    let dtm_b = DtmClient::new(b.http_url()).expect("client");
+    let q = wait_status(&dtm_b, gid, "succeed").await;
+    assert_eq!(ran(), ["TransOut", "TransIn"]);
+    assert_eq!(
+        q.branches.iter().filter(|b| b.op == "action").count(),
+        2,
+        "{:?}",
+        branch_rows(&q)
+    );
+}
+
+#[tokio::test]
+async fn a_workflow_on_a_cluster_survives_lost_answers() {
+    use dtm_workflow::{WfOptions, Workflows};
+    let (a, b) = two_servers();
+    let proxy = LossyProxy::start(a.http_port()).await;
+    let c = cluster(&[&proxy.url]);
+    let wfs = Workflows::http_cluster(c, "http://127.0.0.1:1/unused-callback");
+    register_transfer(&wfs, "cluster-transfer", WfOptions::default());
+    proxy.every_other.store(true, Ordering::SeqCst);
+    proxy.lose.store(true, Ordering::SeqCst);
+    let gid = support::gid("cluster-wf");
+    let input = serde_json::to_vec(&BusiReq::new(1)).expect("json");
+    wfs.execute("cluster-transfer", &gid, &input)
+        .await
+        .expect("a workflow DTM holds finishes");
+    expect_transfer_workflow_done(&proxy, &b, &gid, || busi().handlers(&gid)).await;
+}
+
+#[tokio::test]
+async fn a_workflow_is_resumed_through_the_cluster_after_its_first_server_died() {
+    use dtm_workflow::{WfOptions, Workflows};
+    let (mut a, b) = two_servers();
+    let (ua, ub) = (a.http_url(), b.http_url());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let callback = format!("http://{}/wf", listener.local_addr().expect("addr"));
+    let wfs = Workflows::http_cluster(cluster(&[&ua, &ub]), callback);
+    let options = WfOptions {
+        trans: TransOptions::default().retry_interval(Duration::from_secs(1)),
+        compensate_error_branch: false,
+    };
+    register_transfer(&wfs, "cluster-resume", options);
     let app = wfs.callback_router("/wf");
     tokio::spawn(async move { axum::serve(listener, app).await });
 
@@ -719,21 +715,7 @@ async fn a_grpc_workflow_on_a_cluster_survives_lost_answers() {
     )
     .await
     .expect("a workflow DTM holds finishes");
-    // Every other answer of prepareWorkflow, the step records and the submit was lost.
-    assert!(proxy.take_lost() >= 2);
-    let q = wait_status(
-        &DtmClient::new(b.http_url()).expect("client"),
-        &gid,
-        "succeed",
-    )
-    .await;
-    assert_eq!(grpc_busi().handlers(&gid), ["TransOut", "TransIn"]);
-    assert_eq!(
-        q.branches.iter().filter(|b| b.op == "action").count(),
-        2,
-        "{:?}",
-        branch_rows(&q)
-    );
+    expect_transfer_workflow_done(&proxy, &b, &gid, || grpc_busi().handlers(&gid)).await;
 }
 
 /// A TCC try that opens a nested TCC through the service's own cluster: its sub-branch
