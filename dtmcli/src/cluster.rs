@@ -37,8 +37,10 @@
 //! processed again, so branches may be called twice, which the branch barrier makes
 //! harmless.
 //!
-//! Reads (`query`, `newGid`) simply go to the next server. Branch calls the SDK makes
-//! itself (TCC tries, XA actions) do not go to DTM and use the first server's settings.
+//! Reads (`query`, `newGid`) simply go to the next server; each read of a server is
+//! bounded by its client's timeout, and a server that does not answer is put behind the
+//! others. Branch calls the SDK makes itself (TCC tries, XA actions) do not go to DTM and
+//! use the first server's settings.
 
 use std::fmt;
 use std::future::Future;
@@ -313,12 +315,9 @@ impl<T: Query> Cluster<T> {
     pub async fn new_gid(&self) -> Result<String> {
         let mut last = None;
         for m in self.plan() {
-            match m.transport.new_gid().await {
+            match self.read(&m, m.transport.new_gid()).await {
                 Ok(g) => return Ok(g),
-                Err(e) => {
-                    m.mark(delivery(&e) != Delivery::Answered, self.inner.cooldown);
-                    last = Some(e);
-                }
+                Err(e) => last = Some(e),
             }
         }
         Err(last.unwrap_or_else(|| Error::invalid("no DTM server")))
@@ -379,12 +378,31 @@ impl<T: Query> Cluster<T> {
         }
         let mut last = None;
         for m in order {
-            match m.transport.query_state(gid).await {
+            match self.read(&m, m.transport.query_state(gid)).await {
                 Ok(q) => return Ok(q),
                 Err(e) => last = Some(e),
             }
         }
         Err(last.unwrap_or_else(|| Error::invalid("no DTM server")))
+    }
+
+    /// One read from member `m`, bounded by its client's timeout (also when its transport
+    /// does not bound its own calls). A server that did not answer is marked down, so the
+    /// next reads and calls try the others first.
+    async fn read<V>(&self, m: &Member<T>, read: impl Future<Output = Result<V>>) -> Result<V> {
+        let limit = m.transport.limits().timeout();
+        let res = match tokio::time::timeout(limit, read).await {
+            Ok(res) => res,
+            Err(_) => Err(Error::Other(Box::new(NoAnswer(limit)))),
+        };
+        // Only marked down: an answered read does not undo a lost answer's verdict.
+        if res
+            .as_ref()
+            .is_err_and(|e| delivery(e) != Delivery::Answered)
+        {
+            m.mark(true, self.inner.cooldown);
+        }
+        res
     }
 
     /// Runs a state-changing `call` about `gid` on the servers in turn until one answers,
@@ -967,6 +985,21 @@ mod tests {
         // 10 s for the call (one attempt, cut at the deadline), 10 s to query.
         assert_eq!(start.elapsed(), Duration::from_secs(20));
         assert_eq!(store.submits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_does_not_answer_reads_is_asked_last_afterwards() {
+        let (c, _) = fakes(&[(Act::Answer, false), (Act::Answer, true)]);
+        let start = Instant::now();
+        // Round robin starts at a, which hangs until its 10 s timeout; b answers.
+        c.query("cluster-unit").await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        // a is marked down: the next reads go to b first, whatever the rotation.
+        for _ in 0..2 {
+            let start = Instant::now();
+            c.query("cluster-unit").await.unwrap();
+            assert_eq!(start.elapsed(), Duration::ZERO);
+        }
     }
 
     #[tokio::test(start_paused = true)]
