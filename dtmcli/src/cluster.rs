@@ -158,17 +158,10 @@ fn ambiguous(op: &str, gid: &str, reason: String) -> Error {
     }
 }
 
-/// A call to one server cut at the cluster call's deadline: it may have arrived.
-#[derive(Debug)]
-struct NoAnswer(Duration);
-
-impl fmt::Display for NoAnswer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "no answer within the call's {:?}", self.0)
-    }
+/// A call to one server cut after `limit`: it may have arrived ([`Delivery::Unknown`]).
+fn no_answer(limit: Duration) -> Error {
+    Error::other(format!("no answer within {limit:?}"))
 }
-
-impl std::error::Error for NoAnswer {}
 
 /// Whether a failed request can have reached the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -393,7 +386,7 @@ impl<T: Query> Cluster<T> {
         let limit = m.transport.limits().timeout();
         let res = match tokio::time::timeout(limit, read).await {
             Ok(res) => res,
-            Err(_) => Err(Error::Other(Box::new(NoAnswer(limit)))),
+            Err(_) => Err(no_answer(limit)),
         };
         // Only marked down: an answered read does not undo a lost answer's verdict.
         if res
@@ -440,7 +433,7 @@ impl<T: Query> Cluster<T> {
                     return Ok(v);
                 }
                 Ok(Err(e)) => e,
-                Err(_) => Error::Other(Box::new(NoAnswer(timeout))),
+                Err(_) => no_answer(timeout),
             };
             match delivery(&e) {
                 Delivery::Answered => return Err(e),

@@ -226,12 +226,9 @@ fn tcc_urls(url: fn(&str) -> String) -> ([String; 3], [String; 3]) {
     )
 }
 
-/// Both tries ran in order, then each branch's `phase` (`Confirm` or `Cancel`) once, in
-/// either order (DTM runs them concurrently).
-fn expect_tcc_ran(mut ran: Vec<String>, phase: &str) {
-    if let Some(second) = ran.get_mut(2..) {
-        second.sort();
-    }
+/// Both tries ran in order, then each branch's `phase` (`Confirm` or `Cancel`) once, last
+/// branch first (DTM runs a TCC's second phase one branch at a time, in reverse).
+fn expect_tcc_ran(ran: Vec<String>, phase: &str) {
     let want = [
         "TransOutTry".to_string(),
         "TransInTry".into(),
