@@ -1,9 +1,9 @@
 //! Bank transfers through `dtmcli::cluster` while the cluster's servers are SIGKILLed and
 //! restarted in turn: three real DTM servers on one shared store (Redis, MariaDB, then
-//! PostgreSQL); transfers as HTTP sagas, TCCs, msgs (the outbox on MariaDB) and workflows, and
-//! gRPC sagas, TCCs and workflows, every branch guarded by the barrier on MariaDB; about one
-//! in ten (msgs aside, which cannot roll back) made to fail (its credit refuses after its
-//! write).
+//! PostgreSQL); transfers as HTTP sagas, TCCs, msgs (the outbox on MariaDB), workflows and XA
+//! (MariaDB local transactions registering through the cluster), and gRPC sagas, TCCs, msgs
+//! and workflows, every barrier branch guarded on MariaDB; about one in ten (msgs aside,
+//! which cannot roll back) made to fail (its credit refuses after its write).
 //!
 //! Checked at the end: the clients saw no error other than the expected FAILURE of the
 //! failing transfers (a server that died is failed over; a lost answer is resolved); every
@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dtm_examples::bank::{BankReq, Db};
+use dtm_barrier::xa::XaLocal;
+use dtm_examples::bank::{mysql_url, BankReq, Db};
 use dtm_examples::grpc_busi::pb::bank_mysql_client::BankMysqlClient;
 use dtm_examples::grpc_busi::pb::ReqGrpc;
 use dtm_testkit::{DtmServer, DtmServerConfig, Store};
@@ -27,6 +28,7 @@ use dtm_workflow::{send_http, Wf, WorkflowGrpc, WorkflowLayer, WorkflowMiddlewar
 use dtmcli::cluster::{Cluster, WithQuery};
 use dtmcli::{DtmClient, TransOptions};
 use dtmgrpc::DtmGrpcClient;
+use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
 use prost::Message;
 use support::*;
@@ -45,18 +47,22 @@ enum Mode {
     HttpTcc,
     HttpMsg,
     HttpWorkflow,
+    HttpXa,
     GrpcSaga,
     GrpcTcc,
+    GrpcMsg,
     GrpcWorkflow,
 }
 
-const MODES: [Mode; 7] = [
+const MODES: [Mode; 9] = [
     Mode::HttpSaga,
     Mode::HttpTcc,
     Mode::HttpMsg,
     Mode::HttpWorkflow,
+    Mode::HttpXa,
     Mode::GrpcSaga,
     Mode::GrpcTcc,
+    Mode::GrpcMsg,
     Mode::GrpcWorkflow,
 ];
 
@@ -78,6 +84,51 @@ struct Ctx {
     grpc: Cluster<WithQuery<DtmGrpcClient>>,
     wfs: Workflows,
     grpc_wfs: Workflows,
+    /// The XA branch service (its local transactions register through the cluster).
+    xa: String,
+}
+
+/// The outbox's local transaction: the debit of account `a`, committed with the msg
+/// barrier; DTM then runs the credit.
+fn debit(conn: &mut sqlx::MySqlConnection, a: i64) -> BoxFuture<'_, dtm_barrier::Result<()>> {
+    Box::pin(async move {
+        sqlx::query("update dtm_busi.user_account set balance = balance - 30 where user_id = ?")
+            .bind(a)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    })
+}
+
+/// An XA branch on MariaDB: phase 1 adds `delta` (from the path) to the account `user`
+/// (from the query) and refuses after its write when the query says `fail=1`; DTM's phase
+/// 2, from whichever server, commits or rolls it back.
+async fn xa_branch(
+    axum::extract::State(xa): axum::extract::State<XaLocal<sqlx::MySql, Cluster<DtmClient>>>,
+    axum::extract::Path(delta): axum::extract::Path<i64>,
+    info: dtmcli::TransInfo,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<&'static str, dtmcli::Error> {
+    let user: i64 = q
+        .get("user")
+        .and_then(|u| u.parse().ok())
+        .ok_or_else(|| dtmcli::Error::invalid("no user"))?;
+    let fail = q.get("fail").is_some_and(|f| f == "1");
+    xa.handle(&info, move |c| {
+        Box::pin(async move {
+            sqlx::query("update dtm_busi.user_account set balance = balance + ? where user_id = ?")
+                .bind(delta)
+                .bind(user)
+                .execute(&mut *c)
+                .await?;
+            if fail {
+                return Err(dtmcli::Error::failure("credit refused").into());
+            }
+            Ok(())
+        })
+    })
+    .await?;
+    Ok(r#"{"dtm_result":"SUCCESS"}"#)
 }
 
 fn options() -> TransOptions {
@@ -124,19 +175,34 @@ async fn start(ctx: &Ctx, mode: Mode, gid: &str, a: i64, b: i64, fail: bool) -> 
                 .with_options(options())
                 .add(&bank("TransIn"), &req);
             let pool = bank_env().bank.mysql().clone();
-            dtm_barrier::do_and_submit(&msg, &bank("QueryPrepared"), &pool, move |conn| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "update dtm_busi.user_account set balance = balance - 30 where user_id = ?",
-                    )
-                    .bind(a)
-                    .execute(&mut *conn)
-                    .await?;
-                    Ok(())
-                })
+            dtm_barrier::do_and_submit(&msg, &bank("QueryPrepared"), &pool, move |c| debit(c, a))
+                .await
+                .map_err(dtmcli::Error::from)
+        }
+        Mode::HttpXa => {
+            let fail = u8::from(fail);
+            let (out, inn) = (
+                format!("{}/xa/-30?user={a}", ctx.xa),
+                format!("{}/xa/30?user={b}&fail={fail}", ctx.xa),
+            );
+            dtmcli::Xa::run(&ctx.http, gid, options(), |xa| async move {
+                xa.call_branch(&serde_json::json!({}), &out).await?;
+                xa.call_branch(&serde_json::json!({}), &inn).await?;
+                Ok(())
             })
             .await
-            .map_err(dtmcli::Error::from)
+        }
+        Mode::GrpcMsg => {
+            let msg = ctx
+                .grpc
+                .msg(gid)
+                .with_options(options())
+                .add(&grpc_bank_url(Db::Mysql, "TransIn"), &greq);
+            let pool = bank_env().bank.mysql().clone();
+            let check = grpc_bank_url(Db::Mysql, "QueryPrepared");
+            dtm_barrier::do_and_submit(&msg, &check, &pool, move |c| debit(c, a))
+                .await
+                .map_err(dtmcli::Error::from)
         }
         Mode::HttpWorkflow => {
             let input = serde_json::to_vec(&req).map_err(dtmcli::Error::invalid)?;
@@ -320,11 +386,20 @@ fn run(store: Store, slot: i64) {
                 .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
                 .await
         });
+        // The XA branches, whose local transactions register through the cluster.
+        let xa_local = XaLocal::new(mysql_url().parse().expect("mysql url"), http.clone());
+        let router = axum::Router::new()
+            .route("/xa/{delta}", axum::routing::any(xa_branch))
+            .with_state(xa_local);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let xa = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, router).await });
         let ctx = Ctx {
             http,
             grpc,
             wfs,
             grpc_wfs,
+            xa,
         };
 
         // Accounts and plan.
@@ -345,7 +420,7 @@ fn run(store: Store, slot: i64) {
                 b,
                 // A msg cannot roll back (its debit is committed): DTM retries its
                 // credit until it succeeds, so only the other modes are made to fail.
-                fail: n % 10 == 7 && mode != Mode::HttpMsg,
+                fail: n % 10 == 7 && !matches!(mode, Mode::HttpMsg | Mode::GrpcMsg),
             });
         }
 
