@@ -40,12 +40,14 @@ pub struct HttpReply {
     pub body: String,
 }
 
-/// The status code DTM expects for an error: 409 failure, 425 ongoing, 409 for
-/// [`Error::Duplicated`] (the message must not go on), 400 for invalid input, 500 otherwise.
+/// The status code DTM expects for an error: 409 failure, 425 ongoing (and
+/// [`Error::NotFinal`]: a transaction this branch started is not finished yet), 409 for
+/// [`Error::Duplicated`] (the message must not go on), 400 for invalid input, 500
+/// otherwise.
 pub fn error_status(err: &Error) -> u16 {
     match err {
         Error::Failure(_) | Error::Duplicated => 409,
-        Error::Ongoing(_) => 425,
+        Error::Ongoing(_) | Error::NotFinal { .. } => 425,
         Error::InvalidInput(_) => 400,
         _ => 500,
     }
@@ -65,6 +67,7 @@ pub fn error_reply(err: &Error) -> HttpReply {
     let status = error_status(err);
     let message = match err {
         Error::Failure(m) | Error::Ongoing(m) => m.clone(),
+        Error::NotFinal { .. } => defuse(&err.to_string()),
         Error::Database(_) | Error::Other(_) => {
             tracing::warn!(error = %err, "branch answers a retryable error");
             INTERNAL_ERROR_TEXT.to_string()

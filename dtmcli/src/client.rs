@@ -289,7 +289,7 @@ impl DtmClient {
     }
 
     /// A client of the (normalised) server `named` with this one's settings and `trusted`.
-    fn for_server(&self, named: String, trusted: Arc<TrustedServers>) -> Result<Self> {
+    pub(crate) fn for_server(&self, named: String, trusted: Arc<TrustedServers>) -> Result<Self> {
         Ok(DtmClient {
             endpoints: Arc::new(Endpoints::new(&named)?),
             server: named.into(),
@@ -303,6 +303,11 @@ impl DtmClient {
     /// The servers [`DtmClient::with_server`] accepts.
     pub fn trusted_servers(&self) -> &TrustedServers {
         &self.trusted
+    }
+
+    /// [`DtmClient::trusted_servers`], shared.
+    pub(crate) fn trusted_shared(&self) -> Arc<TrustedServers> {
+        self.trusted.clone()
     }
 
     /// The client's bounds: call and connect timeouts, answer cap.
@@ -541,6 +546,14 @@ impl DtmClient {
             .send("query", gid, req, &url, self.limits.timeout(), false)
             .await?;
         Self::decode(&url, &body)
+    }
+
+    /// Waits until DTM holds transaction `gid` final, at most `timeout`: `Ok` once it is
+    /// `succeed`, [`Error::Failure`] once it is `failed`, [`Error::NotFinal`] when `timeout`
+    /// passes first (see [`crate::outcome::wait_final`]). For a submit that answered
+    /// [`Error::NotFinal`]: `dtm.wait_final(&gid, Duration::from_secs(60))`.
+    pub async fn wait_final(&self, gid: &str, timeout: Duration) -> Result<()> {
+        crate::outcome::wait_final(self, gid, timeout).await
     }
 
     /// `prepare`: creates the transaction in status `prepared`.
@@ -846,5 +859,9 @@ impl Transport for DtmClient {
         timeout: Duration,
     ) -> Result<BranchResponse> {
         self.branch_call(url, info, headers, body, timeout).await
+    }
+
+    fn query(&self, gid: &str) -> impl Future<Output = Result<QueryResult>> + Send {
+        DtmClient::query(self, gid)
     }
 }

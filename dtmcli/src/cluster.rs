@@ -56,16 +56,13 @@ use tokio::time::Instant;
 use crate::resolve::{resolve, Resolution, StateCall};
 use crate::transport::{BranchRegistration, BranchResponse, DtmOp, Transport};
 use crate::{
-    Error, Limits, QueryResult, Result, TransInfo, TransRequest, TransStatus, TransType,
-    WorkflowProgress,
+    Error, Limits, QueryResult, Result, TransInfo, TransRequest, TransType, WorkflowProgress,
 };
 
-/// What a cluster needs from a member beyond [`Transport`]: reading a transaction's stored
-/// state (`query`), which resolving a lost answer needs, and new gids.
+/// What a cluster needs from a member beyond [`Transport`]: new gids, and a working
+/// [`Transport::query`] (DTM's stored state of a gid, which resolving a lost answer needs;
+/// implementing this trait promises it).
 pub trait Query: Transport {
-    /// DTM's stored state of `gid`.
-    fn query_state(&self, gid: &str) -> impl Future<Output = Result<QueryResult>> + Send;
-
     /// A new global id from this server.
     fn new_gid(&self) -> impl Future<Output = Result<String>> + Send;
 }
@@ -321,6 +318,12 @@ impl<T: Query> Cluster<T> {
         self.query_any(gid, None).await
     }
 
+    /// Waits until the cluster's store holds transaction `gid` final, at most `timeout`
+    /// (see [`crate::outcome::wait_final`]).
+    pub async fn wait_final(&self, gid: &str, timeout: Duration) -> Result<()> {
+        crate::outcome::wait_final(self, gid, timeout).await
+    }
+
     /// A saga on this cluster.
     pub fn saga(&self, gid: impl Into<String>) -> crate::Saga<Self> {
         crate::Saga::new(self.clone(), gid)
@@ -371,7 +374,7 @@ impl<T: Query> Cluster<T> {
         }
         let mut last = None;
         for m in order {
-            match self.read(&m, m.transport.query_state(gid)).await {
+            match self.read(&m, m.transport.query(gid)).await {
                 Ok(q) => return Ok(q),
                 Err(e) => last = Some(e),
             }
@@ -492,32 +495,6 @@ impl<T: Query> Cluster<T> {
             ambiguous(op, gid, format!("no server answered within {timeout:?}"))
         }))
     }
-
-    /// After a `submit` with `wait_result` found done: waits for the final status, which
-    /// is what the lost answer would have said.
-    async fn wait_final(&self, gid: &str, deadline: Instant) -> Result<()> {
-        loop {
-            if let Ok(Ok(q)) = tokio::time::timeout_at(deadline, self.query_any(gid, None)).await {
-                if let Some(t) = &q.transaction {
-                    match t.status() {
-                        TransStatus::Succeed => return Ok(()),
-                        TransStatus::Failed => {
-                            return Err(Error::Failure(t.rollback_reason.clone()))
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(ambiguous(
-                    "submit",
-                    gid,
-                    "DTM holds the transaction, but it did not finish in the call's time".into(),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
 }
 
 impl<T: Query> Transport for Cluster<T> {
@@ -588,9 +565,11 @@ impl<T: Query> Transport for Cluster<T> {
                     },
                 )
                 .await?;
-            // `false`: found done without an answer; a waiting submit still needs the end.
+            // `false`: found done without an answer; a waiting submit still needs the end,
+            // which is what the lost answer would have said.
             if wait && !res {
-                return this.wait_final(&gid, deadline).await;
+                let left = deadline.saturating_duration_since(Instant::now());
+                return crate::outcome::wait_final(&this, &gid, left).await;
             }
             Ok(())
         }
@@ -649,6 +628,11 @@ impl<T: Query> Transport for Cluster<T> {
     ) -> impl Future<Output = Result<BranchResponse>> + Send {
         self.first()
             .call_branch_bytes(url, info, headers, body, timeout)
+    }
+
+    /// From the first server that answers.
+    fn query(&self, gid: &str) -> impl Future<Output = Result<QueryResult>> + Send {
+        self.query_any(gid, None)
     }
 }
 
@@ -732,23 +716,20 @@ impl<T: Transport> Transport for WithQuery<T> {
         self.transport
             .call_branch_bytes(url, info, headers, body, timeout)
     }
+
+    /// Through the paired HTTP API.
+    fn query(&self, gid: &str) -> impl Future<Output = Result<QueryResult>> + Send {
+        self.http.query(gid)
+    }
 }
 
 impl<T: Transport> Query for WithQuery<T> {
-    fn query_state(&self, gid: &str) -> impl Future<Output = Result<QueryResult>> + Send {
-        self.http.query(gid)
-    }
-
     fn new_gid(&self) -> impl Future<Output = Result<String>> + Send {
         self.http.new_gid()
     }
 }
 
 impl Query for crate::DtmClient {
-    fn query_state(&self, gid: &str) -> impl Future<Output = Result<QueryResult>> + Send {
-        self.query(gid)
-    }
-
     fn new_gid(&self) -> impl Future<Output = Result<String>> + Send {
         crate::DtmClient::new_gid(self)
     }
@@ -895,10 +876,19 @@ mod tests {
         ) -> Result<BranchResponse> {
             Err(unused())
         }
+        fn query(&self, gid: &str) -> impl Future<Output = Result<QueryResult>> + Send {
+            self.stored(gid)
+        }
     }
 
     impl Query for Fake {
-        fn query_state(&self, gid: &str) -> impl Future<Output = Result<QueryResult>> + Send {
+        async fn new_gid(&self) -> Result<String> {
+            Err(unused())
+        }
+    }
+
+    impl Fake {
+        fn stored(&self, gid: &str) -> impl Future<Output = Result<QueryResult>> + Send {
             let this = self.clone();
             let gid = gid.to_string();
             async move {
@@ -916,9 +906,6 @@ mod tests {
                     branches: Vec::new(),
                 })
             }
-        }
-        async fn new_gid(&self) -> Result<String> {
-            Err(unused())
         }
     }
 

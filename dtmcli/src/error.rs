@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::wire::TransStatus;
+
 /// Convenient alias for results carrying [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -28,6 +30,23 @@ pub enum Error {
     /// not commit (the message has been or will be marked failed).
     #[error("DUPLICATED: the msg back-check already ran for this gid")]
     Duplicated,
+
+    /// DTM holds transaction `gid` but has not finished it: it is still running, retrying a
+    /// branch, rolling back or waiting for a back-check, and DTM will finish it without the
+    /// caller. Neither a success nor a failure: ask again with `wait_final` (on every
+    /// client and [`crate::outcome::wait_final`]) or query the gid. A submit with
+    /// `wait_result` returns it when DTM's one pass over the branches did not end the
+    /// transaction (see [`crate::outcome`]). Branch handlers answer it as ONGOING.
+    #[error("{gid} is not final yet ({}): DTM will finish it; {detail}", status_text(.status.as_ref()))]
+    NotFinal {
+        /// The transaction.
+        gid: String,
+        /// The status DTM stored when asked (`prepared`, `submitted`, `aborting`), or `None`
+        /// when it could not be read.
+        status: Option<TransStatus>,
+        /// What DTM answered, or why the status could not be read.
+        detail: String,
+    },
 
     /// The request could not be sent or its response not read (connection refused,
     /// timeout, reset...). Build it with [`Error::transport`], which keeps credentials out.
@@ -169,6 +188,19 @@ impl Error {
         Error::Other(err.into())
     }
 
+    /// An [`Error::NotFinal`] for transaction `gid`, in `status` (if known).
+    pub fn not_final(
+        gid: impl Into<String>,
+        status: Option<TransStatus>,
+        detail: impl fmt::Display,
+    ) -> Self {
+        Error::NotFinal {
+            gid: gid.into(),
+            status,
+            detail: detail.to_string(),
+        }
+    }
+
     /// An [`Error::InvalidInput`] with this message.
     pub fn invalid(msg: impl fmt::Display) -> Self {
         Error::InvalidInput(msg.to_string())
@@ -217,6 +249,11 @@ impl Error {
         matches!(self, Error::Ongoing(_))
     }
 
+    /// True for [`Error::NotFinal`]: DTM holds the transaction and will finish it.
+    pub fn is_not_final(&self) -> bool {
+        matches!(self, Error::NotFinal { .. })
+    }
+
     /// True for [`Error::Duplicated`].
     pub fn is_duplicated(&self) -> bool {
         matches!(self, Error::Duplicated)
@@ -236,7 +273,8 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Failure(_) => ErrorKind::Failure,
-            Error::Ongoing(_) => ErrorKind::Ongoing,
+            // Not finished, and DTM will finish it: ask again, at the same interval.
+            Error::Ongoing(_) | Error::NotFinal { .. } => ErrorKind::Ongoing,
             Error::Duplicated => ErrorKind::Duplicated,
             _ => ErrorKind::Retryable,
         }
@@ -255,6 +293,14 @@ pub enum ErrorKind {
     Duplicated,
     /// Anything else: retried with backoff.
     Retryable,
+}
+
+/// How [`Error::NotFinal`] names the status.
+fn status_text(status: Option<&TransStatus>) -> String {
+    match status {
+        Some(s) => format!("DTM holds it {}", s.as_str()),
+        None => "its status could not be read".to_string(),
+    }
 }
 
 /// The text of [`Error::Grpc`]: a status the peer answered, or what happened instead of an

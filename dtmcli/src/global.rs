@@ -58,7 +58,12 @@ impl<T: Transport> GlobalTx<T> {
     /// `f` succeeded. If `f` returns an error or panics, the transaction is aborted with the
     /// error (or panic) text as `rollback_reason`, and the error is returned or the panic
     /// resumed. A failed abort is only logged: DTM times the transaction out and rolls it
-    /// back anyway.
+    /// back anyway (an aborted or never-submitted TCC or XA only ever ends `failed`).
+    ///
+    /// The prepare and the submit are reported as DTM stored them ([`crate::outcome`]):
+    /// `Ok` once DTM holds the transaction submitted (with `wait_result`: `succeed`, every
+    /// branch confirmed or committed), [`Error::NotFinal`] while DTM still confirms it (a
+    /// confirm answered a retryable error) or rolls it back (it timed out first).
     pub async fn run<H, R, F, Fut>(
         transport: &T,
         gid: &str,
@@ -82,10 +87,13 @@ impl<T: Transport> GlobalTx<T> {
                 "",
             ));
             let req = g.request()?;
-            g.transport.call_dtm(DtmOp::Prepare, req.clone()).await?;
+            let wait = req.wait_result();
+            let answer = g.transport.call_dtm(DtmOp::Prepare, req.clone()).await;
+            crate::outcome::prepared(&g.transport, gid, answer).await?;
             let (reason, result) = match AssertUnwindSafe(f(wrap(g.clone()))).catch_unwind().await {
                 Ok(Ok(v)) => {
-                    g.transport.call_dtm(DtmOp::Submit, req).await?;
+                    let answer = g.transport.call_dtm(DtmOp::Submit, req).await;
+                    crate::outcome::submitted(&g.transport, gid, wait, answer).await?;
                     return Ok(v);
                 }
                 Ok(Err(e)) => (e.to_string(), Ok(Err(e))),

@@ -49,7 +49,12 @@ const JSON_RPC_PATH: &str = "/api/json-rpc";
 /// connection pool; build one with [`JsonRpcClient::new`] or from a configured client with
 /// [`JsonRpcClient::from_client`]. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct JsonRpcClient(DtmClient);
+pub struct JsonRpcClient {
+    rpc: DtmClient,
+    /// The same server's HTTP API (`/api/dtmsvr` next to `/api/json-rpc`), which answers
+    /// `query` (DTM has none over JSON-RPC); `None` when the endpoint has another path.
+    api: Option<DtmClient>,
+}
 
 /// A JSON-RPC answer, from DTM or from a branch.
 #[derive(Deserialize)]
@@ -117,13 +122,47 @@ impl JsonRpcClient {
     /// Uses `client` (built with [`DtmClient::builder`] for its timeouts, answer cap, trusted
     /// servers or `reqwest::Client`) as a JSON-RPC client: its server URL must be the
     /// JSON-RPC endpoint.
+    ///
+    /// Its transactions' stored state ([`Transport::query`], which decides what an answer
+    /// means, see [`crate::outcome`]) is read from DTM's HTTP API on the same server: the
+    /// endpoint with `/api/json-rpc` replaced by `/api/dtmsvr`. Behind a reverse proxy with
+    /// other paths, it is not read, and a FAILURE answer is reported as
+    /// [`Error::NotFinal`] without a status.
     pub fn from_client(client: DtmClient) -> Self {
-        JsonRpcClient(client.with_rpc_system("jsonrpc"))
+        let api = client
+            .server()
+            .strip_suffix(JSON_RPC_PATH)
+            .and_then(|host| {
+                client
+                    .for_server(format!("{host}/api/dtmsvr"), client.trusted_shared())
+                    .ok()
+            });
+        JsonRpcClient {
+            rpc: client.with_rpc_system("jsonrpc"),
+            api,
+        }
+    }
+
+    /// DTM's stored state of `gid`, read from the same server's HTTP API.
+    pub async fn query(&self, gid: &str) -> Result<crate::QueryResult> {
+        match &self.api {
+            Some(api) => api.query(gid).await,
+            None => Err(Error::invalid(format!(
+                "the JSON-RPC endpoint {:?} does not end in {JSON_RPC_PATH}: its HTTP API, which answers query, is unknown",
+                redact_url(self.rpc.server())
+            ))),
+        }
+    }
+
+    /// Waits until DTM holds transaction `gid` final, at most `timeout` (see
+    /// [`crate::outcome::wait_final`]).
+    pub async fn wait_final(&self, gid: &str, timeout: Duration) -> Result<()> {
+        crate::outcome::wait_final(self, gid, timeout).await
     }
 
     /// The JSON-RPC endpoint.
     pub fn server(&self) -> &str {
-        self.0.server()
+        self.rpc.server()
     }
 
     /// Calls `method` with `params` and returns its result.
@@ -134,27 +173,27 @@ impl JsonRpcClient {
         params: impl Serialize,
         timeout: Duration,
     ) -> Result<Value> {
-        let url = self.0.server();
+        let url = self.rpc.server();
         let envelope = Call {
             jsonrpc: "2.0",
             id: "no-use",
             method,
             params,
         };
-        let req = self.0.http().post(url).json(&envelope);
-        let body = self.0.send(method, gid, req, url, timeout, false).await?;
+        let req = self.rpc.http().post(url).json(&envelope);
+        let body = self.rpc.send(method, gid, req, url, timeout, false).await?;
         read_envelope(url, &body)
     }
 
     /// Asks DTM for a new global id.
     pub async fn new_gid(&self) -> Result<String> {
         let r = self
-            .rpc("newGid", "", Value::Null, self.0.timeout())
+            .rpc("newGid", "", Value::Null, self.rpc.timeout())
             .await?;
         match r.get("gid").and_then(Value::as_str) {
             Some(g) if !g.is_empty() => Ok(g.to_string()),
             _ => Err(Error::Decode {
-                url: redact_url(self.0.server()).into_owned(),
+                url: redact_url(self.rpc.server()).into_owned(),
                 reason: "no gid in the answer".into(),
                 body: truncate_body(&r.to_string()),
             }),
@@ -206,15 +245,19 @@ impl Transport for JsonRpcClient {
     }
 
     fn server(&self) -> &str {
-        self.0.server()
+        self.rpc.server()
     }
 
     fn limits(&self) -> &Limits {
-        self.0.limits()
+        self.rpc.limits()
     }
 
     fn with_server(&self, server: &str) -> Result<Self> {
-        self.0.with_server(server).map(JsonRpcClient)
+        let rpc = self.rpc.with_server(server)?;
+        if rpc.server() == self.rpc.server() {
+            return Ok(self.clone());
+        }
+        Ok(JsonRpcClient::from_client(rpc))
     }
 
     /// Payloads travel as JSON strings: they must be text.
@@ -229,7 +272,7 @@ impl Transport for JsonRpcClient {
     async fn call_dtm(&self, op: DtmOp, mut req: TransRequest) -> Result<()> {
         req.protocol = PROTOCOL.to_string();
         let timeout = self
-            .0
+            .rpc
             .limits()
             .dtm_call_timeout(req.request_timeout, req.wait_result);
         self.rpc(op.as_str(), &req.gid, &req, timeout)
@@ -239,7 +282,7 @@ impl Transport for JsonRpcClient {
 
     async fn register(&self, reg: &BranchRegistration) -> Result<()> {
         let fields = DtmClient::registration_fields(reg)?;
-        self.rpc("registerBranch", &reg.gid, &fields, self.0.timeout())
+        self.rpc("registerBranch", &reg.gid, &fields, self.rpc.timeout())
             .await
             .map(drop)
     }
@@ -261,7 +304,10 @@ impl Transport for JsonRpcClient {
         timeout: Duration,
     ) -> Result<BranchResponse> {
         let Some(method) = branch_method(url) else {
-            return self.0.branch_call(url, info, headers, body, timeout).await;
+            return self
+                .rpc
+                .branch_call(url, info, headers, body, timeout)
+                .await;
         };
         let envelope = Call {
             jsonrpc: "2.0",
@@ -272,7 +318,7 @@ impl Transport for JsonRpcClient {
         let envelope = serde_json::to_vec(&envelope)
             .map_err(|e| Error::invalid(format!("JSON-RPC branch call: {e}")))?;
         let answer = self
-            .0
+            .rpc
             .branch_call(url, info, headers, Some(Bytes::from(envelope)), timeout)
             .await?;
         let result = read_envelope(url, &answer.body)?;
@@ -280,6 +326,13 @@ impl Transport for JsonRpcClient {
             status: answer.status,
             body: Bytes::from(result.to_string()),
         })
+    }
+
+    fn query(
+        &self,
+        gid: &str,
+    ) -> impl std::future::Future<Output = Result<crate::QueryResult>> + Send {
+        JsonRpcClient::query(self, gid)
     }
 }
 
@@ -343,6 +396,7 @@ pub fn answer(id: &Value, result: Result<Value>) -> Value {
         Ok(v) => serde_json::json!({"jsonrpc": "2.0", "id": id, "result": v}),
         Err(Error::Failure(m)) => error(FAILURE_CODE, format!("FAILURE: {m}")),
         Err(Error::Ongoing(m)) => error(ONGOING_CODE, format!("ONGOING: {m}")),
+        Err(e @ Error::NotFinal { .. }) => error(ONGOING_CODE, format!("ONGOING: {e}")),
         Err(e) => {
             tracing::warn!(error = %e, "JSON-RPC branch answers a retryable error");
             error(

@@ -89,6 +89,7 @@ pub mod jsonrpc;
 pub mod limits;
 pub mod msg;
 mod options;
+pub mod outcome;
 pub mod redact;
 pub mod resolve;
 pub mod saga;

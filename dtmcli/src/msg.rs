@@ -154,14 +154,20 @@ impl<T: Transport> Msg<T> {
         Ok(r)
     }
 
-    /// Phase 1: registers the prepared message with its back-check URL.
+    /// Phase 1: registers the prepared message with its back-check URL. DTM refuses it when
+    /// the gid already names a transaction in another status: that is reported as what DTM
+    /// stored ([`crate::outcome`]), never as a failure the message did not have.
     pub async fn prepare(&self, query_prepared: &str) -> Result<()> {
         self.prepare_now(query_prepared)
             .instrument(self.span())
             .await
     }
 
-    /// Phase 2 (or a one-shot message when not prepared): DTM delivers the branches.
+    /// Phase 2 (or a one-shot message when not prepared): DTM delivers the branches. The
+    /// result is what DTM stored, as for [`crate::Saga::submit`] ([`crate::outcome`]): `Ok`
+    /// once DTM holds the message submitted (with `wait_result`: delivered),
+    /// [`Error::Failure`] when it is `failed` (its back-check found the local transaction
+    /// rolled back), [`Error::NotFinal`] while DTM still delivers it.
     pub async fn submit(&self) -> Result<()> {
         self.submit_now().instrument(self.span()).await
     }
@@ -174,12 +180,15 @@ impl<T: Transport> Msg<T> {
     async fn prepare_now(&self, query_prepared: &str) -> Result<()> {
         let req = self.prepare_request(query_prepared)?;
         *self.prepared.lock().unwrap_or_else(|p| p.into_inner()) = query_prepared.to_string();
-        self.transport.call_dtm(DtmOp::Prepare, req).await
+        let answer = self.transport.call_dtm(DtmOp::Prepare, req).await;
+        crate::outcome::prepared(&self.transport, &self.gid, answer).await
     }
 
     async fn submit_now(&self) -> Result<()> {
         let req = self.submit_request()?;
-        self.transport.call_dtm(DtmOp::Submit, req).await
+        let wait = req.wait_result();
+        let answer = self.transport.call_dtm(DtmOp::Submit, req).await;
+        crate::outcome::submitted(&self.transport, &self.gid, wait, answer).await
     }
 
     /// The transaction info the local business of [`Msg::do_and_submit`] receives:
@@ -203,7 +212,8 @@ impl<T: Transport> Msg<T> {
     /// 4. On a failure from either, the message is aborted; on success it is submitted;
     ///    otherwise it is left prepared and DTM's back-check decides later.
     /// 5. The business error is returned if there was one, else the back-check or submit
-    ///    error.
+    ///    error. A refused prepare and the submit are reported as DTM stored them
+    ///    ([`crate::outcome`]): [`Error::Failure`] only for a message DTM stored `failed`.
     pub async fn do_and_submit<F, Fut>(&self, query_prepared: &str, busi: F) -> Result<()>
     where
         F: FnOnce(TransInfo) -> Fut,

@@ -90,7 +90,7 @@ pub fn resolve(call: StateCall<'_>, q: &QueryResult) -> Resolution {
             (DtmOp::Abort, Some(TransStatus::Aborting | TransStatus::Failed)) => Resolution::Done,
             (DtmOp::Abort, Some(s)) => Resolution::Failed(format!(
                 "the transaction is {}: it commits and cannot be aborted",
-                name(&s)
+                s.as_str()
             )),
         },
     }
@@ -106,21 +106,21 @@ fn submit(
         (TransType::Saga, None) => Resolution::Resend,
         (TransType::Saga, Some(_)) => Resolution::Done,
         (TransType::Workflow, Some(Prepared)) => Resolution::Resend,
-        (TransType::Workflow, Some(s)) if Some(name(&s)) == workflow_status => Resolution::Done,
+        (TransType::Workflow, Some(s)) if Some(s.as_str()) == workflow_status => Resolution::Done,
         (TransType::Workflow, s) => Resolution::Unknown(format!(
             "the workflow is {}, not {:?} as this submit asked",
-            s.as_ref().map_or("unknown to DTM", name),
+            s.as_ref().map_or("unknown to DTM", TransStatus::as_str),
             workflow_status.unwrap_or_default()
         )),
         (_, None | Some(Prepared)) => Resolution::Resend,
         (_, Some(Submitted | Succeed)) => Resolution::Done,
         (TransType::Msg, Some(s)) => Resolution::Failed(format!(
             "the message is {}: DTM's back-check aborted it before this submit",
-            name(&s)
+            s.as_str()
         )),
         (_, Some(s)) => Resolution::Failed(format!(
             "the transaction is {}: it is rolled back, the submit cannot take effect",
-            name(&s)
+            s.as_str()
         )),
     }
 }
@@ -143,7 +143,7 @@ fn register(reg: &BranchRegistration, q: &QueryResult, status: Option<TransStatu
         s => Resolution::Failed(format!(
             "branch {} is not stored and the transaction is {}: DTM accepts branches only while it is prepared",
             reg.branch_id,
-            s.as_ref().map_or("unknown to DTM", name)
+            s.as_ref().map_or("unknown to DTM", TransStatus::as_str)
         )),
     }
 }
@@ -153,17 +153,6 @@ fn unknown_status(s: &str) -> Resolution {
         "DTM reports status {:?}, which this SDK does not know",
         s.chars().take(64).collect::<String>()
     ))
-}
-
-fn name(s: &TransStatus) -> &str {
-    match s {
-        TransStatus::Prepared => "prepared",
-        TransStatus::Submitted => "submitted",
-        TransStatus::Aborting => "aborting",
-        TransStatus::Succeed => "succeed",
-        TransStatus::Failed => "failed",
-        TransStatus::Other(o) => o,
-    }
 }
 
 #[cfg(test)]

@@ -141,13 +141,23 @@ impl<T: Transport> Saga<T> {
         Ok(r)
     }
 
-    /// Submits the saga. With `wait_result`, returns the outcome of the whole saga
-    /// ([`Error::Failure`] with the rollback reason when it rolled back).
+    /// Submits the saga. The result is what DTM stored ([`crate::outcome`]):
+    ///
+    /// - `Ok`: without `wait_result`, DTM holds the saga and runs it; with `wait_result`,
+    ///   DTM ran it to `succeed`.
+    /// - [`Error::Failure`]: DTM stored it `failed` (rolled back), with its rollback reason.
+    /// - [`Error::NotFinal`]: DTM holds it unfinished (a branch answered a retryable error or
+    ///   ONGOING and DTM retries it, or it is rolling back) and will finish it; wait for that
+    ///   with the client's `wait_final`.
+    /// - any other error: DTM holds nothing of this submit (or could not be asked); sending
+    ///   the same saga again is safe.
     pub async fn submit(&self) -> Result<()> {
         let span = trace::transaction_span("saga", &self.gid, self.transport.protocol());
         async {
             let req = self.request()?;
-            self.transport.call_dtm(DtmOp::Submit, req).await
+            let wait = req.wait_result();
+            let answer = self.transport.call_dtm(DtmOp::Submit, req).await;
+            crate::outcome::submitted(&self.transport, &self.gid, wait, answer).await
         }
         .instrument(span)
         .await

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{truncate_body, Error, Result};
 use crate::limits::Limits;
 use crate::types::{TransInfo, TransType};
-use crate::wire::{TransRequest, WorkflowProgress};
+use crate::wire::{QueryResult, TransRequest, WorkflowProgress};
 
 /// A successful answer of a branch the SDK called itself.
 #[derive(Debug, Clone)]
@@ -193,6 +193,22 @@ pub trait Transport: Clone + Debug + Send + Sync + 'static {
         body: Option<Bytes>,
         timeout: Duration,
     ) -> impl Future<Output = Result<BranchResponse>> + Send;
+
+    /// DTM's stored state of `gid` (its `query`), which decides what an answer that is not
+    /// a plain success means ([`crate::outcome`]) and what a workflow resume may run. DTM
+    /// answers `query` over HTTP only: an HTTP client reads it itself, a gRPC client through
+    /// the server's HTTP API when it was given one. The default, for a transport that
+    /// cannot read it, is [`Error::InvalidInput`] naming what is missing.
+    fn query(&self, gid: &str) -> impl Future<Output = Result<QueryResult>> + Send {
+        let protocol = self.protocol();
+        let _ = gid;
+        async move {
+            Err(Error::invalid(format!(
+                "this {protocol} transport cannot read DTM's stored state (DTM answers query \
+                 over HTTP only): give it the server's HTTP API"
+            )))
+        }
+    }
 }
 
 /// A payload encoding: [`Json`], or `Protobuf` (feature `protobuf`, for gRPC).

@@ -352,6 +352,19 @@ impl TransStatus {
             o => TransStatus::Other(o.to_string()),
         }
     }
+    /// The wire spelling (`prepared`, `submitted`, `aborting`, `succeed`, `failed`, or
+    /// what DTM sent).
+    pub fn as_str(&self) -> &str {
+        match self {
+            TransStatus::Prepared => "prepared",
+            TransStatus::Submitted => "submitted",
+            TransStatus::Aborting => "aborting",
+            TransStatus::Succeed => "succeed",
+            TransStatus::Failed => "failed",
+            TransStatus::Other(o) => o,
+        }
+    }
+
     /// True for `succeed` and `failed`.
     pub fn is_final(&self) -> bool {
         matches!(self, TransStatus::Succeed | TransStatus::Failed)

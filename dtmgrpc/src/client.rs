@@ -63,6 +63,10 @@ pub struct DtmGrpcClient {
     /// The channel to DTM is one this client built without TLS (a given channel may be
     /// anything): only then may a broken call be probed in plaintext.
     plaintext: bool,
+    /// The same server's HTTP API ([`DtmGrpcClientBuilder::http_api`]), which answers
+    /// `query`: DTM has no gRPC query.
+    #[cfg(feature = "http")]
+    api: Option<dtmcli::DtmClient>,
 }
 
 /// What every client derived from one builder shares.
@@ -106,6 +110,8 @@ pub struct DtmGrpcClientBuilder {
     trusted: TrustedServers,
     #[cfg(feature = "http")]
     http: Option<reqwest::Client>,
+    #[cfg(feature = "http")]
+    api: Option<String>,
     #[cfg(feature = "tls")]
     tls: Option<tonic::transport::ClientTlsConfig>,
 }
@@ -158,6 +164,20 @@ impl DtmGrpcClientBuilder {
         self
     }
 
+    /// The same DTM server's HTTP API (`http://host:36789/api/dtmsvr`; feature `http`),
+    /// through which the client reads a transaction's stored state: DTM answers `query` over
+    /// HTTP only. With it, what DTM answers a submit is reported as what DTM stored
+    /// (`dtmcli::outcome`): a saga that DTM retries is [`Error::NotFinal`], not a failure,
+    /// [`DtmGrpcClient::wait_final`] works, and workflow resume callbacks can be checked
+    /// against DTM (`dtm_workflow::Workflows::grpc`). Without it, a FAILURE answer is
+    /// reported as [`Error::NotFinal`] without a status, since it may be a transaction DTM
+    /// still retries. Calls to it share this client's bounds and HTTP client.
+    #[cfg(feature = "http")]
+    pub fn http_api(mut self, url: impl Into<String>) -> Self {
+        self.api = Some(url.into());
+        self
+    }
+
     /// Talks TLS to DTM with this configuration (also for a target written without
     /// `https://`). Without it, an `https://` target uses the system's and the webpki roots.
     /// Branch channels stay plaintext, as in DTM itself.
@@ -199,6 +219,18 @@ impl DtmGrpcClientBuilder {
             #[cfg(feature = "tls")]
             tls: self.tls,
         });
+        #[cfg(feature = "http")]
+        let api = match &self.api {
+            Some(url) => Some(
+                dtmcli::DtmClient::builder(url.as_str())
+                    .http_client(shared.http.client().clone())
+                    .timeout(shared.limits.timeout())
+                    .connect_timeout(shared.limits.connect_timeout())
+                    .max_answer_bytes(shared.limits.max_answer_bytes())
+                    .build()?,
+            ),
+            None => None,
+        };
         let plaintext = self.channel.is_none() && !target.tls.unwrap_or(shared.tls_default);
         let channel = match self.channel {
             Some(c) => c,
@@ -210,6 +242,8 @@ impl DtmGrpcClientBuilder {
             channel,
             shared,
             plaintext,
+            #[cfg(feature = "http")]
+            api,
         })
     }
 }
@@ -398,6 +432,8 @@ impl DtmGrpcClient {
             trusted: TrustedServers::Own,
             #[cfg(feature = "http")]
             http: None,
+            #[cfg(feature = "http")]
+            api: None,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -436,12 +472,46 @@ impl DtmGrpcClient {
             plaintext: !named.tls.unwrap_or(self.shared.tls_default),
             target: named.addr.into(),
             shared: self.shared.clone(),
+            // Another server's HTTP API is unknown.
+            #[cfg(feature = "http")]
+            api: None,
         })
     }
 
     /// The servers [`DtmGrpcClient::with_server`] accepts.
     pub fn trusted_servers(&self) -> &TrustedServers {
         &self.shared.trusted
+    }
+
+    /// The server's HTTP API given to [`DtmGrpcClientBuilder::http_api`] (credentials
+    /// redacted), if any.
+    #[cfg(feature = "http")]
+    pub fn http_api(&self) -> Option<String> {
+        self.api
+            .as_ref()
+            .map(|a| redact_url(a.server()).into_owned())
+    }
+
+    /// DTM's stored state of `gid`, read through the server's HTTP API
+    /// ([`DtmGrpcClientBuilder::http_api`]); without one, [`Error::InvalidInput`].
+    pub async fn query(&self, gid: &str) -> Result<dtmcli::QueryResult> {
+        #[cfg(feature = "http")]
+        if let Some(api) = &self.api {
+            return api.query(gid).await;
+        }
+        let _ = gid;
+        Err(Error::invalid(format!(
+            "the gRPC client of {} cannot read DTM's stored state: DTM answers query over HTTP only; give the client the server's HTTP API (DtmGrpcClientBuilder::http_api, feature `http`)",
+            redact_url(&self.target)
+        )))
+    }
+
+    /// Waits until DTM holds transaction `gid` final, at most `timeout`: `Ok` once it is
+    /// `succeed`, [`Error::Failure`] once it is `failed`, [`Error::NotFinal`] when `timeout`
+    /// passes first (see `dtmcli::outcome::wait_final`). Needs the server's HTTP API
+    /// ([`DtmGrpcClientBuilder::http_api`]).
+    pub async fn wait_final(&self, gid: &str, timeout: Duration) -> Result<()> {
+        dtmcli::outcome::wait_final(self, gid, timeout).await
     }
 
     /// The timeout of a call when the transaction sets none.
@@ -968,6 +1038,10 @@ impl Transport for DtmGrpcClient {
             .call_branch_within(url, info, headers, body.unwrap_or_default(), timeout)
             .await?;
         Ok(BranchResponse::new(200, body))
+    }
+
+    fn query(&self, gid: &str) -> impl Future<Output = Result<dtmcli::QueryResult>> + Send {
+        DtmGrpcClient::query(self, gid)
     }
 }
 

@@ -155,7 +155,7 @@ pub fn local_status(err: &Error) -> Status {
 
 /// The status a branch handler answers DTM for an error: [`Error::Failure`] and
 /// [`Error::Duplicated`] → `Aborted` (DTM rolls back / the message must not go on),
-/// [`Error::Ongoing`] → `FailedPrecondition`, [`Error::InvalidInput`] → `InvalidArgument`,
+/// [`Error::Ongoing`] and [`Error::NotFinal`] → `FailedPrecondition`, [`Error::InvalidInput`] → `InvalidArgument`,
 /// [`Error::Grpc`] keeps its code (unless that code would mean failure or ongoing), anything
 /// else → `Unknown`. All but the first two are retried by DTM.
 pub fn error_to_status(err: &Error) -> Status {
@@ -163,6 +163,7 @@ pub fn error_to_status(err: &Error) -> Status {
         Error::Failure(m) => Status::aborted(m.clone()),
         Error::Duplicated => Status::aborted(err.to_string()),
         Error::Ongoing(m) => Status::failed_precondition(m.clone()),
+        Error::NotFinal { .. } => Status::failed_precondition(err.to_string()),
         Error::InvalidInput(_) => Status::invalid_argument(err.to_string()),
         Error::Grpc { code, message, .. } => match Code::from_i32(*code) {
             Code::Ok | Code::Aborted | Code::FailedPrecondition => Status::unknown(message.clone()),

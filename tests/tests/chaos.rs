@@ -189,6 +189,8 @@ type Fixed = (Mode, Backend, Backend, bool);
 struct Transfer {
     gid: String,
     mode: Mode,
+    /// Sagas and TCCs of odd numbers are submitted with `wait_result`.
+    wait: bool,
     src: Backend,
     dst: Backend,
     amount: i64,
@@ -239,6 +241,7 @@ fn plan(
             Transfer {
                 gid: format!("chaos-{run}-{n:06}"),
                 mode,
+                wait: n % 2 == 1,
                 src,
                 dst,
                 amount,
@@ -395,6 +398,48 @@ struct Ctx {
     cfg: Config,
     faults: SharedFaults,
     rng: Arc<Mutex<Rng>>,
+    /// What each transfer's caller was told, by gid (its last attempt).
+    told: Told,
+}
+
+/// What callers were told, by gid.
+type Told = Arc<Mutex<BTreeMap<String, Report>>>;
+
+/// What a caller was told about its transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Report {
+    /// `Ok`: the transaction commits (DTM stored `succeed`, or holds a TCC, msg or
+    /// workflow that can only commit now).
+    Commits,
+    /// `Ok` for a saga submitted without `wait_result`: DTM accepted it, nothing more.
+    Accepted,
+    /// `Error::Failure`: DTM stored it `failed`.
+    Failed,
+    /// `Error::NotFinal`: DTM will finish it.
+    NotFinal,
+    /// Another error: no claim about the outcome.
+    NoClaim,
+}
+
+impl Report {
+    fn of(t: &Transfer, r: &dtmcli::Result<()>) -> Report {
+        match r {
+            Ok(()) if t.mode == Mode::Saga && !t.wait => Report::Accepted,
+            Ok(()) => Report::Commits,
+            Err(e) if e.is_failure() => Report::Failed,
+            Err(e) if e.is_not_final() => Report::NotFinal,
+            Err(_) => Report::NoClaim,
+        }
+    }
+
+    /// Whether a transaction DTM finished with `status` could be reported this way.
+    fn true_of(self, status: &str) -> bool {
+        match self {
+            Report::Commits => status == "succeed",
+            Report::Failed => status == "failed",
+            Report::Accepted | Report::NotFinal | Report::NoClaim => true,
+        }
+    }
 }
 
 impl Ctx {
@@ -464,14 +509,16 @@ async fn start(ctx: &Ctx, t: &Transfer) -> dtmcli::Result<()> {
         Mode::Saga => {
             ctx.dtm
                 .saga(&t.gid)
-                .with_options(trans_options())
+                .with_options(trans_options().wait_result(t.wait))
                 .add(&out_url, &out_url, &t.out_leg())
                 .add(&in_url, &in_url, &t.in_leg())
                 .submit()
                 .await
         }
         Mode::Tcc => {
-            let options = trans_options().timeout_to_fail(Duration::from_secs(8));
+            let options = trans_options()
+                .timeout_to_fail(Duration::from_secs(8))
+                .wait_result(t.wait);
             let (out_leg, in_leg) = (t.out_leg(), t.in_leg());
             ctx.dtm
                 .tcc_global_transaction(&t.gid, options, |tcc| async move {
@@ -531,7 +578,12 @@ async fn known(dtm: &DtmClient, gid: &str) -> Option<bool> {
 /// again; once DTM knows the gid, DTM finishes it.
 async fn run_transfer(ctx: Ctx, t: Transfer) {
     for _ in 0..40 {
-        match start(&ctx, &t).await {
+        let r = start(&ctx, &t).await;
+        ctx.told
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(t.gid.clone(), Report::of(&t, &r));
+        match r {
             Ok(()) => return,
             Err(e) if e.is_failure() => return,
             Err(_) => match known(&ctx.dtm, &t.gid).await {
@@ -557,6 +609,10 @@ struct Tally {
     stray: Vec<String>,
     barrier_mismatch: Vec<String>,
     not_final: Vec<String>,
+    /// Transfers whose caller was told an outcome DTM did not end with.
+    untrue: Vec<String>,
+    /// What callers were told, by kind.
+    told: BTreeMap<String, u64>,
     total_before: i64,
     total_after: i64,
     faults: BTreeMap<String, u64>,
@@ -576,6 +632,10 @@ impl Tally {
         self.stray.extend(o.stray);
         self.barrier_mismatch.extend(o.barrier_mismatch);
         self.not_final.extend(o.not_final);
+        self.untrue.extend(o.untrue);
+        for (k, v) in o.told {
+            *self.told.entry(k).or_default() += v;
+        }
         self.total_before += o.total_before;
         self.total_after += o.total_after;
         for (k, v) in o.faults {
@@ -620,6 +680,13 @@ impl Tally {
                 other
             );
         }
+        let told: Vec<String> = self.told.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(
+            s,
+            "callers were told: {}; untrue: {}",
+            told.join(", "),
+            self.untrue.len()
+        );
         let _ = writeln!(
             s,
             "lost {}  doubled {}  stray {}  barrier mismatch {}  not final {}  total {} -> {} ({})",
@@ -642,6 +709,7 @@ impl Tally {
             ("stray", &self.stray),
             ("barrier mismatch", &self.barrier_mismatch),
             ("not final", &self.not_final),
+            ("untrue report", &self.untrue),
         ] {
             for line in list.iter().take(20) {
                 let _ = writeln!(s, "  {what}: {line}");
@@ -742,6 +810,7 @@ async fn check(
     transfers: &[Transfer],
     status: &BTreeMap<String, String>,
     faults: &Faults,
+    told: &BTreeMap<String, Report>,
 ) -> Tally {
     let mut tally = Tally {
         transfers: transfers.len(),
@@ -810,6 +879,17 @@ async fn check(
             .or_default() += 1;
         if t.fail {
             tally.business_failures += 1;
+        }
+        let report = told.get(&t.gid).copied().unwrap_or(Report::NoClaim);
+        *tally.told.entry(format!("{report:?}")).or_default() += 1;
+        // (A transfer that is not final is reported as such below.)
+        if matches!(st.as_str(), "succeed" | "failed") && !report.true_of(&st) {
+            tally.untrue.push(format!(
+                "{} {} wait_result {}: told {report:?}, DTM holds it {shown}",
+                t.gid,
+                t.mode.name(),
+                t.wait
+            ));
         }
         let src = balances.get(&t.src_account).copied();
         let dst = balances.get(&t.dst_account).copied();
@@ -1015,6 +1095,7 @@ async fn phase(store: &str, count: usize, cfg: &Config, fixed: Option<&[Fixed]>)
         cfg: cfg.clone(),
         faults: faults.clone(),
         rng: Arc::new(Mutex::new(Rng(cfg.seed ^ 0xc0ffee))),
+        told: Told::default(),
     };
     // Paced, so that the faults fall across the whole run.
     let begin = tokio::time::Instant::now();
@@ -1044,7 +1125,8 @@ async fn phase(store: &str, count: usize, cfg: &Config, fixed: Option<&[Fixed]>)
             kills: f.kills.clone(),
         }
     };
-    let tally = check(&stores, &transfers, &status, &snapshot).await;
+    let told = ctx.told.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let tally = check(&stores, &transfers, &status, &snapshot, &told).await;
     let mut s = tally.table(&format!(
         "DTM {store} store, run {run}: started in {:.0} s, final after {:.0} s",
         started.as_secs_f64(),
@@ -1054,7 +1136,8 @@ async fn phase(store: &str, count: usize, cfg: &Config, fixed: Option<&[Fixed]>)
         && tally.doubled.is_empty()
         && tally.stray.is_empty()
         && tally.barrier_mismatch.is_empty()
-        && tally.not_final.is_empty())
+        && tally.not_final.is_empty()
+        && tally.untrue.is_empty())
     {
         // What the logs say about the transactions that went wrong: on CI the files are gone.
         let suspects: Vec<&str> = tally
@@ -1063,6 +1146,7 @@ async fn phase(store: &str, count: usize, cfg: &Config, fixed: Option<&[Fixed]>)
             .chain(&tally.lost)
             .chain(&tally.doubled)
             .chain(&tally.barrier_mismatch)
+            .chain(&tally.untrue)
             .filter_map(|d| d.split_whitespace().next())
             .take(5)
             .collect();
@@ -1154,6 +1238,11 @@ async fn bank_transfers_survive_crashes() {
         total.not_final.is_empty(),
         "not final: {:#?}",
         total.not_final
+    );
+    assert!(
+        total.untrue.is_empty(),
+        "callers told an outcome DTM did not end with: {:#?}",
+        total.untrue
     );
     assert_eq!(total.total_before, total.total_after, "money not conserved");
 }

@@ -141,8 +141,16 @@ fn bank(handler: &str) -> String {
     format!("{}/mysql/{handler}", bank_env().base)
 }
 
+/// Whether transfer `n` is submitted with `wait_result` (its saga, TCC or XA: every other
+/// one), so that callers are told outcomes while servers die.
+fn waits(n: usize) -> bool {
+    n % 2 == 1
+}
+
 /// Starts transfer `n` of `mode` from `a` to `b` (30); returns what the client saw.
-async fn start(ctx: &Ctx, mode: Mode, gid: &str, a: i64, b: i64, fail: bool) -> dtmcli::Result<()> {
+async fn start(ctx: &Ctx, t: &Transfer) -> dtmcli::Result<()> {
+    let (mode, gid, a, b, fail) = (t.mode, t.gid.as_str(), t.a, t.b, t.fail);
+    let options = || options().wait_result(waits(t.n));
     let req = BankReq::transfer(30, a, b, fail);
     let greq = ReqGrpc::transfer(30, a, b, fail);
     match mode {
@@ -172,7 +180,7 @@ async fn start(ctx: &Ctx, mode: Mode, gid: &str, a: i64, b: i64, fail: bool) -> 
             let msg = ctx
                 .http
                 .msg(gid)
-                .with_options(options())
+                .with_options(self::options())
                 .add(&bank("TransIn"), &req);
             let pool = bank_env().bank.mysql().clone();
             dtm_barrier::do_and_submit(&msg, &bank("QueryPrepared"), &pool, move |c| debit(c, a))
@@ -196,7 +204,7 @@ async fn start(ctx: &Ctx, mode: Mode, gid: &str, a: i64, b: i64, fail: bool) -> 
             let msg = ctx
                 .grpc
                 .msg(gid)
-                .with_options(options())
+                .with_options(self::options())
                 .add(&grpc_bank_url(Db::Mysql, "TransIn"), &greq);
             let pool = bank_env().bank.mysql().clone();
             let check = grpc_bank_url(Db::Mysql, "QueryPrepared");
@@ -460,7 +468,7 @@ fn run(store: Store, slot: i64) {
             .map(|t| {
                 let ctx = ctx.clone();
                 async move {
-                    let r = start(&ctx, t.mode, &t.gid, t.a, t.b, t.fail).await;
+                    let r = start(&ctx, &t).await;
                     (t, r)
                 }
             })
@@ -471,11 +479,13 @@ fn run(store: Store, slot: i64) {
         killer.await.expect("killer");
         let kills = *kills.lock().unwrap_or_else(|p| p.into_inner());
 
-        // No client-visible error but the failing transfers' FAILURE.
+        // No client-visible error but the failing transfers' FAILURE, and "not final" (a
+        // `wait_result` submit DTM did not finish in its one pass).
         let unexpected: Vec<String> = seen
             .iter()
             .filter(|(t, r)| match r {
                 Ok(()) => false,
+                Err(e) if e.is_not_final() => false,
                 Err(e) => !(t.fail && e.is_failure()),
             })
             .map(|(t, r)| format!("{} {:?} {}: {r:?}", t.n, t.mode, t.gid))
@@ -484,9 +494,11 @@ fn run(store: Store, slot: i64) {
         // Every gid final as expected, each transfer applied once or not at all.
         let dtm = ctx.http.clone();
         let mut wrong = Vec::new();
+        // Callers told an outcome DTM did not end with.
+        let mut untrue = Vec::new();
         // Per mode: transfers, committed as planned, rolled back as planned, wrong.
         let mut tally = [[0usize; 4]; MODES.len()];
-        for (Transfer { n, mode, gid, a, b, fail }, _) in &seen {
+        for (Transfer { n, mode, gid, a, b, fail }, told) in &seen {
             let deadline = Instant::now() + Duration::from_secs(120);
             let status = loop {
                 let s = dtm
@@ -502,6 +514,17 @@ fn run(store: Store, slot: i64) {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             };
             let want = if *fail { "failed" } else { "succeed" };
+            // Ok: committed (a saga without `wait_result`: only accepted); Failure: rolled
+            // back; anything else claims nothing.
+            let claim = match told {
+                Ok(()) if matches!(mode, Mode::HttpSaga | Mode::GrpcSaga) && !waits(*n) => None,
+                Ok(()) => Some("succeed"),
+                Err(e) if e.is_failure() => Some("failed"),
+                Err(_) => None,
+            };
+            if claim.is_some_and(|c| c != status) {
+                untrue.push(format!("{n} {mode:?} {gid}: told {told:?}, DTM holds it {status:?}"));
+            }
             let balances = (
                 bank.balance(Db::Mysql, *a).await.expect("balance"),
                 bank.balance(Db::Mysql, *b).await.expect("balance"),
@@ -517,12 +540,14 @@ fn run(store: Store, slot: i64) {
                 ));
             }
         }
+        let not_final = seen.iter().filter(|(_, r)| matches!(r, Err(e) if e.is_not_final())).count();
         println!(
-            "{} store: {transfers} transfers in {:.1} s with {kills} SIGKILLs; {} client errors, {} wrong outcomes",
+            "{} store: {transfers} transfers in {:.1} s with {kills} SIGKILLs; {} client errors, {} wrong outcomes; callers told {not_final} not final, {} untrue",
             store.driver(),
             started.elapsed().as_secs_f64(),
             unexpected.len(),
-            wrong.len()
+            wrong.len(),
+            untrue.len()
         );
         println!("| mode | transfers | committed | rolled back (planned) | wrong |");
         println!("|---|---|---|---|---|");
@@ -532,5 +557,6 @@ fn run(store: Store, slot: i64) {
         assert!(kills >= 1, "no server was killed: make the run longer");
         assert!(unexpected.is_empty(), "client-visible errors:\n{}", unexpected.join("\n"));
         assert!(wrong.is_empty(), "wrong outcomes:\n{}", wrong.join("\n"));
+        assert!(untrue.is_empty(), "untrue reports:\n{}", untrue.join("\n"));
     });
 }

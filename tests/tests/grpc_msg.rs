@@ -57,9 +57,14 @@ async fn prepared_then_submitted() {
     m.submit().await.unwrap();
     wait_status(&support::dtm(), &gid, "succeed").await;
     assert_eq!(grpc_busi().handlers(&gid), ["TransOut", "TransIn"]);
-    // Prepare after success is refused.
+    // Prepare after success is refused, and not reported as a failure the message did not
+    // have: the gid names a finished transaction.
     let err = m.prepare(&grpc_url("QueryPrepared")).await.unwrap_err();
-    assert!(err.is_failure(), "{err}");
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    assert!(
+        err.to_string().contains("already finished (succeed)"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

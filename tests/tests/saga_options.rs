@@ -56,7 +56,7 @@ async fn wait_result_failure_returns_the_reason() {
 }
 
 #[tokio::test]
-async fn wait_result_ongoing_is_reported_as_failure_then_completes() {
+async fn wait_result_ongoing_is_reported_as_not_final_then_completes() {
     let gid = gid("opt-wait-ongoing");
     busi().script(&gid, "TransIn", [Outcome::Ongoing]);
     let o = TransOptions::default()
@@ -66,8 +66,22 @@ async fn wait_result_ongoing_is_reported_as_failure_then_completes() {
         .submit()
         .await
         .unwrap_err();
-    // DTM answers 409 for an unfinished saga under wait_result (protocol §2.5).
-    assert!(err.is_failure(), "{err}");
+    // DTM answers 409 FAILURE for an unfinished saga under wait_result (protocol §2.5,
+    // fact 19); the caller is told what DTM stored: not final.
+    assert!(
+        matches!(
+            err,
+            dtmcli::Error::NotFinal {
+                status: Some(dtmcli::TransStatus::Submitted),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    dtm()
+        .wait_final(&gid, Duration::from_secs(30))
+        .await
+        .unwrap();
     wait_status(&dtm(), &gid, "succeed").await;
 }
 

@@ -172,7 +172,7 @@ fn wf_env() -> &'static Env {
                     seen: Default::default(),
                     nd_flag: Default::default(),
                 };
-                let dtm = DtmClient::new(dtm_http).unwrap();
+                let dtm = DtmClient::new(dtm_http.clone()).unwrap();
 
                 let l1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let go_callback = format!("http://{}/wf", l1.local_addr().unwrap());
@@ -191,9 +191,14 @@ fn wf_env() -> &'static Env {
 
                 let l3 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let addr = l3.local_addr().unwrap().to_string();
-                let go_grpc =
-                    Workflows::grpc(dtmgrpc::DtmGrpcClient::new(dtm_grpc).unwrap(), &addr)
-                        .with_record_format(RecordFormat::Go);
+                let go_grpc = Workflows::grpc(
+                    dtmgrpc::DtmGrpcClient::builder(dtm_grpc)
+                        .http_api(dtm_http)
+                        .build()
+                        .unwrap(),
+                    &addr,
+                )
+                .with_record_format(RecordFormat::Go);
                 register(&go_grpc, &http, &grpc, &e);
                 let svc = go_grpc.grpc_service();
                 tokio::spawn(async move {

@@ -143,7 +143,11 @@ fn wf_env() -> &'static WfGrpc {
                 // The gRPC registry, served on its own tonic server.
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let addr = listener.local_addr().unwrap().to_string();
-                let grpc = Workflows::grpc(dtmgrpc::DtmGrpcClient::new(dtm_grpc).unwrap(), &addr);
+                let grpc_dtm = dtmgrpc::DtmGrpcClient::builder(dtm_grpc)
+                    .http_api(dtm_http.clone())
+                    .build()
+                    .unwrap();
+                let grpc = Workflows::grpc(grpc_dtm, &addr);
                 register(&grpc, &client, &http, &busi_http, &local);
                 let svc = grpc.grpc_service();
                 tokio::spawn(async move {

@@ -40,7 +40,8 @@ impl WorkflowRpc for ExecuteService {
             dtmcli::trace::incoming_span(dtmgrpc::metadata::IDENTITY, path, None, &headers)
         };
         let data = request.into_inner().data;
-        let run = self.wfs.execute(info.op.as_str(), &info.gid, &data);
+        // Resumed only as DTM holds it: the request itself is not authenticated.
+        let run = self.wfs.resume(&info, &data);
         match run.instrument(span).await {
             Ok(_) => Ok(tonic::Response::new(())),
             Err(e) => Err(dtmgrpc::error_to_status(&e)),

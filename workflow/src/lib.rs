@@ -113,6 +113,7 @@ mod lifecycle;
 mod options;
 mod record;
 mod registry;
+mod resume;
 mod transport;
 mod wf;
 #[cfg(feature = "xa")]

@@ -12,12 +12,12 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
 use dtmcli::{Error, Result, TransRequest, TransType};
 use futures_util::future::BoxFuture;
 
 use crate::options::WfOptions;
 use crate::record::RecordFormat;
+use crate::resume::{custom_data, Stored};
 use crate::transport::{Prepared, Step, Transport};
 use crate::wf::Wf;
 
@@ -50,7 +50,24 @@ impl Execution<'_> {
     /// The whole lifecycle: prepare, run, phase 2, submit.
     pub(crate) async fn execute(&self, f: &WfFn, input: &[u8]) -> Result<Vec<u8>> {
         // 1. prepare
-        let wf = match self.prepare(input).await? {
+        let (prepared, held) = self.prepare(input).await?;
+        if !held.is_empty() {
+            // DTM answered with the transaction it holds (HTTP): an existing gid must be
+            // this workflow with this input, or its records and outcome are another's.
+            let held = Stored::parse(self.gid, &held)?;
+            if held
+                != (Stored {
+                    name: self.name.to_string(),
+                    input: input.to_vec(),
+                })
+            {
+                return Err(Error::invalid(format!(
+                    "gid {:?} is workflow {:?} with another input in DTM: nothing was run",
+                    self.gid, held.name
+                )));
+            }
+        }
+        let wf = match prepared {
             Prepared::Finished(outcome) => return outcome,
             Prepared::Open(steps) => self.workflow(steps),
         };
@@ -63,24 +80,33 @@ impl Execution<'_> {
         // 3. phase 2: an error here leaves the transaction prepared, and DTM's next call
         // replays the callbacks that finished and retries the others.
         let rollback = outcome.is_err();
-        wf.phase2(rollback).await?;
+        wf.phase2(rollback).await.map_err(|e| self.unfinished(e))?;
         // 4. submit
-        self.submit(&outcome).await?;
+        self.submit(&outcome)
+            .await
+            .map_err(|e| self.unfinished(e))?;
         outcome
     }
 
     /// Step 1: `prepareWorkflow` with the Go SDK's transaction (the callback URL as
     /// `query_prepared`, the name and input in `custom_data`).
-    async fn prepare(&self, input: &[u8]) -> Result<Prepared> {
+    async fn prepare(&self, input: &[u8]) -> Result<(Prepared, String)> {
         let mut req = TransRequest::new(self.gid, TransType::Workflow, &self.options.trans);
         req.set_query_prepared(self.callback);
-        let data = if input.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(input))
-        };
-        req.set_custom_data(serde_json::json!({ "data": data, "name": self.name }).to_string());
+        req.set_custom_data(custom_data(self.name, input));
         self.transport.prepare_workflow(req, self.format).await
+    }
+
+    /// An error of phase 2 or of the submit leaves the transaction prepared, and DTM calls
+    /// the workflow back: a FAILURE there (a confirm that refused) is not the workflow's
+    /// outcome, so it is reported as not final.
+    fn unfinished(&self, e: Error) -> Error {
+        match e {
+            Error::Failure(_) | Error::Ongoing(_) => {
+                Error::not_final(self.gid, Some(dtmcli::TransStatus::Prepared), e)
+            }
+            other => other,
+        }
     }
 
     /// The workflow context, holding the steps DTM recorded.

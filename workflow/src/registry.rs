@@ -82,7 +82,7 @@ pub struct Workflows(Arc<Inner>);
 impl std::fmt::Debug for Workflows {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Workflows")
-            .field("callback", &self.0.callback)
+            .field("callback", &dtmcli::redact::redact_url(&self.0.callback))
             .field("record_format", &self.0.format)
             .finish_non_exhaustive()
     }
@@ -121,8 +121,22 @@ impl Workflows {
     /// Workflows over gRPC: `dtm` is the DTM gRPC client, `service_addr` this service's
     /// gRPC address (`host:port`) where [`Workflows::grpc_service`] is served; DTM calls
     /// `<service_addr>/workflow.Workflow/Execute` to resume a workflow.
+    ///
+    /// Give `dtm` the server's HTTP API (`dtmgrpc::DtmGrpcClientBuilder::http_api`, dtmgrpc
+    /// feature `http`): DTM answers `query` over HTTP only, and a resume callback is checked
+    /// against what DTM holds ([`Workflows::execute_callback`]). Without it, every resume
+    /// callback is refused (and a warning is logged here): its body cannot be trusted.
     #[cfg(feature = "grpc")]
     pub fn grpc(dtm: dtmgrpc::DtmGrpcClient, service_addr: &str) -> Self {
+        #[cfg(feature = "http")]
+        let blind = dtm.http_api().is_none();
+        #[cfg(not(feature = "http"))]
+        let blind = true;
+        if blind {
+            tracing::warn!(
+                "Workflows::grpc without the DTM server's HTTP API (DtmGrpcClientBuilder::http_api): resume callbacks cannot be checked against DTM and will be refused"
+            );
+        }
         Self::with_transport(Transport::Grpc(dtm), grpc_callback(service_addr))
     }
 
@@ -213,12 +227,17 @@ impl Workflows {
     /// Runs workflow `name` as global transaction `gid` with `input`, or resumes it if DTM
     /// already knows `gid` (recorded steps are replayed), and returns its result.
     ///
-    /// - `Ok(result)`: it succeeded (now or earlier).
-    /// - [`Error::Failure`]: it failed and was rolled back (now or earlier).
-    /// - [`Error::Ongoing`] or another error: it is unfinished; DTM will call the callback
-    ///   URL to resume it.
+    /// The result is what DTM stored (see `dtmcli::outcome`):
+    ///
+    /// - `Ok(result)`: DTM holds it `succeed` (now or earlier).
+    /// - [`Error::Failure`]: DTM holds it `failed`, rolled back (now or earlier).
+    /// - [`Error::NotFinal`], [`Error::Ongoing`] or another error: it is unfinished (a step
+    ///   answered ONGOING or a retryable error, a commit or rollback callback failed, or DTM
+    ///   was not reached): DTM holds it prepared, or nothing, and calls the callback URL to
+    ///   resume it.
     /// - [`Error::InvalidInput`] for a gid DTM or a barrier cannot store exactly
-    ///   ([`dtmcli::identity::check_gid`]); nothing is sent.
+    ///   ([`dtmcli::identity::check_gid`]), nothing sent; or, over HTTP, for a gid DTM
+    ///   already holds as another workflow or with another input, nothing run.
     pub async fn execute(&self, name: &str, gid: &str, input: &[u8]) -> Result<Vec<u8>> {
         use tracing::Instrument;
         let span = dtmcli::trace::transaction_span("workflow", gid, self.0.transport.protocol());
@@ -273,11 +292,37 @@ impl Workflows {
         Ok((r.f.clone(), r.options.clone()))
     }
 
-    /// Handles DTM's callback: the query names the workflow (`op`) and the gid, the body is
-    /// the input.
+    /// Handles DTM's resume callback: the query names the workflow (`op`) and the gid, the
+    /// body is the input DTM stored. DTM does not authenticate the call, so the workflow is
+    /// resumed only as DTM holds it: a gid DTM does not hold, a transaction that is not a
+    /// workflow of that name, or a body other than the stored input is refused with
+    /// [`Error::InvalidInput`] (answered 400), and nothing is run or created. The check
+    /// reads DTM's state (`query`, one more call per resume); over gRPC that needs the
+    /// server's HTTP API (`dtmgrpc::DtmGrpcClientBuilder::http_api`).
     pub async fn execute_callback(&self, query: &str, body: &[u8]) -> Result<Vec<u8>> {
         let info = dtmcli::TransInfo::from_query(query)?;
-        self.execute(info.op.as_str(), &info.gid, body).await
+        self.resume(&info, body).await
+    }
+
+    /// Resumes the workflow a callback names (`info`: its gid and, as `op`, its name) with
+    /// the input DTM stored, after checking `body` against it ([`crate::resume`]).
+    pub(crate) async fn resume(&self, info: &dtmcli::TransInfo, body: &[u8]) -> Result<Vec<u8>> {
+        use tracing::Instrument;
+        let (name, gid) = (info.op.as_str(), info.gid.as_str());
+        if info.trans_type != dtmcli::TransType::Workflow {
+            return Err(Error::invalid(format!(
+                "resume callback for {gid:?} names trans_type {}, not workflow: refused",
+                info.trans_type.as_str()
+            )));
+        }
+        dtmcli::identity::check_gid(gid)?;
+        let span = dtmcli::trace::transaction_span("workflow", gid, self.0.transport.protocol());
+        async {
+            let input = crate::resume::stored_input(&self.0.transport, name, gid, body).await?;
+            self.execute_inner(name, gid, &input).await
+        }
+        .instrument(span)
+        .await
     }
 
     /// An axum router serving DTM's callback at `path` (GET and POST), to merge into the

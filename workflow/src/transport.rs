@@ -82,13 +82,20 @@ impl Transport {
         each!(self, c => DtmTransport::server(c).to_string())
     }
 
+    /// DTM's stored state of `gid` (`query`: HTTP, or a gRPC client's HTTP API), which
+    /// never creates anything.
+    pub(crate) async fn query(&self, gid: &str) -> Result<dtmcli::QueryResult> {
+        each!(self, c => c.query(gid).await)
+    }
+
     /// `prepareWorkflow`: creates the transaction `req` describes, or finds it with its
-    /// records (read in `format`).
+    /// records (read in `format`). Also returns the `custom_data` DTM holds for it (the
+    /// workflow's name and input) when DTM's answer carries it: over HTTP, not over gRPC.
     pub(crate) async fn prepare_workflow(
         &self,
         mut req: TransRequest,
         format: RecordFormat,
-    ) -> Result<Prepared> {
+    ) -> Result<(Prepared, String)> {
         req.set_protocol(self.protocol());
         let p = each!(self, c => c.prepare_workflow_progress(&req).await)?;
         let t = p.transaction.unwrap_or_default();
@@ -102,11 +109,12 @@ impl Transport {
                 data: b.bin_data,
             })
             .collect();
-        Ok(match TransStatus::parse(&t.status) {
+        let prepared = match TransStatus::parse(&t.status) {
             TransStatus::Succeed => Prepared::Finished(stored_result(&t.result, &steps, format)),
             TransStatus::Failed => Prepared::Finished(Err(Error::Failure(t.rollback_reason))),
             _ => Prepared::Open(steps),
-        })
+        };
+        Ok((prepared, t.custom_data))
     }
 
     /// `registerBranch`: records a step's outcome (`data` as the record format made it).

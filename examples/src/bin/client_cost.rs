@@ -558,7 +558,9 @@ type GrpcBusiClient = BusiClient<WorkflowGrpc<Channel>>;
 impl Env {
     async fn new(server: &DtmServer, busi: &BranchChild) -> Result<Env, BoxError> {
         let http = DtmClient::new(server.http_url())?;
-        let grpc = DtmGrpcClient::new(server.grpc_addr())?;
+        let grpc = DtmGrpcClient::builder(server.grpc_addr())
+            .http_api(server.http_url())
+            .build()?;
         let jrpc = JsonRpcClient::new(json_rpc_url(&server.http_url()))?;
         let http_urls = Urls::new(&format!("http://127.0.0.1:{}/api/busi/", busi.http_port));
         let grpc_urls = Urls::new(&format!("127.0.0.1:{}/busi.Busi/", busi.grpc_port));

@@ -73,7 +73,10 @@ impl Env {
     pub async fn grpc(&self) -> Result<&(DtmGrpcClient, GrpcBusi), DemoError> {
         self.grpc
             .get_or_try_init(|| async {
-                let dtm = DtmGrpcClient::new(self.demo.server.grpc_addr())?;
+                // DTM's HTTP API reads what DTM stored, so outcomes are definite.
+                let dtm = DtmGrpcClient::builder(self.demo.server.grpc_addr())
+                    .http_api(self.demo.server.http_url())
+                    .build()?;
                 let busi = GrpcBusi::new(dtm.clone());
                 busi.serve(0).await?;
                 Ok::<_, DemoError>((dtm, busi))

@@ -207,8 +207,12 @@ pub fn grpc_env() -> &'static GrpcEnv {
 
 /// A gRPC client of the test DTM server (one per test: its channel lives on the test's
 /// runtime).
+/// It reads DTM's stored state through the server's HTTP API, as a gRPC client should.
 pub fn grpc_dtm() -> dtmgrpc::DtmGrpcClient {
-    dtmgrpc::DtmGrpcClient::new(env().server.grpc_addr()).expect("grpc client")
+    dtmgrpc::DtmGrpcClient::builder(env().server.grpc_addr())
+        .http_api(env().server.http_url())
+        .build()
+        .expect("grpc client")
 }
 
 /// The gRPC business service.
