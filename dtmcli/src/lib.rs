@@ -34,7 +34,11 @@
 //! client, where their answers are typed.
 //!
 //! Errors keep DTM's outcomes apart: [`Error::Failure`], [`Error::Ongoing`],
-//! [`Error::Duplicated`], and retryable kinds (transport, status, decode...).
+//! [`Error::Duplicated`], and retryable kinds (transport, status, decode...). What a mode
+//! reports about a transaction is what DTM stored for its gid, not merely what DTM
+//! answered ([`outcome`]): `Ok`, [`Error::Failure`] (stored `failed`), or
+//! [`Error::NotFinal`] while DTM still runs it; [`DtmClient::wait_final`] waits for the
+//! end.
 //!
 //! ## Bounds
 //! Every HTTP call the client makes, to DTM or to a branch, has a timeout
@@ -239,7 +243,11 @@ pub use options::{TransOptions, MAX_WIRE_DURATION};
 /// match saga.submit().await {
 ///     Ok(()) => println!("transferred"),
 ///     Err(dtmcli::Error::Failure(reason)) => println!("rolled back: {reason}"),
-///     Err(e) => return Err(e), // DTM has it and keeps retrying
+///     // DTM retries a branch (or rolls back) and will finish it: wait for that, bounded.
+///     Err(dtmcli::Error::NotFinal { gid, .. }) => {
+///         dtm.wait_final(&gid, std::time::Duration::from_secs(60)).await?
+///     }
+///     Err(e) => return Err(e), // nothing of it reached DTM: send it again
 /// }
 ///
 /// // Concurrent: both debits at once, the credit after both.

@@ -13,8 +13,11 @@ use std::time::Duration;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TransOptions {
-    /// Ask the server to run the transaction inside the submit (or abort) request and answer
-    /// with its outcome: a saga that does not succeed returns [`crate::Error::Failure`].
+    /// Ask the server to run the transaction inside the submit (or abort) request. The
+    /// submit then returns `Ok` only once DTM stored `succeed`, [`crate::Error::Failure`]
+    /// once it stored `failed`, and [`crate::Error::NotFinal`] when DTM's one pass did not
+    /// end it (a branch answered a retryable error or ONGOING and DTM retries it): see
+    /// [`crate::outcome`].
     pub wait_result: bool,
     /// Abort after this long (TCC/XA), back-check after this long (msg), compensate after this
     /// long (saga; sagas have no default timeout).

@@ -82,7 +82,11 @@
 //! }
 //!
 //! # async fn run() -> dtmcli::Result<()> {
-//! let dtm = DtmGrpcClient::new("localhost:36790")?;
+//! // DTM's HTTP API on the same server: DTM answers `query` over HTTP only, and outcomes
+//! // are read from what DTM stored (`dtmcli::outcome`).
+//! let dtm = DtmGrpcClient::builder("localhost:36790")
+//!     .http_api("http://localhost:36789/api/dtmsvr")
+//!     .build()?;
 //! let gid = dtm.new_gid().await?;
 //! let req = Transfer { amount: 30 };
 //! dtm.saga(&gid)
@@ -90,7 +94,7 @@
 //!     .add("localhost:58081/busi.Busi/TransIn", "localhost:58081/busi.Busi/TransInRevert", &req)
 //!     .with_options(TransOptions::default().wait_result(true).retry_interval(Duration::from_secs(5)))
 //!     .submit()
-//!     .await?; // Err(Error::Failure(reason)) if the saga rolled back
+//!     .await?; // Ok: succeed; Error::Failure: rolled back; Error::NotFinal: still running
 //!
 //! // TCC: register then try, with the dtm-* metadata; confirm/cancel come from DTM.
 //! dtm.tcc_global_transaction(&dtm.new_gid().await?, TransOptions::default(), |tcc| async move {

@@ -2,73 +2,66 @@
 //! forged callback, for a gid DTM holds or one it does not, over HTTP and gRPC, runs nothing
 //! and creates nothing, and the workflow still finishes with the input it was started with.
 //!
-//! The workflow `pay` pays `amount` to `to` in step 2, which fails retryably on its first
-//! run, so the workflow is left for DTM to resume. Before DTM does, a forger posts the
-//! callback with another payee and amount.
+//! The workflow `pay` credits `amount` to account `to` in step 2, a recorded HTTP call to
+//! the barrier-guarded bank on MariaDB, which fails retryably on its first run, so the
+//! workflow is left for DTM to resume. Before DTM does, a forger posts the callback with
+//! another payee and amount. The balances in MariaDB show what ran.
 
 mod support;
 
-use std::collections::HashMap;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use dtm_workflow::{Wf, WfOptions, Workflows};
+use dtm_examples::bank::{BankReq, Db};
+use dtm_workflow::{send_http, Wf, WfOptions, WorkflowMiddleware, Workflows};
 use dtmcli::{DtmClient, Error, TransOptions};
 use serde::{Deserialize, Serialize};
 use support::*;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Payment {
-    to: String,
+    to: i64,
     amount: i64,
 }
 
-/// The two registries (HTTP and gRPC) and what they paid, by gid and payee.
+/// The two registries (HTTP and gRPC).
 struct Env {
     http: Workflows,
     http_callback: String,
     grpc_addr: String,
     grpc: Workflows,
-    paid: Paid,
 }
 
-type Paid = Arc<Mutex<HashMap<String, HashMap<String, i64>>>>;
-
-fn register(wfs: &Workflows, paid: &Paid) {
+fn register(wfs: &Workflows, bank: &str) {
     let options = WfOptions {
         trans: TransOptions::default().retry_interval(Duration::from_secs(1)),
         ..Default::default()
     };
-    let paid = paid.clone();
+    let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(WorkflowMiddleware)
+        .build();
+    let credit = format!("{bank}/mysql/TransIn");
     // Step 2 fails on its first run in this process, for each gid.
-    let tried: Arc<Mutex<HashMap<String, bool>>> = Default::default();
+    let tried: Arc<Mutex<HashSet<String>>> = Default::default();
     wfs.register_with_options("pay", options, move |wf: Wf, input: Vec<u8>| {
-        let (paid, tried) = (paid.clone(), tried.clone());
+        let (http, credit, tried) = (http.clone(), credit.clone(), tried.clone());
         async move {
             let p: Payment = serde_json::from_slice(&input).map_err(Error::invalid)?;
             wf.new_branch()?;
             wf.do_(|_| async { Ok(b"checked".to_vec()) }).await?;
             wf.new_branch()?;
-            let gid = wf.gid().to_string();
-            wf.do_(move |_| async move {
-                if !tried
-                    .lock()
-                    .unwrap()
-                    .insert(gid.clone(), true)
-                    .unwrap_or(false)
-                {
-                    return Err(Error::other("the payment service is down"));
-                }
-                *paid
-                    .lock()
-                    .unwrap()
-                    .entry(gid)
-                    .or_default()
-                    .entry(p.to.clone())
-                    .or_default() += p.amount;
-                Ok(Vec::new())
-            })
-            .await?;
+            if tried.lock().unwrap().insert(wf.gid().to_string()) {
+                return Err(Error::other("the payment service is down"));
+            }
+            let req = BankReq::transfer(p.amount, 0, p.to, false);
+            let body = serde_json::to_vec(&req).map_err(Error::invalid)?;
+            let call = wf
+                .http(&http, reqwest::Method::POST, &credit)
+                .header("content-type", "application/json")
+                .body(body);
+            send_http(call).await?;
             Ok(Vec::new())
         }
     })
@@ -80,9 +73,9 @@ fn wf_env() -> &'static Env {
     ENV.get_or_init(|| {
         let handle = env().handle.clone();
         let (dtm_http, dtm_grpc) = (env().server.http_url(), env().server.grpc_addr());
+        let bank = bank_env().base.clone();
         std::thread::spawn(move || {
             handle.block_on(async move {
-                let paid = Paid::default();
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 // A password in the callback URL, which Debug must not print.
                 let http_callback = format!(
@@ -91,7 +84,7 @@ fn wf_env() -> &'static Env {
                 );
                 let http =
                     Workflows::http(DtmClient::new(dtm_http.clone()).unwrap(), &http_callback);
-                register(&http, &paid);
+                register(&http, &bank);
                 let app = http.callback_router("/api/wf/resume");
                 tokio::spawn(async move { axum::serve(listener, app).await });
 
@@ -102,7 +95,7 @@ fn wf_env() -> &'static Env {
                     .build()
                     .unwrap();
                 let grpc = Workflows::grpc(client, &grpc_addr);
-                register(&grpc, &paid);
+                register(&grpc, &bank);
                 let svc = grpc.grpc_service();
                 tokio::spawn(async move {
                     tonic::transport::Server::builder()
@@ -115,7 +108,6 @@ fn wf_env() -> &'static Env {
                     http_callback,
                     grpc_addr,
                     grpc,
-                    paid,
                 }
             })
         })
@@ -124,22 +116,33 @@ fn wf_env() -> &'static Env {
     })
 }
 
-fn paid(gid: &str) -> HashMap<String, i64> {
-    wf_env()
-        .paid
-        .lock()
-        .unwrap()
-        .get(gid)
-        .cloned()
-        .unwrap_or_default()
+/// Two fresh MariaDB accounts with a zero balance: alice and mallory.
+async fn accounts() -> (i64, i64) {
+    static N: AtomicI64 = AtomicI64::new(0);
+    let a = (std::process::id() as i64) * 1_000_000 + 7_000 + N.fetch_add(2, Ordering::Relaxed);
+    let bank = bank_env().bank.clone();
+    on_env(async move {
+        for user in [a, a + 1] {
+            bank.open_account(Db::Mysql, user, 0).await.unwrap();
+        }
+    })
+    .await;
+    (a, a + 1)
 }
 
-fn alice() -> Vec<u8> {
-    br#"{"to":"alice","amount":10}"#.to_vec()
+async fn balances(users: (i64, i64)) -> (i64, i64) {
+    let bank = bank_env().bank.clone();
+    on_env(async move {
+        (
+            bank.balance(Db::Mysql, users.0).await.unwrap(),
+            bank.balance(Db::Mysql, users.1).await.unwrap(),
+        )
+    })
+    .await
 }
 
-fn mallory() -> Vec<u8> {
-    br#"{"to":"mallory","amount":1000000}"#.to_vec()
+fn pay(to: i64, amount: i64) -> Vec<u8> {
+    serde_json::to_vec(&Payment { to, amount }).unwrap()
 }
 
 /// Posts DTM's resume callback for `gid` with `body`, as a forger would: returns the HTTP
@@ -189,37 +192,43 @@ async fn forge_grpc(gid: &str, name: &str, body: Vec<u8>) -> Result<(), tonic::S
 async fn forged_resume_of_an_existing_workflow(grpc: bool) {
     let e = wf_env();
     let wfs = if grpc { &e.grpc } else { &e.http };
+    let (alice, mallory) = accounts().await;
     let gid = gid(if grpc { "wfr-g" } else { "wfr-h" });
-    let first = wfs.execute("pay", &gid, &alice()).await;
+    let first = wfs.execute("pay", &gid, &pay(alice, 10)).await;
     assert!(
         first.is_err() && !first.as_ref().unwrap_err().is_failure(),
         "{first:?}"
     );
+    let forged = pay(mallory, 1_000_000);
     if grpc {
-        let status = forge_grpc(&gid, "pay", mallory()).await.unwrap_err();
+        let status = forge_grpc(&gid, "pay", forged.clone()).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
         assert!(
             status.message().contains("not the input DTM stored"),
             "{status:?}"
         );
     } else {
-        assert_eq!(forge_http(&gid, "pay", mallory()).await, 400);
-    }
-    assert_eq!(paid(&gid).get("mallory"), None, "the forged input ran");
-    // The application itself asking for another input is refused as well (HTTP: DTM's
-    // prepareWorkflow answer carries the stored input).
-    if !grpc {
-        let again = wfs.execute("pay", &gid, &mallory()).await.unwrap_err();
+        assert_eq!(forge_http(&gid, "pay", forged.clone()).await, 400);
+        // The application itself asking for another input is refused as well: DTM's
+        // prepareWorkflow answer over HTTP carries the stored input.
+        let again = wfs.execute("pay", &gid, &forged).await.unwrap_err();
         assert!(matches!(again, Error::InvalidInput(_)), "{again:?}");
     }
-    // DTM resumes it with what it stored.
+    assert_eq!(
+        balances((alice, mallory)).await,
+        (0, 0),
+        "the forged input ran"
+    );
+    // DTM resumes it with what it stored: alice is paid, once.
     wait_status(&dtm(), &gid, "succeed").await;
-    assert_eq!(paid(&gid), HashMap::from([("alice".to_string(), 10)]));
+    assert_eq!(balances((alice, mallory)).await, (10, 0));
+    assert_eq!(bank_env().bank.executed(&gid, "TransIn"), 1);
 }
 
 /// A forged callback for a gid DTM does not hold, or for a transaction that is not this
 /// workflow, runs nothing and creates nothing.
 async fn forged_resume_of_what_dtm_does_not_hold(grpc: bool) {
+    let (alice, mallory) = accounts().await;
     let unknown = gid(if grpc { "wfr-none-g" } else { "wfr-none-h" });
     let saga_gid = gid("wfr-saga");
     dtm()
@@ -230,21 +239,26 @@ async fn forged_resume_of_what_dtm_does_not_hold(grpc: bool) {
         .await
         .unwrap();
     let other = gid("wfr-other");
-    let first = wf_env().http.execute("pay", &other, &alice()).await;
+    let first = wf_env().http.execute("pay", &other, &pay(alice, 10)).await;
     assert!(first.is_err(), "{first:?}");
+    let forged = pay(mallory, 1_000_000);
     for (g, name) in [(&unknown, "pay"), (&saga_gid, "pay"), (&other, "refund")] {
         if grpc {
-            let status = forge_grpc(g, name, mallory()).await.unwrap_err();
+            let status = forge_grpc(g, name, forged.clone()).await.unwrap_err();
             assert_eq!(
                 status.code(),
                 tonic::Code::InvalidArgument,
                 "{g}: {status:?}"
             );
         } else {
-            assert_eq!(forge_http(g, name, mallory()).await, 400, "{g}");
+            assert_eq!(forge_http(g, name, forged.clone()).await, 400, "{g}");
         }
-        assert!(paid(g).is_empty(), "{g}: {:?}", paid(g));
     }
+    assert_eq!(
+        balances((alice, mallory)).await,
+        (0, 0),
+        "a forged callback ran"
+    );
     let q = dtm().query(&unknown).await.unwrap();
     assert!(
         q.transaction.is_none(),
@@ -261,7 +275,7 @@ async fn forged_resume_of_what_dtm_does_not_hold(grpc: bool) {
         "saga"
     );
     wait_status(&dtm(), &other, "succeed").await;
-    assert_eq!(paid(&other), HashMap::from([("alice".to_string(), 10)]));
+    assert_eq!(balances((alice, mallory)).await, (10, 0));
 }
 
 #[tokio::test]
@@ -292,11 +306,11 @@ async fn a_grpc_registry_that_cannot_read_dtm_refuses_resumes() {
         dtmgrpc::DtmGrpcClient::new(env().server.grpc_addr()).unwrap(),
         "127.0.0.1:1",
     );
-    register(&blind, &Paid::default());
+    register(&blind, "http://127.0.0.1:1");
     let e = blind
         .execute_callback(
             "gid=g-blind&trans_type=workflow&branch_id=00&op=pay",
-            &alice(),
+            &pay(1, 1),
         )
         .await
         .unwrap_err();

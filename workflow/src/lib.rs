@@ -56,7 +56,8 @@
 //! let app = wfs.callback_router("/api/workflow/resume");
 //! # let _ = app;
 //!
-//! // 5. Run it. A Failure means it rolled back; Ongoing/other errors mean DTM will resume it.
+//! // 5. Run it. A Failure means DTM stored it rolled back; NotFinal, Ongoing or another
+//! //    error means it is unfinished and DTM will resume it.
 //! match wfs.execute("transfer", "gid-123", br#"{"amount":30}"#).await {
 //!     Ok(_) => println!("done"),
 //!     Err(Error::Failure(reason)) => println!("rolled back: {reason}"),
@@ -79,6 +80,12 @@
 //!   wrong result, and so does a run that skips recorded steps.
 //! - Binary results are stored base64 so they survive DTM's JSON string field.
 //! - `tracing` spans `workflow_step` mark each step `replayed=true|false`.
+//! - A resume callback runs only a workflow DTM holds, with the name and input DTM stored
+//!   (DTM does not authenticate the call; the Go SDK runs the body it receives): a gid DTM
+//!   does not hold, another transaction, or a body other than the stored input is refused,
+//!   and nothing is run or created ([`Workflows::execute_callback`]).
+//! - Outcomes are what DTM stored: [`dtmcli::Error::Failure`] only for a workflow DTM holds
+//!   `failed`; a failing commit or rollback callback leaves it [`dtmcli::Error::NotFinal`].
 //! - A DTM callback for a gid that is still executing in this process (a step slower than
 //!   the retry interval) answers ONGOING instead of running the workflow a second time.
 //! - Every step record is written with `"sync":"1"`, so a default-configured v1.19.0
