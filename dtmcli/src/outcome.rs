@@ -121,22 +121,32 @@ pub async fn wait_final<T: Transport>(transport: &T, gid: &str, timeout: Duratio
     let mut pause = Duration::from_millis(100);
     let mut last: Option<TransStatus> = None;
     let mut trouble = String::new();
+    let mut first = true;
     loop {
+        // Each query within the client's timeout; after the first, also within the deadline.
         let limit = transport.limits().timeout();
-        match tokio::time::timeout_at(deadline.min(Instant::now() + limit), transport.query(gid))
-            .await
-        {
+        let own = Instant::now() + limit;
+        let until = if first { own } else { own.min(deadline) };
+        first = false;
+        match tokio::time::timeout_at(until, transport.query(gid)).await {
             Ok(Ok(q)) => match q.transaction {
                 Some(g) => match g.status() {
                     TransStatus::Succeed => return Ok(()),
                     TransStatus::Failed => return Err(Error::Failure(g.rollback_reason)),
-                    s => last = Some(s),
+                    s => {
+                        last = Some(s);
+                        trouble.clear();
+                    }
                 },
                 None => trouble = "DTM holds no such transaction".to_string(),
             },
             Ok(Err(e @ Error::InvalidInput(_))) => return Err(e),
             Ok(Err(e)) => trouble = format!("the last query failed: {e}"),
-            Err(_) => trouble = format!("the last query got no answer within {limit:?}"),
+            Err(_) if until == own => {
+                trouble = format!("the last query got no answer within {limit:?}")
+            }
+            // Cut by the deadline: what was read before stands.
+            Err(_) => {}
         }
         let now = Instant::now();
         if now >= deadline {

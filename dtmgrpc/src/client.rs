@@ -21,6 +21,7 @@ use tracing::Instrument;
 
 use crate::channel::{GrpcChannel, Wrap};
 use crate::codec::RawCodec;
+use crate::http_api::HttpApi;
 use crate::metadata::{branch_metadata, check_branch_headers, printable_ascii, TraceContext};
 use crate::pb::dtmgimp::dtm_client::DtmClient as DtmStub;
 use crate::pb::dtmgimp::{
@@ -65,8 +66,7 @@ pub struct DtmGrpcClient {
     plaintext: bool,
     /// The same server's HTTP API ([`DtmGrpcClientBuilder::http_api`]), which answers
     /// `query`: DTM has no gRPC query.
-    #[cfg(feature = "http")]
-    api: Option<dtmcli::DtmClient>,
+    api: Option<HttpApi>,
 }
 
 /// What every client derived from one builder shares.
@@ -110,7 +110,6 @@ pub struct DtmGrpcClientBuilder {
     trusted: TrustedServers,
     #[cfg(feature = "http")]
     http: Option<reqwest::Client>,
-    #[cfg(feature = "http")]
     api: Option<String>,
     #[cfg(feature = "tls")]
     tls: Option<tonic::transport::ClientTlsConfig>,
@@ -164,15 +163,15 @@ impl DtmGrpcClientBuilder {
         self
     }
 
-    /// The same DTM server's HTTP API (`http://host:36789/api/dtmsvr`; feature `http`),
-    /// through which the client reads a transaction's stored state: DTM answers `query` over
-    /// HTTP only. With it, what DTM answers a submit is reported as what DTM stored
-    /// (`dtmcli::outcome`): a saga that DTM retries is [`Error::NotFinal`], not a failure,
+    /// The same DTM server's HTTP API (`http://host:36789/api/dtmsvr`), through which the
+    /// client reads a transaction's stored state: DTM answers `query` over HTTP only. With
+    /// it, what DTM answers a submit is reported as what DTM stored (`dtmcli::outcome`): a
+    /// saga that DTM retries is [`Error::NotFinal`], not a failure,
     /// [`DtmGrpcClient::wait_final`] works, and workflow resume callbacks can be checked
     /// against DTM (`dtm_workflow::Workflows::grpc`). Without it, a FAILURE answer is
     /// reported as [`Error::NotFinal`] without a status, since it may be a transaction DTM
-    /// still retries. Calls to it share this client's bounds and HTTP client.
-    #[cfg(feature = "http")]
+    /// still retries. Its reads share this client's bounds (and, with the `http` feature,
+    /// its HTTP client; without it, a plain HTTP/1.1 read over hyper, `http://` only).
     pub fn http_api(mut self, url: impl Into<String>) -> Self {
         self.api = Some(url.into());
         self
@@ -219,16 +218,11 @@ impl DtmGrpcClientBuilder {
             #[cfg(feature = "tls")]
             tls: self.tls,
         });
-        #[cfg(feature = "http")]
         let api = match &self.api {
-            Some(url) => Some(
-                dtmcli::DtmClient::builder(url.as_str())
-                    .http_client(shared.http.client().clone())
-                    .timeout(shared.limits.timeout())
-                    .connect_timeout(shared.limits.connect_timeout())
-                    .max_answer_bytes(shared.limits.max_answer_bytes())
-                    .build()?,
-            ),
+            #[cfg(feature = "http")]
+            Some(url) => Some(HttpApi::new(url, &shared.limits, shared.http.client())?),
+            #[cfg(not(feature = "http"))]
+            Some(url) => Some(HttpApi::new(url, &shared.limits)?),
             None => None,
         };
         let plaintext = self.channel.is_none() && !target.tls.unwrap_or(shared.tls_default);
@@ -242,7 +236,6 @@ impl DtmGrpcClientBuilder {
             channel,
             shared,
             plaintext,
-            #[cfg(feature = "http")]
             api,
         })
     }
@@ -432,7 +425,6 @@ impl DtmGrpcClient {
             trusted: TrustedServers::Own,
             #[cfg(feature = "http")]
             http: None,
-            #[cfg(feature = "http")]
             api: None,
             #[cfg(feature = "tls")]
             tls: None,
@@ -473,7 +465,6 @@ impl DtmGrpcClient {
             target: named.addr.into(),
             shared: self.shared.clone(),
             // Another server's HTTP API is unknown.
-            #[cfg(feature = "http")]
             api: None,
         })
     }
@@ -485,25 +476,20 @@ impl DtmGrpcClient {
 
     /// The server's HTTP API given to [`DtmGrpcClientBuilder::http_api`] (credentials
     /// redacted), if any.
-    #[cfg(feature = "http")]
     pub fn http_api(&self) -> Option<String> {
-        self.api
-            .as_ref()
-            .map(|a| redact_url(a.server()).into_owned())
+        self.api.as_ref().map(HttpApi::server)
     }
 
     /// DTM's stored state of `gid`, read through the server's HTTP API
     /// ([`DtmGrpcClientBuilder::http_api`]); without one, [`Error::InvalidInput`].
     pub async fn query(&self, gid: &str) -> Result<dtmcli::QueryResult> {
-        #[cfg(feature = "http")]
-        if let Some(api) = &self.api {
-            return api.query(gid).await;
+        match &self.api {
+            Some(api) => api.query(gid).await,
+            None => Err(Error::invalid(format!(
+                "the gRPC client of {} cannot read DTM's stored state: DTM answers query over HTTP only; give the client the server's HTTP API (DtmGrpcClientBuilder::http_api)",
+                redact_url(&self.target)
+            ))),
         }
-        let _ = gid;
-        Err(Error::invalid(format!(
-            "the gRPC client of {} cannot read DTM's stored state: DTM answers query over HTTP only; give the client the server's HTTP API (DtmGrpcClientBuilder::http_api, feature `http`)",
-            redact_url(&self.target)
-        )))
     }
 
     /// Waits until DTM holds transaction `gid` final, at most `timeout`: `Ok` once it is

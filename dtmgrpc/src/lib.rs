@@ -135,6 +135,7 @@ pub mod channel;
 mod client;
 pub mod codec;
 mod global;
+mod http_api;
 pub mod metadata;
 mod msg;
 pub mod pb;

@@ -122,17 +122,13 @@ impl Workflows {
     /// gRPC address (`host:port`) where [`Workflows::grpc_service`] is served; DTM calls
     /// `<service_addr>/workflow.Workflow/Execute` to resume a workflow.
     ///
-    /// Give `dtm` the server's HTTP API (`dtmgrpc::DtmGrpcClientBuilder::http_api`, dtmgrpc
-    /// feature `http`): DTM answers `query` over HTTP only, and a resume callback is checked
+    /// Give `dtm` the server's HTTP API (`dtmgrpc::DtmGrpcClientBuilder::http_api`): DTM
+    /// answers `query` over HTTP only, and a resume callback is checked
     /// against what DTM holds ([`Workflows::execute_callback`]). Without it, every resume
     /// callback is refused (and a warning is logged here): its body cannot be trusted.
     #[cfg(feature = "grpc")]
     pub fn grpc(dtm: dtmgrpc::DtmGrpcClient, service_addr: &str) -> Self {
-        #[cfg(feature = "http")]
-        let blind = dtm.http_api().is_none();
-        #[cfg(not(feature = "http"))]
-        let blind = true;
-        if blind {
+        if dtm.http_api().is_none() {
             tracing::warn!(
                 "Workflows::grpc without the DTM server's HTTP API (DtmGrpcClientBuilder::http_api): resume callbacks cannot be checked against DTM and will be refused"
             );
