@@ -89,11 +89,11 @@ impl<T: Transport> GlobalTx<T> {
             let req = g.request()?;
             let wait = req.wait_result();
             let answer = g.transport.call_dtm(DtmOp::Prepare, req.clone()).await;
-            crate::outcome::prepared(&g.transport, gid, answer).await?;
+            crate::outcome::prepared(&g.transport, gid, trans_type, answer).await?;
             let (reason, result) = match AssertUnwindSafe(f(wrap(g.clone()))).catch_unwind().await {
                 Ok(Ok(v)) => {
                     let answer = g.transport.call_dtm(DtmOp::Submit, req).await;
-                    crate::outcome::submitted(&g.transport, gid, wait, answer).await?;
+                    crate::outcome::submitted(&g.transport, gid, trans_type, wait, answer).await?;
                     return Ok(v);
                 }
                 Ok(Err(e)) => (e.to_string(), Ok(Err(e))),

@@ -181,14 +181,14 @@ impl<T: Transport> Msg<T> {
         let req = self.prepare_request(query_prepared)?;
         *self.prepared.lock().unwrap_or_else(|p| p.into_inner()) = query_prepared.to_string();
         let answer = self.transport.call_dtm(DtmOp::Prepare, req).await;
-        crate::outcome::prepared(&self.transport, &self.gid, answer).await
+        crate::outcome::prepared(&self.transport, &self.gid, TransType::Msg, answer).await
     }
 
     async fn submit_now(&self) -> Result<()> {
         let req = self.submit_request()?;
         let wait = req.wait_result();
         let answer = self.transport.call_dtm(DtmOp::Submit, req).await;
-        crate::outcome::submitted(&self.transport, &self.gid, wait, answer).await
+        crate::outcome::submitted(&self.transport, &self.gid, TransType::Msg, wait, answer).await
     }
 
     /// The transaction info the local business of [`Msg::do_and_submit`] receives:

@@ -18,6 +18,7 @@
 //! | `prepared`, `aborting` | [`Error::NotFinal`] | [`Error::NotFinal`] | [`Error::NotFinal`] |
 //! | nothing | DTM's answer: the call had no effect | the same | [`Error::NotFinal`] without a status |
 //! | cannot be read | DTM's answer, but a FAILURE or ONGOING becomes [`Error::NotFinal`] without a status | the same | the same |
+//! | the gid as another mode (a msg, where this is a saga) | [`Error::InvalidInput`]: another transaction, nothing of this one ran | the same | the same |
 //!
 //! So `Ok` after a `wait_result` submit means DTM's status is `succeed`, and without
 //! `wait_result` that DTM holds the transaction and will run it; [`Error::Failure`] means
@@ -41,6 +42,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::transport::Transport;
+use crate::types::TransType;
 use crate::wire::{TransGlobal, TransStatus};
 
 /// What to report after DTM answered a `submit` of `gid` (the mode's own, or a workflow's
@@ -48,6 +50,7 @@ use crate::wire::{TransGlobal, TransStatus};
 pub(crate) async fn submitted<T: Transport>(
     transport: &T,
     gid: &str,
+    trans_type: TransType,
     wait_result: bool,
     answer: Result<()>,
 ) -> Result<()> {
@@ -66,6 +69,9 @@ pub(crate) async fn submitted<T: Transport>(
         Ok(None) => return Err(answer),
         Err(read) => return Err(unread(gid, answer, &read)),
     };
+    if let Some(other) = another_type(&stored, trans_type, &answer) {
+        return Err(other);
+    }
     match stored.status() {
         TransStatus::Succeed => {
             tracing::info!(gid, answer = %answer, "DTM holds the transaction succeed: the submit's answer did not say so");
@@ -84,6 +90,7 @@ pub(crate) async fn submitted<T: Transport>(
 pub(crate) async fn prepared<T: Transport>(
     transport: &T,
     gid: &str,
+    trans_type: TransType,
     answer: Result<()>,
 ) -> Result<()> {
     let answer = match answer {
@@ -91,13 +98,16 @@ pub(crate) async fn prepared<T: Transport>(
         other => return other,
     };
     match stored(transport, gid).await {
-        Ok(Some(g)) => match g.status() {
-            TransStatus::Failed => Err(Error::Failure(reason(g, &answer))),
-            TransStatus::Succeed => Err(Error::invalid(format!(
-                "{gid} is a transaction DTM already finished (succeed): this prepare ran nothing ({answer})"
-            ))),
-            s => Err(Error::not_final(gid, Some(s), answer)),
-        },
+        Ok(Some(g)) => Err(match another_type(&g, trans_type, &answer) {
+            Some(other) => other,
+            None => match g.status() {
+                TransStatus::Failed => Error::Failure(reason(g, &answer)),
+                TransStatus::Succeed => Error::invalid(format!(
+                    "{gid} is a transaction DTM already finished (succeed): this prepare ran nothing ({answer})"
+                )),
+                s => Error::not_final(gid, Some(s), answer),
+            },
+        }),
         Ok(None) => Err(Error::not_final(gid, None, answer)),
         Err(read) => Err(unread(gid, answer, &read)),
     }
@@ -159,6 +169,19 @@ pub async fn wait_final<T: Transport>(transport: &T, gid: &str, timeout: Duratio
         tokio::time::sleep(pause.min(deadline - now)).await;
         pause = (pause * 2).min(Duration::from_secs(1));
     }
+}
+
+/// DTM identifies a transaction by its gid alone: a gid DTM holds as another mode (a msg,
+/// where this is a saga) is another transaction, whose status says nothing of this one.
+fn another_type(stored: &TransGlobal, trans_type: TransType, answer: &Error) -> Option<Error> {
+    (stored.trans_type != trans_type.as_str()).then(|| {
+        Error::invalid(format!(
+            "{} is a {:?} transaction in DTM, not this {}: nothing of this one ran ({answer})",
+            stored.gid,
+            stored.trans_type,
+            trans_type.as_str()
+        ))
+    })
 }
 
 /// A request whose connection was refused never left: nothing to read back.
@@ -227,6 +250,8 @@ mod tests {
         readable: bool,
         /// Answers `query` as a transport without it does.
         blind: bool,
+        /// The mode DTM holds the gid as.
+        trans_type: &'static str,
         limits: Limits,
     }
 
@@ -235,6 +260,7 @@ mod tests {
             statuses: Arc::new(Mutex::new(statuses.to_vec())),
             readable: true,
             blind: false,
+            trans_type: "saga",
             limits: Limits::default(),
         }
     }
@@ -291,6 +317,8 @@ mod tests {
                 let status = if s.len() > 1 { s.remove(0) } else { s[0] };
                 Ok(QueryResult {
                     transaction: status.map(|st| TransGlobal {
+                        gid: "g".into(),
+                        trans_type: this.trans_type.into(),
                         status: st.into(),
                         rollback_reason: if st == "failed" {
                             "TransIn refused".into()
@@ -330,7 +358,9 @@ mod tests {
         let mut out = Vec::new();
         for s in STATUSES {
             let t = stored(&[s]);
-            out.push(class(&submitted(&t, "g", wait, Err(answer())).await));
+            out.push(class(
+                &submitted(&t, "g", TransType::Saga, wait, Err(answer())).await,
+            ));
         }
         out
     }
@@ -373,10 +403,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_gid_dtm_holds_as_another_mode_is_another_transaction() {
+        let mut t = stored(&[Some("succeed")]);
+        t.trans_type = "msg";
+        let failure = || Err(Error::failure("current status 'succeed', cannot sumbmit"));
+        let e = submitted(&t, "g", TransType::Saga, false, failure()).await;
+        assert!(
+            matches!(e, Err(Error::InvalidInput(ref m)) if m.contains("\"msg\" transaction")),
+            "{e:?}"
+        );
+        let e = prepared(&t, "g", TransType::Tcc, failure()).await;
+        assert!(matches!(e, Err(Error::InvalidInput(_))), "{e:?}");
+    }
+
+    #[tokio::test]
     async fn a_success_and_errors_raised_before_sending_are_taken_as_they_are() {
         let t = stored(&[Some("failed")]);
-        assert_eq!(class(&submitted(&t, "g", true, Ok(())).await), "ok");
-        let e = submitted(&t, "g", true, Err(Error::invalid("bad gid"))).await;
+        assert_eq!(
+            class(&submitted(&t, "g", TransType::Saga, true, Ok(())).await),
+            "ok"
+        );
+        let e = submitted(
+            &t,
+            "g",
+            TransType::Saga,
+            true,
+            Err(Error::invalid("bad gid")),
+        )
+        .await;
         assert!(matches!(e, Err(Error::InvalidInput(_))), "{e:?}");
     }
 
@@ -384,9 +438,9 @@ mod tests {
     async fn an_unreadable_state_never_turns_an_answer_into_an_outcome() {
         let mut t = stored(&[Some("failed")]);
         t.readable = false;
-        let e = submitted(&t, "g", true, Err(Error::failure("x"))).await;
+        let e = submitted(&t, "g", TransType::Saga, true, Err(Error::failure("x"))).await;
         assert_eq!(class(&e), "not final: ?");
-        let e = submitted(&t, "g", true, Err(Error::other("reset"))).await;
+        let e = submitted(&t, "g", TransType::Saga, true, Err(Error::other("reset"))).await;
         assert_eq!(class(&e), "reset");
     }
 
@@ -396,7 +450,7 @@ mod tests {
         for s in STATUSES {
             let t = stored(&[s]);
             let answer = Err(Error::failure("current status 'x', cannot prepare"));
-            out.push(class(&prepared(&t, "g", answer).await));
+            out.push(class(&prepared(&t, "g", TransType::Saga, answer).await));
         }
         assert_eq!(out[0], "not final: ?");
         assert_eq!(out[2], "not final: submitted");
@@ -405,7 +459,7 @@ mod tests {
         // A transport error is left for the caller to send again.
         let t = stored(&[Some("succeed")]);
         assert_eq!(
-            class(&prepared(&t, "g", Err(Error::other("reset"))).await),
+            class(&prepared(&t, "g", TransType::Saga, Err(Error::other("reset"))).await),
             "reset"
         );
     }

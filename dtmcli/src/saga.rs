@@ -157,7 +157,8 @@ impl<T: Transport> Saga<T> {
             let req = self.request()?;
             let wait = req.wait_result();
             let answer = self.transport.call_dtm(DtmOp::Submit, req).await;
-            crate::outcome::submitted(&self.transport, &self.gid, wait, answer).await
+            crate::outcome::submitted(&self.transport, &self.gid, TransType::Saga, wait, answer)
+                .await
         }
         .instrument(span)
         .await

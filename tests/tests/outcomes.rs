@@ -4,7 +4,8 @@
 //! Each scenario runs on each transport: a saga that commits, one that rolls back, one
 //! whose branch answers 500 once, one whose branch answers ONGOING twice, a TCC whose
 //! confirm answers 500 once, a msg whose branch answers 500 once (all with `wait_result`),
-//! a second submit of a saga that committed, and `wait_final` running out of time. DTM
+//! a second submit of a saga that committed, a saga under the gid of a msg, and
+//! `wait_final` running out of time. DTM
 //! v1.19.0 answers FAILURE (or HTTP 500) to the `wait_result` submits of the middle four
 //! although it then commits them (dtm-protocol.md fact 19): the caller must be told "not
 //! final", never "rolled back", and `wait_final` must then report the commit. Every report
@@ -331,6 +332,20 @@ async fn second_submit_of_a_committed_saga(via: Via) {
     assert_eq!(via.count(&gid, "TransIn"), 1);
 }
 
+/// DTM identifies a transaction by its gid: a saga submitted under the gid of a msg that
+/// committed is refused by DTM (FAILURE), and the caller is told that the gid is another
+/// transaction, not that the saga committed (the msg's status) or rolled back.
+async fn a_gid_held_as_another_mode(via: Via) {
+    let gid = gid("out-other");
+    via.msg(&gid, opts(true)).await.expect("the msg");
+    let report = via.saga(&gid, opts(true)).await;
+    assert!(
+        matches!(&report, Err(Error::InvalidInput(m)) if m.contains("\"msg\" transaction")),
+        "{via:?}: {report:?}"
+    );
+    assert_eq!(via.count(&gid, "TransOut"), 0);
+}
+
 async fn wait_final_runs_out_of_time(via: Via) {
     let gid = gid("out-slow");
     via.script(&gid, "TransIn", std::iter::repeat_n(Outcome::Ongoing, 6));
@@ -392,6 +407,7 @@ on_every_transport!(
     tcc_confirm_500_once,
     msg_branch_500_once,
     second_submit_of_a_committed_saga,
+    a_gid_held_as_another_mode,
     wait_final_runs_out_of_time,
 );
 
