@@ -23,7 +23,8 @@
 //!   server is marked down, the gid is queried on the others, and [`crate::resolve`]
 //!   decides: done (success, without sending again), send again (to the next server),
 //!   failed ([`Error::Failure`]), or unknown ([`Error::Ambiguous`]). A `submit` with
-//!   `wait_result` that is found done waits for the final status, as DTM would have.
+//!   `wait_result` that is found done waits for the final status until the call's deadline,
+//!   as DTM would have, and is [`Error::NotFinal`] if it has not come by then.
 //!
 //! Each server is tried at most twice per call. A call returns by its timeout (an attempt
 //! still running then is cut), plus at most one query window (the client's timeout) when
@@ -569,7 +570,7 @@ impl<T: Query> Transport for Cluster<T> {
             // which is what the lost answer would have said.
             if wait && !res {
                 let left = deadline.saturating_duration_since(Instant::now());
-                return crate::outcome::wait_final(&this, &gid, left).await;
+                return crate::outcome::wait_final_within(&this, &gid, left).await;
             }
             Ok(())
         }

@@ -124,6 +124,27 @@ pub(crate) async fn prepared<T: Transport>(
 /// Every client has it as a method (`DtmClient::wait_final`, ...). DTM retries a branch at
 /// its `retry_interval`, doubled after each error: the timeout must allow for that.
 pub async fn wait_final<T: Transport>(transport: &T, gid: &str, timeout: Duration) -> Result<()> {
+    wait(transport, gid, timeout, true).await
+}
+
+/// [`wait_final`] for a call that must end by `timeout` (a cluster's lost `wait_result`
+/// submit): its first query is cut at the deadline too.
+pub(crate) async fn wait_final_within<T: Transport>(
+    transport: &T,
+    gid: &str,
+    timeout: Duration,
+) -> Result<()> {
+    wait(transport, gid, timeout, false).await
+}
+
+/// [`wait_final`]; `ask_once` gives the first query the client's timeout even past the
+/// deadline, so that a zero timeout still reads DTM's state once.
+async fn wait<T: Transport>(
+    transport: &T,
+    gid: &str,
+    timeout: Duration,
+    ask_once: bool,
+) -> Result<()> {
     crate::identity::check_gid_not_empty(gid)?;
     let deadline = Instant::now()
         .checked_add(crate::limits::clamp_timeout(timeout))
@@ -131,7 +152,7 @@ pub async fn wait_final<T: Transport>(transport: &T, gid: &str, timeout: Duratio
     let mut pause = Duration::from_millis(100);
     let mut last: Option<TransStatus> = None;
     let mut trouble = String::new();
-    let mut first = true;
+    let mut first = ask_once;
     loop {
         // Each query within the client's timeout; after the first, also within the deadline.
         let limit = transport.limits().timeout();
