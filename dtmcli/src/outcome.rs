@@ -129,6 +129,7 @@ pub async fn wait_final<T: Transport>(transport: &T, gid: &str, timeout: Duratio
 
 /// [`wait_final`] for a call that must end by `timeout` (a cluster's lost `wait_result`
 /// submit): its first query is cut at the deadline too.
+#[cfg(feature = "http")]
 pub(crate) async fn wait_final_within<T: Transport>(
     transport: &T,
     gid: &str,
