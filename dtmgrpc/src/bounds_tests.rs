@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dtmcli::{Error, Op, TransInfo, TransOptions, TransType, TrustedServers};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
 use crate::pb::dtmgimp::dtm_server::{Dtm, DtmServer};
@@ -113,6 +113,7 @@ async fn mute_tcp() -> String {
 /// An HTTP/1.1 server answering 200 with a `len`-byte body to every request.
 #[cfg(feature = "http")]
 async fn huge_http(len: usize) -> String {
+    use tokio::io::AsyncWriteExt;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
