@@ -6,7 +6,7 @@
 #
 #   scripts/chaos.sh                      # 10,000 transfers
 #   CHAOS_TRANSFERS=2000 scripts/chaos.sh # any size; every CHAOS_* knob of
-#                                         # tests/tests/chaos.rs applies
+#                                         # tests/tests/chaos_suite/chaos.rs applies
 #
 # The table is also kept in $CHAOS_REPORT (default .tools/run/chaos-<time>.txt), the full
 # test output next to it (.log). Exits with the test's status.
@@ -32,7 +32,7 @@ log="${CHAOS_REPORT%.txt}.log"
 echo "==> chaos: $CHAOS_TRANSFERS transfers at $CHAOS_RATE/s (log: $log)"
 start=$SECONDS
 set +e
-cargo test --workspace --all-features --test chaos bank_transfers_survive_crashes \
+cargo test --workspace --all-features --test chaos_suite chaos::bank_transfers_survive_crashes \
   -- --nocapture >"$log" 2>&1
 rc=$?
 set -e

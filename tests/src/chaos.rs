@@ -1,4 +1,4 @@
-//! The bank of the chaos suite (`tests/tests/chaos.rs`), shared by the test process and its
+//! The bank of the chaos suite (`tests/tests/chaos_suite/chaos.rs`), shared by the test process and its
 //! branch service (`src/bin/chaos_bank.rs`): accounts on MariaDB, PostgreSQL, Redis and
 //! MongoDB, the business of one leg per backend under the one barrier API (guarded call,
 //! msg outbox, back-check), and the read-back of balances and barrier records the suite

@@ -1,4 +1,4 @@
-//! The branch service of the chaos suite (`tests/tests/chaos.rs`), run as a child process
+//! The branch service of the chaos suite (`tests/tests/chaos_suite/chaos.rs`), run as a child process
 //! so that the suite can SIGKILL it and start it again on the same port.
 //!
 //! `chaos_bank <port>` serves on 127.0.0.1:

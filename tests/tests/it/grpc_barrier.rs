@@ -1,0 +1,447 @@
+//! Barrier-guarded gRPC branches (the gRPC bank, barriers built from metadata) on MariaDB
+//! and PostgreSQL, driven by the real DTM server or called as DTM would.
+
+use crate::support;
+
+use crate::support::*;
+use dtm_examples::bank::Db;
+use dtm_examples::grpc_busi::pb::ReqGrpc;
+use dtmcli::{Error, Op, TransInfo, TransOptions, TransType};
+use std::collections::BTreeMap;
+
+fn req(amount: i64, from: i64, to: i64) -> ReqGrpc {
+    ReqGrpc {
+        amount,
+        from_user: from,
+        to_user: to,
+        ..Default::default()
+    }
+}
+
+fn saga(gid: &str, db: Db, r: &ReqGrpc) -> dtmgrpc::Saga {
+    grpc_dtm()
+        .saga(gid)
+        .add(
+            &grpc_bank_url(db, "TransOut"),
+            &grpc_bank_url(db, "TransOutCompensate"),
+            r,
+        )
+        .add(
+            &grpc_bank_url(db, "TransIn"),
+            &grpc_bank_url(db, "TransInCompensate"),
+            r,
+        )
+}
+
+async fn saga_success(db: Db) {
+    let (a, b) = gbank_accounts(db, 100, 0).await;
+    let gid = gid("gbb-saga-ok");
+    saga(&gid, db, &req(30, a, b)).submit().await.unwrap();
+    wait_status(&dtm(), &gid, "succeed").await;
+    assert_eq!(
+        (gbank_balance(db, a).await, gbank_balance(db, b).await),
+        (70, 30)
+    );
+    assert_eq!(gbank_executed(&gid, "TransOut"), 1);
+    assert_eq!(gbank_executed(&gid, "TransIn"), 1);
+    // Exactly the rows the Go SDK writes.
+    assert_eq!(
+        gbank_rows(db, &gid).await,
+        ["saga/01/action/01/action", "saga/02/action/01/action"]
+    );
+}
+
+async fn saga_rollback(db: Db) {
+    let (a, b) = gbank_accounts(db, 100, 0).await;
+    let gid = gid("gbb-saga-rb");
+    let r = ReqGrpc {
+        trans_in_result: "FAILURE".into(),
+        ..req(30, a, b)
+    };
+    saga(&gid, db, &r).submit().await.unwrap();
+    wait_status(&dtm(), &gid, "failed").await;
+    // TransIn's write was rolled back with its barrier row: its compensation is a null
+    // compensation; TransOut's compensation undoes exactly its action.
+    assert_eq!(
+        (gbank_balance(db, a).await, gbank_balance(db, b).await),
+        (100, 0)
+    );
+    assert_eq!(gbank_executed(&gid, "TransIn"), 1);
+    assert_eq!(gbank_executed(&gid, "TransInCompensate"), 0);
+    assert_eq!(gbank_executed(&gid, "TransOutCompensate"), 1);
+    assert_eq!(
+        gbank_rows(db, &gid).await,
+        [
+            "saga/01/action/01/action",
+            "saga/01/compensate/01/compensate",
+            "saga/02/action/01/compensate",
+            "saga/02/compensate/01/compensate",
+        ]
+    );
+}
+
+async fn insufficient_balance_fails_the_saga(db: Db) {
+    let (a, b) = gbank_accounts(db, 10, 0).await;
+    let gid = gid("gbb-saga-poor");
+    let err = saga(&gid, db, &req(30, a, b))
+        .with_options(TransOptions::default().wait_result(true))
+        .submit()
+        .await
+        .unwrap_err();
+    assert!(err.is_failure(), "{err}");
+    assert!(err.to_string().contains("insufficient balance"), "{err}");
+    assert_eq!(
+        (gbank_balance(db, a).await, gbank_balance(db, b).await),
+        (10, 0)
+    );
+    assert_eq!(gbank_executed(&gid, "TransIn"), 0);
+}
+
+async fn null_compensation_then_late_action(db: Db) {
+    let (a, b) = gbank_accounts(db, 100, 0).await;
+    let gid = gid("gbb-nullcomp");
+    let r = req(30, a, b);
+    let comp = TransInfo::new(&gid, TransType::Saga, "01", Op::Compensate);
+    grpc_call(&grpc_bank_url(db, "TransOutCompensate"), &comp, &r)
+        .await
+        .unwrap();
+    assert_eq!(
+        gbank_executed(&gid, "TransOutCompensate"),
+        0,
+        "business must not run"
+    );
+    let action = TransInfo::new(&gid, TransType::Saga, "01", Op::Action);
+    grpc_call(&grpc_bank_url(db, "TransOut"), &action, &r)
+        .await
+        .unwrap();
+    assert_eq!(
+        gbank_executed(&gid, "TransOut"),
+        0,
+        "late action must be a no-op"
+    );
+    assert_eq!(gbank_balance(db, a).await, 100);
+    assert_eq!(
+        gbank_rows(db, &gid).await,
+        [
+            "saga/01/action/01/compensate",
+            "saga/01/compensate/01/compensate"
+        ]
+    );
+}
+
+async fn hanging_tcc_try(db: Db) {
+    let (a, b) = gbank_accounts(db, 100, 0).await;
+    let dtm = grpc_dtm();
+    let gid = gid("gbb-hanging");
+    let r = req(30, a, b);
+    // Register a branch over gRPC, but let its try "hang" until DTM timed out and cancelled.
+    let mut body = dtmgrpc::pb::dtmgimp::DtmRequest {
+        gid: gid.clone(),
+        trans_type: "tcc".into(),
+        steps: "null".into(),
+        ..Default::default()
+    };
+    body.trans_options = Some(dtmgrpc::pb::dtmgimp::DtmTransOptions {
+        timeout_to_fail: 1,
+        retry_interval: 1,
+        ..Default::default()
+    });
+    dtm.prepare(&body).await.unwrap();
+    dtm.register_branch(&dtmgrpc::pb::dtmgimp::DtmBranchRequest {
+        gid: gid.clone(),
+        trans_type: "tcc".into(),
+        branch_id: "01".into(),
+        data: BTreeMap::from([
+            ("confirm".to_string(), grpc_bank_url(db, "TransOutConfirm")),
+            ("cancel".to_string(), grpc_bank_url(db, "TransOutCancel")),
+        ]),
+        busi_payload: prost::Message::encode_to_vec(&r).into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    wait_status(&support::dtm(), &gid, "failed").await;
+    assert_eq!(
+        gbank_executed(&gid, "TransOutCancel"),
+        0,
+        "null compensation"
+    );
+    // The late try: success, and nothing changes.
+    let try_info = TransInfo::new(&gid, TransType::Tcc, "01", Op::Try);
+    grpc_call(&grpc_bank_url(db, "TransOutTry"), &try_info, &r)
+        .await
+        .unwrap();
+    assert_eq!(gbank_executed(&gid, "TransOutTry"), 0);
+    assert_eq!(gbank_balance(db, a).await, 100);
+    assert_eq!(
+        gbank_rows(db, &gid).await,
+        ["tcc/01/cancel/01/cancel", "tcc/01/try/01/cancel"]
+    );
+}
+
+async fn duplicates_apply_once(db: Db) {
+    let (a, b) = gbank_accounts(db, 100, 0).await;
+    let gid = gid("gbb-dup");
+    let r = req(10, a, b);
+    let info = TransInfo::new(&gid, TransType::Saga, "01", Op::Action);
+    for _ in 0..3 {
+        grpc_call(&grpc_bank_url(db, "TransIn"), &info, &r)
+            .await
+            .unwrap();
+    }
+    assert_eq!(gbank_balance(db, b).await, 10);
+    assert_eq!(gbank_executed(&gid, "TransIn"), 1);
+
+    // 20 concurrent identical requests: one effect, all succeed (or are retryable).
+    let gid2 = support::gid("gbb-dup-conc");
+    let info2 = TransInfo::new(&gid2, TransType::Saga, "01", Op::Action);
+    let calls = (0..20).map(|_| {
+        let (info2, r) = (info2.clone(), r.clone());
+        tokio::spawn(async move { grpc_call(&grpc_bank_url(db, "TransIn"), &info2, &r).await })
+    });
+    for c in futures_util::future::join_all(calls).await {
+        // A loser of the unique-key race may see a deadlock / retryable error, never a
+        // failure: DTM would just call again.
+        if let Err(e) = c.unwrap() {
+            assert!(!e.is_failure() && !e.is_ongoing(), "{e}");
+        }
+    }
+    assert_eq!(gbank_balance(db, b).await, 20);
+    assert_eq!(gbank_executed(&gid2, "TransIn"), 1);
+}
+
+async fn tcc_rollback(db: Db) {
+    let (a, b) = gbank_accounts(db, 100, 0).await;
+    let gid = gid("gbb-tcc-rb");
+    let r = ReqGrpc {
+        trans_in_result: "FAILURE".into(),
+        ..req(30, a, b)
+    };
+    let err = grpc_dtm()
+        .tcc_global_transaction(&gid, TransOptions::default(), |tcc| async move {
+            let _: () = tcc
+                .call_branch(
+                    &r,
+                    &grpc_bank_url(db, "TransOutTry"),
+                    &grpc_bank_url(db, "TransOutConfirm"),
+                    &grpc_bank_url(db, "TransOutCancel"),
+                )
+                .await?;
+            let _: () = tcc
+                .call_branch(
+                    &r,
+                    &grpc_bank_url(db, "TransInTry"),
+                    &grpc_bank_url(db, "TransInConfirm"),
+                    &grpc_bank_url(db, "TransInCancel"),
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is_failure(), "{err}");
+    wait_status(&dtm(), &gid, "failed").await;
+    assert_eq!(
+        (gbank_balance(db, a).await, gbank_balance(db, b).await),
+        (100, 0)
+    );
+    assert_eq!(gbank_executed(&gid, "TransOutCancel"), 1);
+    assert_eq!(
+        gbank_executed(&gid, "TransInCancel"),
+        0,
+        "its try rolled back"
+    );
+}
+
+#[tokio::test]
+async fn mariadb_saga_success() {
+    saga_success(Db::Mysql).await;
+}
+#[tokio::test]
+async fn postgres_saga_success() {
+    saga_success(Db::Postgres).await;
+}
+#[tokio::test]
+async fn mariadb_saga_rollback() {
+    saga_rollback(Db::Mysql).await;
+}
+#[tokio::test]
+async fn postgres_saga_rollback() {
+    saga_rollback(Db::Postgres).await;
+}
+#[tokio::test]
+async fn mariadb_insufficient_balance() {
+    insufficient_balance_fails_the_saga(Db::Mysql).await;
+}
+#[tokio::test]
+async fn postgres_insufficient_balance() {
+    insufficient_balance_fails_the_saga(Db::Postgres).await;
+}
+#[tokio::test]
+async fn mariadb_null_compensation() {
+    null_compensation_then_late_action(Db::Mysql).await;
+}
+#[tokio::test]
+async fn postgres_null_compensation() {
+    null_compensation_then_late_action(Db::Postgres).await;
+}
+#[tokio::test]
+async fn mariadb_hanging_try() {
+    hanging_tcc_try(Db::Mysql).await;
+}
+#[tokio::test]
+async fn postgres_hanging_try() {
+    hanging_tcc_try(Db::Postgres).await;
+}
+#[tokio::test]
+async fn mariadb_duplicates() {
+    duplicates_apply_once(Db::Mysql).await;
+}
+#[tokio::test]
+async fn postgres_duplicates() {
+    duplicates_apply_once(Db::Postgres).await;
+}
+#[tokio::test]
+async fn mariadb_tcc_rollback() {
+    tcc_rollback(Db::Mysql).await;
+}
+#[tokio::test]
+async fn postgres_tcc_rollback() {
+    tcc_rollback(Db::Postgres).await;
+}
+
+#[tokio::test]
+async fn malformed_metadata_is_refused_without_touching_the_database() {
+    use dtm_examples::grpc_busi::pb::bank_mysql_client::BankMysqlClient;
+    let (a, b) = gbank_accounts(Db::Mysql, 100, 0).await;
+    let mut client = BankMysqlClient::connect(format!("http://{}", grpc_bank_env().base))
+        .await
+        .unwrap();
+    // No metadata at all.
+    let status = client.trans_in(req(5, a, b)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("dtm-gid"), "{}", status.message());
+    // An unknown transaction type.
+    let mut r = tonic::Request::new(req(5, a, b));
+    for (k, v) in [
+        ("dtm-gid", "g"),
+        ("dtm-trans_type", "nonsense"),
+        ("dtm-branch_id", "01"),
+        ("dtm-op", "action"),
+    ] {
+        r.metadata_mut().insert(k, v.parse().unwrap());
+    }
+    let status = client.trans_in(r).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("nonsense"),
+        "{}",
+        status.message()
+    );
+    // DTM would retry such an answer, never roll back on it.
+    let e = dtmgrpc::status_to_error("t", &status);
+    assert!(matches!(e, Error::Grpc { code: 3, .. }), "{e}");
+    assert_eq!(gbank_balance(Db::Mysql, b).await, 0);
+}
+
+// ---------------------------------------------------------------- one conversion
+
+/// A business rule written against dtmcli, as HTTP and gRPC handlers share it.
+fn settled(amount: i64, balance_after: i64) -> dtmcli::Result<()> {
+    if amount == 0 {
+        return Err(Error::ongoing("the amount is not known yet"));
+    }
+    if balance_after < 0 {
+        return Err(Error::failure("insufficient balance"));
+    }
+    Ok(())
+}
+
+/// A tonic handler written with the one conversion: `?` on sqlx and dtmcli errors inside the
+/// barrier closure, `.into_status()` on what the barrier returns. `column` lets a test break
+/// the SQL.
+async fn debit(
+    pool: sqlx::MySqlPool,
+    info: TransInfo,
+    user: i64,
+    amount: i64,
+    column: &'static str,
+) -> Result<(), tonic::Status> {
+    use dtmgrpc::IntoStatus;
+    let bb = dtm_barrier::BranchBarrier::new(info);
+    bb.call(&pool, move |conn| {
+        Box::pin(async move {
+            sqlx::query(&format!(
+                "update dtm_busi.user_account set {column} = {column} - ? where user_id = ?"
+            ))
+            .bind(amount)
+            .bind(user)
+            .execute(&mut *conn)
+            .await?;
+            let after: i64 =
+                sqlx::query_scalar("select balance from dtm_busi.user_account where user_id = ?")
+                    .bind(user)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            settled(amount, after)?;
+            Ok(())
+        })
+    })
+    .await
+    .into_status()?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tonic_handler_needs_one_conversion() {
+    let (a, _) = gbank_accounts(Db::Mysql, 10, 0).await;
+    let pool = grpc_bank_env().bank.bank().mysql().clone();
+    let call = |gid: &str, amount: i64, column: &'static str| {
+        let (pool, info) = (
+            pool.clone(),
+            TransInfo::new(gid, TransType::Saga, "01", Op::Action),
+        );
+        on_env(debit(pool, info, a, amount, column))
+    };
+
+    // A dtmcli failure inside the closure: the debit is rolled back with the barrier row,
+    // and the handler answers Aborted, which DTM reads as FAILURE.
+    let poor = gid("gbb-one-poor");
+    let status = call(&poor, 30, "balance").await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Aborted);
+    assert_eq!(status.message(), "insufficient balance");
+    assert!(dtmgrpc::status_to_error("t", &status).is_failure());
+    assert_eq!(gbank_balance(Db::Mysql, a).await, 10);
+    assert!(gbank_rows(Db::Mysql, &poor).await.is_empty());
+
+    // Ongoing: FailedPrecondition, nothing written either.
+    let later = gid("gbb-one-later");
+    let status = call(&later, 0, "balance").await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(dtmgrpc::status_to_error("t", &status).is_ongoing());
+    assert!(gbank_rows(Db::Mysql, &later).await.is_empty());
+
+    // A sqlx error: retryable (Unknown), never a failure.
+    let broken = gid("gbb-one-sql");
+    let status = call(&broken, 5, "no_such_column").await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unknown);
+    assert!(
+        status.message().contains("no_such_column"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(
+        dtmgrpc::status_to_error("t", &status).kind(),
+        dtmcli::ErrorKind::Retryable
+    );
+
+    // Success: one debit, its barrier row; the duplicate is skipped.
+    let ok = gid("gbb-one-ok");
+    call(&ok, 4, "balance").await.unwrap();
+    call(&ok, 4, "balance").await.unwrap();
+    assert_eq!(gbank_balance(Db::Mysql, a).await, 6);
+    assert_eq!(
+        gbank_rows(Db::Mysql, &ok).await,
+        ["saga/01/action/01/action"]
+    );
+}

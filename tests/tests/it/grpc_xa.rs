@@ -1,0 +1,254 @@
+//! XA over gRPC against the real DTM server: the global side (dtmgrpc's `Xa`), the
+//! metadata it sends (checked on the recording service's XA stub), and real XA branches on
+//! MariaDB and PostgreSQL (the barrier crate's `XaLocal` registering over gRPC, in the gRPC bank).
+
+use crate::support;
+
+use std::time::Duration;
+
+use crate::support::*;
+use dtm_examples::bank::Db;
+use dtm_examples::grpc_busi::pb::ReqGrpc;
+use dtm_examples::grpc_busi::GrpcCall;
+use dtmcli::{Error, Op, TransOptions, TransType};
+
+fn opts() -> TransOptions {
+    TransOptions::default()
+        .retry_interval(Duration::from_secs(1))
+        .branch_header("x-test-header", "xa")
+}
+
+fn assert_action(c: &GrpcCall, dtm: &dtmgrpc::DtmGrpcClient, branch_id: &str, handler: &str) {
+    let info = c.info.as_ref().unwrap();
+    assert_eq!(c.handler, handler, "{c:?}");
+    assert_eq!(
+        (&info.op, info.trans_type, info.branch_id.as_str()),
+        (&Op::Action, TransType::Xa, branch_id),
+        "{c:?}"
+    );
+    assert_eq!(info.dtm.as_deref(), Some(dtm.server()), "{c:?}");
+    assert_eq!(c.metadata["dtm-phase2_url"], grpc_url(handler), "{c:?}");
+    assert_eq!(c.metadata["x-test-header"], "xa", "{c:?}");
+}
+
+fn assert_phase2(c: &GrpcCall, branch_id: &str, op: Op) {
+    let info = c.info.as_ref().unwrap();
+    assert_eq!(
+        (&info.op, info.branch_id.as_str()),
+        (&op, branch_id),
+        "{c:?}"
+    );
+    // DTM sends an empty message, no dtm address and no phase2 url.
+    assert_eq!(c.req, ReqGrpc::default(), "{c:?}");
+    assert_eq!(
+        (info.dtm.as_deref(), info.phase2_url.as_deref()),
+        (None, None)
+    );
+    assert_eq!(c.metadata["x-test-header"], "xa", "{c:?}");
+    assert_eq!(c.metadata["content-type"], "application/grpc+dtm_raw");
+}
+
+#[tokio::test]
+async fn success_commits_every_branch_with_the_phase2_metadata() {
+    let dtm = grpc_dtm();
+    let gid = gid("gxa-ok");
+    let req = ReqGrpc::amount(30);
+    let r2 = req.clone();
+    let reply: dtm_examples::grpc_busi::pb::BusiReply = dtm
+        .xa_global_transaction(&gid, opts(), |xa| async move {
+            let _: () = xa.call_branch(&r2, &grpc_url("TransOutXa")).await?;
+            xa.call_branch(&r2, &grpc_url("TransInXa")).await
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.message, "TransInXa done");
+    let q = wait_status(&support::dtm(), &gid, "succeed").await;
+    let calls = grpc_busi().calls(&gid);
+    assert_eq!(
+        grpc_busi().handlers(&gid),
+        ["TransOutXa", "TransInXa", "TransOutXa", "TransInXa"]
+    );
+    assert_action(&calls[0], &dtm, "01", "TransOutXa");
+    assert_action(&calls[1], &dtm, "02", "TransInXa");
+    assert_eq!(calls[0].req, req);
+    assert_phase2(&calls[2], "01", Op::Commit);
+    assert_phase2(&calls[3], "02", Op::Commit);
+    assert_eq!(
+        branch_rows(&q),
+        [
+            "01/rollback=prepared",
+            "01/commit=succeed",
+            "02/rollback=prepared",
+            "02/commit=succeed"
+        ]
+    );
+    let urls: Vec<&str> = q.branches.iter().map(|b| b.url.as_str()).collect();
+    let (o, i) = (grpc_url("TransOutXa"), grpc_url("TransInXa"));
+    assert_eq!(urls, [o.as_str(), o.as_str(), i.as_str(), i.as_str()]);
+}
+
+#[tokio::test]
+async fn failed_branch_rolls_back_the_registered_ones() {
+    let dtm = grpc_dtm();
+    let gid = gid("gxa-rb");
+    let req = ReqGrpc {
+        amount: 30,
+        trans_in_result: "FAILURE".into(),
+        ..Default::default()
+    };
+    let err = dtm
+        .xa_global_transaction(&gid, opts(), |xa| async move {
+            let _: () = xa.call_branch(&req, &grpc_url("TransOutXa")).await?;
+            let _: () = xa.call_branch(&req, &grpc_url("TransInXa")).await?;
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is_failure(), "{err}");
+    let q = wait_status(&support::dtm(), &gid, "failed").await;
+    assert_eq!(
+        grpc_busi().handlers(&gid),
+        ["TransOutXa", "TransInXa", "TransOutXa"]
+    );
+    assert_phase2(&grpc_busi().calls(&gid)[2], "01", Op::Rollback);
+    assert_eq!(
+        branch_rows(&q),
+        ["01/rollback=succeed", "01/commit=prepared"]
+    );
+    assert!(q
+        .transaction
+        .unwrap()
+        .rollback_reason
+        .contains("TransInXa refused"));
+}
+
+#[tokio::test]
+async fn ongoing_commit_is_retried() {
+    let dtm = grpc_dtm();
+    let gid = gid("gxa-commit-ongoing");
+    // 1st call: the action; 2nd: the commit, which answers ongoing once.
+    grpc_busi().script(&gid, "TransOutXa", [Outcome::Success, Outcome::Ongoing]);
+    dtm.xa_global_transaction(&gid, opts(), |xa| async move {
+        let _: () = xa
+            .call_branch(&ReqGrpc::amount(1), &grpc_url("TransOutXa"))
+            .await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    wait_status(&support::dtm(), &gid, "succeed").await;
+    assert_eq!(grpc_busi().count(&gid, "TransOutXa"), 3);
+}
+
+async fn xa_transfer(
+    out_db: Db,
+    in_db: Db,
+    fail_in: bool,
+) -> (String, dtmcli::Result<()>, i64, i64) {
+    let (a, _) = gbank_accounts(out_db, 100, 0).await;
+    let (_, b) = gbank_accounts(in_db, 100, 0).await;
+    let gid = gid("gxa-bank");
+    let req = ReqGrpc {
+        amount: 30,
+        from_user: a,
+        to_user: b,
+        trans_in_result: if fail_in {
+            "FAILURE".into()
+        } else {
+            String::new()
+        },
+        ..Default::default()
+    };
+    let res = grpc_dtm()
+        .xa_global_transaction(&gid, opts(), |xa| async move {
+            let _: () = xa
+                .call_branch(&req, &grpc_bank_url(out_db, "TransOutXa"))
+                .await?;
+            let _: () = xa
+                .call_branch(&req, &grpc_bank_url(in_db, "TransInXa"))
+                .await?;
+            Ok(())
+        })
+        .await;
+    (gid, res, a, b)
+}
+
+async fn xa_commit(out_db: Db, in_db: Db) {
+    let (gid, res, a, b) = xa_transfer(out_db, in_db, false).await;
+    res.unwrap();
+    wait_status(&support::dtm(), &gid, "succeed").await;
+    assert_eq!(gbank_balance(out_db, a).await, 70);
+    assert_eq!(gbank_balance(in_db, b).await, 30);
+    assert_eq!(gbank_executed(&gid, "TransOutXa"), 1);
+    assert_eq!(gbank_executed(&gid, "TransInXa"), 1);
+    assert_eq!(gbank_rows(out_db, &gid).await[0], "xa/01/action/01/action");
+}
+
+async fn xa_rollback(out_db: Db, in_db: Db) {
+    let (gid, res, a, b) = xa_transfer(out_db, in_db, true).await;
+    let err = res.unwrap_err();
+    assert!(err.is_failure(), "{err}");
+    wait_status(&support::dtm(), &gid, "failed").await;
+    // The out branch was prepared then rolled back by DTM; the in branch never prepared.
+    assert_eq!(gbank_balance(out_db, a).await, 100);
+    assert_eq!(gbank_balance(in_db, b).await, 0);
+    assert_eq!(gbank_executed(&gid, "TransInXa"), 1);
+    let rows = gbank_rows(out_db, &gid).await;
+    assert!(
+        rows.contains(&"xa/01/action/01/rollback".to_string()),
+        "{rows:?}"
+    );
+}
+
+#[tokio::test]
+async fn mariadb_commit() {
+    xa_commit(Db::Mysql, Db::Mysql).await;
+}
+
+#[tokio::test]
+async fn mariadb_rollback() {
+    xa_rollback(Db::Mysql, Db::Mysql).await;
+}
+
+#[tokio::test]
+async fn postgres_commit() {
+    xa_commit(Db::Postgres, Db::Postgres).await;
+}
+
+#[tokio::test]
+async fn postgres_rollback() {
+    xa_rollback(Db::Postgres, Db::Postgres).await;
+}
+
+#[tokio::test]
+async fn across_mariadb_and_postgres() {
+    xa_commit(Db::Mysql, Db::Postgres).await;
+    xa_rollback(Db::Postgres, Db::Mysql).await;
+}
+
+#[tokio::test]
+async fn phase2_without_phase1_is_harmless() {
+    // DTM may repeat phase 2, or roll back a branch whose action never prepared.
+    let gid = gid("gxa-p2");
+    for db in [Db::Mysql, Db::Postgres] {
+        for op in [Op::Commit, Op::Rollback, Op::Rollback] {
+            let info = dtmcli::TransInfo::new(&gid, TransType::Xa, "01", op);
+            grpc_call(&grpc_bank_url(db, "TransOutXa"), &info, &())
+                .await
+                .unwrap();
+        }
+        assert_eq!(gbank_rows(db, &gid).await, ["xa/01/action/01/rollback"]);
+    }
+    assert_eq!(gbank_executed(&gid, "TransOutXa"), 0);
+    // An action without dtm-phase2_url cannot register: a clean error, nothing prepared.
+    let info = dtmcli::TransInfo::new(&gid, TransType::Xa, "02", Op::Action);
+    let err = grpc_call(
+        &grpc_bank_url(Db::Mysql, "TransOutXa"),
+        &info,
+        &ReqGrpc::amount(1),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::Grpc { .. }), "{err}");
+    assert!(err.to_string().contains("phase2_url"), "{err}");
+}
