@@ -269,7 +269,7 @@ pub use transport::{BranchResponse, Encode, Json, Transport};
 pub use trust::TrustedServers;
 pub use types::{Op, TransInfo, TransType};
 pub use wire::{
-    QueryResult, TransBranch, TransGlobal, TransRequest, TransStatus, WorkflowProgress,
+    QueryResult, TransBranch, TransGlobal, TransParts, TransRequest, TransStatus, WorkflowProgress,
 };
 
 // Dependencies whose types are in this crate's API, so that users can name the versions it

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,7 +17,7 @@ use crate::options::TransOptions;
 use crate::trace;
 use crate::transport::{DtmOp, Encode, Transport};
 use crate::types::{Op, TransInfo, TransType};
-use crate::wire::TransRequest;
+use crate::wire::{Shared, TransRequest};
 
 /// A 2-phase message under construction ([`DtmClient::msg`], or the gRPC client's `msg`).
 ///
@@ -31,8 +32,9 @@ pub struct Msg<T: Transport> {
     prepared: std::sync::Mutex<String>,
     transport: T,
     gid: String,
-    steps: Vec<BTreeMap<String, String>>,
-    payloads: Vec<Bytes>,
+    /// Shared with the requests it makes: sending copies no step and no payload.
+    steps: Shared<BTreeMap<String, String>>,
+    payloads: Shared<Bytes>,
     delay: Option<Duration>,
     concurrent: bool,
     options: TransOptions,
@@ -54,8 +56,8 @@ impl<T: Transport> Msg<T> {
             prepared: std::sync::Mutex::new(String::new()),
             transport,
             gid: gid.into(),
-            steps: Vec::new(),
-            payloads: Vec::new(),
+            steps: Shared::default(),
+            payloads: Shared::default(),
             delay: None,
             concurrent: false,
             options: TransOptions::default(),
@@ -90,9 +92,9 @@ impl<T: Transport> Msg<T> {
                 return self;
             }
         }
-        self.steps
+        Arc::make_mut(&mut self.steps)
             .push(BTreeMap::from([("action".to_string(), action.to_string())]));
-        self.payloads.push(payload.into());
+        Arc::make_mut(&mut self.payloads).push(payload.into());
         self
     }
 

@@ -2,6 +2,7 @@
 //! transport: `dtmcli::Saga` is `Saga<DtmClient>`, `dtmgrpc::Saga` is `Saga<DtmGrpcClient>`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tracing::Instrument;
@@ -13,7 +14,7 @@ use crate::options::TransOptions;
 use crate::trace;
 use crate::transport::{DtmOp, Encode, Transport};
 use crate::types::TransType;
-use crate::wire::TransRequest;
+use crate::wire::{Shared, TransRequest};
 
 /// A saga under construction. Build it with [`DtmClient::saga`] (or the gRPC client's
 /// `saga`), add steps, then [`Saga::submit`].
@@ -30,8 +31,9 @@ use crate::wire::TransRequest;
 pub struct Saga<T: Transport> {
     transport: T,
     gid: String,
-    steps: Vec<BTreeMap<String, String>>,
-    payloads: Vec<Bytes>,
+    /// Shared with the requests it makes: sending copies no step and no payload.
+    steps: Shared<BTreeMap<String, String>>,
+    payloads: Shared<Bytes>,
     orders: BTreeMap<usize, Vec<usize>>,
     concurrent: bool,
     options: TransOptions,
@@ -52,8 +54,8 @@ impl<T: Transport> Saga<T> {
         Saga {
             transport,
             gid: gid.into(),
-            steps: Vec::new(),
-            payloads: Vec::new(),
+            steps: Shared::default(),
+            payloads: Shared::default(),
             orders: BTreeMap::new(),
             concurrent: false,
             options: TransOptions::default(),
@@ -91,11 +93,11 @@ impl<T: Transport> Saga<T> {
         {
             return self.fail(e);
         }
-        self.steps.push(BTreeMap::from([
+        Arc::make_mut(&mut self.steps).push(BTreeMap::from([
             ("action".to_string(), action.to_string()),
             ("compensate".to_string(), compensate.to_string()),
         ]));
-        self.payloads.push(payload.into());
+        Arc::make_mut(&mut self.payloads).push(payload.into());
         self
     }
 

@@ -1,12 +1,38 @@
 //! JSON shapes exchanged with the DTM server, exactly as the Go SDK writes them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::options::{secs, TransOptions};
 use crate::types::TransType;
+
+/// A list a builder and the requests it makes share: cloned by reference count, changed
+/// in place while only one holds it ([`Arc::make_mut`]).
+pub(crate) type Shared<T> = Arc<Vec<T>>;
+
+fn is_empty<T>(v: &Shared<T>) -> bool {
+    v.is_empty()
+}
+
+fn shared_as_seq<S: serde::Serializer, T: Serialize>(
+    v: &Shared<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    v.as_slice().serialize(s)
+}
+
+fn shared_from_seq<'de, D, T>(d: D) -> Result<Shared<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Arc::new(
+        Option::<Vec<T>>::deserialize(d)?.unwrap_or_default(),
+    ))
+}
 
 fn is_false(b: &bool) -> bool {
     !*b
@@ -54,19 +80,26 @@ pub struct TransRequest {
     /// Server-side counter; clients leave it 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub(crate) retry_count: i64,
-    /// Steps: `{"action":..,"compensate":..}` (saga) or `{"action":..}` (msg).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) steps: Vec<BTreeMap<String, String>>,
-    /// One payload per step, as encoded by the transaction's encoding: JSON text travels as
-    /// strings over HTTP (a payload that is not UTF-8 cannot be sent there), bytes over gRPC.
-    /// Cloning a request shares the payloads instead of copying them.
+    /// Steps: `{"action":..,"compensate":..}` (saga) or `{"action":..}` (msg). Shared: a
+    /// request cloned per send (a cluster's attempts, a builder submitted again) does not
+    /// copy them.
     #[serde(
         default,
-        skip_serializing_if = "Vec::is_empty",
+        skip_serializing_if = "is_empty",
+        serialize_with = "shared_as_seq",
+        deserialize_with = "shared_from_seq"
+    )]
+    pub(crate) steps: Shared<BTreeMap<String, String>>,
+    /// One payload per step, as encoded by the transaction's encoding: JSON text travels as
+    /// strings over HTTP (a payload that is not UTF-8 cannot be sent there), bytes over gRPC.
+    /// Shared like the steps.
+    #[serde(
+        default,
+        skip_serializing_if = "is_empty",
         serialize_with = "payloads_as_text",
         deserialize_with = "payloads_from_text"
     )]
-    pub(crate) payloads: Vec<Bytes>,
+    pub(crate) payloads: Shared<Bytes>,
     /// msg back-check URL / workflow callback URL.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub(crate) query_prepared: String,
@@ -81,7 +114,69 @@ pub struct TransRequest {
     pub(crate) req_extra: BTreeMap<String, String>,
 }
 
+/// A [`TransRequest`] taken apart ([`TransRequest::into_parts`]), its fields moved out: for
+/// a transport that lays a request out its own way (gRPC's `DtmRequest`, a user's own
+/// transport) without copying its strings, steps or payloads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransParts {
+    /// Global id.
+    pub gid: String,
+    /// `saga`, `msg`, `tcc`, `xa` or `workflow`.
+    pub trans_type: String,
+    /// Mode-specific JSON text.
+    pub custom_data: String,
+    /// Run synchronously inside the request.
+    pub wait_result: bool,
+    /// Seconds (0: DTM's default).
+    pub timeout_to_fail: i64,
+    /// Seconds (0: DTM's default).
+    pub request_timeout: i64,
+    /// Seconds (0: DTM's default).
+    pub retry_interval: i64,
+    /// Headers for branch calls.
+    pub branch_headers: BTreeMap<String, String>,
+    /// msg: run branches concurrently.
+    pub concurrent: bool,
+    /// Saga retry limit.
+    pub retry_limit: i64,
+    /// The steps, shared with the builder that made them.
+    pub steps: Arc<Vec<BTreeMap<String, String>>>,
+    /// One payload per step, shared likewise.
+    pub payloads: Arc<Vec<Bytes>>,
+    /// msg back-check URL / workflow callback URL.
+    pub query_prepared: String,
+    /// `""`/`http`, `grpc`, `json-rpc`.
+    pub protocol: String,
+    /// Reason recorded on abort.
+    pub rollback_reason: String,
+    /// Workflow submit: status, rollback_reason and result.
+    pub req_extra: BTreeMap<String, String>,
+}
+
 impl TransRequest {
+    /// The request's fields, moved out (see [`TransParts`]).
+    pub fn into_parts(self) -> TransParts {
+        TransParts {
+            gid: self.gid,
+            trans_type: self.trans_type,
+            custom_data: self.custom_data,
+            wait_result: self.wait_result,
+            timeout_to_fail: self.timeout_to_fail,
+            request_timeout: self.request_timeout,
+            retry_interval: self.retry_interval,
+            branch_headers: self.branch_headers,
+            concurrent: self.concurrent,
+            retry_limit: self.retry_limit,
+            steps: self.steps,
+            payloads: self.payloads,
+            query_prepared: self.query_prepared,
+            protocol: self.protocol,
+            rollback_reason: self.rollback_reason,
+            req_extra: self.req_extra,
+        }
+    }
+
     /// A body for `gid` / `trans_type` carrying `options`, and (feature `opentelemetry`) the
     /// current span's trace context in its branch headers, which DTM adds to every branch
     /// call ([`crate::trace`]).
@@ -158,8 +253,8 @@ impl TransRequest {
 
     /// Appends a step and its payload (they stay one payload per step).
     pub fn push_step(&mut self, step: BTreeMap<String, String>, payload: impl Into<Bytes>) {
-        self.steps.push(step);
-        self.payloads.push(payload.into());
+        Arc::make_mut(&mut self.steps).push(step);
+        Arc::make_mut(&mut self.payloads).push(payload.into());
     }
 
     /// One payload per step, as the transaction's encoding wrote it.
@@ -385,10 +480,10 @@ pub(crate) fn check_text_payloads(req: &TransRequest) -> crate::Result<()> {
     }
 }
 
-fn payloads_as_text<S: serde::Serializer>(p: &[Bytes], s: S) -> Result<S::Ok, S::Error> {
+fn payloads_as_text<S: serde::Serializer>(p: &Shared<Bytes>, s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::{Error, SerializeSeq};
     let mut seq = s.serialize_seq(Some(p.len()))?;
-    for b in p {
+    for b in p.iter() {
         let text = std::str::from_utf8(b)
             .map_err(|_| S::Error::custom("a payload is not UTF-8 text: send it over gRPC"))?;
         seq.serialize_element(text)?;
@@ -396,9 +491,9 @@ fn payloads_as_text<S: serde::Serializer>(p: &[Bytes], s: S) -> Result<S::Ok, S:
     seq.end()
 }
 
-fn payloads_from_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Bytes>, D::Error> {
+fn payloads_from_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Shared<Bytes>, D::Error> {
     let v = Option::<Vec<String>>::deserialize(d)?.unwrap_or_default();
-    Ok(v.into_iter().map(Bytes::from).collect())
+    Ok(Arc::new(v.into_iter().map(Bytes::from).collect()))
 }
 
 fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -428,14 +523,14 @@ mod tests {
     #[test]
     fn saga_body_matches_go() {
         let mut r = TransRequest::new("g1", TransType::Saga, &TransOptions::default());
-        r.steps.push(BTreeMap::from([
+        Arc::make_mut(&mut r.steps).push(BTreeMap::from([
             ("action".to_string(), "http://h/TransOut".to_string()),
             (
                 "compensate".to_string(),
                 "http://h/TransOutRevert".to_string(),
             ),
         ]));
-        r.payloads.push(Bytes::from_static(b"{\"amount\":30}"));
+        Arc::make_mut(&mut r.payloads).push(Bytes::from_static(b"{\"amount\":30}"));
         let s = serde_json::to_string(&r).unwrap();
         assert_eq!(
             s,

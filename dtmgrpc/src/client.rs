@@ -59,7 +59,9 @@ pub struct DtmGrpcClient {
     target: Arc<str>,
     channel: Channel,
     /// `channel` as calls go through it (wrapped in the builder's layer).
-    service: GrpcChannel,
+    /// Shared by the client's clones (a transaction holds one): cloned, which boxes the
+    /// service anew, only for a call, which needs one of its own.
+    service: Arc<GrpcChannel>,
     shared: Arc<Shared>,
     /// The channel to DTM is one this client built without TLS (a given channel may be
     /// anything): only then may a broken call be probed in plaintext.
@@ -232,7 +234,7 @@ impl DtmGrpcClientBuilder {
         };
         Ok(DtmGrpcClient {
             target: target.addr.into(),
-            service: (shared.wrap)(channel.clone()),
+            service: Arc::new((shared.wrap)(channel.clone())),
             channel,
             shared,
             plaintext,
@@ -360,38 +362,44 @@ fn deadline_error(target: &str, timeout: Duration) -> Error {
     )
 }
 
-/// The gRPC options message of a wire body's flat options.
-fn options_of(r: &TransRequest) -> DtmTransOptions {
-    DtmTransOptions {
-        wait_result: r.wait_result(),
-        timeout_to_fail: r.timeout_to_fail(),
-        retry_interval: r.retry_interval(),
-        branch_headers: r.branch_headers().clone(),
-        request_timeout: r.request_timeout(),
-        retry_limit: r.retry_limit(),
+/// The gRPC form of an HTTP global-transaction body, field for field (steps `"null"` when
+/// there are none, as the Go SDK sends them; payloads as bytes), built by moving the
+/// request's fields: only the steps are written anew, as the JSON text DTM's gRPC API takes.
+impl From<TransRequest> for DtmRequest {
+    fn from(r: TransRequest) -> Self {
+        let p = r.into_parts();
+        let steps = if p.steps.is_empty() {
+            "null".to_string()
+        } else {
+            serde_json::to_string(p.steps.as_slice()).unwrap_or_else(|_| "null".to_string())
+        };
+        DtmRequest {
+            gid: p.gid,
+            trans_type: p.trans_type,
+            trans_options: Some(DtmTransOptions {
+                wait_result: p.wait_result,
+                timeout_to_fail: p.timeout_to_fail,
+                retry_interval: p.retry_interval,
+                branch_headers: p.branch_headers.into_iter().collect(),
+                request_timeout: p.request_timeout,
+                retry_limit: p.retry_limit,
+            }),
+            customed_data: p.custom_data,
+            // The builder usually still holds the payloads: then they are shared (a
+            // reference count each), not copied.
+            bin_payloads: Arc::try_unwrap(p.payloads).unwrap_or_else(|shared| shared.to_vec()),
+            query_prepared: p.query_prepared,
+            steps,
+            req_extra: p.req_extra.into_iter().collect(),
+            rollback_reason: p.rollback_reason,
+        }
     }
 }
 
-/// The gRPC form of an HTTP global-transaction body, field for field (steps `"null"` when
-/// there are none, as the Go SDK sends them; payloads as bytes).
+/// [`From<TransRequest>`] of a copy, for a request that is still needed.
 impl From<&TransRequest> for DtmRequest {
     fn from(r: &TransRequest) -> Self {
-        let steps = if r.steps().is_empty() {
-            "null".to_string()
-        } else {
-            serde_json::to_string(r.steps()).unwrap_or_else(|_| "null".to_string())
-        };
-        DtmRequest {
-            gid: r.gid().to_string(),
-            trans_type: r.trans_type().to_string(),
-            trans_options: Some(options_of(r)),
-            customed_data: r.custom_data().to_string(),
-            bin_payloads: r.payloads().to_vec(),
-            query_prepared: r.query_prepared().to_string(),
-            steps,
-            req_extra: r.req_extra().clone().into_iter().collect(),
-            rollback_reason: r.rollback_reason().to_string(),
-        }
+        r.clone().into()
     }
 }
 
@@ -459,7 +467,7 @@ impl DtmGrpcClient {
         }
         let channel = dtm_channel(&self.shared, &named)?;
         Ok(DtmGrpcClient {
-            service: (self.shared.wrap)(channel.clone()),
+            service: Arc::new((self.shared.wrap)(channel.clone())),
             channel,
             plaintext: !named.tls.unwrap_or(self.shared.tls_default),
             target: named.addr.into(),
@@ -542,7 +550,7 @@ impl DtmGrpcClient {
         let span = dtmcli::trace::call_span("grpc", rpc, gid, &self.target);
         async move {
             let limit = self.shared.limits.max_answer_bytes();
-            let stub = DtmStub::with_interceptor(self.service.clone(), TraceContext)
+            let stub = DtmStub::with_interceptor(GrpcChannel::clone(&self.service), TraceContext)
                 .max_decoding_message_size(limit);
             match tokio::time::timeout(timeout, f(stub)).await {
                 Ok(Ok(resp)) => {
@@ -939,10 +947,8 @@ impl Transport for DtmGrpcClient {
     }
 
     fn call_dtm(&self, op: DtmOp, req: TransRequest) -> impl Future<Output = Result<()>> + Send {
-        // Converted now and moved into the call: one message in memory while it waits.
-        let r = DtmRequest::from(&req);
-        drop(req);
-        self.trans_call(op, r)
+        // Converted now, by moving: one message in memory while the call waits.
+        self.trans_call(op, DtmRequest::from(req))
     }
 
     async fn register(&self, reg: &BranchRegistration) -> Result<()> {

@@ -1384,13 +1384,13 @@ fn print_report(
     );
     println!();
     println!(
-        "| mode | transport | conc | ok | err | tps | p50 ms | p99 ms | client µs/tx | DTM µs/tx | client/DTM |"
+        "| mode | transport | conc | ok | err | tps | p50 ms | p99 ms | client µs/tx | DTM µs/tx | client/DTM | SDK above the floor |"
     );
-    println!("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    println!("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     for r in rows {
         let mark = |exact: bool| if exact { "" } else { "~" };
         println!(
-            "| {} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {}{:.0} | {}{:.0} | {:.0}% |",
+            "| {} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {}{:.0} | {}{:.0} | {:.0}% | {} |",
             r.mode.name(),
             r.transport.name(),
             r.concurrency,
@@ -1404,8 +1404,17 @@ fn print_report(
             mark(r.dtm_exact),
             r.dtm_us,
             100.0 * r.client_us / r.dtm_us,
+            above_floor(r, rows),
         );
     }
+    println!();
+    println!(
+        "SDK above the floor: the mode's client CPU per transaction minus saga-floor's (the \
+         same transport and concurrency: one submit sent without the SDK), in µs and as a \
+         share of the floor. Saga and msg make the floor's one call to DTM; TCC makes four \
+         (prepare, two registerBranch, submit) plus two tries, and a workflow five calls, so \
+         for them it is the cost of their extra calls as well, not the SDK's alone."
+    );
     if !inflight.is_empty() {
         println!();
         println!("Memory with sagas in flight (a fresh client process submits them all at once):");
@@ -1464,6 +1473,24 @@ fn print_report(
             "`~`: a thread exited during the case, so the CPU time comes from /proc/<pid>/stat \
          (10 ms clock ticks) instead of the per-thread schedstat sum."
         );
+    }
+}
+
+/// The "SDK above the floor" cell of `r`: its client CPU minus saga-floor's at the same
+/// transport and concurrency, in µs and as a % of the floor.
+fn above_floor(r: &Row, rows: &[Row]) -> String {
+    if r.mode == Mode::SagaFloor {
+        return "floor".to_string();
+    }
+    let floor = rows.iter().find(|f| {
+        f.mode == Mode::SagaFloor && f.transport == r.transport && f.concurrency == r.concurrency
+    });
+    match floor {
+        Some(f) if f.client_us > 0.0 => {
+            let d = r.client_us - f.client_us;
+            format!("{d:+.1} µs ({:+.1}%)", 100.0 * d / f.client_us)
+        }
+        _ => "-".to_string(),
     }
 }
 
