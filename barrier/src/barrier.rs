@@ -92,6 +92,7 @@ impl BarrierConfig {
 
 /// One barrier row, exactly the columns the Go SDK writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BarrierRow<'a> {
     /// `trans_type`.
     pub trans_type: &'a str,
@@ -336,6 +337,7 @@ pub fn msg_query_info(gid: &str) -> TransInfo {
 
 /// What a guarded call did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outcome<T> {
     /// The business ran and committed with the barrier rows; its value.
     Executed(T),

@@ -149,6 +149,8 @@ async fn branch(
         Outcome::Executed(()) => Did::Executed,
         Outcome::Duplicate => Did::Duplicate,
         Outcome::NullCompensation => Did::NullCompensation,
+        // Outcome may grow; this demo knows the three above.
+        _ => Did::Duplicate,
     };
     let lost = did == Did::Executed && handler == "TransIn" && {
         let mut lose = bank.lose_answer.lock().unwrap_or_else(|p| p.into_inner());

@@ -78,10 +78,10 @@ pub enum Error {
     /// Codes 14 (`Unavailable`: the peer could not be reached) and 4 (`DeadlineExceeded`: no
     /// answer in time) count as transport errors ([`Error::is_transport`]). Retryable.
     /// Build it with [`Error::grpc`] or [`Error::grpc_no_answer`].
-    #[error("{}", grpc_text(.target, *.code, .message, *.answered))]
+    #[error("{}", grpc_text(.url, *.code, .message, *.answered))]
     Grpc {
-        /// The gRPC method called (`127.0.0.1:36790/dtmgimp.Dtm/Submit`).
-        target: String,
+        /// The gRPC method called (`127.0.0.1:36790/dtmgimp.Dtm/Submit`), as a branch URL.
+        url: String,
         /// The gRPC status code (see `tonic::Code`).
         code: i32,
         /// The status message; without an answer, what happened instead.
@@ -217,22 +217,22 @@ impl Error {
         }
     }
 
-    /// An [`Error::Grpc`] for a status the peer `target` answered.
-    pub fn grpc(target: impl Into<String>, code: i32, message: impl Into<String>) -> Self {
+    /// An [`Error::Grpc`] for a status the gRPC method at `url` answered.
+    pub fn grpc(url: impl Into<String>, code: i32, message: impl Into<String>) -> Self {
         Error::Grpc {
-            target: target.into(),
+            url: url.into(),
             code,
             message: message.into(),
             answered: true,
         }
     }
 
-    /// An [`Error::Grpc`] for a call to `target` that got no gRPC answer: `code` is the
+    /// An [`Error::Grpc`] for a call to the gRPC method at `url` that got no gRPC answer: `code` is the
     /// status the client set (4 for a timeout, 14 when it could not connect...), `what`
     /// says what happened instead (`"none came within 30s"`).
-    pub fn grpc_no_answer(target: impl Into<String>, code: i32, what: impl Into<String>) -> Self {
+    pub fn grpc_no_answer(url: impl Into<String>, code: i32, what: impl Into<String>) -> Self {
         Error::Grpc {
-            target: target.into(),
+            url: url.into(),
             code,
             message: what.into(),
             answered: false,
@@ -305,11 +305,11 @@ fn status_text(status: Option<&TransStatus>) -> String {
 
 /// The text of [`Error::Grpc`]: a status the peer answered, or what happened instead of an
 /// answer (never "answered" for a server that said nothing).
-fn grpc_text(target: &str, code: i32, message: &str, answered: bool) -> String {
+fn grpc_text(url: &str, code: i32, message: &str, answered: bool) -> String {
     if answered {
-        format!("{target} answered gRPC status {code}: {message}")
+        format!("{url} answered gRPC status {code}: {message}")
     } else {
-        format!("no gRPC answer from {target}: {message} (status {code}, set by this client)")
+        format!("no gRPC answer from {url}: {message} (status {code}, set by this client)")
     }
 }
 

@@ -58,6 +58,7 @@ pub enum StateCall<'a> {
 
 /// What to do about a call whose outcome was unknown, once DTM's state is known.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Resolution {
     /// DTM holds the call's effect: report success, send nothing.
     Done,

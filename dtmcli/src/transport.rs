@@ -52,6 +52,7 @@ impl BranchResponse {
 
 /// A global-transaction call to DTM that carries a [`TransRequest`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DtmOp {
     /// Creates the transaction in status `prepared` (TCC, XA, msg phase 1).
     Prepare,

@@ -416,17 +416,17 @@ fn check_gid_is_metadata(gid: &str) -> Result<()> {
 }
 
 impl DtmGrpcClient {
-    /// A client of the DTM server at `target` (`host:port`, for example `localhost:36790`;
+    /// A client of the DTM server at `server` (`host:port`, for example `localhost:36790`;
     /// `http://host:port` is the same, `https://host:port` talks TLS and needs the `tls`
     /// feature). Must be called inside a tokio runtime (the channel's worker runs on it).
-    pub fn new(target: impl Into<String>) -> Result<Self> {
-        Self::builder(target).build()
+    pub fn new(server: impl Into<String>) -> Result<Self> {
+        Self::builder(server).build()
     }
 
-    /// A builder for a client of `target`.
-    pub fn builder(target: impl Into<String>) -> DtmGrpcClientBuilder {
+    /// A builder for a client of `server`.
+    pub fn builder(server: impl Into<String>) -> DtmGrpcClientBuilder {
         DtmGrpcClientBuilder {
-            target: target.into(),
+            target: server.into(),
             channel: None,
             wrap: crate::channel::plain(),
             limits: Limits::default(),
@@ -455,8 +455,8 @@ impl DtmGrpcClient {
     /// The metadata comes from whoever reached the branch, so the server must be one this
     /// client trusts ([`DtmGrpcClientBuilder::trusted_servers`]; by default only its own):
     /// otherwise [`Error::InvalidInput`], and nothing is sent. See [`dtmcli::trust`].
-    pub fn with_server(&self, target: &str) -> Result<Self> {
-        let named = parse_target(target)?;
+    pub fn with_server(&self, server: &str) -> Result<Self> {
+        let named = parse_target(server)?;
         self.shared
             .trusted
             .check(&self.shared.own, &named.addr, |s| {
@@ -664,6 +664,10 @@ impl DtmGrpcClient {
                 )
                 .await
             }
+            other => Err(Error::invalid(format!(
+                "{} has no gRPC form in this version of dtmgrpc",
+                other.as_str()
+            ))),
         }
     }
 
@@ -805,7 +809,7 @@ impl DtmGrpcClient {
             // The parent of the branch is this call's span.
             crate::metadata::put_trace_context(req.metadata_mut());
             let limit = self.shared.limits.max_answer_bytes();
-            let mut grpc = tonic::client::Grpc::new(self.branch_channel(&u.target)?)
+            let mut grpc = tonic::client::Grpc::new(self.branch_channel(&u.address)?)
                 .max_decoding_message_size(limit);
             // Err(Ok(status)): the call's status; Err(Err(e)): the channel failed first.
             let call = async {
@@ -821,7 +825,7 @@ impl DtmGrpcClient {
             let out = match tokio::time::timeout(timeout, call).await {
                 Ok(Ok(resp)) => Ok(resp.into_inner()),
                 Ok(Err(Ok(status))) => Err(self
-                    .status_error(url, &status, Some(&u.target), false)
+                    .status_error(url, &status, Some(&u.address), false)
                     .await),
                 Ok(Err(Err(e))) => Err(e),
                 Err(_) => Err(deadline_error(url, timeout)),

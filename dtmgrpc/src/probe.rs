@@ -57,7 +57,7 @@ pub(crate) async fn speaks_http1(addr: &str, timeout: Duration) -> bool {
 /// gRPC API, else a gRPC branch). Other errors come back unchanged.
 pub(crate) async fn explain_broken(err: Error, addr: &str, dtm: bool, timeout: Duration) -> Error {
     let Error::Grpc {
-        target,
+        url: target,
         code,
         answered: false,
         ..

@@ -26,26 +26,26 @@ const NO_ANSWER_KEY: &str = "x-dtm-no-answer";
 /// Reads a gRPC status the way DTM does: `Aborted` is [`Error::Failure`] (except the legacy
 /// `Aborted` with the exact message `ONGOING`, which is [`Error::Ongoing`]),
 /// `FailedPrecondition` is [`Error::Ongoing`], and every other code is [`Error::Grpc`]
-/// (retryable; `Unavailable` and `DeadlineExceeded` are transport errors). `target` names
+/// (retryable; `Unavailable` and `DeadlineExceeded` are transport errors). `url` names
 /// what was called, for the error message.
 ///
 /// A status tonic made up itself because no answer came (it carries the transport error as
 /// its source), or one a layer marked with [`local_status`], gives an error that says what
-/// happened (`no gRPC answer from <target>: could not connect: ...`) rather than "answered".
-pub fn status_to_error(target: &str, status: &Status) -> Error {
+/// happened (`no gRPC answer from <url>: could not connect: ...`) rather than "answered".
+pub fn status_to_error(url: &str, status: &Status) -> Error {
     let message = status.message().to_string();
     match status.code() {
         Code::Aborted if message == "ONGOING" => Error::Ongoing(message),
         Code::Aborted => Error::Failure(message),
         Code::FailedPrecondition => Error::Ongoing(message),
         code => match no_answer(status) {
-            None => Error::grpc(target, code as i32, message),
+            None => Error::grpc(url, code as i32, message),
             Some(_) if status.metadata().contains_key(NO_ANSWER_KEY) => {
-                Error::grpc_no_answer(target, code as i32, message)
+                Error::grpc_no_answer(url, code as i32, message)
             }
             Some(kind) => {
                 let detail = dtmcli::error_chain(message, std::error::Error::source(status));
-                Error::grpc_no_answer(target, code as i32, kind.describe(&detail))
+                Error::grpc_no_answer(url, code as i32, kind.describe(&detail))
             }
         },
     }

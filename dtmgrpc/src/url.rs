@@ -6,15 +6,16 @@ use dtmcli::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct BranchUrl {
-    /// What to dial: everything before the first `/` (`localhost:58081`).
-    pub target: String,
+    /// The branch service's address, what to dial: everything before the first `/`
+    /// (`localhost:58081`).
+    pub address: String,
     /// The method path, leading `/` included (`/busi.Busi/TransIn`).
     pub method: String,
 }
 
 impl std::fmt::Display for BranchUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}{}", self.target, self.method)
+        write!(f, "{}{}", self.address, self.method)
     }
 }
 
@@ -28,7 +29,7 @@ impl std::fmt::Display for BranchUrl {
 ///
 /// ```
 /// let u = dtmgrpc::parse_branch_url("localhost:58081/busi.Busi/TransIn").unwrap();
-/// assert_eq!((u.target.as_str(), u.method.as_str()), ("localhost:58081", "/busi.Busi/TransIn"));
+/// assert_eq!((u.address.as_str(), u.method.as_str()), ("localhost:58081", "/busi.Busi/TransIn"));
 /// assert!(dtmgrpc::parse_branch_url("localhost:58081").is_err());
 /// ```
 pub fn parse_branch_url(url: &str) -> Result<BranchUrl> {
@@ -68,7 +69,7 @@ pub fn parse_branch_url(url: &str) -> Result<BranchUrl> {
         return bad("the method must be /package.Service/Method");
     }
     Ok(BranchUrl {
-        target: target.to_string(),
+        address: target.to_string(),
         method: method.to_string(),
     })
 }
@@ -94,11 +95,11 @@ mod tests {
     #[test]
     fn splits_at_first_slash() {
         let u = parse_branch_url("127.0.0.1:58081/busi.Busi/TransOut").unwrap();
-        assert_eq!(u.target, "127.0.0.1:58081");
+        assert_eq!(u.address, "127.0.0.1:58081");
         assert_eq!(u.method, "/busi.Busi/TransOut");
         assert_eq!(u.to_string(), "127.0.0.1:58081/busi.Busi/TransOut");
         let u = parse_branch_url("[::1]:9/a.b.C/D").unwrap();
-        assert_eq!(u.target, "[::1]:9");
+        assert_eq!(u.address, "[::1]:9");
     }
 
     #[test]

@@ -451,6 +451,8 @@ async fn guarded(app: &App, step: Step, info: TransInfo, d: &Donation) -> dtmcli
         Ok(Outcome::Executed(what)) => format!("executed: {what}"),
         Ok(Outcome::Duplicate) => "skipped by the barrier: duplicate or after its cancel".into(),
         Ok(Outcome::NullCompensation) => "skipped by the barrier: null compensation".into(),
+        // (Outcome may grow: a later barrier's outcome is reported as skipped.)
+        Ok(_) => "skipped by the barrier".into(),
         Err(e) if e.is_failure() => format!("refused: {e}"),
         Err(e) => format!("error: {e}"),
     };

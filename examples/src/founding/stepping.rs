@@ -110,6 +110,7 @@ fn outcome<T>(o: &Outcome<T>, done: &str) -> String {
         Outcome::Executed(_) => done.to_string(),
         Outcome::Duplicate => "already done: skipped by the barrier".into(),
         Outcome::NullCompensation => "null compensation".into(),
+        _ => "skipped by the barrier".into(),
     }
 }
 

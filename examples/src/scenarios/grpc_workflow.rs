@@ -81,7 +81,7 @@ async fn call(
         return send_http(r).await.map(drop);
     }
     let u = dtmgrpc::parse_branch_url(url)?;
-    let mut grpc = tonic::client::Grpc::new(channels.get(&u.target)?);
+    let mut grpc = tonic::client::Grpc::new(channels.get(&u.address)?);
     let status = |s: tonic::Status| dtmgrpc::status_to_error(&u.method, &s);
     grpc.ready()
         .await

@@ -123,7 +123,7 @@ proptest! {
     fn grpc_branch_urls(url in prop_oneof![nasty(), "[a-z0-9\\.]{1,10}:[0-9]{1,6}/[a-z]{1,5}\\.[A-Z][a-z]{0,5}/[A-Z][a-z]{0,6}"]) {
         if let Ok(u) = dtmgrpc::parse_branch_url(&url) {
             prop_assert_eq!(u.to_string(), url);
-            prop_assert!(!u.target.contains('/') && u.method.starts_with('/'));
+            prop_assert!(!u.address.contains('/') && u.method.starts_with('/'));
         }
     }
 
