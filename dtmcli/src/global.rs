@@ -289,6 +289,72 @@ impl DtmClient {
     }
 }
 
+#[cfg(feature = "http")]
+impl crate::JsonRpcClient {
+    /// Runs a TCC global transaction over DTM's JSON-RPC API (see
+    /// [`DtmClient::tcc_global_transaction`]).
+    pub async fn tcc_global_transaction<R, F, Fut>(
+        &self,
+        gid: &str,
+        options: TransOptions,
+        f: F,
+    ) -> Result<R>
+    where
+        F: FnOnce(Tcc<Self>) -> Fut,
+        Fut: Future<Output = Result<R>>,
+    {
+        Tcc::run(self, gid, options, f).await
+    }
+
+    /// Runs an XA global transaction over DTM's JSON-RPC API (see
+    /// [`DtmClient::xa_global_transaction`]).
+    pub async fn xa_global_transaction<R, F, Fut>(
+        &self,
+        gid: &str,
+        options: TransOptions,
+        f: F,
+    ) -> Result<R>
+    where
+        F: FnOnce(Xa<Self>) -> Fut,
+        Fut: Future<Output = Result<R>>,
+    {
+        Xa::run(self, gid, options, f).await
+    }
+}
+
+#[cfg(feature = "http")]
+impl<T: crate::cluster::Query<Encoding = Json>> crate::cluster::Cluster<T> {
+    /// Runs a TCC global transaction on the cluster (see
+    /// [`DtmClient::tcc_global_transaction`]); a gRPC cluster's is `dtmgrpc::Tcc::run`.
+    pub async fn tcc_global_transaction<R, F, Fut>(
+        &self,
+        gid: &str,
+        options: TransOptions,
+        f: F,
+    ) -> Result<R>
+    where
+        F: FnOnce(Tcc<Self>) -> Fut,
+        Fut: Future<Output = Result<R>>,
+    {
+        Tcc::run(self, gid, options, f).await
+    }
+
+    /// Runs an XA global transaction on the cluster (see
+    /// [`DtmClient::xa_global_transaction`]); a gRPC cluster's is `dtmgrpc::Xa::run`.
+    pub async fn xa_global_transaction<R, F, Fut>(
+        &self,
+        gid: &str,
+        options: TransOptions,
+        f: F,
+    ) -> Result<R>
+    where
+        F: FnOnce(Xa<Self>) -> Fut,
+        Fut: Future<Output = Result<R>>,
+    {
+        Xa::run(self, gid, options, f).await
+    }
+}
+
 impl<T: Transport<Encoding = Json>> Tcc<T> {
     /// Runs a TCC global transaction over `transport` (see
     /// [`DtmClient::tcc_global_transaction`]).

@@ -148,12 +148,21 @@ impl Via {
                     tcc.call_branch(&body(), t, c, x).await.map(drop)
                 }
                 let urls = [t.as_str(), c.as_str(), x.as_str()];
+                // The same face on every JSON transport.
                 match self {
-                    Via::Http => dtmcli::Tcc::run(&dtm(), gid, o, |tcc| one(tcc, urls)).await,
-                    Via::JsonRpc => {
-                        dtmcli::Tcc::run(&json_rpc(), gid, o, |tcc| one(tcc, urls)).await
+                    Via::Http => {
+                        dtm()
+                            .tcc_global_transaction(gid, o, |tcc| one(tcc, urls))
+                            .await
                     }
-                    _ => dtmcli::Tcc::run(&cluster(), gid, o, |tcc| one(tcc, urls)).await,
+                    Via::JsonRpc => {
+                        let c = json_rpc();
+                        c.tcc_global_transaction(gid, o, |tcc| one(tcc, urls)).await
+                    }
+                    _ => {
+                        let c = cluster();
+                        c.tcc_global_transaction(gid, o, |tcc| one(tcc, urls)).await
+                    }
                 }
             }
         }
