@@ -341,7 +341,8 @@ impl DtmClient {
         self.http.client()
     }
 
-    /// The HTTP stack calls are sent through.
+    /// The HTTP stack calls are sent through (for the sibling crates).
+    #[doc(hidden)]
     pub fn http_stack(&self) -> &HttpStack {
         &self.http
     }

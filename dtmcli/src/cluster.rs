@@ -20,11 +20,37 @@
 //!   down for a while and the next one is tried; nothing can have happened;
 //! - DTM answered (success, FAILURE, ONGOING, a 4xx): that answer is the outcome;
 //! - the request may have arrived (timeout, reset, a 5xx, a proxy's 502/503/504): the
-//!   server is marked down, the gid is queried on the others, and [`crate::resolve`]
+//!   server is marked down, the gid is queried on the others, and the table below
 //!   decides: done (success, without sending again), send again (to the next server),
 //!   failed ([`Error::Failure`]), or unknown ([`Error::Ambiguous`]). A `submit` with
 //!   `wait_result` that is found done waits for the final status until the call's deadline,
 //!   as DTM would have, and is [`Error::NotFinal`] if it has not come by then.
+//!
+//! What a call whose answer was lost did, from what DTM holds for its gid:
+//!
+//! | call | DTM holds | resolution |
+//! |---|---|---|
+//! | `prepare` | nothing | send again |
+//! | `prepare` | the transaction, in any status | done (it was created by this call) |
+//! | `submit` of a saga | nothing | send again |
+//! | `submit` of a saga | the saga, in any status | done: DTM runs it (to `succeed` or `failed`) |
+//! | `submit` of a msg, TCC or XA | nothing, or `prepared` | send again |
+//! | `submit` of a msg, TCC or XA | `submitted` or `succeed` | done |
+//! | `submit` of a msg | `failed` | failed: the back-check aborted it, the submit cannot take effect |
+//! | `submit` of a TCC or XA | `aborting` or `failed` | failed: it is being rolled back (timeout, abort) |
+//! | `submit` of a workflow (its final status) | `prepared` | send again |
+//! | `submit` of a workflow | the status it asked for | done |
+//! | `submit` of a workflow | another final status | unknown (someone else finished it) |
+//! | `abort` | `prepared` | send again |
+//! | `abort` | `aborting` or `failed` | done |
+//! | `abort` | `submitted` or `succeed` | failed: it commits, it cannot be aborted |
+//! | `abort` | nothing | unknown (there was nothing to abort) |
+//! | `registerBranch` | the branch's rows (TCC `confirm`/`cancel`, XA `commit`/`rollback`, a workflow step's op) | done |
+//! | `registerBranch` | not the rows, global `prepared` | send again |
+//! | `registerBranch` | not the rows, global in another status, or nothing | failed: DTM accepts branches only while `prepared` |
+//! | `prepareWorkflow` | anything | send again: DTM answers it with what it holds |
+//!
+//! A status this SDK does not know is never guessed: the call is [`Error::Ambiguous`].
 //!
 //! Each server is tried at most twice per call. A call returns by its timeout (an attempt
 //! still running then is cut), plus at most one query window (the client's timeout) when

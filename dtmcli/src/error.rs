@@ -130,7 +130,7 @@ pub enum Error {
 
     /// A state-changing call to DTM (`prepare`, `submit`, `abort`, `registerBranch`) failed
     /// after it may have reached a server, and what DTM stores did not tell whether it took
-    /// effect (see [`crate::resolve`]). Retryable: query the gid later to learn the outcome.
+    /// effect (see [`crate::cluster`]). Retryable: query the gid later to learn the outcome.
     #[error("outcome of {op} for {gid} unknown: {reason}")]
     Ambiguous {
         /// The call (`submit`...).

@@ -45,7 +45,7 @@
 //! ([`DEFAULT_TIMEOUT`], or the transaction's `request_timeout`; at most [`MAX_TIMEOUT`]) and
 //! reads at most [`DEFAULT_MAX_ANSWER_BYTES`] of answer ([`Error::TooLarge`] beyond); both
 //! are set on [`DtmClientBuilder`]. Errors, spans and `Debug` output show URLs without their
-//! credentials ([`redact`]). A branch request naming a DTM server (`dtm=`) is only followed
+//! credentials. A branch request naming a DTM server (`dtm=`) is only followed
 //! to a trusted one ([`trust`]).
 //!
 //! ## Feature flags
@@ -85,7 +85,11 @@ mod client;
 pub mod cluster;
 mod error;
 pub mod global;
+// The sibling crates' plumbing (dtmgrpc, dtm-workflow, dtm-barrier), public for them and
+// out of the documented surface: `http_stack`, `redact`, `resolve`, and the hidden items
+// of `limits` and `trace`.
 #[cfg(feature = "http")]
+#[doc(hidden)]
 pub mod http_stack;
 pub mod identity;
 #[cfg(feature = "http")]
@@ -94,7 +98,9 @@ pub mod limits;
 pub mod msg;
 mod options;
 pub mod outcome;
+#[doc(hidden)]
 pub mod redact;
+#[doc(hidden)]
 pub mod resolve;
 pub mod saga;
 pub mod trace;

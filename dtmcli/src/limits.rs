@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 #[cfg(feature = "http")]
+#[doc(hidden)]
 pub use http::{call_http_branch, http_client, read_answer};
 
 /// Default timeout of each call, to DTM or to a branch, when the transaction sets no

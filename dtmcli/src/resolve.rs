@@ -8,27 +8,7 @@
 //! `registerBranch` that is already stored with a duplicate-key error. So the client first
 //! asks what DTM holds, and [`resolve`] turns the answer into one of four [`Resolution`]s.
 //!
-//! | call | DTM holds | resolution |
-//! |---|---|---|
-//! | `prepare` | nothing | send again |
-//! | `prepare` | the transaction, in any status | done (it was created by this call) |
-//! | `submit` of a saga | nothing | send again |
-//! | `submit` of a saga | the saga, in any status | done: DTM runs it (to `succeed` or `failed`) |
-//! | `submit` of a msg, TCC or XA | nothing, or `prepared` | send again |
-//! | `submit` of a msg, TCC or XA | `submitted` or `succeed` | done |
-//! | `submit` of a msg | `failed` | failed: the back-check aborted it, the submit cannot take effect |
-//! | `submit` of a TCC or XA | `aborting` or `failed` | failed: it is being rolled back (timeout, abort) |
-//! | `submit` of a workflow (its final status) | `prepared` | send again |
-//! | `submit` of a workflow | the status it asked for | done |
-//! | `submit` of a workflow | another final status | unknown (someone else finished it) |
-//! | `abort` | `prepared` | send again |
-//! | `abort` | `aborting` or `failed` | done |
-//! | `abort` | `submitted` or `succeed` | failed: it commits, it cannot be aborted |
-//! | `abort` | nothing | unknown (there was nothing to abort) |
-//! | `registerBranch` | the branch's rows (TCC `confirm`/`cancel`, XA `commit`/`rollback`, a workflow step's op) | done |
-//! | `registerBranch` | not the rows, global `prepared` | send again |
-//! | `registerBranch` | not the rows, global in another status, or nothing | failed: DTM accepts branches only while `prepared` |
-//! | `prepareWorkflow` | anything | send again: DTM answers it with what it holds |
+//! The decision table is documented with the cluster, which uses it ([`crate::cluster`]).
 //!
 //! A status this SDK does not know is always [`Resolution::Unknown`]: the caller gets a
 //! typed ambiguous error rather than a guess.

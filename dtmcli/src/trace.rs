@@ -68,6 +68,7 @@ fn rpc_system_of(protocol: &str) -> &str {
 
 /// The span of a global transaction this process starts over `protocol` (DTM's name:
 /// `http`, `grpc`, `json-rpc`; see the module docs).
+#[doc(hidden)]
 pub fn transaction_span(trans_type: &str, gid: &str, protocol: &str) -> Span {
     let rpc_system = rpc_system_of(protocol);
     tracing::info_span!(
@@ -80,6 +81,7 @@ pub fn transaction_span(trans_type: &str, gid: &str, protocol: &str) -> Span {
 }
 
 /// The span of one call to DTM: `method` is DTM's operation (`submit`, `registerBranch`...).
+#[doc(hidden)]
 pub fn call_span(rpc_system: &str, method: &str, gid: &str, server: &str) -> Span {
     tracing::info_span!(
         "dtm.call",
@@ -93,6 +95,7 @@ pub fn call_span(rpc_system: &str, method: &str, gid: &str, server: &str) -> Spa
 }
 
 /// The span of one branch call this SDK makes (TCC try, XA action, workflow step).
+#[doc(hidden)]
 pub fn branch_call_span(info: &TransInfo, url: &str) -> Span {
     tracing::info_span!(
         "dtm.branch.call",
@@ -116,6 +119,7 @@ pub fn inject_current(set: impl FnMut(&str, String)) {
 
 /// The current span's W3C trace context as header pairs, for a request about to be sent
 /// (empty without feature `opentelemetry` or without a context).
+#[doc(hidden)]
 pub fn context_headers() -> Vec<(String, String)> {
     let mut out = Vec::new();
     inject_current(|k, v| out.push((k.to_string(), v)));
@@ -124,6 +128,7 @@ pub fn context_headers() -> Vec<(String, String)> {
 
 /// Writes the current span's W3C trace context into `headers`, replacing any there (nothing
 /// without feature `opentelemetry` or without a context).
+#[doc(hidden)]
 pub fn put_context(headers: &mut http::HeaderMap) {
     for (k, v) in context_headers() {
         if let (Ok(k), Ok(v)) = (
@@ -136,12 +141,14 @@ pub fn put_context(headers: &mut http::HeaderMap) {
 }
 
 /// Whether `name` is a W3C trace-context header (`traceparent`, `tracestate`).
+#[doc(hidden)]
 pub fn is_context_header(name: &str) -> bool {
     name.eq_ignore_ascii_case(TRACEPARENT) || name.eq_ignore_ascii_case(TRACESTATE)
 }
 
 /// Adds the current span's W3C trace context to a transaction's branch headers, so that DTM
 /// carries it to every branch; a `traceparent` already there (set by the caller) is kept.
+#[doc(hidden)]
 pub fn inject_branch_headers(headers: &mut BTreeMap<String, String>) {
     let present = headers.keys().any(|k| k.eq_ignore_ascii_case(TRACEPARENT));
     if present {
@@ -258,6 +265,7 @@ where
 /// where gRPC metadata travels), a child of the trace context the headers carry (feature
 /// `opentelemetry`). [`BranchSpanLayer`] opens it for every request; a handler outside
 /// such a layer (a tonic service method) can open it itself.
+#[doc(hidden)]
 pub fn incoming_span(
     source: IdentitySource,
     path: &str,
