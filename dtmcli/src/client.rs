@@ -43,8 +43,8 @@ pub const DEFAULT_SERVER: &str = "http://localhost:36789/api/dtmsvr";
 /// ```
 ///
 /// Every call it makes, to DTM and to branches, is bounded in time
-/// ([`DtmClientBuilder::timeout`]) and in answer size
-/// ([`DtmClientBuilder::max_answer_bytes`]). Its `Debug` output and its errors show the
+/// ([`Limits::with_timeout`](crate::Limits::with_timeout)) and in answer size
+/// ([`Limits::with_max_answer_bytes`](crate::Limits::with_max_answer_bytes)). Its `Debug` output and its errors show the
 /// server URL without credentials. Calls DTM merely acknowledges (`prepare`, `submit`,
 /// `abort`, `registerBranch`, the topic and admin calls) succeed only on DTM's own answer,
 /// 200 with `{"dtm_result":"SUCCESS"}`; any other 200 (a proxy's page, an empty body) is
@@ -107,7 +107,20 @@ impl DtmClientBuilder {
         self
     }
 
-    crate::client_builder_settings!();
+    /// The client's bounds: call and connect timeouts, answer cap, idle connections (see
+    /// [`Limits`]; default `Limits::default()`).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The DTM servers the client agrees to switch to when a branch request names one
+    /// (`dtm=` / `dtm-dtm`; default `TrustedServers::Own`: only this client's server). See
+    /// `dtmcli::trust` for why.
+    pub fn trusted_servers(mut self, trusted: TrustedServers) -> Self {
+        self.trusted = trusted;
+        self
+    }
 
     /// Validates the URL and builds the client.
     pub fn build(self) -> Result<DtmClient> {
@@ -732,7 +745,7 @@ impl DtmClient {
 
     /// [`DtmClient::call_branch`] with this timeout (clamped to [`crate::MAX_TIMEOUT`]); TCC, XA
     /// and msg pass their transaction's `request_timeout` when it is set. The answer is read
-    /// up to [`DtmClientBuilder::max_answer_bytes`].
+    /// up to [`Limits::with_max_answer_bytes`](crate::Limits::with_max_answer_bytes).
     pub async fn call_branch_with_timeout(
         &self,
         url: &str,

@@ -61,7 +61,7 @@ pub enum Error {
     },
 
     /// An answer was longer than the client accepts (see
-    /// [`crate::DtmClientBuilder::max_answer_bytes`]); reading stopped there, so an endless
+    /// [`crate::Limits::with_max_answer_bytes`]); reading stopped there, so an endless
     /// body cannot exhaust memory. Retryable.
     #[error("{url} answered more than {limit} bytes; the answer was not read")]
     TooLarge {

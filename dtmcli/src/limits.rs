@@ -41,6 +41,16 @@ pub fn clamp_timeout(d: Duration) -> Duration {
 
 /// A client's bounds: the timeout of its calls, of its connects, and the largest answer it
 /// reads. Every setter clamps to [`MAX_TIMEOUT`], so no value panics or overflows later.
+/// One value for every client builder (`DtmClientBuilder::limits`,
+/// `DtmGrpcClientBuilder::limits`):
+///
+/// ```
+/// use std::time::Duration;
+/// let limits = dtmcli::Limits::default()
+///     .with_timeout(Duration::from_secs(10))
+///     .with_max_answer_bytes(1 << 20);
+/// assert_eq!(limits.timeout(), Duration::from_secs(10));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     timeout: Duration,
@@ -61,6 +71,42 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// These bounds with this call timeout: the timeout of each call to DTM, and of each
+    /// branch call the SDK makes itself (TCC try, XA action, msg back-check), when the
+    /// transaction sets no `request_timeout` (default [`DEFAULT_TIMEOUT`], 30 s). Calls with
+    /// `wait_result` get this plus the transaction's own request timeout, since the server
+    /// runs branches inside them. Clamped to [`MAX_TIMEOUT`] (one day), so `Duration::MAX`
+    /// is accepted.
+    pub fn with_timeout(mut self, d: Duration) -> Self {
+        self.set_timeout(d);
+        self
+    }
+
+    /// These bounds with this connect timeout, for the connections the client opens itself,
+    /// to DTM and to branches (default [`DEFAULT_CONNECT_TIMEOUT`], 3 s; at most
+    /// [`MAX_TIMEOUT`]). Not applied to a client or channel you bring.
+    pub fn with_connect_timeout(mut self, d: Duration) -> Self {
+        self.set_connect_timeout(d);
+        self
+    }
+
+    /// These bounds with this answer cap: the largest answer read from DTM or from a
+    /// branch, in bytes (default [`DEFAULT_MAX_ANSWER_BYTES`], 8 MiB): the body cap over
+    /// HTTP, tonic's `max_decoding_message_size` over gRPC. A longer answer is
+    /// [`crate::Error::TooLarge`].
+    pub fn with_max_answer_bytes(mut self, limit: usize) -> Self {
+        self.set_max_answer_bytes(limit);
+        self
+    }
+
+    /// These bounds keeping at most `n` idle HTTP connections to each host (DTM, each
+    /// branch service; default [`DEFAULT_MAX_IDLE_PER_HOST`]). Not applied to an HTTP
+    /// client you bring.
+    pub fn with_max_idle_per_host(mut self, n: usize) -> Self {
+        self.set_max_idle_per_host(n);
+        self
+    }
+
     /// Sets the call timeout used when a transaction sets no `request_timeout`.
     pub fn set_timeout(&mut self, d: Duration) {
         self.timeout = clamp_timeout(d);
@@ -125,59 +171,6 @@ impl Limits {
             own
         }
     }
-}
-
-/// The bound and trust setters of every client builder (`DtmClientBuilder`,
-/// `DtmGrpcClientBuilder`), written once: `timeout`, `connect_timeout`, `max_answer_bytes`,
-/// `max_idle_per_host` and `trusted_servers`. Used inside the builder's `impl` block; the
-/// builder has the fields `limits: Limits` and `trusted: TrustedServers`.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! client_builder_settings {
-    () => {
-        /// Timeout of each call to DTM, and of each branch call the SDK makes itself (TCC
-        /// try, XA action, msg back-check), when the transaction sets no `request_timeout`
-        /// (default `dtmcli::DEFAULT_TIMEOUT`, 30 s). Calls with `wait_result` get this plus
-        /// the transaction's own request timeout, since the server runs branches inside them.
-        /// Every timeout is clamped to `dtmcli::MAX_TIMEOUT` (one day), so `Duration::MAX` is
-        /// accepted.
-        pub fn timeout(mut self, d: ::std::time::Duration) -> Self {
-            self.limits.set_timeout(d);
-            self
-        }
-
-        /// Connect timeout of the connections the client opens itself, to DTM and to
-        /// branches (default `dtmcli::DEFAULT_CONNECT_TIMEOUT`, 3 s; at most
-        /// `dtmcli::MAX_TIMEOUT`). Not applied to a client or channel you bring.
-        pub fn connect_timeout(mut self, d: ::std::time::Duration) -> Self {
-            self.limits.set_connect_timeout(d);
-            self
-        }
-
-        /// The largest answer read from DTM or from a branch, in bytes (default
-        /// `dtmcli::DEFAULT_MAX_ANSWER_BYTES`, 8 MiB): the body cap over HTTP, tonic's
-        /// `max_decoding_message_size` over gRPC. A longer answer is `Error::TooLarge`.
-        pub fn max_answer_bytes(mut self, limit: usize) -> Self {
-            self.limits.set_max_answer_bytes(limit);
-            self
-        }
-
-        /// How many idle HTTP connections to each host (DTM, each branch service) the
-        /// client keeps (default `dtmcli::limits::DEFAULT_MAX_IDLE_PER_HOST`). Not applied to
-        /// an HTTP client you bring.
-        pub fn max_idle_per_host(mut self, n: usize) -> Self {
-            self.limits.set_max_idle_per_host(n);
-            self
-        }
-
-        /// The DTM servers the client agrees to switch to when a branch request names one
-        /// (`dtm=` / `dtm-dtm`; default `TrustedServers::Own`: only this client's server).
-        /// See `dtmcli::trust` for why.
-        pub fn trusted_servers(mut self, trusted: $crate::TrustedServers) -> Self {
-            self.trusted = trusted;
-            self
-        }
-    };
 }
 
 /// The HTTP side of the bounds (feature `http`).

@@ -27,7 +27,7 @@ pub struct TransOptions {
     /// Timeout of each call the server makes to a branch. Also the SDK's own timeout when it
     /// calls DTM for this transaction (plus the client's timeout with `wait_result`) and
     /// when it calls a branch itself (TCC try, XA action, msg back-check); without it the
-    /// client's timeout applies ([`crate::DtmClientBuilder::timeout`]).
+    /// client's timeout applies ([`crate::Limits::with_timeout`]).
     pub request_timeout: Option<Duration>,
     /// Saga only: how many times a branch that is ongoing or erroring is retried before the
     /// saga aborts.

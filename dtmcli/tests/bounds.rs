@@ -121,7 +121,7 @@ fn free_port() -> u16 {
 async fn a_branch_that_never_answers_times_out() {
     let branch = hostile(Behaviour::Silent).await;
     let dtm = DtmClient::builder("http://127.0.0.1:1/api/dtmsvr")
-        .timeout(Duration::from_secs(2))
+        .limits(dtmcli::Limits::default().with_timeout(Duration::from_secs(2)))
         .build()
         .unwrap();
     let t = Instant::now();
@@ -183,8 +183,11 @@ async fn tcc_try_uses_the_transactions_request_timeout() {
 async fn extreme_durations_do_not_panic() {
     let fake_dtm = hostile(Behaviour::Fixed(ok("application/json", SUCCESS))).await;
     let dtm = DtmClient::builder(format!("{fake_dtm}/api/dtmsvr"))
-        .timeout(Duration::MAX)
-        .connect_timeout(Duration::MAX)
+        .limits(
+            dtmcli::Limits::default()
+                .with_timeout(Duration::MAX)
+                .with_connect_timeout(Duration::MAX),
+        )
         .build()
         .unwrap();
     assert_eq!(dtm.timeout(), dtmcli::MAX_TIMEOUT);
@@ -220,7 +223,7 @@ async fn endless_answers_are_too_large() {
         let peer = hostile(b).await;
         let limit = 256 * 1024;
         let dtm = DtmClient::builder(format!("{peer}/api/dtmsvr"))
-            .max_answer_bytes(limit)
+            .limits(dtmcli::Limits::default().with_max_answer_bytes(limit))
             .build()
             .unwrap();
         let t = Instant::now();
@@ -393,7 +396,7 @@ async fn credentials_never_show() {
     let peer = hostile(Behaviour::Endless).await;
     let with_pw = peer.replace("http://", "http://admin:s3cret@");
     let dtm = DtmClient::builder(format!("{with_pw}/api/dtmsvr"))
-        .max_answer_bytes(1024)
+        .limits(dtmcli::Limits::default().with_max_answer_bytes(1024))
         .build()
         .unwrap();
     let e = dtm.new_gid().await.unwrap_err();

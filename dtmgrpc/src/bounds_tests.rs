@@ -136,8 +136,11 @@ fn info() -> TransInfo {
 
 fn client(target: &str, timeout: Duration) -> DtmGrpcClient {
     DtmGrpcClient::builder(target)
-        .timeout(timeout)
-        .connect_timeout(Duration::from_secs(2))
+        .limits(
+            dtmcli::Limits::default()
+                .with_timeout(timeout)
+                .with_connect_timeout(Duration::from_secs(2)),
+        )
         .build()
         .unwrap()
 }
@@ -249,7 +252,7 @@ async fn a_transactions_request_timeout_bounds_its_branch_calls() {
 async fn answers_above_the_cap_are_too_large() {
     let grpc = hostile_grpc(64 * 1024).await;
     let small = DtmGrpcClient::builder(&grpc)
-        .max_answer_bytes(1024)
+        .limits(dtmcli::Limits::default().with_max_answer_bytes(1024))
         .build()
         .unwrap();
     let e = small.new_gid().await.unwrap_err();
@@ -288,8 +291,11 @@ async fn answers_above_the_cap_are_too_large() {
 async fn extreme_durations_do_not_panic() {
     let grpc = hostile_grpc(8).await;
     let c = DtmGrpcClient::builder(&grpc)
-        .timeout(Duration::MAX)
-        .connect_timeout(Duration::MAX)
+        .limits(
+            dtmcli::Limits::default()
+                .with_timeout(Duration::MAX)
+                .with_connect_timeout(Duration::MAX),
+        )
         .build()
         .unwrap();
     assert_eq!(c.timeout(), dtmcli::MAX_TIMEOUT);
@@ -358,7 +364,7 @@ async fn credentials_never_show() {
     assert!(!format!("{b:?}").contains("s3cret"), "{b:?}");
     let c = DtmGrpcClient::builder("127.0.0.1:1")
         .trusted_servers(TrustedServers::list(["http://u:s3cret@dtm2:1"]))
-        .connect_timeout(Duration::from_secs(1))
+        .limits(dtmcli::Limits::default().with_connect_timeout(Duration::from_secs(1)))
         .build()
         .unwrap();
     assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
@@ -429,7 +435,7 @@ async fn with_server_follows_only_trusted_servers() {
 async fn gids_are_checked_before_anything_is_sent() {
     // A dead DTM: a call would give Unavailable, a refusal InvalidInput.
     let c = DtmGrpcClient::builder("127.0.0.1:1")
-        .connect_timeout(Duration::from_millis(200))
+        .limits(dtmcli::Limits::default().with_connect_timeout(Duration::from_millis(200)))
         .build()
         .unwrap();
     for bad in ["", "a\tb", "caf\u{e9}", "a;b", " a", &"x".repeat(129)] {

@@ -42,9 +42,9 @@ pub const DEFAULT_GRPC_SERVER: &str = "localhost:36790";
 /// build one per DTM server at start-up and pass it around. Channels connect lazily, so
 /// building never fails because a server is down: the first call does.
 ///
-/// Every call it makes is bounded: in time ([`DtmGrpcClientBuilder::timeout`], or the
+/// Every call it makes is bounded: in time ([`Limits::with_timeout`](dtmcli::Limits::with_timeout), or the
 /// transaction's `request_timeout`) and in answer size
-/// ([`DtmGrpcClientBuilder::max_answer_bytes`]; a longer answer is
+/// ([`Limits::with_max_answer_bytes`](dtmcli::Limits::with_max_answer_bytes); a longer answer is
 /// [`Error::TooLarge`]). A branch request naming another DTM server is only followed to a
 /// trusted one ([`DtmGrpcClientBuilder::trusted_servers`], [`DtmGrpcClient::with_server`]).
 ///
@@ -156,7 +156,20 @@ impl DtmGrpcClientBuilder {
         self
     }
 
-    dtmcli::client_builder_settings!();
+    /// The client's bounds: call and connect timeouts, answer cap, idle connections (see
+    /// [`Limits`]; default `Limits::default()`).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The DTM servers the client agrees to switch to when a branch request names one
+    /// (`dtm=` / `dtm-dtm`; default `TrustedServers::Own`: only this client's server). See
+    /// `dtmcli::trust` for why.
+    pub fn trusted_servers(mut self, trusted: TrustedServers) -> Self {
+        self.trusted = trusted;
+        self
+    }
 
     /// The HTTP client for `http://` branches the SDK calls itself (feature `http`).
     #[cfg(feature = "http")]
@@ -771,7 +784,7 @@ impl DtmGrpcClient {
     /// rules. The call gets the client's timeout
     /// ([`Error::Grpc`] with code 4, `DeadlineExceeded`, and `answered: false` when it runs
     /// out; so for a branch that cannot be reached, code 14) and answers longer
-    /// than [`DtmGrpcClientBuilder::max_answer_bytes`] are [`Error::TooLarge`].
+    /// than [`Limits::with_max_answer_bytes`](dtmcli::Limits::with_max_answer_bytes) are [`Error::TooLarge`].
     pub async fn call_branch_raw(
         &self,
         url: &str,

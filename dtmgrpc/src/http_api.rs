@@ -24,9 +24,7 @@ impl HttpApi {
     pub(crate) fn new(url: &str, limits: &Limits, http: &reqwest::Client) -> Result<Self> {
         let client = dtmcli::DtmClient::builder(url)
             .http_client(http.clone())
-            .timeout(limits.timeout())
-            .connect_timeout(limits.connect_timeout())
-            .max_answer_bytes(limits.max_answer_bytes())
+            .limits(*limits)
             .build()?;
         Ok(HttpApi { client })
     }

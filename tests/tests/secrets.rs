@@ -118,7 +118,7 @@ async fn no_secret_in_errors_debug_or_logs() {
     // HTTP client: DTM URL with credentials, against the real DTM (a 404 status) and
     // against a closed port (a transport error).
     let real = DtmClient::builder(format!("http://dtm:{SECRET}@127.0.0.1:{http_port}/api"))
-        .timeout(Duration::from_secs(5))
+        .limits(dtmcli::Limits::default().with_timeout(Duration::from_secs(5)))
         .trusted_servers(TrustedServers::list([format!(
             "http://other:{SECRET}@127.0.0.1:1/api/dtmsvr"
         )]))
@@ -141,7 +141,7 @@ async fn no_secret_in_errors_debug_or_logs() {
         "http://dtm:{SECRET}@127.0.0.1:{}/api/dtmsvr",
         closed_port()
     ))
-    .timeout(Duration::from_secs(3))
+    .limits(dtmcli::Limits::default().with_timeout(Duration::from_secs(3)))
     .build()
     .expect("client");
     seen.result("new_gid on a closed port", closed.new_gid().await);
@@ -169,7 +169,7 @@ async fn no_secret_in_errors_debug_or_logs() {
         dtmgrpc::DtmGrpcClient::new(format!("http://u:{SECRET}@127.0.0.1:{}", closed_port())),
     );
     let grpc = dtmgrpc::DtmGrpcClient::builder(format!("127.0.0.1:{}", closed_port()))
-        .timeout(Duration::from_secs(3))
+        .limits(dtmcli::Limits::default().with_timeout(Duration::from_secs(3)))
         .trusted_servers(TrustedServers::list([format!(
             "http://u:{SECRET}@127.0.0.1:3"
         )]))

@@ -22,7 +22,7 @@ use dtmcli::{Error, Op};
 /// workflow's, its `request_timeout` or else the DTM client's timeout
 /// ([`dtmcli::DEFAULT_TIMEOUT`] by default), which takes precedence over a timeout set on the
 /// `reqwest::Client`. An answer read for recording (or by [`send_http`]) longer than the DTM
-/// client's [`dtmcli::DtmClientBuilder::max_answer_bytes`] is [`Error::TooLarge`].
+/// client's [`dtmcli::Limits::with_max_answer_bytes`] is [`Error::TooLarge`].
 /// [`send_http`] sends such a request and reads its answer the same way in every phase.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WorkflowMiddleware;

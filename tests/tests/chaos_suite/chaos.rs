@@ -999,7 +999,7 @@ async fn phase(store: &str, count: usize, cfg: &Config, fixed: Option<&[Fixed]>)
     let dtm_url = dtm_server.http_url();
     let dtm_server = Arc::new(Mutex::new(dtm_server));
     let dtm = DtmClient::builder(dtm_url.clone())
-        .timeout(Duration::from_secs(15))
+        .limits(dtmcli::Limits::default().with_timeout(Duration::from_secs(15)))
         .build()
         .expect("client");
 

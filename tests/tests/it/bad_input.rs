@@ -302,7 +302,7 @@ async fn a_server_that_never_answers_times_out() {
     let fake = fake_dtm().await;
     let slow = fake("slow");
     let dtm = DtmClient::builder(slow.server())
-        .timeout(Duration::from_millis(300))
+        .limits(dtmcli::Limits::default().with_timeout(Duration::from_millis(300)))
         .build()
         .unwrap();
     let t = Instant::now();

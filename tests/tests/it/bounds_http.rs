@@ -120,7 +120,7 @@ async fn nested_tcc_with_the_own_server_still_works() {
 #[tokio::test]
 async fn extreme_durations_go_over_the_wire() {
     let dtm = DtmClient::builder(env().server.http_url())
-        .timeout(Duration::MAX)
+        .limits(dtmcli::Limits::default().with_timeout(Duration::MAX))
         .build()
         .unwrap();
     let gid = gid("max-durations");
@@ -186,7 +186,7 @@ async fn workflow_http_recorder_caps_and_times_out() {
     let (endless, _) = peer(Some(CHUNKED), true).await;
     let (silent, _) = peer(None, false).await;
     let dtm = DtmClient::builder(env().server.http_url())
-        .max_answer_bytes(64 * 1024)
+        .limits(dtmcli::Limits::default().with_max_answer_bytes(64 * 1024))
         .build()
         .unwrap();
     // Nothing serves the callback: the workflows stay unfinished, as they should.

@@ -15,7 +15,7 @@ use dtmgrpc::DtmGrpcClient;
 fn dead_dtm() -> DtmGrpcClient {
     let port = dtm_testkit::free_port().unwrap();
     DtmGrpcClient::builder(format!("127.0.0.1:{port}"))
-        .connect_timeout(Duration::from_secs(1))
+        .limits(dtmcli::Limits::default().with_connect_timeout(Duration::from_secs(1)))
         .build()
         .unwrap()
 }
