@@ -14,9 +14,9 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use crate::branch_id::BranchIdGen;
-#[cfg(feature = "http")]
-use crate::client::DtmClient;
 use crate::error::{Error, Result};
+#[cfg(feature = "http")]
+use crate::http::client::DtmClient;
 use crate::options::TransOptions;
 use crate::trace;
 use crate::transport::BranchResponse;

@@ -80,8 +80,6 @@
 pub mod branch;
 mod branch_id;
 #[cfg(feature = "http")]
-mod client;
-#[cfg(feature = "http")]
 pub mod cluster;
 mod error;
 pub mod global;
@@ -89,11 +87,13 @@ pub mod global;
 // out of the documented surface: `http_stack`, `redact`, `resolve`, and the hidden items
 // of `limits` and `trace`.
 #[cfg(feature = "http")]
+mod http;
+#[cfg(feature = "http")]
 #[doc(hidden)]
-pub mod http_stack;
+pub use http::stack as http_stack;
 pub mod identity;
 #[cfg(feature = "http")]
-pub mod jsonrpc;
+pub use http::jsonrpc;
 pub mod limits;
 pub mod msg;
 mod options;
@@ -110,12 +110,12 @@ mod types;
 pub mod wire;
 
 pub use branch_id::BranchIdGen;
-#[cfg(feature = "http")]
-pub use client::{CronReset, DtmClient, DtmClientBuilder, DEFAULT_SERVER};
 #[doc(hidden)]
 pub use error::error_chain;
 pub use error::{Error, ErrorKind, Result};
 pub use global::GlobalTx;
+#[cfg(feature = "http")]
+pub use http::client::{CronReset, DtmClient, DtmClientBuilder, DEFAULT_SERVER};
 #[cfg(feature = "http")]
 pub use jsonrpc::JsonRpcClient;
 /// TCC over a JSON transport, HTTP ([`DtmClient`]) unless another is named.

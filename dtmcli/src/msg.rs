@@ -10,9 +10,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::Instrument;
 
-#[cfg(feature = "http")]
-use crate::client::DtmClient;
 use crate::error::{Error, Result};
+#[cfg(feature = "http")]
+use crate::http::client::DtmClient;
 use crate::options::TransOptions;
 use crate::trace;
 use crate::transport::{DtmOp, Encode, Transport};

@@ -21,8 +21,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::client::DtmClient;
 use crate::error::{truncate_body, Error, Result};
+use crate::http::client::DtmClient;
 use crate::limits::Limits;
 use crate::msg::Msg;
 use crate::redact::redact_url;
@@ -109,7 +109,7 @@ impl JsonRpcClient {
     /// [`Error::InvalidInput`], which names the expected form.
     pub fn new(server: impl Into<String>) -> Result<Self> {
         let server = server.into();
-        crate::client::check_server_url(&server, JSON_RPC_PATH)?;
+        crate::http::client::check_server_url(&server, JSON_RPC_PATH)?;
         if server.trim_end_matches('/').ends_with("/api/dtmsvr") {
             return Err(Error::invalid(format!(
                 "{:?} is DTM's HTTP API, not its JSON-RPC endpoint: write http(s)://host:port{JSON_RPC_PATH} (or use DtmClient for the HTTP API)",

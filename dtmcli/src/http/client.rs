@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tracing::Instrument;
 
 use crate::error::{truncate_body, Error, Result};
-use crate::http_stack::HttpStack;
+use crate::http::stack::HttpStack;
 use crate::limits::{call_http_branch, clamp_timeout, read_answer, Limits};
 use crate::redact::redact_url;
 use crate::transport::{
