@@ -146,6 +146,9 @@ fn children_of(children: &[&SpanData], parent: &SpanData, root: (TraceId, SpanId
 
 #[tokio::test]
 async fn saga_over_http_is_one_trace() {
+    // First: this binary's subscriber must be the global one before anything (the shared
+    // environment's start-up) installs another; the tests run concurrently.
+    exporter();
     let gid = gid("otel-saga");
     let g = gid.clone();
     let root = in_root("saga http", async move {
@@ -176,6 +179,9 @@ async fn saga_over_http_is_one_trace() {
 
 #[tokio::test]
 async fn saga_over_json_rpc_is_one_trace() {
+    // First: this binary's subscriber must be the global one before anything (the shared
+    // environment's start-up) installs another; the tests run concurrently.
+    exporter();
     let gid = gid("otel-jrpc-saga");
     let g = gid.clone();
     let root = in_root("saga json-rpc", async move {
@@ -208,6 +214,9 @@ async fn saga_over_json_rpc_is_one_trace() {
 
 #[tokio::test]
 async fn saga_and_msg_over_grpc_are_one_trace_each() {
+    // First: this binary's subscriber must be the global one before anything (the shared
+    // environment's start-up) installs another; the tests run concurrently.
+    exporter();
     let gid = gid("otel-grpc-saga");
     let g = gid.clone();
     let root = in_root("saga grpc", async move {
@@ -255,6 +264,9 @@ async fn saga_and_msg_over_grpc_are_one_trace_each() {
 
 #[tokio::test]
 async fn tcc_tries_and_confirms_are_one_trace() {
+    // First: this binary's subscriber must be the global one before anything (the shared
+    // environment's start-up) installs another; the tests run concurrently.
+    exporter();
     let gid = gid("otel-tcc");
     let g = gid.clone();
     let root = in_root("tcc http", async move {
@@ -297,6 +309,9 @@ async fn tcc_tries_and_confirms_are_one_trace() {
 
 #[tokio::test]
 async fn workflow_steps_and_its_resumption_are_one_trace() {
+    // First: this binary's subscriber must be the global one before anything (the shared
+    // environment's start-up) installs another; the tests run concurrently.
+    exporter();
     let gid = gid("otel-wf");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let callback = format!("http://{}/wf/resume", listener.local_addr().unwrap());
