@@ -38,7 +38,8 @@ if [ $# -eq 0 ]; then
   cargo test --workspace --all-features --no-fail-fast -- \
     --test-threads="${DTM_TEST_THREADS:-6}" --skip chaos:: || rc=$?
   echo "==> the chaos suites"
-  cargo test -p dtm-tests --all-features --test chaos_suite -- --test-threads=2 || rc=$?
+  # --workspace: the same feature resolution as above, so nothing is built again.
+  cargo test --workspace --all-features --test chaos_suite -- --test-threads=2 || rc=$?
 else
   cargo test --workspace --all-features --no-fail-fast "$@" || rc=$?
 fi
