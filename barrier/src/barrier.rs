@@ -15,7 +15,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use dtmcli::{Op, TransInfo, TransType};
 
+use futures_util::future::BoxFuture;
+
 use crate::error::{Error, Result};
+use crate::reprocess::ReprocessPolicy;
+use crate::store::{BarrierStore, Failed, TransactionalStore};
 
 /// The default barrier table, as in the Go SDK.
 pub const DEFAULT_TABLE: &str = "dtm_barrier.barrier";
@@ -87,6 +91,29 @@ impl BarrierConfig {
         Ok(BarrierConfig {
             table: TableName::new(name)?,
         })
+    }
+
+    /// [`crate::do_and_submit`] with this configuration's barrier table.
+    pub async fn do_and_submit<T, S, F>(
+        &self,
+        msg: &dtmcli::Msg<T>,
+        query_prepared: &str,
+        store: &S,
+        busi: F,
+    ) -> Result<()>
+    where
+        T: dtmcli::Transport,
+        S: BarrierStore,
+        F: for<'c> FnOnce(&'c mut S::Conn) -> BoxFuture<'c, Result<()>> + Send,
+    {
+        msg.do_and_submit(query_prepared, |info| async move {
+            store
+                .msg_local(BranchBarrier::with_config(info, self.clone()), busi)
+                .await
+                .map_err(dtmcli::Error::from)
+        })
+        .await
+        .map_err(Error::Dtm)
     }
 }
 
@@ -263,10 +290,9 @@ impl BranchBarrier {
         let n = self.barrier_id.fetch_add(1, Ordering::Relaxed) + 1;
         format!("{n:02}")
     }
-}
 
-/// What the backends share (unused when no backend feature is on).
-impl BranchBarrier {
+    // What the backends share (unused when no backend feature is on).
+
     /// The op whose row a call of this op must also insert (try for cancel, action for
     /// compensate and rollback), as a string.
     pub(crate) fn origin_op(&self) -> Option<&'static str> {
@@ -327,6 +353,245 @@ impl BranchBarrier {
     /// True when this request is the msg back-check / DoAndSubmit (`op == msg`).
     pub(crate) fn is_msg(&self) -> bool {
         self.info.op == Op::Msg
+    }
+
+    // The barrier algorithm, its retry loop and the msg back-check, for every store.
+
+    /// The barrier algorithm inside an open transaction, with barrier id `bid` (identity
+    /// already checked): insert this op's row (and the origin op's, for undo ops), then
+    /// decide.
+    pub(crate) async fn guard<'c, S, T, F>(
+        &self,
+        conn: &'c mut S::Conn,
+        bid: &str,
+        busi: F,
+    ) -> Result<Outcome<T>, Failed>
+    where
+        S: TransactionalStore,
+        F: FnOnce(&'c mut S::Conn) -> BoxFuture<'c, Result<T>>,
+    {
+        let table = &self.config().table;
+        let op = self.info().op.as_str();
+        let origin = self.origin_op();
+        let (origin_affected, current_affected) = S::insert_barrier_rows(
+            &mut *conn,
+            table,
+            origin.map(|o| self.row(o, bid)),
+            self.row(op, bid),
+        )
+        .await
+        .map_err(|error| Failed {
+            barrier_race: S::is_barrier_race(&error),
+            error,
+        })?;
+        tracing::debug!(
+            gid = %self.info().gid, branch_id = %self.info().branch_id, op, bid,
+            origin_affected, current_affected, "barrier rows"
+        );
+        if self.is_msg() && current_affected == 0 {
+            return Err(Error::Dtm(dtmcli::Error::Duplicated).into());
+        }
+        if origin.is_some() && origin_affected > 0 {
+            tracing::info!(gid = %self.info().gid, branch_id = %self.info().branch_id, op, "null compensation: business skipped");
+            return Ok(Outcome::NullCompensation);
+        }
+        if current_affected == 0 {
+            tracing::info!(gid = %self.info().gid, branch_id = %self.info().branch_id, op, "duplicate or hanging request: business skipped");
+            return Ok(Outcome::Duplicate);
+        }
+        Ok(busi(conn).await.map(Outcome::Executed)?)
+    }
+
+    /// One attempt: begin, guard with barrier id `bid` (`None`: the next one, taken once the
+    /// transaction is open, as the Go SDK's SQL barrier does, so that a failed begin
+    /// leaves it to the next call), commit or roll back. The identity is checked before
+    /// anything is written.
+    async fn attempt<S, T, F>(
+        &self,
+        store: &S,
+        bid: Option<&str>,
+        busi: F,
+    ) -> Result<Outcome<T>, Failed>
+    where
+        S: TransactionalStore,
+        F: for<'c> FnOnce(&'c mut S::Conn) -> BoxFuture<'c, Result<T>>,
+    {
+        let mut tx = store.begin_local().await?;
+        let next;
+        let bid = match bid {
+            Some(bid) => bid,
+            None => {
+                next = self.next_barrier_id();
+                &next
+            }
+        };
+        let guarded = match self.check_identity(bid, Layout::Columns) {
+            Ok(()) => {
+                self.guard::<S, T, _>(S::local_conn(&mut tx), bid, busi)
+                    .await
+            }
+            Err(e) => Err(e.into()),
+        };
+        match guarded {
+            Ok(out) => {
+                S::commit_local(tx).await?;
+                Ok(out)
+            }
+            Err(f) => {
+                S::rollback_local(tx).await;
+                Err(f)
+            }
+        }
+    }
+
+    /// Runs `busi` guarded by the barrier in one local transaction of `store`: begins it,
+    /// writes the barrier rows, runs `busi` with the transaction's connection (SQL) or
+    /// session (MongoDB: pass it to every operation with `.session(&mut *session)`), then
+    /// commits barrier rows and business together, or rolls both back if anything failed.
+    /// Takes the next barrier id (`01` on the first call).
+    ///
+    /// The business is skipped, and the call succeeds, for a duplicate or hanging request
+    /// ([`Outcome::Duplicate`]) and for an undo op whose action never ran
+    /// ([`Outcome::NullCompensation`]); for op `msg` whose back-check ran first, the call
+    /// fails with [`dtmcli::Error::Duplicated`]. An identity the store cannot hold exactly
+    /// is refused before anything is written ([`dtmcli::Error::InvalidInput`]).
+    ///
+    /// A commit whose outcome stays unknown is [`Error::AmbiguousCommit`]; the business is
+    /// never re-run by this call. A transient conflict ([`TransactionalStore::is_transient`];
+    /// on MongoDB also a concurrent identical request) is returned as the database error,
+    /// which DTM retries; [`BranchBarrier::call_reprocessing`] re-runs the transaction at
+    /// once instead.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "postgres")]
+    /// # async fn handler(pool: sqlx::PgPool, query: &str) -> Result<(), dtmcli::Error> {
+    /// use dtm_barrier::BranchBarrier;
+    ///
+    /// let bb = BranchBarrier::from_query(query)?;
+    /// bb.call(&pool, |conn| {
+    ///     Box::pin(async move {
+    ///         sqlx::query("update dtm_busi.user_account set balance = balance - $1 where user_id = $2")
+    ///             .bind(30_i64)
+    ///             .bind(1_i32)
+    ///             .execute(&mut *conn)
+    ///             .await?;
+    ///         Ok(())
+    ///     })
+    /// })
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn call<S, T, F>(&self, store: &S, busi: F) -> Result<Outcome<T>>
+    where
+        S: TransactionalStore,
+        F: for<'c> FnOnce(&'c mut S::Conn) -> BoxFuture<'c, Result<T>>,
+    {
+        S::check_table(&self.config().table)?;
+        self.attempt(store, None, busi).await.map_err(|f| f.error)
+    }
+
+    /// Like [`BranchBarrier::call`], but when the transaction fails transiently
+    /// ([`TransactionalStore::is_transient`]: deadlock, lock wait timeout, serialization
+    /// failure, write conflict), or its barrier insert meets a concurrent identical request
+    /// (MongoDB's duplicate key), the whole local transaction (barrier rows included) is
+    /// rolled back and run again with the same barrier id, up to the policy's attempts,
+    /// with backoff. A commit whose outcome is unknown is never re-run
+    /// ([`Error::AmbiguousCommit`]). `busi` must therefore be callable more than once.
+    pub async fn call_reprocessing<S, T, F>(
+        &self,
+        store: &S,
+        policy: &ReprocessPolicy,
+        mut busi: F,
+    ) -> Result<Outcome<T>>
+    where
+        S: TransactionalStore,
+        F: for<'c> FnMut(&'c mut S::Conn) -> BoxFuture<'c, Result<T>>,
+    {
+        S::check_table(&self.config().table)?;
+        // One barrier id for every attempt: they are the same local transaction.
+        let bid = self.next_barrier_id();
+        let mut attempt = 1;
+        loop {
+            let failed = match self.attempt(store, Some(&bid), &mut busi).await {
+                Ok(out) => return Ok(out),
+                Err(f) => f,
+            };
+            let retry = failed.barrier_race || S::is_transient(&failed.error);
+            if !retry || attempt >= policy.max_attempts {
+                return Err(failed.error);
+            }
+            let wait = policy.backoff(attempt);
+            tracing::warn!(
+                gid = %self.info().gid, branch_id = %self.info().branch_id, attempt,
+                error = %failed.error, ?wait, "transient database error: re-running the local transaction"
+            );
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// The msg back-check answer (DTM's `query_prepared` call, or the SDK's own in
+    /// [`crate::do_and_submit`]): writes the row `(gid, 00, msg, 01)` with reason `rollback`
+    /// unless the local transaction already wrote it, then reads it back. `rollback` means
+    /// the local transaction never committed (and now never will):
+    /// [`dtmcli::Error::Failure`] (answer 409 / gRPC Aborted); otherwise success. Other
+    /// errors are retryable (500).
+    pub async fn query_prepared<S: BarrierStore>(&self, store: &S) -> Result<()> {
+        store.back_check(self).await
+    }
+
+    // The guarded operations of the stores without a local transaction of their own, and
+    // of a transaction the caller opened: each a thin entry over its store module.
+
+    /// Adds `amount` (negative to take) to the integer at `key` on `store`, guarded by the
+    /// barrier, in one atomic Lua script (the Go SDK's `RedisCheckAdjustAmount`; barrier
+    /// id: the next one, `01` on the first call). Redis's guarded operation: it has no
+    /// local transactions for [`BranchBarrier::call`].
+    ///
+    /// In the script's order (the barrier first, unlike the Go SDK, which checks the balance
+    /// first and so never ends a transaction whose credit has to be null-compensated):
+    /// 1. the barrier key of this op exists: a duplicate or a hanging request,
+    ///    [`Outcome::Duplicate`], or [`dtmcli::Error::Duplicated`] for op `msg` (the msg
+    ///    back-check ran first; see [`crate::do_and_submit`]).
+    /// 2. cancel / compensate / rollback whose try / action key is missing: the barrier key
+    ///    is set to `op`, the origin's to `rollback`, and nothing else happens:
+    ///    [`Outcome::NullCompensation`] (a late try / action then finds its key and is a
+    ///    duplicate).
+    /// 3. `key` missing, or its value + `amount` below zero: nothing is written and the call
+    ///    fails with [`dtmcli::Error::Failure`] (DTM rolls the transaction back).
+    /// 4. otherwise the barrier key is set to `op` and `INCRBY key amount`:
+    ///    [`Outcome::Executed`].
+    ///
+    /// Barrier keys expire after the store's `expire` (whole seconds, rounded up, at least
+    /// one). Redis errors (a non-integer value at `key`...) are [`Error::Redis`].
+    #[cfg(feature = "redis")]
+    pub async fn check_adjust_amount<C>(
+        &self,
+        store: &crate::redis::RedisStore<C>,
+        key: &str,
+        amount: i64,
+    ) -> Result<Outcome<()>>
+    where
+        C: redis::aio::ConnectionLike + Clone + Send + Sync,
+    {
+        crate::redis::check_adjust_amount(self, store, key, amount).await
+    }
+
+    /// [`BranchBarrier::call`] inside the caller's own transaction `tx` (the Go SDK's
+    /// `Call(tx, busi)`): the barrier rows and `busi` are written in `tx`, which is then
+    /// committed, or rolled back if anything failed. For when the caller must begin the
+    /// transaction itself; otherwise `call(&pool, busi)`.
+    #[cfg(any(feature = "mysql", feature = "postgres"))]
+    pub async fn call_in_transaction<DB, T, F>(
+        &self,
+        tx: sqlx::Transaction<'_, DB>,
+        busi: F,
+    ) -> Result<Outcome<T>>
+    where
+        DB: crate::sql::BarrierDatabase,
+        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T>>,
+    {
+        crate::sql::call_in_transaction(self, tx, busi).await
     }
 }
 

@@ -290,87 +290,65 @@ where
     }
 }
 
-impl BranchBarrier {
-    /// The Redis barrier key of the barrier row for `op` and `bid`: its unique key
-    /// `<gid>-<branch_id>-<op>-<barrier_id>`.
-    fn redis_key(&self, op: &str, bid: &str) -> String {
-        let row = self.row(op, bid);
-        format!(
-            "{}-{}-{}-{}",
-            row.gid, row.branch_id, row.op, row.barrier_id
-        )
-    }
+/// The Redis barrier key of the barrier row for `op` and `bid`: its unique key
+/// `<gid>-<branch_id>-<op>-<barrier_id>`.
+pub(crate) fn redis_key(bb: &BranchBarrier, op: &str, bid: &str) -> String {
+    let row = bb.row(op, bid);
+    format!(
+        "{}-{}-{}-{}",
+        row.gid, row.branch_id, row.op, row.barrier_id
+    )
+}
 
-    /// Adds `amount` (negative to take) to the integer at `key` on `store`, guarded by the
-    /// barrier, in one atomic Lua script (the Go SDK's `RedisCheckAdjustAmount`; barrier
-    /// id: the next one, `01` on the first call). Redis's guarded operation: it has no
-    /// local transactions for [`BranchBarrier::call`].
-    ///
-    /// In the script's order (the barrier first, unlike the Go SDK, which checks the balance
-    /// first and so never ends a transaction whose credit has to be null-compensated):
-    /// 1. the barrier key of this op exists: a duplicate or a hanging request,
-    ///    [`Outcome::Duplicate`], or [`dtmcli::Error::Duplicated`] for op `msg` (the msg
-    ///    back-check ran first; see [`crate::do_and_submit`]).
-    /// 2. cancel / compensate / rollback whose try / action key is missing: the barrier key
-    ///    is set to `op`, the origin's to `rollback`, and nothing else happens:
-    ///    [`Outcome::NullCompensation`] (a late try / action then finds its key and is a
-    ///    duplicate).
-    /// 3. `key` missing, or its value + `amount` below zero: nothing is written and the call
-    ///    fails with [`dtmcli::Error::Failure`] (DTM rolls the transaction back).
-    /// 4. otherwise the barrier key is set to `op` and `INCRBY key amount`:
-    ///    [`Outcome::Executed`].
-    ///
-    /// Barrier keys expire after the store's `expire` (whole seconds, rounded up, at least
-    /// one). Redis errors (a non-integer value at `key`...) are [`Error::Redis`].
-    pub async fn check_adjust_amount<C>(
-        &self,
-        store: &RedisStore<C>,
-        key: &str,
-        amount: i64,
-    ) -> Result<Outcome<()>>
-    where
-        C: ConnectionLike + Clone + Send + Sync,
-    {
-        let expire = expire_secs(store.expire)?;
-        let bid = self.next_barrier_id();
-        // Keys join the parts with `-`: a `-` in the branch id is refused, so the key reads
-        // back as one identity only (origin keys differ by a fixed op word).
-        self.check_identity(&bid, Layout::Dashed)?;
-        let op = self.info().op.as_str();
-        let origin = self.origin_op().unwrap_or("");
-        let current_key = self.redis_key(op, &bid);
-        let origin_key = self.redis_key(origin, &bid);
-        let reply: Option<String> = CHECK_ADJUST_AMOUNT
-            .key(key)
-            .key(&current_key)
-            .key(&origin_key)
-            .arg(amount)
-            .arg(origin)
-            .arg(expire)
-            .invoke_async(&mut store.conn.clone())
-            .await?;
-        tracing::debug!(
-            gid = %self.info().gid, branch_id = %self.info().branch_id, op, bid, key, amount,
-            reply = reply.as_deref().unwrap_or("nil"), "redis barrier"
-        );
-        match reply.as_deref() {
-            Some("EXECUTED") => Ok(Outcome::Executed(())),
-            Some("FAILURE") => Err(Error::failure(format!(
-                "redis key {key:?} is missing or adding {amount} would make it negative"
-            ))),
-            Some("DUPLICATE") if self.is_msg() => Err(Error::Dtm(dtmcli::Error::Duplicated)),
-            Some("DUPLICATE") => {
-                tracing::info!(gid = %self.info().gid, branch_id = %self.info().branch_id, op, "duplicate or hanging request: adjustment skipped");
-                Ok(Outcome::Duplicate)
-            }
-            Some("NULL_COMPENSATION") => {
-                tracing::info!(gid = %self.info().gid, branch_id = %self.info().branch_id, op, "null compensation: adjustment skipped");
-                Ok(Outcome::NullCompensation)
-            }
-            other => Err(Error::Config(format!(
-                "unexpected reply {other:?} from the redis barrier script"
-            ))),
+/// [`BranchBarrier::check_adjust_amount`]'s script run.
+pub(crate) async fn check_adjust_amount<C>(
+    bb: &BranchBarrier,
+    store: &RedisStore<C>,
+    key: &str,
+    amount: i64,
+) -> Result<Outcome<()>>
+where
+    C: ConnectionLike + Clone + Send + Sync,
+{
+    let expire = expire_secs(store.expire)?;
+    let bid = bb.next_barrier_id();
+    // Keys join the parts with `-`: a `-` in the branch id is refused, so the key reads
+    // back as one identity only (origin keys differ by a fixed op word).
+    bb.check_identity(&bid, Layout::Dashed)?;
+    let op = bb.info().op.as_str();
+    let origin = bb.origin_op().unwrap_or("");
+    let current_key = redis_key(bb, op, &bid);
+    let origin_key = redis_key(bb, origin, &bid);
+    let reply: Option<String> = CHECK_ADJUST_AMOUNT
+        .key(key)
+        .key(&current_key)
+        .key(&origin_key)
+        .arg(amount)
+        .arg(origin)
+        .arg(expire)
+        .invoke_async(&mut store.conn.clone())
+        .await?;
+    tracing::debug!(
+        gid = %bb.info().gid, branch_id = %bb.info().branch_id, op, bid, key, amount,
+        reply = reply.as_deref().unwrap_or("nil"), "redis barrier"
+    );
+    match reply.as_deref() {
+        Some("EXECUTED") => Ok(Outcome::Executed(())),
+        Some("FAILURE") => Err(Error::failure(format!(
+            "redis key {key:?} is missing or adding {amount} would make it negative"
+        ))),
+        Some("DUPLICATE") if bb.is_msg() => Err(Error::Dtm(dtmcli::Error::Duplicated)),
+        Some("DUPLICATE") => {
+            tracing::info!(gid = %bb.info().gid, branch_id = %bb.info().branch_id, op, "duplicate or hanging request: adjustment skipped");
+            Ok(Outcome::Duplicate)
         }
+        Some("NULL_COMPENSATION") => {
+            tracing::info!(gid = %bb.info().gid, branch_id = %bb.info().branch_id, op, "null compensation: adjustment skipped");
+            Ok(Outcome::NullCompensation)
+        }
+        other => Err(Error::Config(format!(
+            "unexpected reply {other:?} from the redis barrier script"
+        ))),
     }
 }
 
@@ -394,7 +372,7 @@ mod tests {
             "01",
             dtmcli::Op::Compensate,
         ));
-        assert_eq!(bb.redis_key("compensate", "01"), "g1-01-compensate-01");
-        assert_eq!(bb.redis_key("", "02"), "g1-01--02");
+        assert_eq!(redis_key(&bb, "compensate", "01"), "g1-01-compensate-01");
+        assert_eq!(redis_key(&bb, "", "02"), "g1-01--02");
     }
 }

@@ -443,34 +443,29 @@ impl<DB: BarrierDatabase> TransactionalStore for Pool<DB> {
     }
 }
 
-impl BranchBarrier {
-    /// [`BranchBarrier::call`] inside the caller's own transaction `tx` (the Go SDK's
-    /// `Call(tx, busi)`): the barrier rows and `busi` are written in `tx`, which is then
-    /// committed, or rolled back if anything failed. For when the caller must begin the
-    /// transaction itself; otherwise `call(&pool, busi)`.
-    pub async fn call_in_transaction<DB, T, F>(
-        &self,
-        mut tx: Transaction<'_, DB>,
-        busi: F,
-    ) -> Result<Outcome<T>>
-    where
-        DB: BarrierDatabase,
-        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T>>,
-    {
-        let bid = self.next_barrier_id();
-        let guarded = match self.check_identity(&bid, Layout::Columns) {
-            Ok(()) => self.guard::<Pool<DB>, T, _>(&mut tx, &bid, busi).await,
-            Err(e) => Err(e.into()),
-        };
-        match guarded {
-            Ok(out) => {
-                commit(tx).await?;
-                Ok(out)
-            }
-            Err(f) => {
-                rollback(tx).await;
-                Err(f.error)
-            }
+/// [`BranchBarrier::call_in_transaction`]'s work.
+pub(crate) async fn call_in_transaction<DB, T, F>(
+    bb: &BranchBarrier,
+    mut tx: Transaction<'_, DB>,
+    busi: F,
+) -> Result<Outcome<T>>
+where
+    DB: BarrierDatabase,
+    F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T>>,
+{
+    let bid = bb.next_barrier_id();
+    let guarded = match bb.check_identity(&bid, Layout::Columns) {
+        Ok(()) => bb.guard::<Pool<DB>, T, _>(&mut tx, &bid, busi).await,
+        Err(e) => Err(e.into()),
+    };
+    match guarded {
+        Ok(out) => {
+            commit(tx).await?;
+            Ok(out)
+        }
+        Err(f) => {
+            rollback(tx).await;
+            Err(f.error)
         }
     }
 }
