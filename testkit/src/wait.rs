@@ -38,7 +38,7 @@ pub async fn status(
     status: TransStatus,
     timeout: Duration,
 ) -> Result<QueryResult> {
-    let expected = format!("status {}", status_name(&status));
+    let expected = format!("status {}", status.as_str());
     poll(dtm, gid, timeout, &expected, |q| {
         match q.transaction.as_ref().map(|t| t.status()) {
             Some(s) if s == status => Step::Done,
@@ -65,18 +65,6 @@ pub async fn final_status(dtm: &DtmClient, gid: &str, timeout: Duration) -> Resu
         }
         other => other,
     })
-}
-
-fn status_name(s: &TransStatus) -> String {
-    match s {
-        TransStatus::Prepared => "prepared".to_string(),
-        TransStatus::Submitted => "submitted".to_string(),
-        TransStatus::Aborting => "aborting".to_string(),
-        TransStatus::Succeed => "succeed".to_string(),
-        TransStatus::Failed => "failed".to_string(),
-        TransStatus::Other(o) => o.clone(),
-        other => format!("{other:?}"),
-    }
 }
 
 enum Step {

@@ -55,12 +55,7 @@ impl Execution<'_> {
             // DTM answered with the transaction it holds (HTTP): an existing gid must be
             // this workflow with this input, or its records and outcome are another's.
             let held = Stored::parse(self.gid, &held)?;
-            if held
-                != (Stored {
-                    name: self.name.to_string(),
-                    input: input.to_vec(),
-                })
-            {
+            if held.name != self.name || held.input != input {
                 return Err(Error::invalid(format!(
                     "gid {:?} is workflow {:?} with another input in DTM: nothing was run",
                     self.gid, held.name
