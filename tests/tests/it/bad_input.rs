@@ -415,7 +415,12 @@ async fn the_hundredth_tcc_branch_overflows() {
     let dtm = dtm();
     let gid = gid("tcc-overflow");
     let req = BusiReq::new(1);
-    let opts = TransOptions::default().retry_interval(Duration::from_secs(1));
+    // 198 registrations take a while on a loaded machine: DTM's default TCC timeout (35 s)
+    // must not abort the transaction before the 100th branch is refused.
+    let opts = TransOptions::default()
+        .retry_interval(Duration::from_secs(1))
+        .timeout_to_fail(Duration::from_secs(600))
+        .request_timeout(Duration::from_secs(30));
     let (g2, d2) = (gid.clone(), dtm.clone());
     let err = dtm
         .tcc_global_transaction(&gid, opts, |tcc| async move {
@@ -457,7 +462,8 @@ async fn the_hundredth_tcc_branch_overflows() {
     let reason = q.transaction.clone().unwrap().rollback_reason;
     assert!(reason.contains("branch id overflow"), "{reason}");
     wait_calls(&gid, "TransOutCancel", 99).await;
-    // Cancelled once each, in reverse registration order.
+    // Cancelled once each, in reverse registration order (the request timeout above keeps
+    // a slow cancel from being retried, which would call it twice).
     let cancels: Vec<String> = busi()
         .calls(&gid)
         .into_iter()
