@@ -633,6 +633,11 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_barrier_from_a_query_without_its_fields_is_an_error() {
+        assert!(BranchBarrier::from_query("gid=x&op=action").is_err());
+    }
+
+    #[test]
     fn table_names() {
         assert!(TableName::new("dtm_barrier.barrier").is_ok());
         assert!(TableName::new("barrier").is_ok());

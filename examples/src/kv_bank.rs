@@ -1,9 +1,9 @@
-//! Balances kept in a barrier store other than SQL (Redis, MongoDB), moved by guarded HTTP
-//! branches: [`Balances`] (implemented by `mongodb::Client` and
+//! Balances kept in any barrier store (MySQL/MariaDB, PostgreSQL, Redis, MongoDB), moved by
+//! guarded HTTP branches: [`Balances`] (implemented by the SQL pools, `mongodb::Client` and
 //! `RedisStore<MultiplexedConnection>`) adjusts one balance under the branch barrier per
-//! branch (a guarded call around a MongoDB update; Redis's own guarded adjustment), and
-//! [`KvBank`] serves the saga and msg branches of a [`Transfer`] on it. The tests of the
-//! Redis and MongoDB barriers share the business.
+//! branch (a guarded local transaction around an update; Redis's own guarded adjustment),
+//! and [`KvBank`] serves the saga and msg branches of a [`Transfer`] on it. The barrier
+//! suite of the tests, generic over the store, runs on this business.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -12,9 +12,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::routing::{any, post};
 use axum::Json;
-use dtm_barrier::redis::RedisStore;
+use dtm_barrier::redis::{Guarded, RedisStore};
 use dtm_barrier::{BarrierStore, BranchBarrier, Outcome};
 use dtmcli::TransInfo;
+use futures_util::future::BoxFuture;
 use mongodb::bson::{doc, Document};
 use mongodb::{ClientSession, Collection};
 use redis::aio::MultiplexedConnection;
@@ -36,6 +37,15 @@ pub trait Balances: BarrierStore + Clone + 'static {
         key: String,
         delta: i64,
     ) -> impl Future<Output = dtm_barrier::Result<Outcome<()>>> + Send;
+
+    /// The business alone, inside a local transaction the barrier opened (the msg outbox's
+    /// local transaction): adds `delta` to `key`, refusing a missing account or a negative
+    /// balance as a DTM failure. On Redis, the connection's one guarded adjustment.
+    fn adjust_local(
+        conn: &mut Self::Conn,
+        key: String,
+        delta: i64,
+    ) -> BoxFuture<'_, dtm_barrier::Result<()>>;
 
     /// Creates the account `key` with `balance`, or resets it.
     fn open(&self, key: &str, balance: i64) -> impl Future<Output = Result<(), DemoError>> + Send;
@@ -82,10 +92,16 @@ impl Balances for mongodb::Client {
         key: String,
         delta: i64,
     ) -> dtm_barrier::Result<Outcome<()>> {
-        bb.call(self, move |s| {
-            Box::pin(async move { mongo_adjust(s, &key, delta).await })
-        })
-        .await
+        bb.call(self, move |s| Self::adjust_local(s, key, delta))
+            .await
+    }
+
+    fn adjust_local(
+        session: &mut ClientSession,
+        key: String,
+        delta: i64,
+    ) -> BoxFuture<'_, dtm_barrier::Result<()>> {
+        Box::pin(async move { mongo_adjust(session, &key, delta).await })
     }
 
     async fn open(&self, key: &str, balance: i64) -> Result<(), DemoError> {
@@ -115,6 +131,14 @@ impl Balances for RedisStore<MultiplexedConnection> {
         bb.check_adjust_amount(self, &key, delta).await
     }
 
+    fn adjust_local(
+        guarded: &mut Guarded<MultiplexedConnection>,
+        key: String,
+        delta: i64,
+    ) -> BoxFuture<'_, dtm_barrier::Result<()>> {
+        Box::pin(async move { guarded.check_adjust_amount(&key, delta).await.map(drop) })
+    }
+
     async fn open(&self, key: &str, balance: i64) -> Result<(), DemoError> {
         let mut conn = self.connection().clone();
         let _: () = redis::cmd("SET")
@@ -130,6 +154,85 @@ impl Balances for RedisStore<MultiplexedConnection> {
         Ok(redis::cmd("GET").arg(key).query_async(&mut conn).await?)
     }
 }
+
+/// The SQL accounts: rows `(name, balance)`, beside the bank's numbered accounts.
+const SQL_ACCOUNTS: &str = "dtm_busi.kv_account";
+
+/// [`Balances`] on a SQL pool: one guarded local transaction per adjustment. The SQL of each
+/// database differs only in its placeholders and its upsert.
+macro_rules! sql_balances {
+    ($db:ty, $name:literal, $conn:ty, schema: $schema:literal, upsert: $upsert:literal,
+     adjust: $adjust:literal, select: $select:literal) => {
+        impl Balances for sqlx::Pool<$db> {
+            const NAME: &'static str = $name;
+
+            async fn adjust(
+                &self,
+                bb: &BranchBarrier,
+                key: String,
+                delta: i64,
+            ) -> dtm_barrier::Result<Outcome<()>> {
+                bb.call(self, move |c| Self::adjust_local(c, key, delta))
+                    .await
+            }
+
+            fn adjust_local(
+                conn: &mut $conn,
+                key: String,
+                delta: i64,
+            ) -> BoxFuture<'_, dtm_barrier::Result<()>> {
+                Box::pin(async move {
+                    let sql = format!($adjust, t = SQL_ACCOUNTS);
+                    let r = sqlx::query(&sql)
+                        .bind(delta)
+                        .bind(&key)
+                        .bind(delta)
+                        .execute(&mut *conn)
+                        .await?;
+                    if r.rows_affected() == 0 {
+                        return Err(dtm_barrier::Error::failure(format!(
+                            "account {key}: missing, or adding {delta} would make it negative"
+                        )));
+                    }
+                    Ok(())
+                })
+            }
+
+            async fn open(&self, key: &str, balance: i64) -> Result<(), DemoError> {
+                sqlx::raw_sql($schema).execute(self).await?;
+                let create = format!(
+                    "create table if not exists {SQL_ACCOUNTS}(name varchar(128) primary key, balance bigint not null)"
+                );
+                sqlx::raw_sql(&create).execute(self).await?;
+                sqlx::query(&format!($upsert, t = SQL_ACCOUNTS))
+                    .bind(key)
+                    .bind(balance)
+                    .execute(self)
+                    .await?;
+                Ok(())
+            }
+
+            async fn balance(&self, key: &str) -> Result<Option<i64>, DemoError> {
+                let row: Option<(i64,)> = sqlx::query_as(&format!($select, t = SQL_ACCOUNTS))
+                    .bind(key)
+                    .fetch_optional(self)
+                    .await?;
+                Ok(row.map(|(b,)| b))
+            }
+        }
+    };
+}
+
+sql_balances!(sqlx::MySql, "mysql", sqlx::MySqlConnection,
+    schema: "create database if not exists dtm_busi",
+    upsert: "insert into {t}(name, balance) values(?, ?) on duplicate key update balance = values(balance)",
+    adjust: "update {t} set balance = balance + ? where name = ? and balance + ? >= 0",
+    select: "select balance from {t} where name = ?");
+sql_balances!(sqlx::Postgres, "postgres", sqlx::PgConnection,
+    schema: "create schema if not exists dtm_busi",
+    upsert: "insert into {t}(name, balance) values($1, $2) on conflict (name) do update set balance = excluded.balance",
+    adjust: "update {t} set balance = balance + $1 where name = $2 and balance + $3 >= 0",
+    select: "select balance from {t} where name = $1");
 
 /// The body of every branch: move `amount` from the account `from` to the account `to`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

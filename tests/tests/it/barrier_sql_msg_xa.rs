@@ -1,5 +1,6 @@
-//! The SQL barrier's msg outbox, XA local transactions and reprocessing, on MariaDB and
-//! PostgreSQL, with the real DTM server.
+//! The SQL barrier's XA local transactions, reprocessing and the caller's own transaction,
+//! on MariaDB and PostgreSQL, with the real DTM server (the msg outbox is in the generic
+//! `barrier_suite`).
 
 use crate::support;
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use crate::support::*;
 use dtm_barrier::reprocess::ReprocessPolicy;
-use dtm_barrier::{do_and_submit, BranchBarrier, Error as BError, Outcome};
+use dtm_barrier::{BranchBarrier, Error as BError, Outcome};
 use dtm_examples::bank::{mysql_url, pg_url, BankReq, Db, ACCOUNTS};
 use dtmcli::{Op, TransInfo, TransOptions, TransType};
 use futures_util::future::BoxFuture;
@@ -111,20 +112,6 @@ fn debit_pg(
 }
 
 impl Pool {
-    async fn outbox(
-        &self,
-        msg: &dtmcli::Msg,
-        qp: &str,
-        user: i64,
-        amount: i64,
-        fail: bool,
-    ) -> dtm_barrier::Result<()> {
-        match self {
-            Pool::My(p) => do_and_submit(msg, qp, p, debit_my(user, amount, fail)).await,
-            Pool::Pg(p) => do_and_submit(msg, qp, p, debit_pg(user, amount, fail)).await,
-        }
-    }
-
     async fn guarded_debit(
         &self,
         info: TransInfo,
@@ -166,124 +153,6 @@ impl Pool {
             }
         }
     }
-}
-
-fn transfer_msg(db: Db, gid: &str, from: i64, to: i64) -> dtmcli::Msg {
-    dtm()
-        .msg(gid)
-        .add(
-            &bank_url(db, "TransIn"),
-            &BankReq {
-                amount: 30,
-                from,
-                to,
-                ..Default::default()
-            },
-        )
-        .with_options(
-            TransOptions::default()
-                .timeout_to_fail(Duration::from_secs(1))
-                .retry_interval(Duration::from_secs(1)),
-        )
-}
-
-async fn msg_outbox_success(db: Db) {
-    let (a, b) = accounts(db, 100, 0).await;
-    let p = pool(db).await;
-    let gid = gid("bbmsg-ok");
-    p.outbox(
-        &transfer_msg(db, &gid, a, b),
-        &bank_url(db, "QueryPrepared"),
-        a,
-        30,
-        false,
-    )
-    .await
-    .unwrap();
-    wait_status(&dtm(), &gid, "succeed").await;
-    assert_eq!((balance(db, a).await, balance(db, b).await), (70, 30));
-    assert_eq!(
-        rows(db, &gid).await,
-        ["msg/00/msg/01/msg", "msg/01/action/01/action"]
-    );
-}
-
-async fn msg_outbox_local_failure_aborts(db: Db) {
-    let (a, b) = accounts(db, 100, 0).await;
-    let p = pool(db).await;
-    let gid = gid("bbmsg-fail");
-    let err = p
-        .outbox(
-            &transfer_msg(db, &gid, a, b),
-            &bank_url(db, "QueryPrepared"),
-            a,
-            30,
-            true,
-        )
-        .await
-        .unwrap_err();
-    assert!(err.is_failure(), "{err}");
-    wait_status(&dtm(), &gid, "failed").await;
-    assert_eq!((balance(db, a).await, balance(db, b).await), (100, 0));
-    assert!(rows(db, &gid).await.is_empty());
-}
-
-async fn msg_backcheck_before_local_commit(db: Db) {
-    let (a, b) = accounts(db, 100, 0).await;
-    let p = pool(db).await;
-    let gid = gid("bbmsg-dup");
-    let msg = transfer_msg(db, &gid, a, b);
-    let qp = bank_url(db, "QueryPrepared");
-    let err = msg
-        .do_and_submit(&qp, |info| {
-            let (p, qp) = (&p, qp.clone());
-            async move {
-                // DTM's back-check wins the race: it answers "not committed" and blocks the
-                // local transaction for good.
-                let status = reqwest::Client::new()
-                    .get(&qp)
-                    .query(&info.query_pairs())
-                    .send()
-                    .await
-                    .unwrap()
-                    .status();
-                assert_eq!(status.as_u16(), 409);
-                p.guarded_debit(info, a, 30)
-                    .await
-                    .map(drop)
-                    .map_err(Into::into)
-            }
-        })
-        .await
-        .unwrap_err();
-    assert!(err.is_duplicated(), "{err}");
-    wait_status(&dtm(), &gid, "failed").await;
-    assert_eq!((balance(db, a).await, balance(db, b).await), (100, 0));
-    assert_eq!(rows(db, &gid).await, ["msg/00/msg/01/rollback"]);
-}
-
-async fn msg_error_after_commit_backcheck_decides(db: Db) {
-    let (a, b) = accounts(db, 100, 0).await;
-    let p = pool(db).await;
-    let gid = gid("bbmsg-aftercommit");
-    let msg = transfer_msg(db, &gid, a, b);
-    let err = msg
-        .do_and_submit(&bank_url(db, "QueryPrepared"), |info| {
-            let p = &p;
-            async move {
-                p.guarded_debit(info, a, 30)
-                    .await
-                    .map_err(dtmcli::Error::from)?;
-                // Committed, but the caller sees an error (say, the reply was lost).
-                Err(dtmcli::Error::other("connection reset after commit"))
-            }
-        })
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("after commit"), "{err}");
-    // The SDK's own back-check found the committed barrier row and submitted.
-    wait_status(&dtm(), &gid, "succeed").await;
-    assert_eq!((balance(db, a).await, balance(db, b).await), (70, 30));
 }
 
 async fn xa_two_branches_commit(db: Db) {
@@ -562,10 +431,6 @@ macro_rules! per_db {
 }
 
 per_db!(
-    msg_outbox_success,
-    msg_outbox_local_failure_aborts,
-    msg_backcheck_before_local_commit,
-    msg_error_after_commit_backcheck_decides,
     xa_two_branches_commit,
     xa_failing_branch_rolls_both_back,
     deadlock_reprocessed,

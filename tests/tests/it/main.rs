@@ -9,7 +9,6 @@
 
 #[path = "../go_service/mod.rs"]
 mod go_service;
-mod kv_barrier;
 #[path = "../support/mod.rs"]
 mod support;
 #[macro_use]
@@ -20,8 +19,8 @@ mod bad_input;
 mod barrier_identity;
 mod barrier_mongo;
 mod barrier_redis;
-mod barrier_sql;
 mod barrier_sql_msg_xa;
+mod barrier_suite;
 mod bounds_http;
 mod cluster;
 mod go_interop_barrier;

@@ -1,6 +1,6 @@
-//! The guarded business service of the Redis and MongoDB barrier tests: the same handlers
-//! and call log over either barrier store, with the business of the examples
-//! ([`Balances`]: one guarded adjustment of a balance).
+//! The guarded business service of the barrier suite: the same handlers and call log over
+//! any barrier store, with the business of the examples ([`Balances`]: one guarded
+//! adjustment of a balance).
 #![allow(dead_code, unreachable_pub)]
 
 use std::future::Future;
@@ -29,7 +29,7 @@ struct App<S> {
     log: Arc<Mutex<Vec<Rec>>>,
 }
 
-/// What every guarded service of the binary recorded (one per store: Redis, MongoDB).
+/// What every guarded service of the binary recorded (one per store).
 fn log() -> &'static Arc<Mutex<Vec<Rec>>> {
     static LOG: OnceLock<Arc<Mutex<Vec<Rec>>>> = OnceLock::new();
     LOG.get_or_init(Default::default)
