@@ -1,5 +1,6 @@
-//! Saga over gRPC against the real DTM server: branches are the tonic service
-//! `busi.Busi` built with dtmgrpc's helpers (and, for the mixed saga, the HTTP bank).
+//! What only gRPC sagas have (the scenarios every transport shares are in
+//! `transport_suite`): DTM's raw codec and deadlines, the stored bytes, sagas mixing gRPC
+//! and HTTP branches, and URLs refused before DTM.
 
 use crate::support;
 
@@ -10,55 +11,31 @@ use dtm_examples::grpc_busi::pb::ReqGrpc;
 use dtmcli::{Error, Op, TransOptions, TransType};
 use prost::Message;
 
-fn transfer(dtm: &dtmgrpc::DtmGrpcClient, gid: &str, req: &ReqGrpc) -> dtmgrpc::Saga {
-    dtm.saga(gid)
-        .add(&grpc_url("TransOut"), &grpc_url("TransOutRevert"), req)
-        .add(&grpc_url("TransIn"), &grpc_url("TransInRevert"), req)
-}
-
-fn opts() -> TransOptions {
-    TransOptions::default().retry_interval(Duration::from_secs(1))
-}
-
+/// DTM calls gRPC branches with its raw codec and an empty `dtm-dtm`, and passes the
+/// request timeout as the call's deadline: the tonic service takes all of it as is.
 #[tokio::test]
-async fn success_runs_actions_in_order_with_dtm_raw_calls() {
+async fn dtm_calls_branches_with_its_raw_codec_and_deadline() {
     let dtm = grpc_dtm();
-    let gid = gid("gsaga-ok");
+    let gid = gid("gsaga-raw");
     let req = ReqGrpc::amount(30);
-    transfer(&dtm, &gid, &req).submit().await.unwrap();
-    let q = wait_status(&support::dtm(), &gid, "succeed").await;
-    assert_eq!(grpc_busi().handlers(&gid), ["TransOut", "TransIn"]);
-    for (c, bid) in grpc_busi().calls(&gid).iter().zip(["01", "02"]) {
-        let info = c.info.as_ref().unwrap();
-        assert_eq!(
-            (info.branch_id.as_str(), &info.op, info.trans_type),
-            (bid, &Op::Action, TransType::Saga)
-        );
-        // DTM itself sends an empty dtm-dtm, and calls with its raw codec: the tonic service
-        // accepted it as is.
-        assert_eq!(info.dtm, None);
+    dtm.saga(&gid)
+        .add(&grpc_url("TransOut"), &grpc_url("TransOutRevert"), &req)
+        .add(&grpc_url("TransIn"), &grpc_url("TransInRevert"), &req)
+        .with_options(TransOptions::default().request_timeout(Duration::from_secs(5)))
+        .submit()
+        .await
+        .unwrap();
+    wait_status(&support::dtm(), &gid, "succeed").await;
+    let calls = grpc_busi().calls(&gid);
+    assert_eq!(calls.len(), 2);
+    for c in &calls {
+        assert_eq!(c.info.as_ref().unwrap().dtm, None);
         assert_eq!(c.metadata["dtm-dtm"], "");
         assert_eq!(c.metadata["content-type"], "application/grpc+dtm_raw");
-        assert_eq!(c.req, req);
+        let deadline = c.metadata["grpc-timeout"].trim_end_matches('u');
+        let micros: u64 = deadline.parse().unwrap();
+        assert!(micros > 4_000_000 && micros <= 5_000_000, "{micros}");
     }
-    let t = q.transaction.clone().unwrap();
-    assert_eq!(
-        (t.trans_type.as_str(), t.protocol.as_str()),
-        ("saga", "grpc")
-    );
-    assert_eq!(
-        branch_rows(&q),
-        [
-            "01/compensate=prepared",
-            "01/action=succeed",
-            "02/compensate=prepared",
-            "02/action=succeed"
-        ]
-    );
-    // DTM refuses a second submit of a finished saga (gRPC Aborted); the caller is told
-    // what DTM stored: it succeeded.
-    transfer(&dtm, &gid, &req).submit().await.unwrap();
-    assert_eq!(grpc_busi().handlers(&gid), ["TransOut", "TransIn"]);
 }
 
 #[tokio::test]
@@ -102,279 +79,6 @@ async fn stored_bytes_are_exactly_the_encoded_requests() {
     // And the service decoded exactly these messages, in order.
     let got: Vec<ReqGrpc> = grpc_busi().calls(&gid).into_iter().map(|c| c.req).collect();
     assert_eq!(got, reqs);
-}
-
-#[tokio::test]
-async fn rollback_compensates_in_reverse_including_the_failed_branch() {
-    let dtm = grpc_dtm();
-    let gid = gid("gsaga-rb");
-    let req = ReqGrpc {
-        amount: 30,
-        trans_in_result: "FAILURE".into(),
-        ..Default::default()
-    };
-    transfer(&dtm, &gid, &req).submit().await.unwrap();
-    let q = wait_status(&support::dtm(), &gid, "failed").await;
-    assert_eq!(
-        grpc_busi().handlers(&gid),
-        ["TransOut", "TransIn", "TransInRevert", "TransOutRevert"]
-    );
-    let reason = q.transaction.unwrap().rollback_reason;
-    assert!(reason.contains("TransIn refused"), "{reason}");
-    assert!(reason.contains("busi.Busi/TransIn"), "{reason}");
-    let c = grpc_busi().calls(&gid);
-    assert_eq!(c[2].info.as_ref().unwrap().op, Op::Compensate);
-    assert_eq!(c[2].info.as_ref().unwrap().branch_id, "02");
-    assert_eq!(
-        c[2].req, req,
-        "the compensation receives the step's message"
-    );
-}
-
-#[tokio::test]
-async fn ongoing_then_success() {
-    let dtm = grpc_dtm();
-    let gid = gid("gsaga-ongoing");
-    grpc_busi().script(&gid, "TransIn", [Outcome::Ongoing]);
-    transfer(&dtm, &gid, &ReqGrpc::amount(1))
-        .with_options(opts())
-        .submit()
-        .await
-        .unwrap();
-    wait_status(&support::dtm(), &gid, "succeed").await;
-    assert_eq!(
-        grpc_busi().handlers(&gid),
-        ["TransOut", "TransIn", "TransIn"]
-    );
-    assert_eq!(grpc_busi().count(&gid, "TransOutRevert"), 0);
-}
-
-#[tokio::test]
-async fn erroring_compensation_is_retried() {
-    let dtm = grpc_dtm();
-    let gid = gid("gsaga-comp-err");
-    grpc_busi().script(&gid, "TransIn", [Outcome::Failure]);
-    grpc_busi().script(&gid, "TransOutRevert", [Outcome::Error, Outcome::Ongoing]);
-    transfer(&dtm, &gid, &ReqGrpc::amount(1))
-        .with_options(opts())
-        .submit()
-        .await
-        .unwrap();
-    wait_status(&support::dtm(), &gid, "failed").await;
-    assert_eq!(grpc_busi().count(&gid, "TransOutRevert"), 3);
-    assert_eq!(grpc_busi().count(&gid, "TransInRevert"), 1);
-    assert_eq!(grpc_busi().count(&gid, "TransOut"), 1);
-}
-
-#[tokio::test]
-async fn empty_branch_url_counts_as_success() {
-    let dtm = grpc_dtm();
-    let gid = gid("gsaga-empty");
-    dtm.saga(&gid)
-        .add("", &grpc_url("TransOutRevert"), &ReqGrpc::amount(1))
-        .add(&grpc_url("TransIn"), "", &ReqGrpc::amount(1))
-        .submit()
-        .await
-        .unwrap();
-    let q = wait_status(&support::dtm(), &gid, "succeed").await;
-    assert_eq!(grpc_busi().handlers(&gid), ["TransIn"]);
-    assert!(branch_rows(&q).contains(&"01/action=succeed".to_string()));
-}
-
-fn four_steps(dtm: &dtmgrpc::DtmGrpcClient, gid: &str, req: &ReqGrpc) -> dtmgrpc::Saga {
-    // 0: TransOut, 1: TransIn, 2: TransOutTry (after 0 and 1), 3: TransInTry (after 2)
-    dtm.saga(gid)
-        .add(&grpc_url("TransOut"), &grpc_url("TransOutRevert"), req)
-        .add(&grpc_url("TransIn"), &grpc_url("TransInRevert"), req)
-        .add(&grpc_url("TransOutTry"), &grpc_url("TransOutCancel"), req)
-        .add(&grpc_url("TransInTry"), &grpc_url("TransInCancel"), req)
-        .add_branch_order(2, &[0, 1])
-        .add_branch_order(3, &[2])
-        .concurrent()
-}
-
-fn pos(h: &[String], name: &str) -> usize {
-    h.iter()
-        .position(|x| x == name)
-        .unwrap_or_else(|| panic!("{name} not in {h:?}"))
-}
-
-#[tokio::test]
-async fn concurrent_with_orders_success() {
-    let dtm = grpc_dtm();
-    let gid = gid("gsaga-conc");
-    four_steps(&dtm, &gid, &ReqGrpc::amount(5))
-        .submit()
-        .await
-        .unwrap();
-    let q = wait_status(&support::dtm(), &gid, "succeed").await;
-    let h = grpc_busi().handlers(&gid);
-    assert_eq!(h.len(), 4, "{h:?}");
-    assert!(pos(&h, "TransOutTry") > pos(&h, "TransOut"));
-    assert!(pos(&h, "TransOutTry") > pos(&h, "TransIn"));
-    assert!(pos(&h, "TransInTry") > pos(&h, "TransOutTry"));
-    let custom = q.transaction.unwrap().custom_data;
-    assert!(custom.contains("\"concurrent\":true"), "{custom}");
-}
-
-#[tokio::test]
-async fn concurrent_with_orders_rollback() {
-    let dtm = grpc_dtm();
-    let gid = gid("gsaga-conc-rb");
-    grpc_busi().script(&gid, "TransOutTry", [Outcome::Failure]);
-    four_steps(&dtm, &gid, &ReqGrpc::amount(5))
-        .submit()
-        .await
-        .unwrap();
-    wait_status(&support::dtm(), &gid, "failed").await;
-    let h = grpc_busi().handlers(&gid);
-    assert_eq!(grpc_busi().count(&gid, "TransInTry"), 0, "{h:?}");
-    assert_eq!(grpc_busi().count(&gid, "TransInCancel"), 0, "{h:?}");
-    for comp in ["TransOutCancel", "TransOutRevert", "TransInRevert"] {
-        assert_eq!(grpc_busi().count(&gid, comp), 1, "{comp}: {h:?}");
-    }
-    assert!(pos(&h, "TransOutRevert") > pos(&h, "TransOutCancel"));
-    assert!(pos(&h, "TransInRevert") > pos(&h, "TransOutCancel"));
-}
-
-#[tokio::test]
-async fn wait_result_returns_the_outcome() {
-    let dtm = grpc_dtm();
-    let gid = gid("gsaga-wait-ok");
-    transfer(&dtm, &gid, &ReqGrpc::amount(3))
-        .with_options(TransOptions::default().wait_result(true))
-        .submit()
-        .await
-        .unwrap();
-    // Finished inside the submit call.
-    let q = support::dtm().query(&gid).await.unwrap();
-    assert_eq!(q.transaction.unwrap().status, "succeed");
-    assert_eq!(grpc_busi().handlers(&gid), ["TransOut", "TransIn"]);
-
-    let gid = support::gid("gsaga-wait-rb");
-    let req = ReqGrpc {
-        amount: 3,
-        trans_out_result: "FAILURE".into(),
-        ..Default::default()
-    };
-    let err = transfer(&dtm, &gid, &req)
-        .with_options(TransOptions::default().wait_result(true))
-        .submit()
-        .await
-        .unwrap_err();
-    assert!(err.is_failure(), "{err}");
-    assert!(err.to_string().contains("TransOut refused"), "{err}");
-    let q = support::dtm().query(&gid).await.unwrap();
-    assert_eq!(q.transaction.unwrap().status, "failed");
-    assert_eq!(grpc_busi().handlers(&gid), ["TransOut", "TransOutRevert"]);
-}
-
-#[tokio::test]
-async fn options_travel_and_are_stored() {
-    let dtm = grpc_dtm();
-    let gid = gid("gsaga-opts");
-    let o = TransOptions::default()
-        .retry_interval(Duration::from_secs(2))
-        .timeout_to_fail(Duration::from_secs(60))
-        .request_timeout(Duration::from_secs(5))
-        .retry_limit(3);
-    transfer(&dtm, &gid, &ReqGrpc::amount(1))
-        .with_options(o)
-        .submit()
-        .await
-        .unwrap();
-    let q = wait_status(&support::dtm(), &gid, "succeed").await;
-    let t = q.transaction.unwrap();
-    assert_eq!(
-        (
-            t.retry_interval,
-            t.timeout_to_fail,
-            t.request_timeout,
-            t.retry_limit
-        ),
-        (2, 60, 5, 3)
-    );
-    // DTM uses request_timeout as the deadline of its calls to the branches.
-    let c = &grpc_busi().calls(&gid)[0];
-    let deadline = c.metadata["grpc-timeout"].trim_end_matches('u');
-    let micros: u64 = deadline.parse().unwrap();
-    assert!(micros > 4_000_000 && micros <= 5_000_000, "{micros}");
-}
-
-#[tokio::test]
-async fn retry_limit_aborts_the_saga() {
-    let dtm = grpc_dtm();
-    let gid = gid("gsaga-retry-limit");
-    grpc_busi().script(
-        &gid,
-        "TransIn",
-        [Outcome::Error, Outcome::Error, Outcome::Error],
-    );
-    transfer(&dtm, &gid, &ReqGrpc::amount(1))
-        .with_options(opts().retry_limit(1))
-        .submit()
-        .await
-        .unwrap();
-    let q = wait_status(&support::dtm(), &gid, "failed").await;
-    let reason = q.transaction.unwrap().rollback_reason;
-    assert!(reason.contains("RetryLimit"), "{reason}");
-    assert_eq!(grpc_busi().count(&gid, "TransIn"), 2);
-    assert_eq!(grpc_busi().count(&gid, "TransOutRevert"), 1);
-}
-
-#[tokio::test]
-async fn timeout_to_fail_compensates() {
-    let dtm = grpc_dtm();
-    let gid = gid("gsaga-timeout");
-    grpc_busi().script(&gid, "TransIn", vec![Outcome::Ongoing; 20]);
-    transfer(&dtm, &gid, &ReqGrpc::amount(1))
-        .with_options(opts().timeout_to_fail(Duration::from_secs(2)))
-        .submit()
-        .await
-        .unwrap();
-    let q = wait_status(&support::dtm(), &gid, "failed").await;
-    let reason = q.transaction.unwrap().rollback_reason;
-    assert!(reason.contains("Timeout after"), "{reason}");
-    assert_eq!(grpc_busi().count(&gid, "TransOutRevert"), 1);
-}
-
-#[tokio::test]
-async fn request_timeout_makes_a_slow_branch_retry() {
-    let dtm = grpc_dtm();
-    let gid = gid("gsaga-req-timeout");
-    grpc_busi().script(&gid, "TransIn", [Outcome::Sleep(Duration::from_secs(3))]);
-    transfer(&dtm, &gid, &ReqGrpc::amount(1))
-        .with_options(opts().request_timeout(Duration::from_secs(1)))
-        .submit()
-        .await
-        .unwrap();
-    wait_status(&support::dtm(), &gid, "succeed").await;
-    assert!(grpc_busi().count(&gid, "TransIn") >= 2);
-    assert_eq!(grpc_busi().count(&gid, "TransOutRevert"), 0);
-}
-
-#[tokio::test]
-async fn branch_headers_on_first_call_and_on_retry() {
-    let dtm = grpc_dtm();
-    let gid = gid("gsaga-headers");
-    grpc_busi().script(&gid, "TransIn", [Outcome::Ongoing]);
-    transfer(&dtm, &gid, &ReqGrpc::amount(1))
-        .with_options(opts().branch_header("test_header", "grpc-saga"))
-        .submit()
-        .await
-        .unwrap();
-    wait_status(&support::dtm(), &gid, "succeed").await;
-    let calls = grpc_busi().calls(&gid);
-    assert_eq!(calls.len(), 3, "{:?}", grpc_busi().handlers(&gid));
-    for c in &calls {
-        assert_eq!(
-            c.metadata.get("test_header").map(String::as_str),
-            Some("grpc-saga"),
-            "{} {:?}",
-            c.handler,
-            c.metadata
-        );
-    }
 }
 
 #[tokio::test]

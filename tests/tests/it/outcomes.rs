@@ -12,13 +12,11 @@
 //! is checked against DTM's stored status, when it is made and once the transaction is
 //! final.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::support::*;
+use crate::transport_suite::protos::{cluster, cluster_servers};
 use dtm_examples::grpc_busi::pb::{BusiReply, ReqGrpc};
-use dtm_testkit::{DtmServer, DtmServerConfig, Store};
-use dtmcli::cluster::Cluster;
 use dtmcli::{DtmClient, Error, JsonRpcClient, Result, TransOptions, TransStatus};
 
 /// The transports a scenario runs on.
@@ -37,27 +35,6 @@ fn body() -> BusiReq {
 
 fn grpc_body() -> ReqGrpc {
     ReqGrpc::amount(1)
-}
-
-/// The cluster's two DTM servers, on one Redis store of their own.
-fn cluster_servers() -> &'static (DtmServer, DtmServer) {
-    static SERVERS: OnceLock<(DtmServer, DtmServer)> = OnceLock::new();
-    SERVERS.get_or_init(|| {
-        let config = DtmServerConfig::default().with_store(Store::local_redis());
-        let a = DtmServer::start(config.clone()).expect("first DTM of the cluster");
-        let b = DtmServer::start(config).expect("second DTM of the cluster");
-        (a, b)
-    })
-}
-
-fn cluster() -> Cluster<DtmClient> {
-    let (a, b) = cluster_servers();
-    let (a, b) = (a.http_url(), b.http_url());
-    Cluster::http(
-        &DtmClient::new(&a).expect("client"),
-        &[a.as_str(), b.as_str()],
-    )
-    .expect("cluster")
 }
 
 fn json_rpc() -> JsonRpcClient {
