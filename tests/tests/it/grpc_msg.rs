@@ -1,5 +1,6 @@
-//! 2-phase messages over gRPC against the real DTM server, including DTM's back-check and
-//! the outbox helper (with a barrier on MariaDB).
+//! What only gRPC messages have (the scenarios every transport shares are in
+//! `transport_suite`): the outbox and back-check with a barrier behind a gRPC bank on
+//! MariaDB, and topics whose subscribers mix gRPC and HTTP.
 
 use crate::support;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 use crate::support::*;
 use dtm_examples::bank::Db;
 use dtm_examples::grpc_busi::pb::ReqGrpc;
-use dtmcli::{Error, Op, TransOptions, TransType};
+use dtmcli::{Error, TransOptions};
 use prost::Message;
 
 fn msg(dtm: &dtmgrpc::DtmGrpcClient, gid: &str, req: &ReqGrpc) -> dtmgrpc::Msg {
@@ -21,160 +22,6 @@ fn quick() -> TransOptions {
     TransOptions::default()
         .timeout_to_fail(Duration::from_secs(1))
         .retry_interval(Duration::from_secs(1))
-}
-
-#[tokio::test]
-async fn submit_delivers_every_branch() {
-    let dtm = grpc_dtm();
-    let gid = gid("gmsg-ok");
-    let req = ReqGrpc::amount(30);
-    msg(&dtm, &gid, &req).submit().await.unwrap();
-    let q = wait_status(&support::dtm(), &gid, "succeed").await;
-    assert_eq!(grpc_busi().handlers(&gid), ["TransOut", "TransIn"]);
-    for c in grpc_busi().calls(&gid) {
-        let info = c.info.unwrap();
-        assert_eq!((info.trans_type, info.op), (TransType::Msg, Op::Action));
-        assert_eq!(c.req, req);
-    }
-    assert_eq!(branch_rows(&q), ["01/action=succeed", "02/action=succeed"]);
-    for b in &q.branches {
-        assert_eq!(b.bin_data, req.encode_to_vec());
-    }
-}
-
-#[tokio::test]
-async fn prepared_then_submitted() {
-    let dtm = grpc_dtm();
-    let gid = gid("gmsg-prep");
-    let m = msg(&dtm, &gid, &ReqGrpc::amount(1));
-    m.prepare(&grpc_url("QueryPrepared")).await.unwrap();
-    let q = support::dtm().query(&gid).await.unwrap();
-    let t = q.transaction.unwrap();
-    assert_eq!(t.status, "prepared");
-    assert_eq!(t.query_prepared, grpc_url("QueryPrepared"));
-    // Prepare again is a no-op success; then submit.
-    m.prepare(&grpc_url("QueryPrepared")).await.unwrap();
-    m.submit().await.unwrap();
-    wait_status(&support::dtm(), &gid, "succeed").await;
-    assert_eq!(grpc_busi().handlers(&gid), ["TransOut", "TransIn"]);
-    // Prepare after success is refused, and not reported as a failure the message did not
-    // have: the gid names a finished transaction.
-    let err = m.prepare(&grpc_url("QueryPrepared")).await.unwrap_err();
-    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
-    assert!(
-        err.to_string().contains("already finished (succeed)"),
-        "{err}"
-    );
-}
-
-#[tokio::test]
-async fn back_check_ongoing_then_success_delivers() {
-    let dtm = grpc_dtm();
-    let gid = gid("gmsg-backcheck");
-    grpc_busi().script(&gid, "QueryPrepared", [Outcome::Ongoing]);
-    msg(&dtm, &gid, &ReqGrpc::amount(1))
-        .with_options(quick())
-        .prepare(&grpc_url("QueryPrepared"))
-        .await
-        .unwrap();
-    // Never submitted: DTM asks the back-check, which first says ongoing, then success.
-    wait_status(&support::dtm(), &gid, "succeed").await;
-    assert_eq!(
-        grpc_busi().handlers(&gid),
-        ["QueryPrepared", "QueryPrepared", "TransOut", "TransIn"]
-    );
-    let check = &grpc_busi().calls(&gid)[0];
-    let info = check.info.as_ref().unwrap();
-    assert_eq!(
-        (info.branch_id.as_str(), &info.op, info.trans_type),
-        ("00", &Op::Msg, TransType::Msg)
-    );
-    // DTM sends the back-check an empty message.
-    assert_eq!(check.req, ReqGrpc::default());
-}
-
-#[tokio::test]
-async fn back_check_failure_fails_the_message() {
-    let dtm = grpc_dtm();
-    let gid = gid("gmsg-backcheck-fail");
-    grpc_busi().script(&gid, "QueryPrepared", [Outcome::Failure]);
-    msg(&dtm, &gid, &ReqGrpc::amount(1))
-        .with_options(quick())
-        .prepare(&grpc_url("QueryPrepared"))
-        .await
-        .unwrap();
-    wait_status(&support::dtm(), &gid, "failed").await;
-    assert_eq!(grpc_busi().handlers(&gid), ["QueryPrepared"]);
-}
-
-#[tokio::test]
-async fn do_and_submit_success() {
-    let dtm = grpc_dtm();
-    let gid = gid("gmsg-das-ok");
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let s2 = seen.clone();
-    msg(&dtm, &gid, &ReqGrpc::amount(1))
-        .do_and_submit(&grpc_url("QueryPrepared"), |info| async move {
-            *s2.lock().unwrap() = Some(info);
-            Ok(())
-        })
-        .await
-        .unwrap();
-    let info = seen.lock().unwrap().clone().unwrap();
-    assert_eq!((info.branch_id.as_str(), &info.op), ("00", &Op::Msg));
-    wait_status(&support::dtm(), &gid, "succeed").await;
-    assert_eq!(grpc_busi().handlers(&gid), ["TransOut", "TransIn"]);
-}
-
-#[tokio::test]
-async fn do_and_submit_failure_aborts() {
-    let dtm = grpc_dtm();
-    let gid = gid("gmsg-das-fail");
-    let err = msg(&dtm, &gid, &ReqGrpc::amount(1))
-        .do_and_submit(&grpc_url("QueryPrepared"), |_| async {
-            Err(Error::failure("local business refused"))
-        })
-        .await
-        .unwrap_err();
-    assert!(err.is_failure(), "{err}");
-    wait_status(&support::dtm(), &gid, "failed").await;
-    assert!(grpc_busi().handlers(&gid).is_empty());
-}
-
-#[tokio::test]
-async fn do_and_submit_error_asks_the_back_check_itself() {
-    let dtm = grpc_dtm();
-    // The back-check says the local transaction committed: submitted anyway.
-    let gid = gid("gmsg-das-err-ok");
-    let err = msg(&dtm, &gid, &ReqGrpc::amount(1))
-        .with_options(TransOptions::default().branch_header("test_header", "msg"))
-        .do_and_submit(&grpc_url("QueryPrepared"), |_| async {
-            Err(Error::other("connection lost after commit"))
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.to_string(), "connection lost after commit");
-    wait_status(&support::dtm(), &gid, "succeed").await;
-    let calls = grpc_busi().calls(&gid);
-    assert_eq!(calls[0].handler, "QueryPrepared");
-    let info = calls[0].info.as_ref().unwrap();
-    // The SDK's own back-check: like DTM's, plus dtm-dtm and the branch headers.
-    assert_eq!((info.branch_id.as_str(), &info.op), ("00", &Op::Msg));
-    assert_eq!(info.dtm.as_deref(), Some(dtm.server()));
-    assert_eq!(calls[0].metadata["test_header"], "msg");
-
-    // The back-check says it did not commit: aborted.
-    let gid = support::gid("gmsg-das-err-fail");
-    grpc_busi().script(&gid, "QueryPrepared", [Outcome::Failure]);
-    let err = msg(&dtm, &gid, &ReqGrpc::amount(1))
-        .do_and_submit(&grpc_url("QueryPrepared"), |_| async {
-            Err(Error::other("connection lost"))
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.to_string(), "connection lost");
-    wait_status(&support::dtm(), &gid, "failed").await;
-    assert_eq!(grpc_busi().handlers(&gid), ["QueryPrepared"]);
 }
 
 #[tokio::test]

@@ -7,13 +7,16 @@
 
 pub mod protos;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::{branch_rows, gid, wait_status, Outcome};
+use dtmcli::msg::Msg;
 use dtmcli::outcome::wait_final;
 use dtmcli::saga::Saga;
+use dtmcli::{Encode, TransInfo, Transport};
 use dtmcli::{Error, Op, QueryResult, TransOptions, TransStatus, TransType};
-use protos::{count, handlers, Proto};
+use protos::{count, handlers, Proto, Seen};
 
 /// A gid for scenario `name` on transport `P`.
 fn gid_of<P: Proto>(name: &str) -> String {
@@ -51,6 +54,7 @@ pub async fn saga_success<P: Proto>() {
             (bid, &Op::Action, TransType::Saga)
         );
         assert_eq!(c.req.as_ref(), Some(&req));
+        assert!(matches!(c.method.as_deref(), None | Some("POST")), "{c:?}");
     }
     let t = q.transaction.clone().unwrap();
     assert_eq!(
@@ -394,6 +398,259 @@ pub async fn saga_branch_headers_on_every_call<P: Proto>() {
     }
 }
 
+/// Options that make DTM back-check a prepared message after about one second.
+fn fast() -> TransOptions {
+    TransOptions::default()
+        .timeout_to_fail(Duration::from_secs(1))
+        .retry_interval(Duration::from_secs(1))
+}
+
+/// A transfer message: TransOut and TransIn.
+fn transfer_msg<P: Proto>(gid: &str, req: &P::Req) -> Msg<P::T> {
+    Msg::new(P::client(), gid)
+        .add(&P::url("TransOut"), req)
+        .add(&P::url("TransIn"), req)
+}
+
+/// Asserts `c` is DTM delivering a msg action of `branch_id` with `req`.
+pub fn assert_delivery<P: Proto>(c: &Seen<P::Req>, branch_id: &str, req: &P::Req) {
+    let i = &c.info;
+    assert_eq!(
+        (i.trans_type, &i.op, i.branch_id.as_str()),
+        (TransType::Msg, &Op::Action, branch_id),
+        "{c:?}"
+    );
+    // DTM itself never sends `dtm` or `phase2_url`.
+    assert_eq!((&i.dtm, &i.phase2_url), (&None, &None), "{c:?}");
+    assert_eq!(c.req.as_ref(), Some(req), "{c:?}");
+    assert!(matches!(c.method.as_deref(), None | Some("POST")), "{c:?}");
+}
+
+/// Asserts `c` is a back-check: branch 00, op msg, an empty body; made by DTM (no `dtm`)
+/// or by the SDK (`dtm` naming the server).
+fn assert_back_check<P: Proto>(c: &Seen<P::Req>, by_sdk: bool) {
+    let i = &c.info;
+    assert_eq!(c.handler, "QueryPrepared", "{c:?}");
+    assert_eq!(
+        (i.trans_type, &i.op, i.branch_id.as_str()),
+        (TransType::Msg, &Op::Msg, "00"),
+        "{c:?}"
+    );
+    let dtm = by_sdk.then(|| P::client().server().to_string());
+    assert_eq!(i.dtm, dtm, "{c:?}");
+    assert!(c.req.is_none() || c.req == Some(P::Req::default()), "{c:?}");
+    assert!(matches!(c.method.as_deref(), None | Some("GET")), "{c:?}");
+}
+
+/// A submitted message delivers every branch once, with its payload as DTM stored it.
+pub async fn msg_submit_delivers_every_branch_once<P: Proto>() {
+    let gid = gid_of::<P>("msg-ok");
+    let req = P::req(30);
+    transfer_msg::<P>(&gid, &req).submit().await.unwrap();
+    let q = until::<P>(&gid, "succeed").await;
+    assert_eq!(handlers::<P>(&gid), ["TransOut", "TransIn"]);
+    let calls = P::calls(&gid);
+    assert_delivery::<P>(&calls[0], "01", &req);
+    assert_delivery::<P>(&calls[1], "02", &req);
+    let t = q.transaction.clone().unwrap();
+    assert_eq!(
+        (t.trans_type.as_str(), t.query_prepared.as_str()),
+        ("msg", "")
+    );
+    assert_eq!(branch_rows(&q), ["01/action=succeed", "02/action=succeed"]);
+    assert_eq!(q.branches[0].url, P::url("TransOut"));
+    let encoded = Encode::encode(&req).unwrap();
+    for b in &q.branches {
+        assert_eq!(b.bin_data, encoded.as_ref());
+    }
+}
+
+/// A prepared message never submitted is back-checked by DTM; "committed" delivers it.
+pub async fn msg_back_check_success_delivers<P: Proto>() {
+    let gid = gid_of::<P>("msg-qp-ok");
+    P::script(&gid, "QueryPrepared", vec![Outcome::Success]);
+    let req = P::req(11);
+    let msg = transfer_msg::<P>(&gid, &req).with_options(fast());
+    msg.prepare(&P::url("QueryPrepared")).await.unwrap();
+    let q = P::observer().query(&gid).await.unwrap();
+    let t = q.transaction.clone().unwrap();
+    assert_eq!(t.status, "prepared");
+    assert_eq!(t.query_prepared, P::url("QueryPrepared"));
+    assert_eq!(
+        branch_rows(&q),
+        ["01/action=prepared", "02/action=prepared"]
+    );
+    until::<P>(&gid, "succeed").await;
+    assert_eq!(
+        handlers::<P>(&gid),
+        ["QueryPrepared", "TransOut", "TransIn"]
+    );
+    let calls = P::calls(&gid);
+    assert_back_check::<P>(&calls[0], false);
+    assert_delivery::<P>(&calls[1], "01", &req);
+    assert_delivery::<P>(&calls[2], "02", &req);
+}
+
+/// A back-check answering "not committed" fails the message, which cannot be submitted
+/// any more.
+pub async fn msg_back_check_failure_fails<P: Proto>() {
+    let gid = gid_of::<P>("msg-qp-fail");
+    P::script(&gid, "QueryPrepared", vec![Outcome::Failure]);
+    let msg = transfer_msg::<P>(&gid, &P::req(1)).with_options(fast());
+    msg.prepare(&P::url("QueryPrepared")).await.unwrap();
+    let q = until::<P>(&gid, "failed").await;
+    assert_eq!(handlers::<P>(&gid), ["QueryPrepared"]);
+    assert_back_check::<P>(&P::calls(&gid)[0], false);
+    assert_eq!(
+        branch_rows(&q),
+        ["01/action=prepared", "02/action=prepared"]
+    );
+    let err = msg.submit().await.unwrap_err();
+    assert!(err.is_failure(), "{err}");
+}
+
+/// A back-check answering ONGOING is asked again; the branches run after "committed".
+pub async fn msg_back_check_ongoing_is_asked_again<P: Proto>() {
+    let gid = gid_of::<P>("msg-qp-ongoing");
+    P::script(
+        &gid,
+        "QueryPrepared",
+        vec![Outcome::Ongoing, Outcome::Success],
+    );
+    let msg = transfer_msg::<P>(&gid, &P::req(1)).with_options(fast());
+    msg.prepare(&P::url("QueryPrepared")).await.unwrap();
+    until::<P>(&gid, "succeed").await;
+    assert_eq!(
+        handlers::<P>(&gid),
+        ["QueryPrepared", "QueryPrepared", "TransOut", "TransIn"]
+    );
+    for c in &P::calls(&gid)[..2] {
+        assert_back_check::<P>(c, false);
+    }
+}
+
+/// Runs `do_and_submit` with a business closure that records its `TransInfo`, checks the
+/// message is prepared while it runs, and returns `result`.
+async fn do_and_submit<P: Proto>(
+    gid: &str,
+    options: TransOptions,
+    result: dtmcli::Result<()>,
+) -> (dtmcli::Result<()>, TransInfo) {
+    let seen = Arc::new(Mutex::new(None));
+    let (seen2, gid2) = (seen.clone(), gid.to_string());
+    let out = transfer_msg::<P>(gid, &P::req(5))
+        .with_options(options)
+        .do_and_submit(&P::url("QueryPrepared"), move |info| async move {
+            let t = P::observer().query(&gid2).await?.transaction;
+            assert_eq!(t.map(|t| t.status).as_deref(), Some("prepared"));
+            *seen2.lock().unwrap() = Some(info);
+            result
+        })
+        .await;
+    let info = seen.lock().unwrap().take().expect("business closure ran");
+    let mut expected = TransInfo::new(gid, TransType::Msg, "00", Op::Msg);
+    expected.dtm = Some(P::client().server().to_string());
+    assert_eq!(info, expected);
+    (out, info)
+}
+
+/// The outbox: a local transaction that succeeds submits without a back-check.
+pub async fn msg_do_and_submit_ok<P: Proto>() {
+    let gid = gid_of::<P>("msg-das-ok");
+    let (out, _) = do_and_submit::<P>(&gid, opts(), Ok(())).await;
+    out.unwrap();
+    until::<P>(&gid, "succeed").await;
+    assert_eq!(handlers::<P>(&gid), ["TransOut", "TransIn"]);
+}
+
+/// A local transaction that fails aborts the message: no branch, no back-check.
+pub async fn msg_do_and_submit_failure_aborts<P: Proto>() {
+    let gid = gid_of::<P>("msg-das-fail");
+    let (out, _) = do_and_submit::<P>(&gid, opts(), Err(Error::failure("no money"))).await;
+    let err = out.unwrap_err();
+    assert!(
+        matches!(err, Error::Failure(ref m) if m == "no money"),
+        "{err}"
+    );
+    let q = until::<P>(&gid, "failed").await;
+    assert_eq!(
+        branch_rows(&q),
+        ["01/action=prepared", "02/action=prepared"]
+    );
+    assert!(P::calls(&gid).is_empty(), "{:?}", handlers::<P>(&gid));
+}
+
+/// A local transaction with an unknown outcome: the SDK asks the back-check itself (with
+/// the branch headers) and submits, aborts, or leaves the message prepared by its answer;
+/// the business error is returned in every case.
+pub async fn msg_do_and_submit_unknown_outcome_back_checks<P: Proto>() {
+    let lost = || Err(Error::other("connection lost"));
+    let o = opts().branch_header("test_header", "msg");
+    let gid = gid_of::<P>("msg-das-err-ok");
+    P::script(&gid, "QueryPrepared", vec![Outcome::Success]);
+    let (out, _) = do_and_submit::<P>(&gid, o.clone(), lost()).await;
+    assert_eq!(out.unwrap_err().to_string(), "connection lost");
+    until::<P>(&gid, "succeed").await;
+    assert_eq!(
+        handlers::<P>(&gid),
+        ["QueryPrepared", "TransOut", "TransIn"]
+    );
+    let check = &P::calls(&gid)[0];
+    assert_back_check::<P>(check, true);
+    assert_eq!(
+        check.headers.get("test_header").map(String::as_str),
+        Some("msg")
+    );
+
+    let gid = gid_of::<P>("msg-das-err-fail");
+    P::script(&gid, "QueryPrepared", vec![Outcome::Failure]);
+    let (out, _) = do_and_submit::<P>(&gid, o.clone(), lost()).await;
+    assert!(matches!(out, Err(Error::Other(_))), "{out:?}");
+    until::<P>(&gid, "failed").await;
+    assert_eq!(handlers::<P>(&gid), ["QueryPrepared"]);
+    assert_back_check::<P>(&P::calls(&gid)[0], true);
+
+    // Neither submitted nor aborted: DTM's own back-check (35 s default) decides later.
+    let gid = gid_of::<P>("msg-das-err-ongoing");
+    P::script(&gid, "QueryPrepared", vec![Outcome::Ongoing]);
+    let (out, _) = do_and_submit::<P>(&gid, o, lost()).await;
+    assert!(matches!(out, Err(Error::Other(_))), "{out:?}");
+    let t = P::observer()
+        .query(&gid)
+        .await
+        .unwrap()
+        .transaction
+        .unwrap();
+    assert_eq!(t.status, "prepared");
+    assert_eq!(handlers::<P>(&gid), ["QueryPrepared"]);
+    P::observer().force_stop(&gid).await.unwrap();
+    until::<P>(&gid, "failed").await;
+}
+
+/// Prepare twice, submit, then prepare and submit again after the message was delivered:
+/// a submit is told what DTM stored (delivered), a prepare that the gid is taken; nothing
+/// is delivered twice.
+pub async fn msg_repeated_prepare_then_calls_after_success<P: Proto>() {
+    let gid = gid_of::<P>("msg-repeat");
+    let msg = transfer_msg::<P>(&gid, &P::req(2));
+    msg.prepare(&P::url("QueryPrepared")).await.unwrap();
+    msg.prepare(&P::url("QueryPrepared")).await.unwrap();
+    let q = P::observer().query(&gid).await.unwrap();
+    assert_eq!(q.transaction.unwrap().status, "prepared");
+    assert_eq!(q.branches.len(), 2);
+    msg.submit().await.unwrap();
+    until::<P>(&gid, "succeed").await;
+    assert_eq!(handlers::<P>(&gid), ["TransOut", "TransIn"]);
+    msg.submit().await.unwrap();
+    let err = msg.prepare(&P::url("QueryPrepared")).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    assert!(
+        err.to_string().contains("already finished (succeed)"),
+        "{err}"
+    );
+    assert_eq!(handlers::<P>(&gid), ["TransOut", "TransIn"]);
+}
+
 /// One module per transport, one test per scenario that applies to it.
 macro_rules! transport_suite {
     ($proto:ident: $ty:ty => $($scenario:ident),* $(,)?) => {
@@ -408,8 +665,8 @@ macro_rules! transport_suite {
     };
 }
 
-/// The saga scenarios.
-macro_rules! saga_scenarios {
+/// Every scenario, on one transport.
+macro_rules! every_scenario {
     ($proto:ident: $ty:ty) => {
         transport_suite!($proto: $ty =>
             saga_success,
@@ -427,11 +684,19 @@ macro_rules! saga_scenarios {
             saga_timeout_to_fail_compensates,
             saga_request_timeout_retries_a_slow_branch,
             saga_branch_headers_on_every_call,
+            msg_submit_delivers_every_branch_once,
+            msg_back_check_success_delivers,
+            msg_back_check_failure_fails,
+            msg_back_check_ongoing_is_asked_again,
+            msg_do_and_submit_ok,
+            msg_do_and_submit_failure_aborts,
+            msg_do_and_submit_unknown_outcome_back_checks,
+            msg_repeated_prepare_then_calls_after_success,
         );
     };
 }
 
-saga_scenarios!(http: crate::transport_suite::protos::Http);
-saga_scenarios!(grpc: crate::transport_suite::protos::Grpc);
-saga_scenarios!(json_rpc: crate::transport_suite::protos::JsonRpc);
-saga_scenarios!(cluster: crate::transport_suite::protos::ClusterHttp);
+every_scenario!(http: crate::transport_suite::protos::Http);
+every_scenario!(grpc: crate::transport_suite::protos::Grpc);
+every_scenario!(json_rpc: crate::transport_suite::protos::JsonRpc);
+every_scenario!(cluster: crate::transport_suite::protos::ClusterHttp);

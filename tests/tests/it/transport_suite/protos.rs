@@ -24,6 +24,8 @@ pub struct Seen<R> {
     pub req: Option<R>,
     /// Its headers (HTTP) or metadata (gRPC), lower-case names.
     pub headers: BTreeMap<String, String>,
+    /// Its HTTP method (None over gRPC, where every call is a POST).
+    pub method: Option<String>,
 }
 
 /// A transport under test, with the bank whose branches its transactions call.
@@ -31,7 +33,13 @@ pub trait Proto: 'static {
     /// The client.
     type T: Transport;
     /// The bank's request in this transport's encoding.
-    type Req: Encode<<Self::T as Transport>::Encoding> + Clone + PartialEq + Debug + Send + Sync;
+    type Req: Encode<<Self::T as Transport>::Encoding>
+        + Clone
+        + Default
+        + PartialEq
+        + Debug
+        + Send
+        + Sync;
     /// Its name, in gids.
     const NAME: &'static str;
     /// The protocol DTM stores for its transactions.
@@ -89,6 +97,7 @@ fn http_calls(gid: &str) -> Vec<Seen<BusiReq>> {
                 info: c.info?,
                 handler: c.handler,
                 headers: c.headers,
+                method: Some(c.method),
             })
         })
         .collect()
@@ -160,6 +169,7 @@ impl Proto for Grpc {
                     handler: c.handler,
                     req: Some(c.req),
                     headers: c.metadata,
+                    method: None,
                 })
             })
             .collect()
