@@ -40,7 +40,6 @@ mod msg;
 mod outcomes;
 mod proptest_parsers;
 mod resolve;
-mod tcc;
 mod transport_suite;
 mod workflow_crash;
 mod workflow_go_records;

@@ -4,14 +4,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::future::Future;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use crate::support::{busi, dtm, env, grpc_busi, grpc_dtm, grpc_url, url, BusiReq, Outcome};
+use dtm_examples::grpc_busi::pb::BusiReply;
 use dtm_examples::grpc_busi::pb::ReqGrpc;
 use dtm_testkit::{DtmServer, DtmServerConfig, Store};
 use dtmcli::cluster::Cluster;
 use dtmcli::transport::Encode;
-use dtmcli::{DtmClient, JsonRpcClient, TransInfo, Transport};
+use dtmcli::{DtmClient, Json, JsonRpcClient, TransInfo, TransOptions, Transport};
 
 /// One call a branch received.
 #[derive(Debug, Clone)]
@@ -61,6 +64,87 @@ pub trait Proto: 'static {
     fn calls(gid: &str) -> Vec<Seen<Self::Req>>;
     /// Scripts the answers of `handler` for `gid`.
     fn script(gid: &str, handler: &str, outcomes: Vec<Outcome>);
+    /// Runs a TCC global transaction whose body takes `steps` in order with `req`.
+    fn tcc(
+        gid: &str,
+        options: TransOptions,
+        req: Self::Req,
+        steps: Vec<TccStep>,
+    ) -> impl Future<Output = dtmcli::Result<()>>;
+}
+
+/// One step of a TCC's body.
+#[derive(Debug, Clone, Copy)]
+pub enum TccStep {
+    /// A branch: its try, confirm and cancel handlers.
+    Branch(&'static str, &'static str, &'static str),
+    /// Waits until DTM no longer holds the transaction as prepared (it timed it out).
+    UntilNotPrepared,
+    /// Ends the body with this error.
+    Fail(&'static str),
+}
+
+/// The debit branch.
+pub const OUT: TccStep = TccStep::Branch("TransOutTry", "TransOutConfirm", "TransOutCancel");
+/// The credit branch.
+pub const IN: TccStep = TccStep::Branch("TransInTry", "TransInConfirm", "TransInCancel");
+/// The credit branch whose try opens a nested branch (`0201`: TransInTry).
+pub const IN_NESTED: TccStep =
+    TccStep::Branch("TransInTccNested", "TransInConfirm", "TransInCancel");
+
+/// Takes `step` of a TCC body: `branch` calls a branch's try with its URLs.
+async fn tcc_step<F, Fut>(
+    observer: &DtmClient,
+    gid: &str,
+    step: TccStep,
+    branch: F,
+) -> dtmcli::Result<()>
+where
+    F: FnOnce(String, String, String) -> Fut,
+    Fut: Future<Output = dtmcli::Result<()>>,
+{
+    match step {
+        TccStep::Branch(t, c, x) => branch(t.to_string(), c.to_string(), x.to_string()).await,
+        TccStep::UntilNotPrepared => {
+            let d = dtm_testkit::wait::until(observer, gid, Duration::from_secs(20), |q| {
+                q.transaction
+                    .as_ref()
+                    .is_some_and(|t| t.status != "prepared")
+            })
+            .await;
+            assert!(d.is_ok(), "{d:?}");
+            Ok(())
+        }
+        TccStep::Fail(m) => Err(dtmcli::Error::other(m)),
+    }
+}
+
+/// [`Proto::tcc`] over a JSON transport.
+async fn json_tcc<P: Proto<Req = BusiReq>>(
+    transport: P::T,
+    gid: &str,
+    options: TransOptions,
+    req: BusiReq,
+    steps: Vec<TccStep>,
+) -> dtmcli::Result<()>
+where
+    P::T: Transport<Encoding = Json>,
+{
+    dtmcli::Tcc::run(&transport, gid, options, |tcc| async move {
+        for step in steps {
+            tcc_step(&P::observer(), tcc.gid(), step, |t, c, x| {
+                let (tcc, req) = (tcc.clone(), &req);
+                async move {
+                    tcc.call_branch(req, &P::url(&t), &P::url(&c), &P::url(&x))
+                        .await
+                        .map(drop)
+                }
+            })
+            .await?;
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// The handler names called for `gid`, in arrival order.
@@ -130,6 +214,14 @@ impl Proto for Http {
     fn script(gid: &str, handler: &str, outcomes: Vec<Outcome>) {
         busi().script(gid, handler, outcomes)
     }
+    fn tcc(
+        gid: &str,
+        options: TransOptions,
+        req: BusiReq,
+        steps: Vec<TccStep>,
+    ) -> impl Future<Output = dtmcli::Result<()>> {
+        json_tcc::<Self>(Self::client(), gid, options, req, steps)
+    }
 }
 
 /// Protobuf over gRPC: `DtmGrpcClient`, branches on the tonic bank `busi.Busi`.
@@ -177,6 +269,29 @@ impl Proto for Grpc {
     fn script(gid: &str, handler: &str, outcomes: Vec<Outcome>) {
         grpc_busi().script(gid, handler, outcomes)
     }
+    async fn tcc(
+        gid: &str,
+        options: TransOptions,
+        req: ReqGrpc,
+        steps: Vec<TccStep>,
+    ) -> dtmcli::Result<()> {
+        dtmgrpc::Tcc::run(&grpc_dtm(), gid, options, |tcc| async move {
+            for step in steps {
+                tcc_step(&dtm(), tcc.gid(), step, |t, c, x| {
+                    let (tcc, req) = (tcc.clone(), &req);
+                    async move {
+                        let _: BusiReply = tcc
+                            .call_branch(req, &grpc_url(&t), &grpc_url(&c), &grpc_url(&x))
+                            .await?;
+                        Ok(())
+                    }
+                })
+                .await?;
+            }
+            Ok(())
+        })
+        .await
+    }
 }
 
 /// JSON-RPC: `JsonRpcClient`, branches on the HTTP bank.
@@ -206,6 +321,14 @@ impl Proto for JsonRpc {
     }
     fn script(gid: &str, handler: &str, outcomes: Vec<Outcome>) {
         busi().script(gid, handler, outcomes)
+    }
+    fn tcc(
+        gid: &str,
+        options: TransOptions,
+        req: BusiReq,
+        steps: Vec<TccStep>,
+    ) -> impl Future<Output = dtmcli::Result<()>> {
+        json_tcc::<Self>(Self::client(), gid, options, req, steps)
     }
 }
 
@@ -260,5 +383,13 @@ impl Proto for ClusterHttp {
     }
     fn script(gid: &str, handler: &str, outcomes: Vec<Outcome>) {
         busi().script(gid, handler, outcomes)
+    }
+    fn tcc(
+        gid: &str,
+        options: TransOptions,
+        req: BusiReq,
+        steps: Vec<TccStep>,
+    ) -> impl Future<Output = dtmcli::Result<()>> {
+        json_tcc::<Self>(Self::client(), gid, options, req, steps)
     }
 }
