@@ -28,6 +28,12 @@ async fn until<P: Proto>(gid: &str, status: &str) -> QueryResult {
     wait_status(&P::observer(), gid, status).await
 }
 
+/// Waits until DTM stores `failed` for `gid`; returns the reason it stored.
+async fn rolled_back<P: Proto>(gid: &str) -> String {
+    let q = until::<P>(gid, "failed").await;
+    q.transaction.unwrap().rollback_reason
+}
+
 /// Options with DTM retrying a branch after a second.
 fn opts() -> TransOptions {
     TransOptions::default().retry_interval(Duration::from_secs(1))
@@ -309,11 +315,7 @@ pub async fn saga_retry_limit<P: Proto>() {
         .submit()
         .await
         .unwrap();
-    let reason = until::<P>(&gid, "failed")
-        .await
-        .transaction
-        .unwrap()
-        .rollback_reason;
+    let reason = rolled_back::<P>(&gid).await;
     assert!(reason.contains("RetryLimit"), "{reason}");
     assert_eq!(count::<P>(&gid, "TransIn"), 3, "{:?}", handlers::<P>(&gid));
     assert_eq!(count::<P>(&gid, "TransOutRevert"), 1);
@@ -338,11 +340,7 @@ pub async fn saga_timeout_to_fail_compensates<P: Proto>() {
         .submit()
         .await
         .unwrap();
-    let reason = until::<P>(&gid, "failed")
-        .await
-        .transaction
-        .unwrap()
-        .rollback_reason;
+    let reason = rolled_back::<P>(&gid).await;
     assert!(reason.contains("Timeout after"), "{reason}");
     assert_eq!(count::<P>(&gid, "TransOutRevert"), 1);
     assert_eq!(count::<P>(&gid, "TransOut"), 1);
@@ -707,11 +705,7 @@ pub async fn tcc_rollback_cancels_every_registered_branch<P: Proto>() {
         .await
         .unwrap_err();
     assert!(err.is_failure(), "{err}");
-    let reason = until::<P>(&gid, "failed")
-        .await
-        .transaction
-        .unwrap()
-        .rollback_reason;
+    let reason = rolled_back::<P>(&gid).await;
     assert!(reason.contains("TransInTry refused"), "{reason}");
     assert_eq!(count::<P>(&gid, "TransInCancel"), 1);
     assert_eq!(count::<P>(&gid, "TransOutCancel"), 2);
@@ -785,11 +779,7 @@ pub async fn tcc_timeout_between_two_branches_rolls_back<P: Proto>() {
         .await
         .unwrap_err();
     assert!(err.is_failure(), "{err}");
-    let reason = until::<P>(&gid, "failed")
-        .await
-        .transaction
-        .unwrap()
-        .rollback_reason;
+    let reason = rolled_back::<P>(&gid).await;
     assert!(reason.contains("Timeout after"), "{reason}");
     assert_eq!(count::<P>(&gid, "TransInTry"), 0);
     assert_eq!(count::<P>(&gid, "TransOutCancel"), 1);
@@ -803,11 +793,7 @@ pub async fn tcc_body_error_aborts_with_its_text_as_reason<P: Proto>() {
         .await
         .unwrap_err();
     assert_eq!(err.to_string(), "stock check said no");
-    let reason = until::<P>(&gid, "failed")
-        .await
-        .transaction
-        .unwrap()
-        .rollback_reason;
+    let reason = rolled_back::<P>(&gid).await;
     assert_eq!(reason, "stock check said no");
     assert_eq!(count::<P>(&gid, "TransOutCancel"), 1);
 }

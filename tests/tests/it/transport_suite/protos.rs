@@ -160,16 +160,6 @@ pub fn count<P: Proto>(gid: &str, handler: &str) -> usize {
         .count()
 }
 
-fn refused_json(amount: i64, out: bool) -> BusiReq {
-    let mut r = BusiReq::new(amount);
-    if out {
-        r.trans_out_result = "FAILURE".into();
-    } else {
-        r.trans_in_result = "FAILURE".into();
-    }
-    r
-}
-
 /// The HTTP bank's calls.
 fn http_calls(gid: &str) -> Vec<Seen<BusiReq>> {
     busi()
@@ -187,41 +177,55 @@ fn http_calls(gid: &str) -> Vec<Seen<BusiReq>> {
         .collect()
 }
 
+/// The items of [`Proto`] for a transport whose branches are on the HTTP bank.
+macro_rules! on_the_http_bank {
+    () => {
+        type Req = BusiReq;
+
+        fn url(handler: &str) -> String {
+            url(handler)
+        }
+        fn req(amount: i64) -> BusiReq {
+            BusiReq::new(amount)
+        }
+        fn refused(amount: i64, out: bool) -> BusiReq {
+            let mut r = BusiReq::new(amount);
+            if out {
+                r.trans_out_result = "FAILURE".into();
+            } else {
+                r.trans_in_result = "FAILURE".into();
+            }
+            r
+        }
+        fn calls(gid: &str) -> Vec<Seen<BusiReq>> {
+            http_calls(gid)
+        }
+        fn script(gid: &str, handler: &str, outcomes: Vec<Outcome>) {
+            busi().script(gid, handler, outcomes)
+        }
+        fn tcc(
+            gid: &str,
+            options: TransOptions,
+            req: BusiReq,
+            steps: Vec<TccStep>,
+        ) -> impl Future<Output = dtmcli::Result<()>> {
+            json_tcc::<Self>(Self::client(), gid, options, req, steps)
+        }
+    };
+}
+
 /// JSON over HTTP: `DtmClient`.
 pub struct Http;
 
 impl Proto for Http {
-    type T = DtmClient;
-    type Req = BusiReq;
     const NAME: &'static str = "http";
     const PROTOCOL: &'static str = "http";
+    type T = DtmClient;
 
     fn client() -> DtmClient {
         dtm()
     }
-    fn url(handler: &str) -> String {
-        url(handler)
-    }
-    fn req(amount: i64) -> BusiReq {
-        BusiReq::new(amount)
-    }
-    fn refused(amount: i64, out: bool) -> BusiReq {
-        refused_json(amount, out)
-    }
-    fn calls(gid: &str) -> Vec<Seen<BusiReq>> {
-        http_calls(gid)
-    }
-    fn script(gid: &str, handler: &str, outcomes: Vec<Outcome>) {
-        busi().script(gid, handler, outcomes)
-    }
-    fn tcc(
-        gid: &str,
-        options: TransOptions,
-        req: BusiReq,
-        steps: Vec<TccStep>,
-    ) -> impl Future<Output = dtmcli::Result<()>> {
-        json_tcc::<Self>(Self::client(), gid, options, req, steps)
-    }
+    on_the_http_bank!();
 }
 
 /// Protobuf over gRPC: `DtmGrpcClient`, branches on the tonic bank `busi.Busi`.
@@ -298,38 +302,15 @@ impl Proto for Grpc {
 pub struct JsonRpc;
 
 impl Proto for JsonRpc {
-    type T = JsonRpcClient;
-    type Req = BusiReq;
     const NAME: &'static str = "jsonrpc";
     const PROTOCOL: &'static str = "json-rpc";
+    type T = JsonRpcClient;
 
     fn client() -> JsonRpcClient {
         JsonRpcClient::new(env().server.json_rpc_url()).expect("json-rpc client")
     }
-    fn url(handler: &str) -> String {
-        url(handler)
-    }
-    fn req(amount: i64) -> BusiReq {
-        BusiReq::new(amount)
-    }
-    fn refused(amount: i64, out: bool) -> BusiReq {
-        refused_json(amount, out)
-    }
-    /// DTM calls a branch URL without `?method=` with the payload alone, as over HTTP.
-    fn calls(gid: &str) -> Vec<Seen<BusiReq>> {
-        Http::calls(gid)
-    }
-    fn script(gid: &str, handler: &str, outcomes: Vec<Outcome>) {
-        busi().script(gid, handler, outcomes)
-    }
-    fn tcc(
-        gid: &str,
-        options: TransOptions,
-        req: BusiReq,
-        steps: Vec<TccStep>,
-    ) -> impl Future<Output = dtmcli::Result<()>> {
-        json_tcc::<Self>(Self::client(), gid, options, req, steps)
-    }
+    // DTM calls a branch URL without `?method=` with the payload alone, as over HTTP.
+    on_the_http_bank!();
 }
 
 /// The cluster's two DTM servers, on one Redis store of their own.
@@ -358,10 +339,9 @@ pub fn cluster() -> Cluster<DtmClient> {
 pub struct ClusterHttp;
 
 impl Proto for ClusterHttp {
-    type T = Cluster<DtmClient>;
-    type Req = BusiReq;
     const NAME: &'static str = "cluster";
     const PROTOCOL: &'static str = "http";
+    type T = Cluster<DtmClient>;
 
     fn client() -> Cluster<DtmClient> {
         cluster()
@@ -369,27 +349,5 @@ impl Proto for ClusterHttp {
     fn observer() -> DtmClient {
         DtmClient::new(cluster_servers().0.http_url()).expect("client")
     }
-    fn url(handler: &str) -> String {
-        url(handler)
-    }
-    fn req(amount: i64) -> BusiReq {
-        BusiReq::new(amount)
-    }
-    fn refused(amount: i64, out: bool) -> BusiReq {
-        refused_json(amount, out)
-    }
-    fn calls(gid: &str) -> Vec<Seen<BusiReq>> {
-        Http::calls(gid)
-    }
-    fn script(gid: &str, handler: &str, outcomes: Vec<Outcome>) {
-        busi().script(gid, handler, outcomes)
-    }
-    fn tcc(
-        gid: &str,
-        options: TransOptions,
-        req: BusiReq,
-        steps: Vec<TccStep>,
-    ) -> impl Future<Output = dtmcli::Result<()>> {
-        json_tcc::<Self>(Self::client(), gid, options, req, steps)
-    }
+    on_the_http_bank!();
 }
