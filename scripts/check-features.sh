@@ -5,13 +5,17 @@
 #   scripts/check-features.sh
 #
 # For every workspace crate that is published, reads its features from `cargo metadata` and
-# runs `cargo check --lib --no-default-features` alone and with each feature. Warnings fail
-# the run as errors do (an item used only under another feature shows up as unused here),
-# unless ALLOW_WARNINGS=1. Every check runs; the failing ones are listed at the end.
+# runs `cargo clippy --lib --no-default-features` alone and with each feature, so the lints
+# hold in every feature set too. Warnings fail the run as errors do (an item used only under
+# another feature shows up as unused here), unless ALLOW_WARNINGS=1. Every check runs; the
+# failing ones are listed at the end.
 #
-# A crate that cannot build without one of some features (dtm-workflow needs a transport:
-# http or grpc) lists them under [package.metadata.check-features] needs-one-of; its other
-# features are then checked with each of those, and the bare build is skipped.
+# [package.metadata.check-features] of a crate can say more:
+# - needs-one-of: a crate that cannot build without one of some features (dtm-workflow
+#   needs a transport: http or grpc) has its other features checked with each of those,
+#   and its bare build skipped;
+# - also: further feature sets checked as they are (a whole build without HTTP);
+# - all-targets: the bare build also checks the crate's tests and examples.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -24,13 +28,16 @@ for p in meta['packages']:
     # publish = false is [] in cargo metadata; null means publishable.
     if p['id'] not in members or p['publish'] == []:
         continue
-    needs = ((p.get('metadata') or {}).get('check-features') or {}).get('needs-one-of', [])
+    conf = (p.get('metadata') or {}).get('check-features') or {}
+    needs = conf.get('needs-one-of', [])
     features = sorted(f for f in p['features'] if f != 'default')
     combos = [] if needs else [[]]
     for f in features:
         combos += [[f]] if not needs or f in needs else [[f, n] for n in needs]
+    combos += [c.split(',') for c in conf.get('also', [])]
     for combo in combos:
-        print(p['name'], ','.join(combo))
+        targets = 'all' if not combo and conf.get('all-targets') else 'lib'
+        print(p['name'], targets, ','.join(combo))
 EOF
 )
 start=$(date +%s)
@@ -38,15 +45,22 @@ checks=0
 failed=()
 warned=()
 log=$(mktemp)
+deny=(-- -D warnings)
+if [ "${ALLOW_WARNINGS:-}" = 1 ]; then
+  deny=()
+fi
 trap 'rm -f "$log"' EXIT
-while read -r crate features; do
+while read -r crate targets features; do
   args=(-p "$crate" --lib --no-default-features)
+  if [ "$targets" = all ]; then
+    args=(-p "$crate" --all-targets --no-default-features)
+  fi
   if [ -n "$features" ]; then
     args+=(--features "$features")
   fi
-  echo "cargo check ${args[*]}"
+  echo "cargo clippy ${args[*]}"
   checks=$((checks + 1))
-  if ! cargo check --quiet "${args[@]}" >"$log" 2>&1; then
+  if ! cargo clippy --quiet "${args[@]}" "${deny[@]}" >"$log" 2>&1; then
     cat "$log" >&2
     failed+=("${args[*]}")
   # Cargo replays a cached crate's warnings, so a second run still sees them.
@@ -56,8 +70,8 @@ while read -r crate features; do
   fi
 done < <(cargo metadata --format-version 1 --no-deps --locked | python3 -c "$plan")
 echo "$checks feature checks in $(( $(date +%s) - start )) s: ${#failed[@]} failed, ${#warned[@]} with warnings"
-for a in "${failed[@]}"; do echo "  failed: cargo check $a" >&2; done
-for a in "${warned[@]}"; do echo "  warnings: cargo check $a" >&2; done
+for a in "${failed[@]}"; do echo "  failed: cargo clippy $a" >&2; done
+for a in "${warned[@]}"; do echo "  warnings: cargo clippy $a" >&2; done
 if [ ${#failed[@]} -gt 0 ] || { [ ${#warned[@]} -gt 0 ] && [ "${ALLOW_WARNINGS:-}" != 1 ]; }; then
   exit 1
 fi

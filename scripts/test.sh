@@ -18,12 +18,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 start=$(date +%s)
-echo "==> installing the DTM server $DTM_VERSION (skipped when present)"
-"$here/install-dtm.sh"
-echo "==> building the Go interop service (skipped when up to date)"
-"$here/build-go-service.sh"
-echo "==> starting MariaDB, PostgreSQL, Redis and the MongoDB-wire server (skipped when running)"
-"$here/start-dbs.sh"
+"$here/test-env.sh"
 if [ "${CI:-}" = "true" ]; then
   trap '"$here/stop-dbs.sh" || true' EXIT
 fi
