@@ -251,108 +251,82 @@ impl<T: Transport<Encoding = Json>> Clone for Xa<T> {
     }
 }
 
+/// The TCC and XA faces of a client: `tcc_global_transaction` and `xa_global_transaction`,
+/// each the mode's `run` over `self`. Written once for every client, this crate's and
+/// dtmgrpc's (hidden: plumbing of the sibling crates).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __global_faces {
+    (tcc: $tcc:ty, xa: $xa:ty, $tcc_doc:literal, $xa_doc:literal) => {
+        #[doc = $tcc_doc]
+        pub async fn tcc_global_transaction<R, F, Fut>(
+            &self,
+            gid: &str,
+            options: $crate::TransOptions,
+            f: F,
+        ) -> $crate::Result<R>
+        where
+            F: FnOnce($tcc) -> Fut,
+            Fut: ::std::future::Future<Output = $crate::Result<R>>,
+        {
+            <$tcc>::run(self, gid, options, f).await
+        }
+
+        #[doc = $xa_doc]
+        pub async fn xa_global_transaction<R, F, Fut>(
+            &self,
+            gid: &str,
+            options: $crate::TransOptions,
+            f: F,
+        ) -> $crate::Result<R>
+        where
+            F: FnOnce($xa) -> Fut,
+            Fut: ::std::future::Future<Output = $crate::Result<R>>,
+        {
+            <$xa>::run(self, gid, options, f).await
+        }
+    };
+}
+
 #[cfg(feature = "http")]
 impl DtmClient {
-    /// Runs a TCC global transaction: `prepare`, then `f` (which calls
-    /// [`Tcc::call_branch`] for each branch), then `submit` if `f` succeeded. If `f` returns
-    /// an error or panics, the transaction is aborted with the error text as
-    /// `rollback_reason` (DTM then cancels every registered branch), and the error is
-    /// returned or the panic resumed.
-    pub async fn tcc_global_transaction<R, F, Fut>(
-        &self,
-        gid: &str,
-        options: TransOptions,
-        f: F,
-    ) -> Result<R>
-    where
-        F: FnOnce(Tcc<DtmClient>) -> Fut,
-        Fut: Future<Output = Result<R>>,
-    {
-        GlobalTx::run(self, gid, TransType::Tcc, options, Tcc, f).await
-    }
-
-    /// Runs an XA global transaction: `prepare`, then `f` (which calls
-    /// [`Xa::call_branch`] for each branch; each branch prepares its local XA transaction
-    /// and registers itself), then `submit` (DTM commits every branch) or, on error or panic,
-    /// `abort` (DTM rolls every branch back).
-    pub async fn xa_global_transaction<R, F, Fut>(
-        &self,
-        gid: &str,
-        options: TransOptions,
-        f: F,
-    ) -> Result<R>
-    where
-        F: FnOnce(Xa<DtmClient>) -> Fut,
-        Fut: Future<Output = Result<R>>,
-    {
-        GlobalTx::run(self, gid, TransType::Xa, options, Xa, f).await
-    }
+    crate::__global_faces!(
+        tcc: Tcc<Self>,
+        xa: Xa<Self>,
+        "Runs a TCC global transaction: `prepare`, then `f` (which calls
+[`Tcc::call_branch`] for each branch), then `submit` if `f` succeeded. If `f` returns
+an error or panics, the transaction is aborted with the error text as
+`rollback_reason` (DTM then cancels every registered branch), and the error is
+returned or the panic resumed.",
+        "Runs an XA global transaction: `prepare`, then `f` (which calls
+[`Xa::call_branch`] for each branch; each branch prepares its local XA transaction
+and registers itself), then `submit` (DTM commits every branch) or, on error or panic,
+`abort` (DTM rolls every branch back)."
+    );
 }
 
 #[cfg(feature = "http")]
 impl crate::JsonRpcClient {
-    /// Runs a TCC global transaction over DTM's JSON-RPC API (see
-    /// [`DtmClient::tcc_global_transaction`]).
-    pub async fn tcc_global_transaction<R, F, Fut>(
-        &self,
-        gid: &str,
-        options: TransOptions,
-        f: F,
-    ) -> Result<R>
-    where
-        F: FnOnce(Tcc<Self>) -> Fut,
-        Fut: Future<Output = Result<R>>,
-    {
-        Tcc::run(self, gid, options, f).await
-    }
-
-    /// Runs an XA global transaction over DTM's JSON-RPC API (see
-    /// [`DtmClient::xa_global_transaction`]).
-    pub async fn xa_global_transaction<R, F, Fut>(
-        &self,
-        gid: &str,
-        options: TransOptions,
-        f: F,
-    ) -> Result<R>
-    where
-        F: FnOnce(Xa<Self>) -> Fut,
-        Fut: Future<Output = Result<R>>,
-    {
-        Xa::run(self, gid, options, f).await
-    }
+    crate::__global_faces!(
+        tcc: Tcc<Self>,
+        xa: Xa<Self>,
+        "Runs a TCC global transaction over DTM's JSON-RPC API (see
+    [`DtmClient::tcc_global_transaction`]).",
+        "Runs an XA global transaction over DTM's JSON-RPC API (see
+    [`DtmClient::xa_global_transaction`])."
+    );
 }
 
 #[cfg(feature = "http")]
 impl<T: crate::cluster::Query<Encoding = Json>> crate::cluster::Cluster<T> {
-    /// Runs a TCC global transaction on the cluster (see
-    /// [`DtmClient::tcc_global_transaction`]); a gRPC cluster's is `dtmgrpc::Tcc::run`.
-    pub async fn tcc_global_transaction<R, F, Fut>(
-        &self,
-        gid: &str,
-        options: TransOptions,
-        f: F,
-    ) -> Result<R>
-    where
-        F: FnOnce(Tcc<Self>) -> Fut,
-        Fut: Future<Output = Result<R>>,
-    {
-        Tcc::run(self, gid, options, f).await
-    }
-
-    /// Runs an XA global transaction on the cluster (see
-    /// [`DtmClient::xa_global_transaction`]); a gRPC cluster's is `dtmgrpc::Xa::run`.
-    pub async fn xa_global_transaction<R, F, Fut>(
-        &self,
-        gid: &str,
-        options: TransOptions,
-        f: F,
-    ) -> Result<R>
-    where
-        F: FnOnce(Xa<Self>) -> Fut,
-        Fut: Future<Output = Result<R>>,
-    {
-        Xa::run(self, gid, options, f).await
-    }
+    crate::__global_faces!(
+        tcc: Tcc<Self>,
+        xa: Xa<Self>,
+        "Runs a TCC global transaction on the cluster (see
+    [`DtmClient::tcc_global_transaction`]); a gRPC cluster's is `dtmgrpc::Tcc::run`.",
+        "Runs an XA global transaction on the cluster (see
+    [`DtmClient::xa_global_transaction`]); a gRPC cluster's is `dtmgrpc::Xa::run`."
+    );
 }
 
 impl<T: Transport<Encoding = Json>> Tcc<T> {

@@ -26,42 +26,21 @@ pub struct Tcc<T: Transport = DtmGrpcClient>(Arc<GlobalTx<T>>);
 pub struct Xa<T: Transport = DtmGrpcClient>(Arc<GlobalTx<T>>);
 
 impl DtmGrpcClient {
-    /// Runs a TCC global transaction: `Prepare`, then `f` (which calls
-    /// [`Tcc::call_branch`] for each branch), then `Submit` if `f` succeeded. A `gid` that
-    /// is not a valid gid ([`dtmcli::identity::check_gid`]) or not printable ASCII is refused
-    /// with [`Error::InvalidInput`](dtmcli::Error::InvalidInput) before anything is sent. If `f` returns
-    /// an error or panics, the transaction is aborted with the error text as
-    /// `rollback_reason` (DTM then cancels every registered branch), and the error is
-    /// returned or the panic resumed.
-    pub async fn tcc_global_transaction<R, F, Fut>(
-        &self,
-        gid: &str,
-        options: TransOptions,
-        f: F,
-    ) -> Result<R>
-    where
-        F: FnOnce(Tcc) -> Fut,
-        Fut: Future<Output = Result<R>>,
-    {
-        GlobalTx::run(self, gid, TransType::Tcc, options, Tcc, f).await
-    }
-
-    /// Runs an XA global transaction: `Prepare`, then `f` (which calls [`Xa::call_branch`]
-    /// for each branch; each branch prepares its local XA transaction and registers
-    /// itself), then `Submit` (DTM commits every branch) or, on error or panic, `Abort` (DTM
-    /// rolls every registered branch back).
-    pub async fn xa_global_transaction<R, F, Fut>(
-        &self,
-        gid: &str,
-        options: TransOptions,
-        f: F,
-    ) -> Result<R>
-    where
-        F: FnOnce(Xa) -> Fut,
-        Fut: Future<Output = Result<R>>,
-    {
-        GlobalTx::run(self, gid, TransType::Xa, options, Xa, f).await
-    }
+    dtmcli::__global_faces!(
+        tcc: Tcc<Self>,
+        xa: Xa<Self>,
+        "Runs a TCC global transaction: `Prepare`, then `f` (which calls
+[`Tcc::call_branch`] for each branch), then `Submit` if `f` succeeded. A `gid` that
+is not a valid gid ([`dtmcli::identity::check_gid`]) or not printable ASCII is refused
+with [`Error::InvalidInput`](dtmcli::Error::InvalidInput) before anything is sent. If `f` returns
+an error or panics, the transaction is aborted with the error text as
+`rollback_reason` (DTM then cancels every registered branch), and the error is
+returned or the panic resumed.",
+        "Runs an XA global transaction: `Prepare`, then `f` (which calls [`Xa::call_branch`]
+for each branch; each branch prepares its local XA transaction and registers
+itself), then `Submit` (DTM commits every branch) or, on error or panic, `Abort` (DTM
+rolls every registered branch back)."
+    );
 }
 
 impl<T: Transport<Encoding = Protobuf>> Tcc<T> {

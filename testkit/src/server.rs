@@ -226,6 +226,16 @@ impl DtmServer {
             if version_ok(self.http_port) {
                 return Ok(());
             }
+            // DTM logs a port another process took between `free_port` and its bind, and
+            // keeps running without that listener: start again on other ports now rather
+            // than wait for the deadline.
+            let log = self.log_tail();
+            if log.contains("address already in use") {
+                return Err(Error::Exited {
+                    status: "a port taken".to_string(),
+                    log,
+                });
+            }
             if Instant::now() > deadline {
                 return Err(Error::NotReady {
                     port: self.http_port,

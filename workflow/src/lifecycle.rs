@@ -141,13 +141,30 @@ impl Execution<'_> {
         }
     }
 
-    /// Step 4: submits the outcome (step 3 is [`Wf::phase2`]).
+    /// Step 4: submits the outcome (step 3 is [`Wf::phase2`]). An error answer is read
+    /// against what DTM stored: a submit whose answer was lost, sent again (a cluster's
+    /// retry on another server), finds the workflow already ended and is answered with an
+    /// error (`storage: NotFound` on SQL stores), although DTM holds the very outcome this
+    /// submit carried.
     async fn submit(&self, outcome: &Result<Vec<u8>>) -> Result<()> {
         let (gid, name) = (self.gid, self.name);
-        self.transport
-            .submit_workflow(gid, outcome, self.format)
-            .await?;
         let status = if outcome.is_ok() { "succeed" } else { "failed" };
+        if let Err(e) = self
+            .transport
+            .submit_workflow(gid, outcome, self.format)
+            .await
+        {
+            let stored = match &e {
+                // Refused before anything was sent, or a cluster that already asked.
+                Error::InvalidInput(_) | Error::Ambiguous { .. } => None,
+                _ => self.transport.query(gid).await.ok(),
+            };
+            let held = stored.and_then(|q| q.transaction).map(|t| t.status);
+            if held.as_deref() != Some(status) {
+                return Err(e);
+            }
+            tracing::info!(gid, name, status, answer = %e, "DTM holds the workflow ended as submitted: the submit's answer did not say so");
+        }
         tracing::info!(gid, name, status, "workflow finished");
         Ok(())
     }
