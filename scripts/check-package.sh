@@ -8,7 +8,8 @@
 #   scripts/check-package.sh
 #
 # `cargo package` also refuses what the registry would (path-only dependencies, missing
-# metadata). Each crate is checked with its default features, as the dry run builds it.
+# metadata). Each crate is checked with its default features and default targets (its
+# library, its binaries), as the dry run builds it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
@@ -46,6 +47,6 @@ cp Cargo.lock "$work/"
 for name in "${names[@]}"; do
   echo "cargo check -p $name (from its tarball)"
   CARGO_TARGET_DIR="$root/target" cargo check --quiet --manifest-path "$work/Cargo.toml" \
-    -p "$name" --lib
+    -p "$name"
 done
 echo "${#names[@]} packaged crates checked from their tarballs"
