@@ -14,9 +14,18 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
 
+# The published members, as `cargo publish --workspace` picks them (not publish = false).
+mapfile -t published < <(cargo metadata --format-version 1 --no-deps --locked | python3 -c '
+import json, sys
+meta = json.load(sys.stdin)
+members = set(meta["workspace_members"])
+for p in meta["packages"]:
+    if p["id"] in members and p["publish"] != []:
+        print(p["name"])
+')
 # Stale tarballs of an earlier run would be checked too.
 rm -rf target/package
-cargo package --workspace --no-verify --locked --quiet
+cargo package --no-verify --locked --quiet "${published[@]/#/--package=}"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
