@@ -58,9 +58,13 @@ while read -r crate targets features; do
   if [ -n "$features" ]; then
     args+=(--features "$features")
   fi
-  echo "cargo clippy ${args[*]}"
   checks=$((checks + 1))
-  if ! cargo clippy --quiet "${args[@]}" "${deny[@]}" >"$log" 2>&1; then
+  began=$(date +%s)
+  ok=1
+  cargo clippy --quiet "${args[@]}" "${deny[@]}" >"$log" 2>&1 || ok=0
+  # Each check with its time, so a slow one shows.
+  echo "cargo clippy ${args[*]} ($(( $(date +%s) - began )) s)"
+  if [ "$ok" = 0 ]; then
     cat "$log" >&2
     failed+=("${args[*]}")
   # Cargo replays a cached crate's warnings, so a second run still sees them.
