@@ -647,6 +647,10 @@ pub async fn msg_repeated_prepare_then_calls_after_success<P: Proto>() {
         err.to_string().contains("already finished (succeed)"),
         "{err}"
     );
+    assert!(
+        err.to_string().contains("cannot prepare"),
+        "DTM's refusal: {err}"
+    );
     assert_eq!(handlers::<P>(&gid), ["TransOut", "TransIn"]);
 }
 
@@ -778,7 +782,9 @@ pub async fn tcc_timeout_between_two_branches_rolls_back<P: Proto>() {
     let err = P::tcc(&gid, o, P::req(1), vec![OUT, TccStep::UntilNotPrepared, IN])
         .await
         .unwrap_err();
+    // DTM's refusal names the status the registration needs.
     assert!(err.is_failure(), "{err}");
+    assert!(err.to_string().contains("status: prepared"), "{err}");
     let reason = rolled_back::<P>(&gid).await;
     assert!(reason.contains("Timeout after"), "{reason}");
     assert_eq!(count::<P>(&gid, "TransInTry"), 0);
