@@ -50,6 +50,9 @@ done
     echo "${names[$i]} = { path = \"$(basename "$tarball" .crate)\" }"
     i=$((i + 1))
   done
+  # The workspace's profiles: they are part of every artifact's identity, so with them the
+  # dependencies the other checks compiled are used as they are.
+  awk '/^\[/ { p = ($0 ~ /^\[profile/) } p' Cargo.toml
 } >"$work/Cargo.toml"
 # The workspace's lock: the same dependency versions as every other check.
 cp Cargo.lock "$work/"
