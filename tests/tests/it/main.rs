@@ -7,6 +7,21 @@
 //! own, are binaries of their own: `it_sync` (`UPDATE_BRANCH_SYNC=1`), `chaos_suite`
 //! (servers killed while transfers run), `otel`, `secrets`.
 
+/// One module per fixture of a generic suite (`$fixture`, the type `$ty`), with one test
+/// per scenario (a generic `async fn` of the suite's module) that applies to it.
+macro_rules! instantiate {
+    ($fixture:ident: $ty:ty => $($scenario:ident),* $(,)?) => {
+        mod $fixture {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario::<$ty>().await
+                }
+            )*
+        }
+    };
+}
+
 #[path = "../go_service/mod.rs"]
 mod go_service;
 #[path = "../support/mod.rs"]

@@ -513,24 +513,10 @@ pub async fn msg_query_prepared_answers_back_checks<S: Store>() {
     assert!(outcomes(&gid, "TransIn").is_empty());
 }
 
-/// One module per store, one test per scenario that applies to it.
-macro_rules! store_suite {
-    ($store:ident: $ty:ty => $($scenario:ident),* $(,)?) => {
-        mod $store {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    super::$scenario::<$ty>().await
-                }
-            )*
-        }
-    };
-}
-
 /// Every scenario but `business_error_rolls_back` runs on every store.
 macro_rules! every_store_scenario {
     ($store:ident: $ty:ty $(, $extra:ident)*) => {
-        store_suite!($store: $ty =>
+        instantiate!($store: $ty =>
             saga_success,
             saga_rollback,
             same_barrier_twice,

@@ -83,6 +83,25 @@ async fn adjust_then_fail<S: Balances + TransactionalStore>(
     .await
 }
 
+/// The items of [`Store`] a store with local transactions has (SQL, MongoDB).
+macro_rules! transactional_store_items {
+    () => {
+        fn write_then_fail(
+            &self,
+            bb: BranchBarrier,
+            key: String,
+            delta: i64,
+            error: Error,
+        ) -> Option<impl Future<Output = dtm_barrier::Result<Outcome<()>>> + Send> {
+            Some(adjust_then_fail(self.clone(), bb, key, delta, error))
+        }
+
+        fn is_transient(e: &Error) -> bool {
+            <Self as TransactionalStore>::is_transient(e)
+        }
+    };
+}
+
 /// SQL rows as `(trans_type, branch_id, op, barrier_id, reason)`.
 type SqlRow = (String, String, String, String, String);
 
@@ -124,19 +143,7 @@ macro_rules! sql_store {
                 sql_rows(rows)
             }
 
-            fn write_then_fail(
-                &self,
-                bb: BranchBarrier,
-                key: String,
-                delta: i64,
-                error: Error,
-            ) -> Option<impl Future<Output = dtm_barrier::Result<Outcome<()>>> + Send> {
-                Some(adjust_then_fail(self.clone(), bb, key, delta, error))
-            }
-
-            fn is_transient(e: &Error) -> bool {
-                <Self as TransactionalStore>::is_transient(e)
-            }
+            transactional_store_items!();
         }
     };
 }
@@ -205,19 +212,7 @@ impl Store for mongodb::Client {
         v
     }
 
-    fn write_then_fail(
-        &self,
-        bb: BranchBarrier,
-        key: String,
-        delta: i64,
-        error: Error,
-    ) -> Option<impl Future<Output = dtm_barrier::Result<Outcome<()>>> + Send> {
-        Some(adjust_then_fail(self.clone(), bb, key, delta, error))
-    }
-
-    fn is_transient(e: &Error) -> bool {
-        <Self as TransactionalStore>::is_transient(e)
-    }
+    transactional_store_items!();
 }
 
 /// The Redis URL (`REDIS_URL`).

@@ -822,24 +822,10 @@ pub async fn tcc_branch_headers_reach_try_and_confirm<P: Proto>() {
     }
 }
 
-/// One module per transport, one test per scenario that applies to it.
-macro_rules! transport_suite {
-    ($proto:ident: $ty:ty => $($scenario:ident),* $(,)?) => {
-        mod $proto {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    super::$scenario::<$ty>().await
-                }
-            )*
-        }
-    };
-}
-
 /// Every scenario, on one transport.
 macro_rules! every_scenario {
     ($proto:ident: $ty:ty $(, $extra:ident)*) => {
-        transport_suite!($proto: $ty =>
+        instantiate!($proto: $ty =>
             saga_success,
             saga_rollback,
             saga_ongoing_then_success,
