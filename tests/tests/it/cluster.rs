@@ -632,6 +632,43 @@ async fn a_workflow_on_a_cluster_survives_lost_answers() {
     expect_transfer_workflow_done(&proxy, &b, &gid, || busi().handlers(&gid)).await;
 }
 
+/// A workflow whose submit took effect but whose answer was lost (the connection closed
+/// after DTM committed): the submit's error is read against what DTM stored, and the
+/// caller gets the workflow's result, not the lost answer's error.
+#[tokio::test]
+async fn a_workflow_submit_whose_answer_was_lost_reports_what_dtm_stored() {
+    use dtm_workflow::{Wf, Workflows};
+    let (a, _b) = two_servers();
+    let proxy = LossyProxy::start(a.http_port()).await;
+    let wfs = Workflows::http(
+        DtmClient::new(&proxy.url).expect("client"),
+        "http://127.0.0.1:1/unused-callback",
+    );
+    let lose = proxy.lose.clone();
+    wfs.register_with_result("lost-submit", move |_wf: Wf, input: Vec<u8>| {
+        let lose = lose.clone();
+        async move {
+            // From here on, DTM's answers to POSTs are lost: the next one is the submit.
+            lose.store(true, Ordering::SeqCst);
+            Ok(input)
+        }
+    })
+    .expect("register");
+    let gid = support::gid("wf-lost-submit");
+    let result = wfs
+        .execute("lost-submit", &gid, b"paid")
+        .await
+        .expect("DTM holds the workflow succeed");
+    assert_eq!(result, b"paid");
+    assert_eq!(
+        proxy.take_lost(),
+        1,
+        "the proxy did not lose the submit's answer"
+    );
+    let dtm_a = DtmClient::new(a.http_url()).expect("client");
+    wait_status(&dtm_a, &gid, "succeed").await;
+}
+
 #[tokio::test]
 async fn a_workflow_is_resumed_through_the_cluster_after_its_first_server_died() {
     use dtm_workflow::{WfOptions, Workflows};
