@@ -822,6 +822,141 @@ pub async fn tcc_branch_headers_reach_try_and_confirm<P: Proto>() {
     }
 }
 
+/// XA options: DTM retries after a second; a header every call must carry.
+fn xa_opts() -> TransOptions {
+    opts().branch_header("x-test-header", "xa")
+}
+
+/// Asserts `c` is the SDK's phase-1 call of the XA branch `handler`.
+fn assert_xa_action<P: Proto>(c: &Seen<P::Req>, branch_id: &str, handler: &str, req: &P::Req) {
+    let i = &c.info;
+    assert_eq!(c.handler, handler, "{c:?}");
+    assert_eq!(
+        (&i.op, i.trans_type, i.branch_id.as_str()),
+        (&Op::Action, TransType::Xa, branch_id),
+        "{c:?}"
+    );
+    assert_eq!(i.dtm.as_deref(), Some(P::client().server()), "{c:?}");
+    assert_eq!(
+        i.phase2_url.as_deref(),
+        Some(P::url(handler).as_str()),
+        "{c:?}"
+    );
+    assert_eq!(c.req.as_ref(), Some(req), "{c:?}");
+    assert!(matches!(c.method.as_deref(), None | Some("POST")), "{c:?}");
+    assert_eq!(
+        c.headers.get("x-test-header").map(String::as_str),
+        Some("xa"),
+        "{c:?}"
+    );
+}
+
+/// Asserts `c` is DTM's phase-2 call (`commit` or `rollback`) of XA branch `branch_id`: an
+/// empty body, neither `dtm` nor `phase2_url`, the branch headers.
+fn assert_xa_phase2<P: Proto>(c: &Seen<P::Req>, branch_id: &str, op: Op) {
+    let i = &c.info;
+    assert_eq!(
+        (&i.op, i.trans_type, i.branch_id.as_str()),
+        (&op, TransType::Xa, branch_id),
+        "{c:?}"
+    );
+    assert_eq!((&i.dtm, &i.phase2_url), (&None, &None), "{c:?}");
+    assert!(c.req.is_none() || c.req == Some(P::Req::default()), "{c:?}");
+    assert!(matches!(c.method.as_deref(), None | Some("POST")), "{c:?}");
+    assert_eq!(
+        c.headers.get("x-test-header").map(String::as_str),
+        Some("xa"),
+        "{c:?}"
+    );
+}
+
+/// An XA whose branches prepare: DTM commits them one by one in registration order.
+pub async fn xa_success_commits_every_branch<P: Proto>() {
+    let gid = gid_of::<P>("xa-ok");
+    let req = P::req(30);
+    P::xa(
+        &gid,
+        xa_opts(),
+        req.clone(),
+        vec!["TransOutXa", "TransInXa"],
+    )
+    .await
+    .unwrap();
+    let q = until::<P>(&gid, "succeed").await;
+    assert_eq!(
+        handlers::<P>(&gid),
+        ["TransOutXa", "TransInXa", "TransOutXa", "TransInXa"]
+    );
+    let calls = P::calls(&gid);
+    assert_xa_action::<P>(&calls[0], "01", "TransOutXa", &req);
+    assert_xa_action::<P>(&calls[1], "02", "TransInXa", &req);
+    assert_xa_phase2::<P>(&calls[2], "01", Op::Commit);
+    assert_xa_phase2::<P>(&calls[3], "02", Op::Commit);
+    let t = q.transaction.clone().unwrap();
+    assert_eq!(
+        (t.trans_type.as_str(), t.rollback_reason.as_str()),
+        ("xa", "")
+    );
+    assert_eq!(
+        branch_rows(&q),
+        [
+            "01/rollback=prepared",
+            "01/commit=succeed",
+            "02/rollback=prepared",
+            "02/commit=succeed"
+        ]
+    );
+    let urls: Vec<&str> = q.branches.iter().map(|b| b.url.as_str()).collect();
+    let (o, i) = (P::url("TransOutXa"), P::url("TransInXa"));
+    assert_eq!(urls, [o.as_str(), o.as_str(), i.as_str(), i.as_str()]);
+    assert!(q.branches.iter().all(|b| b.bin_data.is_empty()));
+}
+
+/// A branch that refuses rolls back the ones registered before it (it answered before
+/// registering itself), with its reason.
+pub async fn xa_failing_branch_rolls_back_the_registered_ones<P: Proto>() {
+    let gid = gid_of::<P>("xa-rb");
+    P::script(&gid, "TransInXa", vec![Outcome::Failure]);
+    let req = P::req(30);
+    let err = P::xa(
+        &gid,
+        xa_opts(),
+        req.clone(),
+        vec!["TransOutXa", "TransInXa"],
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_failure(), "{err}");
+    assert!(err.to_string().contains("TransInXa refused"), "{err}");
+    let q = until::<P>(&gid, "failed").await;
+    assert_eq!(
+        branch_rows(&q),
+        ["01/rollback=succeed", "01/commit=prepared"]
+    );
+    assert_eq!(
+        handlers::<P>(&gid),
+        ["TransOutXa", "TransInXa", "TransOutXa"]
+    );
+    let calls = P::calls(&gid);
+    assert_xa_action::<P>(&calls[0], "01", "TransOutXa", &req);
+    assert_xa_action::<P>(&calls[1], "02", "TransInXa", &req);
+    assert_xa_phase2::<P>(&calls[2], "01", Op::Rollback);
+    let reason = q.transaction.unwrap().rollback_reason;
+    assert!(reason.contains("TransInXa refused"), "{reason}");
+}
+
+/// A commit answering ONGOING is retried until it succeeds.
+pub async fn xa_ongoing_commit_is_retried<P: Proto>() {
+    let gid = gid_of::<P>("xa-commit-ongoing");
+    // 1st call: the action; 2nd: the commit, which answers ONGOING once.
+    P::script(&gid, "TransOutXa", vec![Outcome::Success, Outcome::Ongoing]);
+    P::xa(&gid, xa_opts(), P::req(1), vec!["TransOutXa"])
+        .await
+        .unwrap();
+    until::<P>(&gid, "succeed").await;
+    assert_eq!(count::<P>(&gid, "TransOutXa"), 3);
+}
+
 /// Every scenario, on one transport.
 macro_rules! every_scenario {
     ($proto:ident: $ty:ty $(, $extra:ident)*) => {
@@ -860,11 +995,16 @@ macro_rules! every_scenario {
 }
 
 every_scenario!(http: crate::transport_suite::protos::Http,
-    tcc_nested_registers_sub_branches, tcc_nested_failure_cancels_the_sub_branch_too);
+    tcc_nested_registers_sub_branches, tcc_nested_failure_cancels_the_sub_branch_too,
+    xa_success_commits_every_branch, xa_failing_branch_rolls_back_the_registered_ones,
+    xa_ongoing_commit_is_retried);
 every_scenario!(grpc: crate::transport_suite::protos::Grpc,
-    tcc_nested_registers_sub_branches, tcc_nested_failure_cancels_the_sub_branch_too);
-// Not the nested TCC: the bank's nested try reaches DTM over HTTP and trusts only the
-// bank's own server, so it refuses a transaction of DTM's JSON-RPC API (and of the
-// cluster's servers) by design (see bad_input and the trust tests).
+    tcc_nested_registers_sub_branches, tcc_nested_failure_cancels_the_sub_branch_too,
+    xa_success_commits_every_branch, xa_failing_branch_rolls_back_the_registered_ones,
+    xa_ongoing_commit_is_retried);
+// Not the nested TCC, nor XA: the bank's nested try and XA branches reach DTM over HTTP and
+// trust only the bank's own server, so they refuse a transaction of DTM's JSON-RPC API
+// (and of the cluster's servers) by design. XA over those is in `jsonrpc` and `cluster`,
+// with branches that trust their servers.
 every_scenario!(json_rpc: crate::transport_suite::protos::JsonRpc);
 every_scenario!(cluster: crate::transport_suite::protos::ClusterHttp);

@@ -64,6 +64,14 @@ pub trait Proto: 'static {
     fn calls(gid: &str) -> Vec<Seen<Self::Req>>;
     /// Scripts the answers of `handler` for `gid`.
     fn script(gid: &str, handler: &str, outcomes: Vec<Outcome>);
+    /// Runs an XA global transaction whose body calls the XA branch `handlers` in order,
+    /// each with `req`, stopping at the first error.
+    fn xa(
+        gid: &str,
+        options: TransOptions,
+        req: Self::Req,
+        handlers: Vec<&'static str>,
+    ) -> impl Future<Output = dtmcli::Result<()>>;
     /// Runs a TCC global transaction whose body takes `steps` in order with `req`.
     fn tcc(
         gid: &str,
@@ -211,7 +219,35 @@ macro_rules! on_the_http_bank {
         ) -> impl Future<Output = dtmcli::Result<()>> {
             json_tcc::<Self>(Self::client(), gid, options, req, steps)
         }
+        fn xa(
+            gid: &str,
+            options: TransOptions,
+            req: BusiReq,
+            handlers: Vec<&'static str>,
+        ) -> impl Future<Output = dtmcli::Result<()>> {
+            json_xa::<Self>(Self::client(), gid, options, req, handlers)
+        }
     };
+}
+
+/// [`Proto::xa`] over a JSON transport.
+async fn json_xa<P: Proto<Req = BusiReq>>(
+    transport: P::T,
+    gid: &str,
+    options: TransOptions,
+    req: BusiReq,
+    handlers: Vec<&'static str>,
+) -> dtmcli::Result<()>
+where
+    P::T: Transport<Encoding = Json>,
+{
+    dtmcli::Xa::run(&transport, gid, options, |xa| async move {
+        for h in handlers {
+            xa.call_branch(&req, &P::url(h)).await?;
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// JSON over HTTP: `DtmClient`.
@@ -291,6 +327,20 @@ impl Proto for Grpc {
                     }
                 })
                 .await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+    async fn xa(
+        gid: &str,
+        options: TransOptions,
+        req: ReqGrpc,
+        handlers: Vec<&'static str>,
+    ) -> dtmcli::Result<()> {
+        dtmgrpc::Xa::run(&grpc_dtm(), gid, options, |xa| async move {
+            for h in handlers {
+                let _: BusiReply = xa.call_branch(&req, &grpc_url(h)).await?;
             }
             Ok(())
         })
