@@ -467,14 +467,21 @@ async fn pay(
 ) -> Result<String, DemoError> {
     let gid = dtm.new_gid().await?;
     let url = |op: &str| format!("{base}/api/hot/{}/{}/{op}", db.as_str(), mode.as_str());
-    let mut options = TransOptions::default().request_timeout(Duration::from_secs(10));
-    if mode == Mode::Plain {
-        // The losers are retried after 1 s (DTM's default is 10 s). Not with reprocessing:
-        // DTM's cron calls a branch again once the retry interval has passed, even while
-        // the first call is still running (the barrier makes that harmless, but the point
-        // here is that the first call completes).
-        options = options.retry_interval(Duration::from_secs(1));
-    }
+    let options = if mode == Mode::Plain {
+        // The losers are retried after 1 s (DTM's default is 10 s).
+        TransOptions::default()
+            .request_timeout(Duration::from_secs(10))
+            .retry_interval(Duration::from_secs(1))
+    } else {
+        // With reprocessing, DTM must not call a credit again while its first call still
+        // runs: its cron does once the retry interval has passed, and its request timeout
+        // cuts the call. On a loaded machine a first call (several attempts with back-off)
+        // took longer than 10 s: both are a minute here (the barrier would make a second
+        // call harmless, but the point is that the first one completes).
+        TransOptions::default()
+            .request_timeout(Duration::from_secs(60))
+            .retry_interval(Duration::from_secs(60))
+    };
     let msg = dtm.msg(&gid).add(&url("credit"), &p).with_options(options);
     let (amount, round, who) = (p.amount, p.round.clone(), p.payer.clone());
     match db {
