@@ -529,18 +529,7 @@ impl DtmClient {
         struct Gid {
             gid: String,
         }
-        let url = self.url("newGid");
-        let body = self
-            .send(
-                "newGid",
-                "",
-                self.http.client().get(&url),
-                &url,
-                self.limits.timeout(),
-                false,
-            )
-            .await?;
-        let g: Gid = Self::decode(&url, &body)?;
+        let (url, body, g) = self.get_json::<Gid>("newGid").await?;
         if g.gid.is_empty() {
             return Err(Error::Decode {
                 url: redact_url(&url).into_owned(),
@@ -713,18 +702,19 @@ impl DtmClient {
         struct V {
             version: String,
         }
-        let u = self.url("version");
+        Ok(self.get_json::<V>("version").await?.2.version)
+    }
+
+    /// GETs DTM's `op` (no gid, the client's timeout) and decodes its JSON answer; returns
+    /// the URL asked and the answer too, for the caller's own errors.
+    async fn get_json<T: DeserializeOwned>(&self, op: &'static str) -> Result<(String, Bytes, T)> {
+        let url = self.url(op);
+        let request = self.http.client().get(&url);
         let body = self
-            .send(
-                "version",
-                "",
-                self.http.client().get(&u),
-                &u,
-                self.limits.timeout(),
-                false,
-            )
+            .send(op, "", request, &url, self.limits.timeout(), false)
             .await?;
-        Ok(Self::decode::<V>(&u, &body)?.version)
+        let value = Self::decode(&url, &body)?;
+        Ok((url, body, value))
     }
 
     /// Calls a branch the way the SDK does for TCC try, XA action and msg back-checks:
