@@ -778,7 +778,11 @@ pub async fn tcc_nested_failure_cancels_the_sub_branch_too<P: Proto>() {
 /// transaction is no longer prepared) and the first branch is cancelled.
 pub async fn tcc_timeout_between_two_branches_rolls_back<P: Proto>() {
     let gid = gid_of::<P>("tcc-timeout");
-    let o = opts().timeout_to_fail(Duration::from_secs(1));
+    // A 30 s branch timeout: on a loaded machine DTM must not cut a slow cancel and call it
+    // again, which the count below would see.
+    let o = opts()
+        .timeout_to_fail(Duration::from_secs(1))
+        .request_timeout(Duration::from_secs(30));
     let err = P::tcc(&gid, o, P::req(1), vec![OUT, TccStep::UntilNotPrepared, IN])
         .await
         .unwrap_err();
