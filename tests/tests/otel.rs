@@ -270,22 +270,7 @@ async fn tcc_tries_and_confirms_are_one_trace() {
     let gid = gid("otel-tcc");
     let g = gid.clone();
     let root = in_root("tcc http", async move {
-        dtm()
-            .tcc_global_transaction(&g, TransOptions::default(), |tcc| async move {
-                let req = BusiReq::new(30);
-                for side in ["TransOut", "TransIn"] {
-                    tcc.call_branch(
-                        &req,
-                        &url(&format!("{side}Try")),
-                        &url(&format!("{side}Confirm")),
-                        &url(&format!("{side}Cancel")),
-                    )
-                    .await?;
-                }
-                Ok(())
-            })
-            .await
-            .unwrap();
+        tcc_transfer(&dtm(), &g).await.unwrap();
     })
     .await;
     let spans = spans_until(&gid, |s| branches(s, "Confirm").len() == 2).await;

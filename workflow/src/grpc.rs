@@ -55,6 +55,21 @@ impl Workflows {
     pub fn grpc_service(&self) -> WorkflowServer<ExecuteService> {
         WorkflowServer::new(ExecuteService { wfs: self.clone() })
     }
+
+    /// Serves [`Workflows::grpc_service`] alone on `listener` (bound at the address given
+    /// to [`Workflows::grpc`]), until the returned future is dropped or the server fails:
+    /// for a process whose only gRPC service is the workflow callback. A process with a
+    /// tonic server of its own adds `grpc_service()` to it instead.
+    pub fn serve_grpc(
+        &self,
+        listener: tokio::net::TcpListener,
+    ) -> impl std::future::Future<Output = Result<(), tonic::transport::Error>> + Send + 'static
+    {
+        let svc = self.grpc_service();
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+    }
 }
 
 impl Wf {

@@ -385,13 +385,7 @@ fn run(store: Store, slot: i64) {
         let addr = listener.local_addr().expect("addr").to_string();
         let grpc_wfs = Workflows::grpc_cluster(grpc.clone(), &addr);
         register_grpc_workflow(&grpc_wfs);
-        let svc = grpc_wfs.grpc_service();
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
-                .await
-        });
+        tokio::spawn(grpc_wfs.serve_grpc(listener));
         // The XA branches, whose local transactions register through the cluster.
         let xa_local = XaLocal::new(mysql_url().parse().expect("mysql url"), http.clone());
         let router = axum::Router::new()

@@ -80,44 +80,6 @@ async fn nested_tcc_refuses_an_untrusted_dtm_named_by_the_query() {
 }
 
 #[tokio::test]
-async fn nested_tcc_with_the_own_server_still_works() {
-    let dtm = dtm();
-    let gid = gid("nested-ok");
-    let req = BusiReq::new(30);
-    dtm.tcc_global_transaction(
-        &gid,
-        TransOptions::default().request_timeout(Duration::from_secs(10)),
-        |tcc| async move {
-            tcc.call_branch(
-                &req,
-                &url("TransOutTry"),
-                &url("TransOutConfirm"),
-                &url("TransOutCancel"),
-            )
-            .await?;
-            tcc.call_branch(
-                &req,
-                &url("TransInTccNested"),
-                &url("TransInConfirm"),
-                &url("TransInCancel"),
-            )
-            .await?;
-            Ok(())
-        },
-    )
-    .await
-    .unwrap();
-    let q = wait_status(&dtm, &gid, "succeed").await;
-    let ids: Vec<String> = q
-        .branches
-        .iter()
-        .filter(|b| b.op == "confirm")
-        .map(|b| b.branch_id.clone())
-        .collect();
-    assert_eq!(ids, ["01", "02", "0201"]);
-}
-
-#[tokio::test]
 async fn extreme_durations_go_over_the_wire() {
     let dtm = DtmClient::builder(env().server.http_url())
         .limits(dtmcli::Limits::default().with_timeout(Duration::MAX))

@@ -76,18 +76,14 @@ async fn dtm_grpc_port_down_is_a_typed_transport_error() {
     assert_unavailable(&e);
 }
 
-#[tokio::test]
-async fn unreachable_try_branch_aborts_the_tcc() {
-    let dtm = grpc_dtm();
-    let gid = gid("gbad-dead-branch");
-    let port = dtm_testkit::free_port().unwrap();
-    let dead = format!("127.0.0.1:{port}/busi.Busi/TransOutTry");
-    let err = dtm
-        .tcc_global_transaction(&gid, TransOptions::default(), |tcc| async move {
+/// A gRPC TCC whose one try is at `try_url` (TransOut's confirm and cancel): its error.
+async fn tcc_with_try_at(gid: &str, try_url: String) -> Error {
+    grpc_dtm()
+        .tcc_global_transaction(gid, TransOptions::default(), |tcc| async move {
             let _: () = tcc
                 .call_branch(
                     &ReqGrpc::amount(1),
-                    &dead,
+                    &try_url,
                     &grpc_url("TransOutConfirm"),
                     &grpc_url("TransOutCancel"),
                 )
@@ -95,7 +91,14 @@ async fn unreachable_try_branch_aborts_the_tcc() {
             Ok(())
         })
         .await
-        .unwrap_err();
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn unreachable_try_branch_aborts_the_tcc() {
+    let gid = gid("gbad-dead-branch");
+    let port = dtm_testkit::free_port().unwrap();
+    let err = tcc_with_try_at(&gid, format!("127.0.0.1:{port}/busi.Busi/TransOutTry")).await;
     assert_unavailable(&err);
     let q = wait_status(&support::dtm(), &gid, "failed").await;
     assert_eq!(
@@ -103,6 +106,15 @@ async fn unreachable_try_branch_aborts_the_tcc() {
         ["01/cancel=succeed", "01/confirm=prepared"]
     );
     assert_eq!(grpc_busi().handlers(&gid), ["TransOutCancel"]);
+}
+
+#[tokio::test]
+async fn malformed_branch_url_fails_before_registering() {
+    let gid = gid("gtcc-badurl");
+    let err = tcc_with_try_at(&gid, "127.0.0.1:1/busi.Busi".into()).await;
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    let q = wait_status(&support::dtm(), &gid, "failed").await;
+    assert!(q.branches.is_empty(), "{:?}", branch_rows(&q));
 }
 
 #[tokio::test]
@@ -202,12 +214,7 @@ async fn malformed_branch_urls_and_headers_are_typed_errors() {
         .await
         .unwrap_err();
     assert!(matches!(e, Error::InvalidInput(_)), "{e}");
-    assert!(support::dtm()
-        .query(&gid)
-        .await
-        .unwrap()
-        .transaction
-        .is_none());
+    assert_dtm_holds_nothing(&gid).await;
 }
 
 #[test]

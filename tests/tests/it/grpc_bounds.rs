@@ -95,13 +95,7 @@ async fn nested_tcc_naming_a_listed_dtm_works() {
     let busi = trusting_busi();
     nested(&localhost_dtm(), &gid, busi).await.unwrap();
     let q = wait_status(&support::dtm(), &gid, "succeed").await;
-    let ids: Vec<String> = q
-        .branches
-        .iter()
-        .filter(|b| b.op == "confirm")
-        .map(|b| b.branch_id.clone())
-        .collect();
-    assert_eq!(ids, ["01", "02", "0201"]);
+    assert_eq!(branch_ids(&q, "confirm"), ["01", "02", "0201"]);
     let nested_try = busi
         .calls(&gid)
         .into_iter()

@@ -8,8 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use crate::support::*;
-use dtm_examples::grpc_busi::pb::{BusiReply, ReqGrpc};
-use dtmcli::TransOptions;
 
 /// Records the gRPC method of every call it passes on.
 #[derive(Clone, Default)]
@@ -64,22 +62,7 @@ async fn every_call_of_a_tcc_goes_through_the_layer() {
         .build()
         .unwrap();
     let gid = gid("glayer-tcc");
-    let req = ReqGrpc::amount(30);
-    dtm.tcc_global_transaction(&gid, TransOptions::default(), |tcc| async move {
-        for side in ["TransOut", "TransIn"] {
-            let _: BusiReply = tcc
-                .call_branch(
-                    &req,
-                    &grpc_url(&format!("{side}Try")),
-                    &grpc_url(&format!("{side}Confirm")),
-                    &grpc_url(&format!("{side}Cancel")),
-                )
-                .await?;
-        }
-        Ok(())
-    })
-    .await
-    .unwrap();
+    grpc_tcc_transfer(&dtm, &gid).await.unwrap();
     wait_status(&support::dtm(), &gid, "succeed").await;
     let seen = record.0.lock().unwrap().clone();
     assert_eq!(

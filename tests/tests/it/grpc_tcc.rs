@@ -1,12 +1,12 @@
 //! What only gRPC TCCs have (the scenarios every transport shares are in
-//! `transport_suite`): the try's answer decoded for the caller, and URLs refused before
-//! anything is registered.
+//! `transport_suite`): the try's answer decoded for the caller. Malformed and unreachable
+//! try URLs are in `grpc_bad_input`.
 
 use crate::support;
 
 use crate::support::*;
 use dtm_examples::grpc_busi::pb::{BusiReply, ReqGrpc};
-use dtmcli::{Error, TransOptions};
+use dtmcli::TransOptions;
 
 /// The SDK calls a try with the plain gRPC codec and decodes its answer for the caller.
 #[tokio::test]
@@ -30,27 +30,4 @@ async fn the_try_answer_is_decoded_for_the_caller() {
     let calls = grpc_busi().calls(&gid);
     assert_eq!(calls[0].handler, "TransOutTry");
     assert_eq!(calls[0].metadata["content-type"], "application/grpc");
-}
-
-#[tokio::test]
-async fn malformed_branch_url_fails_before_registering() {
-    let dtm = grpc_dtm();
-    let gid = gid("gtcc-badurl");
-    let err = dtm
-        .tcc_global_transaction(&gid, TransOptions::default(), |tcc| async move {
-            let _: () = tcc
-                .call_branch(
-                    &ReqGrpc::amount(1),
-                    "127.0.0.1:1/busi.Busi",
-                    &grpc_url("TransOutConfirm"),
-                    &grpc_url("TransOutCancel"),
-                )
-                .await?;
-            Ok(())
-        })
-        .await
-        .unwrap_err();
-    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
-    let q = wait_status(&support::dtm(), &gid, "failed").await;
-    assert!(q.branches.is_empty(), "{:?}", branch_rows(&q));
 }

@@ -2,14 +2,12 @@
 //! to DTM and every branch call the SDK makes goes through it, and a middleware's error
 //! reaches the caller typed and without credentials.
 
-use crate::support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::support::*;
 use axum::http::Extensions;
-use dtmcli::{DtmClient, TransOptions};
+use dtmcli::DtmClient;
 use reqwest_middleware::{Middleware, Next};
 
 /// Counts the requests it passes on, by path.
@@ -69,21 +67,7 @@ async fn every_call_of_a_tcc_goes_through_the_stack() {
     let count = Count::default();
     let dtm = client_with(count.clone());
     let gid = gid("mw-tcc");
-    dtm.tcc_global_transaction(&gid, TransOptions::default(), |tcc| async move {
-        let req = BusiReq::new(30);
-        for side in ["TransOut", "TransIn"] {
-            tcc.call_branch(
-                &req,
-                &url(&format!("{side}Try")),
-                &url(&format!("{side}Confirm")),
-                &url(&format!("{side}Cancel")),
-            )
-            .await?;
-        }
-        Ok(())
-    })
-    .await
-    .unwrap();
+    tcc_transfer(&dtm, &gid).await.unwrap();
     wait_status(&dtm, &gid, "succeed").await;
     let seen = count.0.lock().unwrap().clone();
     assert_eq!(
@@ -119,10 +103,5 @@ async fn a_middleware_error_is_retryable_and_has_no_credentials() {
     assert!(text.contains("gateway:8080"), "{text}");
     assert!(!text.contains("s3cret"), "{text}");
     // Nothing reached DTM.
-    assert!(support::dtm()
-        .query(&gid)
-        .await
-        .unwrap()
-        .transaction
-        .is_none());
+    assert_dtm_holds_nothing(&gid).await;
 }

@@ -198,13 +198,7 @@ fn wf_env() -> &'static Env {
                 )
                 .with_record_format(RecordFormat::Go);
                 register(&go_grpc, &http, &grpc, &e);
-                let svc = go_grpc.grpc_service();
-                tokio::spawn(async move {
-                    tonic::transport::Server::builder()
-                        .add_service(svc)
-                        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(l3))
-                        .await
-                });
+                tokio::spawn(go_grpc.serve_grpc(l3));
                 Env {
                     go,
                     checked,

@@ -147,13 +147,7 @@ fn wf_env() -> &'static WfGrpc {
                     .unwrap();
                 let grpc = Workflows::grpc(grpc_dtm, &addr);
                 register(&grpc, &client, &http, &busi_http, &local);
-                let svc = grpc.grpc_service();
-                tokio::spawn(async move {
-                    tonic::transport::Server::builder()
-                        .add_service(svc)
-                        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
-                        .await
-                });
+                tokio::spawn(grpc.serve_grpc(listener));
 
                 // The same workflows under the HTTP protocol.
                 let l2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

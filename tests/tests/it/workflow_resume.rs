@@ -94,13 +94,7 @@ fn wf_env() -> &'static Env {
                     .unwrap();
                 let grpc = Workflows::grpc(client, &grpc_addr);
                 register(&grpc, &bank);
-                let svc = grpc.grpc_service();
-                tokio::spawn(async move {
-                    tonic::transport::Server::builder()
-                        .add_service(svc)
-                        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
-                        .await
-                });
+                tokio::spawn(grpc.serve_grpc(listener));
                 Env {
                     http,
                     http_callback,

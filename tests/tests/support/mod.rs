@@ -3,6 +3,7 @@
 //! tokio runtime).
 #![allow(dead_code, unreachable_pub)]
 
+use std::future::Future;
 use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -45,23 +46,12 @@ pub fn env() -> &'static Env {
         let config = CONFIG.get_or_init(DtmServerConfig::default).clone();
         let server = DtmServer::start(config).expect("start DTM");
         let url = server.http_url();
-        let (tx, rx) = mpsc::channel();
         // The bank service lives on its own runtime, which outlives every test's runtime.
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let busi = Busi::new(DtmClient::new(url).expect("client"));
-                let base = busi.serve(0).await.expect("serve busi");
-                tx.send((busi, base, tokio::runtime::Handle::current()))
-                    .expect("send");
-                std::future::pending::<()>().await;
-            });
+        let (busi, base, handle) = on_own_runtime(move || async move {
+            let busi = Busi::new(DtmClient::new(url).expect("client"));
+            let base = busi.serve(0).await.expect("serve busi");
+            (busi, base, tokio::runtime::Handle::current())
         });
-        let (busi, base, handle) = rx.recv().expect("busi started");
         Env {
             server,
             busi,
@@ -69,6 +59,29 @@ pub fn env() -> &'static Env {
             handle,
         }
     })
+}
+
+/// Runs `start` on a runtime of its own, on a thread of its own, and returns its value; the
+/// runtime keeps running what `start` spawned (a service) after every test's runtime ends.
+pub fn on_own_runtime<T, F, Fut>(start: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+{
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            tx.send(start().await).expect("send");
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv().expect("started")
 }
 
 /// A client of the test DTM server.
@@ -125,6 +138,15 @@ pub async fn wait_calls(gid: &str, handler: &str, n: usize) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The ids of `q`'s branches of `op`, in DTM's order.
+pub fn branch_ids<'a>(q: &'a QueryResult, op: &str) -> Vec<&'a str> {
+    q.branches
+        .iter()
+        .filter(|b| b.op == op)
+        .map(|b| b.branch_id.as_str())
+        .collect()
 }
 
 /// The status of each branch row, as `branch_id/op=status`.
@@ -332,4 +354,48 @@ pub async fn grpc_call(
         )
         .await
         .map(drop)
+}
+
+/// A TCC transfer of 30 over `dtm`: the bank's TransOut and TransIn tries, with their
+/// confirms and cancels.
+pub async fn tcc_transfer(dtm: &DtmClient, gid: &str) -> dtmcli::Result<()> {
+    dtm.tcc_global_transaction(gid, dtmcli::TransOptions::default(), |tcc| async move {
+        let req = BusiReq::new(30);
+        for side in ["TransOut", "TransIn"] {
+            let (t, c, x) = (
+                format!("{side}Try"),
+                format!("{side}Confirm"),
+                format!("{side}Cancel"),
+            );
+            tcc.call_branch(&req, &url(&t), &url(&c), &url(&x)).await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// [`tcc_transfer`] over gRPC.
+pub async fn grpc_tcc_transfer(dtm: &dtmgrpc::DtmGrpcClient, gid: &str) -> dtmcli::Result<()> {
+    use dtm_examples::grpc_busi::pb::{BusiReply, ReqGrpc};
+    dtm.tcc_global_transaction(gid, dtmcli::TransOptions::default(), |tcc| async move {
+        let req = ReqGrpc::amount(30);
+        for side in ["TransOut", "TransIn"] {
+            let (t, c, x) = (
+                format!("{side}Try"),
+                format!("{side}Confirm"),
+                format!("{side}Cancel"),
+            );
+            let _: BusiReply = tcc
+                .call_branch(&req, &grpc_url(&t), &grpc_url(&c), &grpc_url(&x))
+                .await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Asserts that DTM holds no transaction `gid` (nothing was sent, or DTM refused it).
+pub async fn assert_dtm_holds_nothing(gid: &str) {
+    let q = dtm().query(gid).await.unwrap();
+    assert!(q.transaction.is_none(), "{:?}", branch_rows(&q));
 }

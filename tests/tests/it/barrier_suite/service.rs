@@ -4,7 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::future::Future;
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -50,28 +50,19 @@ where
         return base.clone();
     }
     let app_log = log().clone();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let app = App {
-                store: connect().await,
-                log: app_log,
-            };
-            let router = axum::Router::new()
-                .route(&format!("{path}/{{handler}}"), any(handle::<S>))
-                .with_state(app);
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let base = format!("http://{}{path}", listener.local_addr().unwrap());
-            tx.send(base).unwrap();
-            axum::serve(listener, router).await.unwrap();
-        });
+    let base = crate::support::on_own_runtime(move || async move {
+        let app = App {
+            store: connect().await,
+            log: app_log,
+        };
+        let router = axum::Router::new()
+            .route(&format!("{path}/{{handler}}"), any(handle::<S>))
+            .with_state(app);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}{path}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        base
     });
-    let base = rx.recv().expect("service started");
     services.push((path, base.clone()));
     base
 }

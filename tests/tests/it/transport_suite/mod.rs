@@ -10,7 +10,7 @@ pub mod protos;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::{branch_rows, gid, wait_status, Outcome};
+use crate::support::{branch_ids, branch_rows, gid, wait_status, Outcome};
 use dtmcli::msg::Msg;
 use dtmcli::outcome::wait_final;
 use dtmcli::saga::Saga;
@@ -732,13 +732,7 @@ pub async fn tcc_nested_registers_sub_branches<P: Proto>() {
     .await
     .unwrap();
     let q = until::<P>(&gid, "succeed").await;
-    let ids: Vec<&str> = q
-        .branches
-        .iter()
-        .filter(|b| b.op == "confirm")
-        .map(|b| b.branch_id.as_str())
-        .collect();
-    assert_eq!(ids, ["01", "02", "0201"]);
+    assert_eq!(branch_ids(&q, "confirm"), ["01", "02", "0201"]);
     let calls = P::calls(&gid);
     let nested = calls
         .iter()
