@@ -220,18 +220,7 @@ async fn saga_and_msg_over_grpc_are_one_trace_each() {
     let gid = gid("otel-grpc-saga");
     let g = gid.clone();
     let root = in_root("saga grpc", async move {
-        grpc_dtm()
-            .saga(&g)
-            .add(
-                &grpc_url("TransOut"),
-                &grpc_url("TransOutRevert"),
-                &ReqGrpc::amount(30),
-            )
-            .add(
-                &grpc_url("TransIn"),
-                &grpc_url("TransInRevert"),
-                &ReqGrpc::amount(30),
-            )
+        grpc_transfer(grpc_dtm().saga(&g), 30)
             .submit()
             .await
             .unwrap();

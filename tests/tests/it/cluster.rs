@@ -404,17 +404,7 @@ async fn a_grpc_cluster_resolves_lost_answers() {
 
     // submit
     let gid = support::gid("gcluster-lost-saga");
-    c.saga(&gid)
-        .add(
-            &grpc_url("TransOut"),
-            &grpc_url("TransOutRevert"),
-            &ReqGrpc::amount(1),
-        )
-        .add(
-            &grpc_url("TransIn"),
-            &grpc_url("TransInRevert"),
-            &ReqGrpc::amount(1),
-        )
+    grpc_transfer(c.saga(&gid), 1)
         .submit()
         .await
         .expect("a saga DTM holds is submitted");

@@ -67,18 +67,22 @@ async fn nested(dtm: &DtmGrpcClient, gid: &str, busi: &GrpcBusi) -> dtmcli::Resu
     .await
 }
 
+/// Asserts that `err` is a branch's refusal of a DTM it does not trust (InvalidInput →
+/// InvalidArgument, retryable for DTM; the transaction then rolls back).
+fn assert_untrusted(err: &Error) {
+    assert!(
+        matches!(err, Error::Grpc { code: 3, message, .. } if message.contains("does not trust")),
+        "{err:?}"
+    );
+}
+
 #[tokio::test]
 async fn nested_tcc_naming_an_untrusted_dtm_is_refused() {
     let gid = gid("gbounds-nested-refused");
     let err = nested(&localhost_dtm(), &gid, grpc_busi())
         .await
         .unwrap_err();
-    // The branch refused the request (InvalidInput → InvalidArgument, retryable for DTM),
-    // and the transaction rolled back.
-    assert!(
-        matches!(err, Error::Grpc { code: 3, ref message, .. } if message.contains("does not trust")),
-        "{err:?}"
-    );
+    assert_untrusted(&err);
     let q = wait_status(&support::dtm(), &gid, "failed").await;
     assert!(
         q.branches.iter().all(|b| b.branch_id != "0201"),
@@ -117,10 +121,7 @@ async fn xa_registration_naming_an_untrusted_dtm_is_refused() {
         })
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, Error::Grpc { code: 3, ref message, .. } if message.contains("does not trust")),
-        "{err:?}"
-    );
+    assert_untrusted(&err);
     let q = wait_status(&support::dtm(), &gid, "failed").await;
     assert!(q.branches.is_empty(), "{:?}", branch_rows(&q));
 }

@@ -17,10 +17,7 @@ use prost::Message;
 async fn dtm_calls_branches_with_its_raw_codec_and_deadline() {
     let dtm = grpc_dtm();
     let gid = gid("gsaga-raw");
-    let req = ReqGrpc::amount(30);
-    dtm.saga(&gid)
-        .add(&grpc_url("TransOut"), &grpc_url("TransOutRevert"), &req)
-        .add(&grpc_url("TransIn"), &grpc_url("TransInRevert"), &req)
+    grpc_transfer(dtm.saga(&gid), 30)
         .with_options(TransOptions::default().request_timeout(Duration::from_secs(5)))
         .submit()
         .await

@@ -8,20 +8,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::support::*;
-use dtm_examples::grpc_busi::pb::busi_client::BusiClient;
+use crate::workflow_common::{recording_clients, RecordingBusi};
 use dtm_examples::grpc_busi::pb::{BusiReply, ReqGrpc};
-use dtm_workflow::{
-    send_http, RecordFormat, Wf, WfOptions, WorkflowGrpc, WorkflowLayer, WorkflowMiddleware,
-    Workflows,
-};
+use dtm_workflow::{send_http, RecordFormat, Wf, WfOptions, Workflows};
 use dtmcli::{DtmClient, Error, QueryResult, TransOptions, TransRequest, TransType};
 use prost::Message;
 use reqwest::Method;
 use reqwest_middleware::ClientWithMiddleware;
-use tonic::transport::Channel;
-use tower_layer::Layer;
 
-type Client = BusiClient<WorkflowGrpc<Channel>>;
+type Client = RecordingBusi;
 
 /// What DTM's HTTP API stores for a successful bank call: its answer body.
 const BANK_OK: &[u8] = br#"{"dtm_result":"SUCCESS"}"#;
@@ -157,14 +152,7 @@ fn wf_env() -> &'static Env {
         let busi_grpc = grpc_env().base.clone();
         std::thread::spawn(move || {
             handle.block_on(async move {
-                let channel =
-                    tonic::transport::Endpoint::from_shared(format!("http://{busi_grpc}"))
-                        .unwrap()
-                        .connect_lazy();
-                let grpc: Client = BusiClient::new(WorkflowLayer.layer(channel));
-                let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-                    .with(WorkflowMiddleware)
-                    .build();
+                let (grpc, http) = recording_clients(&busi_grpc);
                 let e = Env0 {
                     local: Default::default(),
                     seen: Default::default(),

@@ -6,18 +6,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::support::*;
+use crate::workflow_common::{recording_clients, RecordingBusi};
 use dtm_examples::grpc_busi::pb::busi_client::BusiClient;
 use dtm_examples::grpc_busi::pb::ReqGrpc;
-use dtm_workflow::{
-    into_dtm_error, Wf, WfOptions, WorkflowGrpc, WorkflowLayer, WorkflowMiddleware, Workflows,
-};
+use dtm_workflow::{into_dtm_error, Wf, WfOptions, WorkflowLayer, WorkflowMiddleware, Workflows};
 use dtmcli::{DtmClient, TransOptions};
 use prost::Message;
 use reqwest::Method;
-use tonic::transport::Channel;
 use tower_layer::Layer;
 
-type Client = BusiClient<WorkflowGrpc<Channel>>;
+type Client = RecordingBusi;
 
 struct WfGrpc {
     grpc: Workflows,
@@ -128,14 +126,7 @@ fn wf_env() -> &'static WfGrpc {
         let (busi_grpc, busi_http) = (grpc_env().base.clone(), env().base.clone());
         std::thread::spawn(move || {
             handle.block_on(async move {
-                let channel =
-                    tonic::transport::Endpoint::from_shared(format!("http://{busi_grpc}"))
-                        .unwrap()
-                        .connect_lazy();
-                let client: Client = BusiClient::new(WorkflowLayer.layer(channel));
-                let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-                    .with(WorkflowMiddleware)
-                    .build();
+                let (client, http) = recording_clients(&busi_grpc);
                 let local = Arc::new(Mutex::new(HashMap::new()));
 
                 // The gRPC registry, served on its own tonic server.
@@ -194,14 +185,7 @@ async fn grpc_saga_success_and_records() {
     assert_eq!(grpc_busi().handlers(&gid), ["TransOut", "TransIn"]);
     let c = &grpc_busi().calls(&gid)[1];
     let info = c.info.clone().unwrap();
-    assert_eq!(
-        (
-            info.trans_type.as_str(),
-            info.branch_id.as_str(),
-            info.op.as_str()
-        ),
-        ("workflow", "02", "action")
-    );
+    assert_eq!(info_of(&info), "workflow/02/action");
     let rows = branch_rows(&q);
     assert!(rows.contains(&"02/action=succeed".to_string()), "{rows:?}");
 }

@@ -399,3 +399,25 @@ pub async fn assert_dtm_holds_nothing(gid: &str) {
     let q = dtm().query(gid).await.unwrap();
     assert!(q.transaction.is_none(), "{:?}", branch_rows(&q));
 }
+
+/// A branch call's transaction info as `trans_type/branch_id/op`.
+pub fn info_of(info: &dtmcli::TransInfo) -> String {
+    format!(
+        "{}/{}/{}",
+        info.trans_type.as_str(),
+        info.branch_id,
+        info.op.as_str()
+    )
+}
+
+/// `saga` with the bank's gRPC transfer added: TransOut then TransIn of `amount`, each with
+/// its compensation.
+pub fn grpc_transfer<T>(saga: dtmcli::Saga<T>, amount: i64) -> dtmcli::Saga<T>
+where
+    T: dtmcli::Transport,
+    dtm_examples::grpc_busi::pb::ReqGrpc: dtmcli::transport::Encode<T::Encoding>,
+{
+    let req = dtm_examples::grpc_busi::pb::ReqGrpc::amount(amount);
+    saga.add(&grpc_url("TransOut"), &grpc_url("TransOutRevert"), &req)
+        .add(&grpc_url("TransIn"), &grpc_url("TransInRevert"), &req)
+}

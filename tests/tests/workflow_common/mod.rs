@@ -14,6 +14,28 @@ use reqwest_middleware::ClientWithMiddleware;
 
 use crate::support::*;
 
+/// The bank's gRPC client, through the workflow's recording layer.
+pub type RecordingBusi = dtm_examples::grpc_busi::pb::busi_client::BusiClient<
+    dtm_workflow::WorkflowGrpc<tonic::transport::Channel>,
+>;
+
+/// Clients whose calls a workflow records and replays: the bank's gRPC service at
+/// `busi_grpc` (host:port) through [`dtm_workflow::WorkflowLayer`], and HTTP through
+/// [`WorkflowMiddleware`].
+pub fn recording_clients(busi_grpc: &str) -> (RecordingBusi, ClientWithMiddleware) {
+    use tower_layer::Layer;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{busi_grpc}"))
+        .unwrap()
+        .connect_lazy();
+    let grpc = dtm_examples::grpc_busi::pb::busi_client::BusiClient::new(
+        dtm_workflow::WorkflowLayer.layer(channel),
+    );
+    let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(WorkflowMiddleware)
+        .build();
+    (grpc, http)
+}
+
 pub struct WfEnv {
     pub wfs: Workflows,
     pub local: Arc<Mutex<HashMap<String, usize>>>,
@@ -276,14 +298,7 @@ pub async fn saga_success() {
     // Both actions carried the workflow's transaction info.
     let c = busi().calls(&gid);
     let info = c[1].info.clone().unwrap();
-    assert_eq!(
-        (
-            info.trans_type.as_str(),
-            info.branch_id.as_str(),
-            info.op.as_str()
-        ),
-        ("workflow", "02", "action")
-    );
+    assert_eq!(info_of(&info), "workflow/02/action");
     let rows = branch_rows(&q);
     assert!(rows.contains(&"01/action=succeed".to_string()), "{rows:?}");
     assert!(rows.contains(&"02/action=succeed".to_string()), "{rows:?}");
