@@ -586,48 +586,12 @@ fn a_dtm_url_without_its_api_path_is_refused() {
 
 // ---------------------------------------------------------------- empty gid
 
-/// Asserts that `e` is the refusal of an empty gid, made before anything was sent (the DTM
-/// of these tests listens nowhere, so a sent request would be a transport error).
-fn assert_empty_gid(what: &str, e: &Error) {
-    assert!(
-        matches!(e, Error::InvalidInput(m) if m.contains("gid") && m.contains("empty")),
-        "{what}: {e:?}"
-    );
-}
-
 #[tokio::test]
 async fn an_empty_gid_is_refused_before_anything_is_sent() {
     let port = dtm_testkit::free_port().unwrap();
     let dtm = DtmClient::new(format!("http://127.0.0.1:{port}/api/dtmsvr")).unwrap();
     let body = BusiReq::new(1);
-    assert_empty_gid("saga", &saga(&dtm, "").submit().await.unwrap_err());
-    let msg = dtm.msg("").add("http://127.0.0.1:1/a", &body);
-    assert_empty_gid(
-        "msg prepare",
-        &msg.prepare("http://127.0.0.1:1/qp").await.unwrap_err(),
-    );
-    assert_empty_gid("msg submit", &msg.submit().await.unwrap_err());
-    let e = msg
-        .do_and_submit("http://127.0.0.1:1/qp", |_| async {
-            panic!("must not run")
-        })
-        .await
-        .unwrap_err();
-    assert_empty_gid("msg do_and_submit", &e);
-    let r: dtmcli::Result<()> = dtm
-        .tcc_global_transaction("", TransOptions::default(), |_| async {
-            panic!("must not run")
-        })
-        .await;
-    let e = r.unwrap_err();
-    assert_empty_gid("tcc", &e);
-    let r: dtmcli::Result<()> = dtm
-        .xa_global_transaction("", TransOptions::default(), |_| async {
-            panic!("must not run")
-        })
-        .await;
-    let e = r.unwrap_err();
-    assert_empty_gid("xa", &e);
+    assert_modes_refuse_an_empty_gid!(dtm, "http://127.0.0.1:1/a", body);
     // A nested TCC rebuilt from a hand-made TransInfo (one from a query is checked already).
     let mut info = TransInfo::new("", TransType::Tcc, "01", Op::Try);
     info.dtm = Some(dtm.server().to_string());
@@ -674,11 +638,5 @@ async fn an_empty_gid_is_refused_before_anything_is_sent() {
     assert_empty_gid("workflow", &wfs.execute("w", "", b"{}").await.unwrap_err());
     // JSON-RPC.
     let rpc = dtmcli::JsonRpcClient::new(format!("http://127.0.0.1:{port}/api/json-rpc")).unwrap();
-    let e = rpc
-        .saga("")
-        .add("http://127.0.0.1:1/a", "", &body)
-        .submit()
-        .await
-        .unwrap_err();
-    assert_empty_gid("json-rpc saga", &e);
+    assert_modes_refuse_an_empty_gid!(rpc, "http://127.0.0.1:1/a", body);
 }

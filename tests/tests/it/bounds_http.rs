@@ -124,8 +124,7 @@ async fn extreme_durations_go_over_the_wire() {
 async fn msg_and_registered_branches_pass_the_strict_success_check() {
     let dtm = dtm();
     let gid = gid("strict-msg");
-    let msg = dtm.msg(&gid).add(&url("TransIn"), &BusiReq::new(5));
-    msg.prepare(&url("QueryPrepared")).await.unwrap();
+    let msg = prepared_credit(&dtm, &gid).await;
     // The admin calls accept DTM's real answers too.
     dtm.reset_next_cron_time(&gid).await.unwrap();
     msg.submit().await.unwrap();

@@ -228,49 +228,12 @@ fn bad_targets_and_no_runtime_are_typed_errors() {
     assert!(e.to_string().contains("tokio runtime"), "{e}");
 }
 
-/// Asserts that `e` is the refusal of an empty gid, made before anything was sent (to a DTM
-/// that listens nowhere: a sent request would be a transport error).
-fn assert_empty_gid(what: &str, e: &Error) {
-    assert!(
-        matches!(e, Error::InvalidInput(m) if m.contains("gid") && m.contains("empty")),
-        "{what}: {e:?}"
-    );
-}
-
 #[tokio::test]
 async fn an_empty_gid_is_refused_before_anything_is_sent() {
     let dtm = dead_dtm();
     let body = ReqGrpc::amount(1);
     let branch = "127.0.0.1:1/busi.Busi/TransIn";
-    let e = dtm
-        .saga("")
-        .add(branch, "", &body)
-        .submit()
-        .await
-        .unwrap_err();
-    assert_empty_gid("saga", &e);
-    let msg = dtm.msg("").add(branch, &body);
-    assert_empty_gid("msg prepare", &msg.prepare(branch).await.unwrap_err());
-    assert_empty_gid("msg submit", &msg.submit().await.unwrap_err());
-    let e = msg
-        .do_and_submit(branch, |_| async { panic!("must not run") })
-        .await
-        .unwrap_err();
-    assert_empty_gid("msg do_and_submit", &e);
-    let r: dtmcli::Result<()> = dtm
-        .tcc_global_transaction("", TransOptions::default(), |_| async {
-            panic!("must not run")
-        })
-        .await;
-    let e = r.unwrap_err();
-    assert_empty_gid("tcc", &e);
-    let r: dtmcli::Result<()> = dtm
-        .xa_global_transaction("", TransOptions::default(), |_| async {
-            panic!("must not run")
-        })
-        .await;
-    let e = r.unwrap_err();
-    assert_empty_gid("xa", &e);
+    assert_modes_refuse_an_empty_gid!(dtm, branch, body);
     let mut info = TransInfo::new("", TransType::Tcc, "01", Op::Try);
     info.dtm = Some(dtm.server().to_string());
     let e = match dtmgrpc::Tcc::nested(&dtm, &info) {

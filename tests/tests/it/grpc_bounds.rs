@@ -29,22 +29,17 @@ fn localhost_dtm() -> DtmGrpcClient {
 fn trusting_busi() -> &'static GrpcBusi {
     static BUSI: std::sync::OnceLock<GrpcBusi> = std::sync::OnceLock::new();
     BUSI.get_or_init(|| {
-        let handle = env().handle.clone();
         let target = env().server.grpc_addr();
         let trusted = TrustedServers::list([localhost_target()]);
-        std::thread::spawn(move || {
-            handle.block_on(async move {
-                let client = DtmGrpcClient::builder(target)
-                    .trusted_servers(trusted)
-                    .build()
-                    .expect("grpc client");
-                let busi = GrpcBusi::new(client);
-                busi.serve(0).await.expect("serve grpc busi");
-                busi
-            })
+        start_on_env(move || async move {
+            let client = DtmGrpcClient::builder(target)
+                .trusted_servers(trusted)
+                .build()
+                .expect("grpc client");
+            let busi = GrpcBusi::new(client);
+            busi.serve(0).await.expect("serve grpc busi");
+            busi
         })
-        .join()
-        .expect("grpc busi start-up")
     })
 }
 

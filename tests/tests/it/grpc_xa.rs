@@ -115,24 +115,23 @@ async fn xa_rollback(out_db: Db, in_db: Db) {
     );
 }
 
-#[tokio::test]
-async fn mariadb_commit() {
-    xa_commit(Db::Mysql, Db::Mysql).await;
+/// One test per database pair and outcome.
+macro_rules! xa_cases {
+    ($($name:ident: $run:ident($out_db:expr, $in_db:expr);)*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                $run($out_db, $in_db).await;
+            }
+        )*
+    };
 }
 
-#[tokio::test]
-async fn mariadb_rollback() {
-    xa_rollback(Db::Mysql, Db::Mysql).await;
-}
-
-#[tokio::test]
-async fn postgres_commit() {
-    xa_commit(Db::Postgres, Db::Postgres).await;
-}
-
-#[tokio::test]
-async fn postgres_rollback() {
-    xa_rollback(Db::Postgres, Db::Postgres).await;
+xa_cases! {
+    mariadb_commit: xa_commit(Db::Mysql, Db::Mysql);
+    mariadb_rollback: xa_rollback(Db::Mysql, Db::Mysql);
+    postgres_commit: xa_commit(Db::Postgres, Db::Postgres);
+    postgres_rollback: xa_rollback(Db::Postgres, Db::Postgres);
 }
 
 #[tokio::test]

@@ -89,6 +89,14 @@ struct Recorder {
     upstream: String,
 }
 
+impl Recorder {
+    /// What DTM was asked, in order: each call's operation (its path after `/api/dtmsvr/`),
+    /// and each call's body.
+    fn seen(&self) -> (Vec<String>, Vec<Value>) {
+        self.seen.lock().unwrap().iter().cloned().unzip()
+    }
+}
+
 async fn record(
     State(rec): State<Recorder>,
     method: Method,
@@ -156,11 +164,10 @@ async fn our_saga_and_msg_bodies_have_the_go_shape() {
     wait_status(&support::dtm(), &gid, "succeed").await;
     wait_status(&support::dtm(), &mgid, "succeed").await;
 
-    let seen = rec.seen.lock().unwrap().clone();
-    let ops: Vec<&str> = seen.iter().map(|(p, _)| p.as_str()).collect();
+    let (ops, seen) = rec.seen();
     assert_eq!(ops, ["submit", "prepare", "submit"]);
 
-    let saga = &seen[0].1;
+    let saga = &seen[0];
     assert_eq!(
         keys(saga),
         [
@@ -180,7 +187,7 @@ async fn our_saga_and_msg_bodies_have_the_go_shape() {
         json!([{"action": url("TransOut"), "compensate": url("TransOutRevert")}])
     );
 
-    let prepare = &seen[1].1;
+    let prepare = &seen[1];
     assert_eq!(prepare["query_prepared"], json!(url("QueryPrepared")));
     assert_eq!(prepare["retry_interval"], json!(7));
     assert!(
@@ -188,7 +195,7 @@ async fn our_saga_and_msg_bodies_have_the_go_shape() {
         "delay is sent on submit only"
     );
     assert_eq!(prepare["steps"], json!([{"action": url("TransIn")}]));
-    let submit = &seen[2].1;
+    let submit = &seen[2];
     assert_eq!(submit["custom_data"], json!(r#"{"delay":1}"#));
     // As in Go, the submit after a prepare repeats the back-check URL.
     assert_eq!(submit["query_prepared"], json!(url("QueryPrepared")));
@@ -223,10 +230,9 @@ async fn our_tcc_register_branch_is_a_string_map() {
     .await
     .unwrap();
     wait_status(&support::dtm(), &gid, "succeed").await;
-    let seen = rec.seen.lock().unwrap().clone();
-    let ops: Vec<&str> = seen.iter().map(|(p, _)| p.as_str()).collect();
+    let (ops, seen) = rec.seen();
     assert_eq!(ops, ["prepare", "registerBranch", "submit"]);
-    let reg = &seen[1].1;
+    let reg = &seen[1];
     assert_eq!(
         reg,
         &json!({
@@ -235,5 +241,5 @@ async fn our_tcc_register_branch_is_a_string_map() {
             "confirm": url("TransOutConfirm"), "cancel": url("TransOutCancel"),
         })
     );
-    assert_eq!(seen[0].1["trans_type"], json!("tcc"));
+    assert_eq!(seen[0]["trans_type"], json!("tcc"));
 }

@@ -43,8 +43,7 @@ async fn a_finished_saga_is_done_and_a_blind_resubmit_would_report_failure() {
 async fn a_prepared_msg_is_resent_and_an_aborted_one_has_failed() {
     let dtm = dtm();
     let gid = gid("resolve-msg");
-    let msg = dtm.msg(&gid).add(&url("TransIn"), &BusiReq::new(5));
-    msg.prepare(&url("QueryPrepared")).await.unwrap();
+    let msg = prepared_credit(&dtm, &gid).await;
     let q = dtm.query(&gid).await.unwrap();
     assert_eq!(
         resolve(trans(DtmOp::Prepare, TransType::Msg), &q),

@@ -147,60 +147,55 @@ async fn serve_http(wfs: Workflows, listener: tokio::net::TcpListener) {
 fn wf_env() -> &'static Env {
     ENV.get_or_init(|| {
         let _ = grpc_env();
-        let handle = env().handle.clone();
         let (dtm_http, dtm_grpc) = (env().server.http_url(), env().server.grpc_addr());
         let busi_grpc = grpc_env().base.clone();
-        std::thread::spawn(move || {
-            handle.block_on(async move {
-                let (grpc, http) = recording_clients(&busi_grpc);
-                let e = Env0 {
-                    local: Default::default(),
-                    seen: Default::default(),
-                    nd_flag: Default::default(),
-                };
-                let dtm = DtmClient::new(dtm_http.clone()).unwrap();
+        start_on_env(move || async move {
+            let (grpc, http) = recording_clients(&busi_grpc);
+            let e = Env0 {
+                local: Default::default(),
+                seen: Default::default(),
+                nd_flag: Default::default(),
+            };
+            let dtm = DtmClient::new(dtm_http.clone()).unwrap();
 
-                let l1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let go_callback = format!("http://{}/wf", l1.local_addr().unwrap());
-                let go = Workflows::http(dtm.clone(), go_callback.clone())
-                    .with_record_format(RecordFormat::Go);
-                assert_eq!(go.record_format(), RecordFormat::Go);
-                register(&go, &http, &grpc, &e);
-                serve_http(go.clone(), l1).await;
-
-                let l2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let checked_callback = format!("http://{}/wf", l2.local_addr().unwrap());
-                let checked = Workflows::http(dtm, checked_callback.clone());
-                assert_eq!(checked.record_format(), RecordFormat::Checked);
-                register(&checked, &http, &grpc, &e);
-                serve_http(checked.clone(), l2).await;
-
-                let l3 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let addr = l3.local_addr().unwrap().to_string();
-                let go_grpc = Workflows::grpc(
-                    dtmgrpc::DtmGrpcClient::builder(dtm_grpc)
-                        .http_api(dtm_http)
-                        .build()
-                        .unwrap(),
-                    &addr,
-                )
+            let l1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let go_callback = format!("http://{}/wf", l1.local_addr().unwrap());
+            let go = Workflows::http(dtm.clone(), go_callback.clone())
                 .with_record_format(RecordFormat::Go);
-                register(&go_grpc, &http, &grpc, &e);
-                tokio::spawn(go_grpc.serve_grpc(l3));
-                Env {
-                    go,
-                    checked,
-                    go_grpc,
-                    local: e.local,
-                    seen: e.seen,
-                    nd_flag: e.nd_flag,
-                    go_callback,
-                    checked_callback,
-                }
-            })
+            assert_eq!(go.record_format(), RecordFormat::Go);
+            register(&go, &http, &grpc, &e);
+            serve_http(go.clone(), l1).await;
+
+            let l2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let checked_callback = format!("http://{}/wf", l2.local_addr().unwrap());
+            let checked = Workflows::http(dtm, checked_callback.clone());
+            assert_eq!(checked.record_format(), RecordFormat::Checked);
+            register(&checked, &http, &grpc, &e);
+            serve_http(checked.clone(), l2).await;
+
+            let l3 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l3.local_addr().unwrap().to_string();
+            let go_grpc = Workflows::grpc(
+                dtmgrpc::DtmGrpcClient::builder(dtm_grpc)
+                    .http_api(dtm_http)
+                    .build()
+                    .unwrap(),
+                &addr,
+            )
+            .with_record_format(RecordFormat::Go);
+            register(&go_grpc, &http, &grpc, &e);
+            tokio::spawn(go_grpc.serve_grpc(l3));
+            Env {
+                go,
+                checked,
+                go_grpc,
+                local: e.local,
+                seen: e.seen,
+                nd_flag: e.nd_flag,
+                go_callback,
+                checked_callback,
+            }
         })
-        .join()
-        .unwrap()
     })
 }
 

@@ -42,6 +42,21 @@ macro_rules! grpc {
     }};
 }
 
+/// Registers workflow `name`, whose input is a `ReqGrpc`: its function gets the decoded
+/// request and a clone of `client` for each run.
+fn with_grpc<F, Fut>(wfs: &Workflows, name: &str, client: &Client, f: F)
+where
+    F: Fn(Wf, ReqGrpc, Client) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = dtmcli::Result<Vec<u8>>> + Send + 'static,
+{
+    let client = client.clone();
+    wfs.register_with_options(name, opts(), move |wf, input| {
+        let run = ReqGrpc::decode(input.as_slice()).map(|req| f(wf, req, client.clone()));
+        async move { run.map_err(dtmcli::Error::other)?.await }
+    })
+    .unwrap();
+}
+
 fn register(
     wfs: &Workflows,
     client: &Client,
@@ -49,23 +64,17 @@ fn register(
     http_base: &str,
     local: &Arc<Mutex<HashMap<String, usize>>>,
 ) {
-    let c = client.clone();
-    wfs.register_with_options("saga", opts(), move |wf: Wf, input| {
-        let c = c.clone();
-        async move {
-            let req = ReqGrpc::decode(input.as_slice()).map_err(dtmcli::Error::other)?;
-            wf.new_branch()?;
-            let (wf2, c2, r2) = (wf.clone(), c.clone(), req.clone());
-            wf.on_rollback(move |_| async move { grpc!(wf2, c2, trans_out_revert, r2).map(drop) })?;
-            grpc!(wf, c, trans_out, req)?;
-            wf.new_branch()?;
-            let (wf2, c2, r2) = (wf.clone(), c.clone(), req.clone());
-            wf.on_rollback(move |_| async move { grpc!(wf2, c2, trans_in_revert, r2).map(drop) })?;
-            grpc!(wf, c, trans_in, req)?;
-            Ok(Vec::new())
-        }
-    })
-    .unwrap();
+    with_grpc(wfs, "saga", client, |wf, req, c| async move {
+        wf.new_branch()?;
+        let (wf2, c2, r2) = (wf.clone(), c.clone(), req.clone());
+        wf.on_rollback(move |_| async move { grpc!(wf2, c2, trans_out_revert, r2).map(drop) })?;
+        grpc!(wf, c, trans_out, req)?;
+        wf.new_branch()?;
+        let (wf2, c2, r2) = (wf.clone(), c.clone(), req.clone());
+        wf.on_rollback(move |_| async move { grpc!(wf2, c2, trans_in_revert, r2).map(drop) })?;
+        grpc!(wf, c, trans_in, req)?;
+        Ok(Vec::new())
+    });
 
     let (c, h, base, loc) = (
         client.clone(),
@@ -103,59 +112,48 @@ fn register(
     })
     .unwrap();
 
-    let c = client.clone();
-    wfs.register_with_options("resume", opts(), move |wf: Wf, input| {
-        let c = c.clone();
-        async move {
-            let req = ReqGrpc::decode(input.as_slice()).map_err(dtmcli::Error::other)?;
-            wf.new_branch()?;
-            grpc!(wf, c, trans_out, req)?;
-            wf.new_branch()?;
-            grpc!(wf, c, trans_in, req)?;
-            Ok(b"resumed result".to_vec())
-        }
-    })
-    .unwrap();
+    with_grpc(wfs, "resume", client, |wf, req, c| async move {
+        wf.new_branch()?;
+        grpc!(wf, c, trans_out, req)?;
+        wf.new_branch()?;
+        grpc!(wf, c, trans_in, req)?;
+        Ok(b"resumed result".to_vec())
+    });
 }
 
 fn wf_env() -> &'static WfGrpc {
     WF.get_or_init(|| {
         let _ = grpc_env();
-        let handle = env().handle.clone();
         let (dtm_http, dtm_grpc) = (env().server.http_url(), env().server.grpc_addr());
         let (busi_grpc, busi_http) = (grpc_env().base.clone(), env().base.clone());
-        std::thread::spawn(move || {
-            handle.block_on(async move {
-                let (client, http) = recording_clients(&busi_grpc);
-                let local = Arc::new(Mutex::new(HashMap::new()));
+        start_on_env(move || async move {
+            let (client, http) = recording_clients(&busi_grpc);
+            let local = Arc::new(Mutex::new(HashMap::new()));
 
-                // The gRPC registry, served on its own tonic server.
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let addr = listener.local_addr().unwrap().to_string();
-                let grpc_dtm = dtmgrpc::DtmGrpcClient::builder(dtm_grpc)
-                    .http_api(dtm_http.clone())
-                    .build()
-                    .unwrap();
-                let grpc = Workflows::grpc(grpc_dtm, &addr);
-                register(&grpc, &client, &http, &busi_http, &local);
-                tokio::spawn(grpc.serve_grpc(listener));
+            // The gRPC registry, served on its own tonic server.
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let grpc_dtm = dtmgrpc::DtmGrpcClient::builder(dtm_grpc)
+                .http_api(dtm_http.clone())
+                .build()
+                .unwrap();
+            let grpc = Workflows::grpc(grpc_dtm, &addr);
+            register(&grpc, &client, &http, &busi_http, &local);
+            tokio::spawn(grpc.serve_grpc(listener));
 
-                // The same workflows under the HTTP protocol.
-                let l2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let cb = format!("http://{}/wf", l2.local_addr().unwrap());
-                let httpw = Workflows::http(DtmClient::new(dtm_http).unwrap(), cb);
-                register(&httpw, &client, &http, &busi_http, &local);
-                let app = httpw.callback_router("/wf");
-                tokio::spawn(async move { axum::serve(l2, app).await });
-                WfGrpc {
-                    grpc,
-                    http: httpw,
-                    local,
-                }
-            })
+            // The same workflows under the HTTP protocol.
+            let l2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let cb = format!("http://{}/wf", l2.local_addr().unwrap());
+            let httpw = Workflows::http(DtmClient::new(dtm_http).unwrap(), cb);
+            register(&httpw, &client, &http, &busi_http, &local);
+            let app = httpw.callback_router("/wf");
+            tokio::spawn(async move { axum::serve(l2, app).await });
+            WfGrpc {
+                grpc,
+                http: httpw,
+                local,
+            }
         })
-        .join()
-        .unwrap()
     })
 }
 

@@ -69,42 +69,36 @@ fn register(wfs: &Workflows, bank: &str) {
 fn wf_env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
-        let handle = env().handle.clone();
         let (dtm_http, dtm_grpc) = (env().server.http_url(), env().server.grpc_addr());
         let bank = bank_env().base.clone();
-        std::thread::spawn(move || {
-            handle.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                // A password in the callback URL, which Debug must not print.
-                let http_callback = format!(
-                    "http://user:cb-secret@{}/api/wf/resume",
-                    listener.local_addr().unwrap()
-                );
-                let http =
-                    Workflows::http(DtmClient::new(dtm_http.clone()).unwrap(), &http_callback);
-                register(&http, &bank);
-                let app = http.callback_router("/api/wf/resume");
-                tokio::spawn(async move { axum::serve(listener, app).await });
+        start_on_env(move || async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            // A password in the callback URL, which Debug must not print.
+            let http_callback = format!(
+                "http://user:cb-secret@{}/api/wf/resume",
+                listener.local_addr().unwrap()
+            );
+            let http = Workflows::http(DtmClient::new(dtm_http.clone()).unwrap(), &http_callback);
+            register(&http, &bank);
+            let app = http.callback_router("/api/wf/resume");
+            tokio::spawn(async move { axum::serve(listener, app).await });
 
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let grpc_addr = listener.local_addr().unwrap().to_string();
-                let client = dtmgrpc::DtmGrpcClient::builder(dtm_grpc)
-                    .http_api(dtm_http)
-                    .build()
-                    .unwrap();
-                let grpc = Workflows::grpc(client, &grpc_addr);
-                register(&grpc, &bank);
-                tokio::spawn(grpc.serve_grpc(listener));
-                Env {
-                    http,
-                    http_callback,
-                    grpc_addr,
-                    grpc,
-                }
-            })
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let grpc_addr = listener.local_addr().unwrap().to_string();
+            let client = dtmgrpc::DtmGrpcClient::builder(dtm_grpc)
+                .http_api(dtm_http)
+                .build()
+                .unwrap();
+            let grpc = Workflows::grpc(client, &grpc_addr);
+            register(&grpc, &bank);
+            tokio::spawn(grpc.serve_grpc(listener));
+            Env {
+                http,
+                http_callback,
+                grpc_addr,
+                grpc,
+            }
         })
-        .join()
-        .unwrap()
     })
 }
 

@@ -170,6 +170,21 @@ where
         .expect("task on the services runtime")
 }
 
+/// Runs the future `start` makes to its end on the services' runtime, from a thread of its
+/// own (so it may be called inside a test's runtime), and returns its value: for set-ups
+/// whose services and pools must outlive every test's runtime.
+pub fn start_on_env<T, F, Fut>(start: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+{
+    let handle = env().handle.clone();
+    std::thread::spawn(move || handle.block_on(start()))
+        .join()
+        .expect("start-up on the services' runtime")
+}
+
 /// The barrier-guarded bank on MariaDB and PostgreSQL, and its base URL.
 pub struct BankEnv {
     pub bank: dtm_examples::bank::Bank,
@@ -181,19 +196,14 @@ static BANK: OnceLock<BankEnv> = OnceLock::new();
 /// Starts (once) the bank service on the services' runtime.
 pub fn bank_env() -> &'static BankEnv {
     BANK.get_or_init(|| {
-        let handle = env().handle.clone();
         let url = env().server.http_url();
-        std::thread::spawn(move || {
-            handle.block_on(async move {
-                let bank = dtm_examples::bank::Bank::connect(DtmClient::new(url).expect("client"))
-                    .await
-                    .expect("connect the bank to MariaDB and PostgreSQL (scripts/start-dbs.sh)");
-                let base = bank.serve(0).await.expect("serve bank");
-                BankEnv { bank, base }
-            })
+        start_on_env(move || async move {
+            let bank = dtm_examples::bank::Bank::connect(DtmClient::new(url).expect("client"))
+                .await
+                .expect("connect the bank to MariaDB and PostgreSQL (scripts/start-dbs.sh)");
+            let base = bank.serve(0).await.expect("serve bank");
+            BankEnv { bank, base }
         })
-        .join()
-        .expect("bank start-up")
     })
 }
 
@@ -212,18 +222,13 @@ static GRPC: OnceLock<GrpcEnv> = OnceLock::new();
 /// Starts (once) the gRPC business service on the services' runtime.
 pub fn grpc_env() -> &'static GrpcEnv {
     GRPC.get_or_init(|| {
-        let handle = env().handle.clone();
         let target = env().server.grpc_addr();
-        std::thread::spawn(move || {
-            handle.block_on(async move {
-                let client = dtmgrpc::DtmGrpcClient::new(target).expect("grpc client");
-                let busi = dtm_examples::grpc_busi::GrpcBusi::new(client);
-                let base = busi.serve(0).await.expect("serve grpc busi");
-                GrpcEnv { busi, base }
-            })
+        start_on_env(move || async move {
+            let client = dtmgrpc::DtmGrpcClient::new(target).expect("grpc client");
+            let busi = dtm_examples::grpc_busi::GrpcBusi::new(client);
+            let base = busi.serve(0).await.expect("serve grpc busi");
+            GrpcEnv { busi, base }
         })
-        .join()
-        .expect("grpc busi start-up")
     })
 }
 
@@ -275,18 +280,13 @@ static GRPC_BANK: OnceLock<GrpcBankEnv> = OnceLock::new();
 pub fn grpc_bank_env() -> &'static GrpcBankEnv {
     GRPC_BANK.get_or_init(|| {
         let bank = bank_env().bank.clone();
-        let handle = env().handle.clone();
         let target = env().server.grpc_addr();
-        std::thread::spawn(move || {
-            handle.block_on(async move {
-                let client = dtmgrpc::DtmGrpcClient::new(target).expect("grpc client");
-                let bank = dtm_examples::grpc_busi::GrpcBank::new(bank, client).expect("grpc bank");
-                let base = bank.serve(0).await.expect("serve grpc bank");
-                GrpcBankEnv { bank, base }
-            })
+        start_on_env(move || async move {
+            let client = dtmgrpc::DtmGrpcClient::new(target).expect("grpc client");
+            let bank = dtm_examples::grpc_busi::GrpcBank::new(bank, client).expect("grpc bank");
+            let base = bank.serve(0).await.expect("serve grpc bank");
+            GrpcBankEnv { bank, base }
         })
-        .join()
-        .expect("grpc bank start-up")
     })
 }
 
@@ -420,4 +420,55 @@ where
     let req = dtm_examples::grpc_busi::pb::ReqGrpc::amount(amount);
     saga.add(&grpc_url("TransOut"), &grpc_url("TransOutRevert"), &req)
         .add(&grpc_url("TransIn"), &grpc_url("TransInRevert"), &req)
+}
+
+/// Asserts that `e` is the refusal of an empty gid, made before anything was sent (the
+/// clients of these checks name a DTM that listens nowhere: a sent request would be a
+/// transport error).
+pub fn assert_empty_gid(what: &str, e: &dtmcli::Error) {
+    assert!(
+        matches!(e, dtmcli::Error::InvalidInput(m) if m.contains("gid") && m.contains("empty")),
+        "{what}: {e:?}"
+    );
+}
+
+/// Asserts that every mode over the client `$dtm` (of a DTM that listens nowhere) refuses an
+/// empty gid before it sends anything or runs the caller's code: saga, msg (prepare, submit,
+/// do_and_submit), TCC and XA, with `$body` and any branch URL `$branch`. A macro: the
+/// modes' faces are each client's own methods.
+#[allow(unused_macros)]
+macro_rules! assert_modes_refuse_an_empty_gid {
+    ($dtm:expr, $branch:expr, $body:expr) => {{
+        use $crate::support::assert_empty_gid;
+        let (dtm, branch, body) = (&$dtm, $branch, &$body);
+        let e = dtm.saga("").add(branch, "", body).submit().await;
+        assert_empty_gid("saga", &e.unwrap_err());
+        let msg = dtm.msg("").add(branch, body);
+        assert_empty_gid("msg prepare", &msg.prepare(branch).await.unwrap_err());
+        assert_empty_gid("msg submit", &msg.submit().await.unwrap_err());
+        let e = msg
+            .do_and_submit(branch, |_| async { panic!("must not run") })
+            .await;
+        assert_empty_gid("msg do_and_submit", &e.unwrap_err());
+        let never = |_| async { panic!("must not run") };
+        let r: dtmcli::Result<()> = dtm
+            .tcc_global_transaction("", dtmcli::TransOptions::default(), never)
+            .await;
+        assert_empty_gid("tcc", &r.unwrap_err());
+        let r: dtmcli::Result<()> = dtm
+            .xa_global_transaction("", dtmcli::TransOptions::default(), |_| async {
+                panic!("must not run")
+            })
+            .await;
+        assert_empty_gid("xa", &r.unwrap_err());
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use assert_modes_refuse_an_empty_gid;
+
+/// A msg crediting 5 (the bank's TransIn), prepared on DTM with the bank's back-check.
+pub async fn prepared_credit(dtm: &DtmClient, gid: &str) -> dtmcli::Msg {
+    let msg = dtm.msg(gid).add(&url("TransIn"), &BusiReq::new(5));
+    msg.prepare(&url("QueryPrepared")).await.unwrap();
+    msg
 }

@@ -87,183 +87,167 @@ fn count(map: &Arc<Mutex<HashMap<String, usize>>>, gid: &str) {
     *map.lock().unwrap().entry(gid.to_string()).or_default() += 1;
 }
 
+/// Registers workflow `name` (retried every second), whose function gets a clone of `http`
+/// for each run.
+fn with_http<F, Fut>(wfs: &Workflows, name: &str, http: &ClientWithMiddleware, f: F)
+where
+    F: Fn(Wf, Vec<u8>, ClientWithMiddleware) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = dtmcli::Result<Vec<u8>>> + Send + 'static,
+{
+    let http = http.clone();
+    wfs.register_with_options(name, opts(1), move |wf, input| f(wf, input, http.clone()))
+        .unwrap();
+}
+
+/// The saga of a transfer: TransOut then TransIn, each a branch with its compensation.
+async fn transfer_steps(wf: &Wf, http: &ClientWithMiddleware, input: &[u8]) -> dtmcli::Result<()> {
+    wf.new_branch()?;
+    undo(wf, http, "TransOutRevert", input, false)?;
+    post(wf, http, "TransOut", input).await?;
+    wf.new_branch()?;
+    undo(wf, http, "TransInRevert", input, false)?;
+    post(wf, http, "TransIn", input).await?;
+    Ok(())
+}
+
+/// A local step that counts its run in `runs` (per gid), takes `delay`, and returns `out`.
+async fn counted_step(
+    wf: &Wf,
+    runs: &Arc<Mutex<HashMap<String, usize>>>,
+    out: &'static [u8],
+    delay: Duration,
+) -> dtmcli::Result<Vec<u8>> {
+    let (runs, gid) = (runs.clone(), wf.gid().to_string());
+    wf.do_(move |_info| async move {
+        count(&runs, &gid);
+        tokio::time::sleep(delay).await;
+        Ok(out.to_vec())
+    })
+    .await
+}
+
 pub fn wf_env() -> &'static WfEnv {
     WF.get_or_init(|| {
-        let handle = env().handle.clone();
         let dtm_url = env().server.http_url();
-        std::thread::spawn(move || {
-            handle.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let callback = format!("http://{}/api/wf/resume", listener.local_addr().unwrap());
-                let wfs = Workflows::http(DtmClient::new(dtm_url).unwrap(), callback);
-                let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-                    .with(WorkflowMiddleware)
-                    .build();
-                let local: Arc<Mutex<HashMap<String, usize>>> = Default::default();
-                let finished: Arc<Mutex<HashMap<String, Vec<bool>>>> = Default::default();
-                let nd_flag = Arc::new(AtomicBool::new(false));
+        start_on_env(move || async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let callback = format!("http://{}/api/wf/resume", listener.local_addr().unwrap());
+            let wfs = Workflows::http(DtmClient::new(dtm_url).unwrap(), callback);
+            let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+                .with(WorkflowMiddleware)
+                .build();
+            let local: Arc<Mutex<HashMap<String, usize>>> = Default::default();
+            let finished: Arc<Mutex<HashMap<String, Vec<bool>>>> = Default::default();
+            let nd_flag = Arc::new(AtomicBool::new(false));
 
-                let h = http.clone();
-                wfs.register_with_options("saga", opts(1), move |wf, input| {
-                    let http = h.clone();
-                    async move {
-                        wf.new_branch()?;
-                        undo(&wf, &http, "TransOutRevert", &input, false)?;
-                        post(&wf, &http, "TransOut", &input).await?;
-                        wf.new_branch()?;
-                        undo(&wf, &http, "TransInRevert", &input, false)?;
-                        post(&wf, &http, "TransIn", &input).await?;
-                        Ok(Vec::new())
-                    }
-                })
-                .unwrap();
+            with_http(&wfs, "saga", &http, |wf, input, http| async move {
+                transfer_steps(&wf, &http, &input).await?;
+                Ok(Vec::new())
+            });
 
-                let h = http.clone();
-                wfs.register_with_options("tcc", opts(1), move |wf, input| {
-                    let http = h.clone();
-                    async move {
-                        wf.new_branch()?;
-                        undo(&wf, &http, "TransOutConfirm", &input, true)?;
-                        undo(&wf, &http, "TransOutCancel", &input, false)?;
-                        post(&wf, &http, "TransOutTry", &input).await?;
-                        wf.new_branch()?;
-                        undo(&wf, &http, "TransInConfirm", &input, true)?;
-                        undo(&wf, &http, "TransInCancel", &input, false)?;
-                        post(&wf, &http, "TransInTry", &input).await?;
-                        Ok(Vec::new())
-                    }
-                })
-                .unwrap();
+            with_http(&wfs, "tcc", &http, |wf, input, http| async move {
+                wf.new_branch()?;
+                undo(&wf, &http, "TransOutConfirm", &input, true)?;
+                undo(&wf, &http, "TransOutCancel", &input, false)?;
+                post(&wf, &http, "TransOutTry", &input).await?;
+                wf.new_branch()?;
+                undo(&wf, &http, "TransInConfirm", &input, true)?;
+                undo(&wf, &http, "TransInCancel", &input, false)?;
+                post(&wf, &http, "TransInTry", &input).await?;
+                Ok(Vec::new())
+            });
 
-                let (fin, loc) = (finished.clone(), local.clone());
-                wfs.register_with_options("finish", opts(1), move |wf, _input| {
-                    let (fin, loc) = (fin.clone(), loc.clone());
-                    async move {
-                        wf.new_branch()?;
-                        let gid = wf.gid().to_string();
-                        wf.on_finish(move |_info, rollback| {
-                            let (fin, gid) = (fin.clone(), gid.clone());
-                            async move {
-                                fin.lock().unwrap().entry(gid).or_default().push(rollback);
-                                Ok(())
-                            }
-                        })?;
-                        let (loc, gid) = (loc.clone(), wf.gid().to_string());
-                        wf.do_(move |_info| async move {
-                            count(&loc, &gid);
-                            Ok(b"done".to_vec())
-                        })
-                        .await?;
-                        Ok(Vec::new())
-                    }
-                })
-                .unwrap();
-
-                let (h, loc) = (http.clone(), local.clone());
-                wfs.register_with_options("resume", opts(1), move |wf, input| {
-                    let (http, loc) = (h.clone(), loc.clone());
-                    async move {
-                        wf.new_branch()?;
-                        let gid = wf.gid().to_string();
-                        let loc2 = loc.clone();
-                        wf.do_(move |_info| async move {
-                            count(&loc2, &gid);
-                            Ok(b"local".to_vec())
-                        })
-                        .await?;
-                        wf.new_branch()?;
-                        post(&wf, &http, "TransIn", &input).await?;
-                        wf.new_branch()?;
-                        post(&wf, &http, "TransOut", &input).await?;
-                        Ok(Vec::new())
-                    }
-                })
-                .unwrap();
-
-                let h = http.clone();
-                wfs.register_with_options("phase2", opts(1), move |wf, input| {
-                    let http = h.clone();
-                    async move {
-                        wf.new_branch()?;
-                        undo(&wf, &http, "TransOutRevert", &input, false)?;
-                        post(&wf, &http, "TransOut", &input).await?;
-                        wf.new_branch()?;
-                        undo(&wf, &http, "TransInRevert", &input, false)?;
-                        post(&wf, &http, "TransIn", &input).await?;
-                        wf.new_branch()?;
-                        post(&wf, &http, "TransOutTry", &input).await?;
-                        Ok(Vec::new())
-                    }
-                })
-                .unwrap();
-
-                let (h, flag) = (http.clone(), nd_flag.clone());
-                wfs.register_with_options("nd", opts(1), move |wf, input| {
-                    let (http, flag) = (h.clone(), flag.clone());
-                    async move {
-                        wf.new_branch()?;
-                        if flag.load(Ordering::SeqCst) {
-                            // The "new version" of the code: a local step where an HTTP
-                            // call was recorded.
-                            wf.do_(|_info| async { Ok(Vec::new()) }).await?;
-                        } else {
-                            post(&wf, &http, "TransOut", &input).await?;
+            let (fin, loc) = (finished.clone(), local.clone());
+            wfs.register_with_options("finish", opts(1), move |wf, _input| {
+                let (fin, loc) = (fin.clone(), loc.clone());
+                async move {
+                    wf.new_branch()?;
+                    let gid = wf.gid().to_string();
+                    wf.on_finish(move |_info, rollback| {
+                        let (fin, gid) = (fin.clone(), gid.clone());
+                        async move {
+                            fin.lock().unwrap().entry(gid).or_default().push(rollback);
+                            Ok(())
                         }
-                        wf.new_branch()?;
-                        post(&wf, &http, "TransIn", &input).await?;
-                        Ok(Vec::new())
-                    }
-                })
-                .unwrap();
-
-                let loc = local.clone();
-                wfs.register_with_options("result", opts(1), move |wf, input| {
-                    let loc = loc.clone();
-                    async move {
-                        wf.new_branch()?;
-                        let gid = wf.gid().to_string();
-                        let mut r = wf
-                            .do_(move |_info| async move {
-                                count(&loc, &gid);
-                                Ok(b"hello ".to_vec())
-                            })
-                            .await?;
-                        r.extend_from_slice(&input);
-                        Ok(r)
-                    }
-                })
-                .unwrap();
-
-                let loc = local.clone();
-                wfs.register_with_options("slow", opts(1), move |wf, _input| {
-                    let loc = loc.clone();
-                    async move {
-                        wf.new_branch()?;
-                        let gid = wf.gid().to_string();
-                        wf.do_(move |_info| async move {
-                            count(&loc, &gid);
-                            // Longer than the retry interval: DTM calls back meanwhile.
-                            tokio::time::sleep(Duration::from_millis(2500)).await;
-                            Ok(Vec::new())
-                        })
-                        .await?;
-                        Ok(Vec::new())
-                    }
-                })
-                .unwrap();
-
-                let app = wfs.callback_router("/api/wf/resume");
-                tokio::spawn(async move { axum::serve(listener, app).await });
-                WfEnv {
-                    wfs,
-                    local,
-                    finished,
-                    nd_flag,
+                    })?;
+                    counted_step(&wf, &loc, b"done", Duration::ZERO).await?;
+                    Ok(Vec::new())
                 }
             })
+            .unwrap();
+
+            let loc = local.clone();
+            with_http(&wfs, "resume", &http, move |wf, input, http| {
+                let loc = loc.clone();
+                async move {
+                    wf.new_branch()?;
+                    counted_step(&wf, &loc, b"local", Duration::ZERO).await?;
+                    wf.new_branch()?;
+                    post(&wf, &http, "TransIn", &input).await?;
+                    wf.new_branch()?;
+                    post(&wf, &http, "TransOut", &input).await?;
+                    Ok(Vec::new())
+                }
+            });
+
+            with_http(&wfs, "phase2", &http, |wf, input, http| async move {
+                transfer_steps(&wf, &http, &input).await?;
+                wf.new_branch()?;
+                post(&wf, &http, "TransOutTry", &input).await?;
+                Ok(Vec::new())
+            });
+
+            let flag = nd_flag.clone();
+            with_http(&wfs, "nd", &http, move |wf, input, http| {
+                let flag = flag.clone();
+                async move {
+                    wf.new_branch()?;
+                    if flag.load(Ordering::SeqCst) {
+                        // The "new version" of the code: a local step where an HTTP
+                        // call was recorded.
+                        wf.do_(|_info| async { Ok(Vec::new()) }).await?;
+                    } else {
+                        post(&wf, &http, "TransOut", &input).await?;
+                    }
+                    wf.new_branch()?;
+                    post(&wf, &http, "TransIn", &input).await?;
+                    Ok(Vec::new())
+                }
+            });
+
+            let loc = local.clone();
+            wfs.register_with_options("result", opts(1), move |wf, input| {
+                let loc = loc.clone();
+                async move {
+                    wf.new_branch()?;
+                    let mut r = counted_step(&wf, &loc, b"hello ", Duration::ZERO).await?;
+                    r.extend_from_slice(&input);
+                    Ok(r)
+                }
+            })
+            .unwrap();
+
+            let loc = local.clone();
+            wfs.register_with_options("slow", opts(1), move |wf, _input| {
+                let loc = loc.clone();
+                async move {
+                    wf.new_branch()?;
+                    // Longer than the retry interval: DTM calls back meanwhile.
+                    counted_step(&wf, &loc, b"", Duration::from_millis(2500)).await?;
+                    Ok(Vec::new())
+                }
+            })
+            .unwrap();
+
+            let app = wfs.callback_router("/api/wf/resume");
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            WfEnv {
+                wfs,
+                local,
+                finished,
+                nd_flag,
+            }
         })
-        .join()
-        .unwrap()
     })
 }
 
@@ -276,6 +260,15 @@ pub async fn execute(name: &str, gid: &str, input: &[u8]) -> dtmcli::Result<Vec<
 
 fn input(req: &BusiReq) -> Vec<u8> {
     serde_json::to_vec(req).unwrap()
+}
+
+/// A transfer of `amount` whose credit (TransIn) the bank refuses.
+fn refused_in(amount: i64) -> BusiReq {
+    BusiReq {
+        amount,
+        trans_in_result: "FAILURE".into(),
+        ..Default::default()
+    }
 }
 
 fn local_count(gid: &str) -> usize {
@@ -306,11 +299,7 @@ pub async fn saga_success() {
 
 pub async fn saga_rollback_skips_the_failed_branch() {
     let gid = gid("wf-saga-rb");
-    let req = BusiReq {
-        amount: 30,
-        trans_in_result: "FAILURE".into(),
-        ..Default::default()
-    };
+    let req = refused_in(30);
     let err = execute("saga", &gid, &input(&req)).await.unwrap_err();
     assert!(err.is_failure(), "{err}");
     let q = wait_status(&dtm(), &gid, "failed").await;
@@ -350,11 +339,7 @@ pub async fn tcc_commit() {
 
 pub async fn tcc_rollback() {
     let gid = gid("wf-tcc-rb");
-    let req = BusiReq {
-        amount: 5,
-        trans_in_result: "FAILURE".into(),
-        ..Default::default()
-    };
+    let req = refused_in(5);
     assert!(execute("tcc", &gid, &input(&req))
         .await
         .unwrap_err()
