@@ -53,6 +53,8 @@
 //! # Ok(()) }
 //! ```
 
+use std::fmt::Write as _;
+
 use futures_util::future::BoxFuture;
 use sqlx::{Pool, Transaction};
 
@@ -142,79 +144,62 @@ pub type BarrierKey = (String, String, String, String);
 // - left to the table: a column narrower than the DDL's or a charset other than utf8mb4
 //   would still be truncated or converted by IGNORE on a first insert; the migration
 //   statement (`mysql_exact_collation_migration`) also restores sizes and charset.
-macro_rules! insert_sql {
-    (mysql, $t:expr, $n:expr) => {
-        format!(
-            "insert ignore into {}(trans_type, gid, branch_id, op, barrier_id, reason) values{}",
-            $t,
-            vec!["(?,?,?,?,?,?)"; $n].join(",")
-        )
-    };
-    (postgres, $t:expr, $n:expr) => {
-        format!(
-            "insert into {}(trans_type, gid, branch_id, op, barrier_id, reason) values{} on conflict ON CONSTRAINT uniq_barrier do nothing",
-            $t,
-            (0..$n)
-                .map(|i| {
-                    let b = i * 6;
-                    format!("(${},${},${},${},${},${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6)
-                })
-                .collect::<Vec<_>>()
-                .join(",")
-        )
-    };
+fn insert_sql(kind: DbKind, table: &TableName, n: usize) -> String {
+    let columns = "(trans_type, gid, branch_id, op, barrier_id, reason)";
+    let values = placeholders(kind, "(?,?,?,?,?,?)", n, ",");
+    match kind {
+        DbKind::Mysql => format!("insert ignore into {table}{columns} values{values}"),
+        DbKind::Postgres => format!(
+            "insert into {table}{columns} values{values} on conflict ON CONSTRAINT uniq_barrier do nothing"
+        ),
+    }
 }
 
-macro_rules! holders_sql {
-    (mysql, $t:expr, $n:expr) => {
-        format!(
-            // convert(): sqlx reads a utf8mb4_bin column as VARBINARY, which a String
-            // refuses; the bytes are utf8mb4 already and stay as they are.
+/// The unique key of a barrier row, as a condition.
+const KEY: &str = "gid=? and branch_id=? and op=? and barrier_id=?";
+
+fn holders_sql(kind: DbKind, table: &TableName, n: usize) -> String {
+    let keys = placeholders(kind, &format!("({KEY})"), n, " or ");
+    match kind {
+        // convert(): sqlx reads a utf8mb4_bin column as VARBINARY, which a String refuses;
+        // the bytes are utf8mb4 already and stay as they are.
+        DbKind::Mysql => format!(
             "select convert(gid using utf8mb4), convert(branch_id using utf8mb4), \
              convert(op using utf8mb4), convert(barrier_id using utf8mb4) \
-             from {} where {} lock in share mode",
-            $t,
-            vec!["(gid=? and branch_id=? and op=? and barrier_id=?)"; $n].join(" or ")
-        )
-    };
-    (postgres, $t:expr, $n:expr) => {
-        format!(
-            "select gid, branch_id, op, barrier_id from {} where {} for share",
-            $t,
-            (0..$n)
-                .map(|i| {
-                    let b = i * 4;
-                    format!(
-                        "(gid=${} and branch_id=${} and op=${} and barrier_id=${})",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" or ")
-        )
-    };
+             from {table} where {keys} lock in share mode"
+        ),
+        DbKind::Postgres => {
+            format!("select gid, branch_id, op, barrier_id from {table} where {keys} for share")
+        }
+    }
 }
 
-macro_rules! select_sql {
-    (mysql, $t:expr) => {
-        format!(
-            "select reason from {} where gid=? and branch_id=? and op=? and barrier_id=?",
-            $t
-        )
-    };
-    (postgres, $t:expr) => {
-        format!(
-            "select reason from {} where gid=$1 and branch_id=$2 and op=$3 and barrier_id=$4",
-            $t
-        )
-    };
+fn select_sql(kind: DbKind, table: &TableName) -> String {
+    let key = placeholders(kind, KEY, 1, "");
+    format!("select reason from {table} where {key}")
+}
+
+/// `n` copies of `group` (written with `?` placeholders) joined by `sep`, in the dialect of
+/// `kind`: MySQL's placeholders are `?`, PostgreSQL's are numbered across the copies (`$1`,
+/// `$2`...).
+fn placeholders(kind: DbKind, group: &str, n: usize, sep: &str) -> String {
+    let copies = vec![group; n].join(sep);
+    if kind == DbKind::Mysql {
+        return copies;
+    }
+    let mut out = String::with_capacity(copies.len() * 2);
+    for (number, part) in copies.split('?').enumerate() {
+        if number > 0 {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "${number}");
+        }
+        out.push_str(part);
+    }
+    out
 }
 
 macro_rules! impl_barrier_db {
-    ($db:ty, $kind:expr, $dialect:ident, $transient:expr) => {
+    ($db:ty, $kind:expr, $transient:expr) => {
         impl sealed::Sealed for $db {}
         impl BarrierDatabase for $db {
             const KIND: DbKind = $kind;
@@ -225,7 +210,7 @@ macro_rules! impl_barrier_db {
                 rows: Vec<BarrierRow<'c>>,
             ) -> BoxFuture<'c, Result<u64, sqlx::Error>> {
                 Box::pin(async move {
-                    let sql = insert_sql!($dialect, table, rows.len());
+                    let sql = insert_sql(Self::KIND, table, rows.len());
                     let mut q = sqlx::query(&sql);
                     for row in &rows {
                         q = q
@@ -247,7 +232,7 @@ macro_rules! impl_barrier_db {
                 rows: &'c [BarrierRow<'c>],
             ) -> BoxFuture<'c, Result<Vec<BarrierKey>, sqlx::Error>> {
                 Box::pin(async move {
-                    let sql = holders_sql!($dialect, table, rows.len());
+                    let sql = holders_sql(Self::KIND, table, rows.len());
                     let mut q = sqlx::query_as::<_, BarrierKey>(&sql);
                     for row in rows {
                         q = q
@@ -266,7 +251,7 @@ macro_rules! impl_barrier_db {
                 row: BarrierRow<'c>,
             ) -> BoxFuture<'c, Result<Option<String>, sqlx::Error>> {
                 Box::pin(async move {
-                    let sql = select_sql!($dialect, table);
+                    let sql = select_sql(Self::KIND, table);
                     sqlx::query_scalar::<_, String>(&sql)
                         .bind(row.gid)
                         .bind(row.branch_id)
@@ -286,7 +271,7 @@ macro_rules! impl_barrier_db {
 }
 
 #[cfg(feature = "mysql")]
-impl_barrier_db!(sqlx::MySql, DbKind::Mysql, mysql, |e| match e {
+impl_barrier_db!(sqlx::MySql, DbKind::Mysql, |e| match e {
     sqlx::Error::Database(db) => db
         .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
         // 1213 deadlock, 1205 lock wait timeout
@@ -295,7 +280,7 @@ impl_barrier_db!(sqlx::MySql, DbKind::Mysql, mysql, |e| match e {
 });
 
 #[cfg(feature = "postgres")]
-impl_barrier_db!(sqlx::Postgres, DbKind::Postgres, postgres, |e| match e {
+impl_barrier_db!(sqlx::Postgres, DbKind::Postgres, |e| match e {
     // deadlock_detected, serialization_failure, lock_not_available
     sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("40P01" | "40001" | "55P03")),
     _ => false,
@@ -608,4 +593,45 @@ where
         sqlx::raw_sql(&stmt).execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_in_each_dialect() -> Result<()> {
+        let t = TableName::new("dtm_barrier.barrier")?;
+        let cols = "dtm_barrier.barrier(trans_type, gid, branch_id, op, barrier_id, reason)";
+        assert_eq!(
+            insert_sql(DbKind::Mysql, &t, 2),
+            format!("insert ignore into {cols} values(?,?,?,?,?,?),(?,?,?,?,?,?)")
+        );
+        assert_eq!(
+            insert_sql(DbKind::Postgres, &t, 2),
+            format!("insert into {cols} values($1,$2,$3,$4,$5,$6),($7,$8,$9,$10,$11,$12) on conflict ON CONSTRAINT uniq_barrier do nothing")
+        );
+        assert_eq!(
+            holders_sql(DbKind::Mysql, &t, 2),
+            "select convert(gid using utf8mb4), convert(branch_id using utf8mb4), \
+             convert(op using utf8mb4), convert(barrier_id using utf8mb4) from dtm_barrier.barrier \
+             where (gid=? and branch_id=? and op=? and barrier_id=?) or \
+             (gid=? and branch_id=? and op=? and barrier_id=?) lock in share mode"
+        );
+        assert_eq!(
+            holders_sql(DbKind::Postgres, &t, 2),
+            "select gid, branch_id, op, barrier_id from dtm_barrier.barrier where \
+             (gid=$1 and branch_id=$2 and op=$3 and barrier_id=$4) or \
+             (gid=$5 and branch_id=$6 and op=$7 and barrier_id=$8) for share"
+        );
+        assert_eq!(
+            select_sql(DbKind::Mysql, &t),
+            "select reason from dtm_barrier.barrier where gid=? and branch_id=? and op=? and barrier_id=?"
+        );
+        assert_eq!(
+            select_sql(DbKind::Postgres, &t),
+            "select reason from dtm_barrier.barrier where gid=$1 and branch_id=$2 and op=$3 and barrier_id=$4"
+        );
+        Ok(())
+    }
 }

@@ -73,6 +73,30 @@ pub trait XaDatabase: BarrierDatabase {
     ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
 }
 
+/// The [`XaDatabase`] methods written alike for both databases: their connect options have
+/// the same getters but no common trait, and sqlx runs a plain `&str` with the text
+/// protocol on either connection.
+macro_rules! describe_and_exec {
+    ($scheme:literal, $options:ty) => {
+        fn describe(o: &$options) -> String {
+            format!(
+                "{}://{}@{}:{}/{}",
+                $scheme,
+                o.get_username(),
+                o.get_host(),
+                o.get_port(),
+                o.get_database().unwrap_or("")
+            )
+        }
+        fn exec<'c>(
+            conn: &'c mut Self::Connection,
+            sql: &'c str,
+        ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+            Box::pin(async move { sqlx::Executor::execute(conn, sql).await.map(drop) })
+        }
+    };
+}
+
 #[cfg(feature = "mysql")]
 impl XaDatabase for sqlx::MySql {
     fn xa_start(xid: &str) -> String {
@@ -125,21 +149,7 @@ impl XaDatabase for sqlx::MySql {
             Ok(false)
         })
     }
-    fn describe(o: &sqlx::mysql::MySqlConnectOptions) -> String {
-        format!(
-            "mysql://{}@{}:{}/{}",
-            o.get_username(),
-            o.get_host(),
-            o.get_port(),
-            o.get_database().unwrap_or("")
-        )
-    }
-    fn exec<'c>(
-        conn: &'c mut Self::Connection,
-        sql: &'c str,
-    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
-        Box::pin(async move { sqlx::Executor::execute(conn, sql).await.map(drop) })
-    }
+    describe_and_exec!("mysql", sqlx::mysql::MySqlConnectOptions);
 }
 
 #[cfg(feature = "postgres")]
@@ -184,21 +194,7 @@ impl XaDatabase for sqlx::Postgres {
             Ok(found.is_some())
         })
     }
-    fn describe(o: &sqlx::postgres::PgConnectOptions) -> String {
-        format!(
-            "postgres://{}@{}:{}/{}",
-            o.get_username(),
-            o.get_host(),
-            o.get_port(),
-            o.get_database().unwrap_or("")
-        )
-    }
-    fn exec<'c>(
-        conn: &'c mut Self::Connection,
-        sql: &'c str,
-    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
-        Box::pin(async move { sqlx::Executor::execute(conn, sql).await.map(drop) })
-    }
+    describe_and_exec!("postgres", sqlx::postgres::PgConnectOptions);
 }
 
 /// The xid of a branch: `<gid>-<branch_id>`. The identity is checked first (the barrier's
@@ -457,37 +453,33 @@ mod tests {
         assert!(xid(&info(&"x".repeat(62), "01")).is_err());
     }
 
+    /// The `Debug` of an `XaLocal` on the database of `url` (password `s3cr3t-pw`) shows
+    /// where it connects (`shown`), never the password.
+    fn debug_hides_the_password<DB: XaDatabase>(url: &str, shown: &str) -> Result<()> {
+        use std::str::FromStr;
+        let opts = <DB::Connection as Connection>::Options::from_str(url)?;
+        let dtm = dtmcli::DtmClient::new("http://127.0.0.1:36789/api/dtmsvr")?;
+        let text = format!("{:?}", XaLocal::<DB, _>::new(opts, dtm));
+        assert!(!text.contains("s3cr3t-pw"), "{text}");
+        assert!(text.contains(shown), "{text}");
+        Ok(())
+    }
+
     #[cfg(feature = "mysql")]
     #[test]
     fn debug_never_prints_the_password() -> Result<()> {
-        use std::str::FromStr;
-        let opts = sqlx::mysql::MySqlConnectOptions::from_str(
+        debug_hides_the_password::<sqlx::MySql>(
             "mysql://bank:s3cr3t-pw@db.example:3307/dtm_busi",
-        )?;
-        let xa = XaLocal::<sqlx::MySql, _>::new(
-            opts,
-            dtmcli::DtmClient::new("http://127.0.0.1:36789/api/dtmsvr")?,
-        );
-        let shown = format!("{xa:?}");
-        assert!(!shown.contains("s3cr3t-pw"), "{shown}");
-        assert!(shown.contains("db.example:3307/dtm_busi"), "{shown}");
-        Ok(())
+            "db.example:3307/dtm_busi",
+        )
     }
 
     #[cfg(feature = "postgres")]
     #[test]
     fn debug_never_prints_the_postgres_password() -> Result<()> {
-        use std::str::FromStr;
-        let opts = sqlx::postgres::PgConnectOptions::from_str(
+        debug_hides_the_password::<sqlx::Postgres>(
             "postgres://bank:s3cr3t-pw@db.example:5433/busi",
-        )?;
-        let xa = XaLocal::<sqlx::Postgres, _>::new(
-            opts,
-            dtmcli::DtmClient::new("http://127.0.0.1:36789/api/dtmsvr")?,
-        );
-        let shown = format!("{xa:?}");
-        assert!(!shown.contains("s3cr3t-pw"), "{shown}");
-        assert!(shown.contains("db.example:5433/busi"), "{shown}");
-        Ok(())
+            "db.example:5433/busi",
+        )
     }
 }

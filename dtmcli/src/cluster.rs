@@ -803,7 +803,8 @@ impl Cluster<WithQuery<crate::JsonRpcClient>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Json, TransGlobal};
+    use crate::fake::{unused, FakeDtm};
+    use crate::TransGlobal;
 
     /// What a fake server does with a `submit`.
     #[derive(Debug, Clone, Copy, PartialEq)]
@@ -844,31 +845,14 @@ mod tests {
         }
     }
 
-    fn unused() -> Error {
-        Error::invalid("not used by these tests")
-    }
-
-    impl Transport for Fake {
-        type Encoding = Json;
-        fn protocol(&self) -> &'static str {
-            "http"
-        }
-        fn server(&self) -> &str {
+    impl FakeDtm for Fake {
+        fn name(&self) -> &'static str {
             self.name
         }
         fn limits(&self) -> &Limits {
             &self.limits
         }
-        fn with_server(&self, _: &str) -> Result<Self> {
-            Ok(self.clone())
-        }
-        fn check_request(&self, _: &TransRequest) -> Result<()> {
-            Ok(())
-        }
-        fn check_branch_url(&self, _: &str) -> Result<()> {
-            Ok(())
-        }
-        fn call_dtm(&self, _: DtmOp, _: TransRequest) -> impl Future<Output = Result<()>> + Send {
+        fn call_dtm(&self) -> impl Future<Output = Result<()>> + Send {
             let this = self.clone();
             async move {
                 this.store.submits.fetch_add(1, Ordering::SeqCst);
@@ -886,22 +870,6 @@ mod tests {
                     Act::Hang => std::future::pending().await,
                 }
             }
-        }
-        async fn register(&self, _: &BranchRegistration) -> Result<()> {
-            Err(unused())
-        }
-        async fn prepare_workflow_progress(&self, _: &TransRequest) -> Result<WorkflowProgress> {
-            Err(unused())
-        }
-        async fn call_branch_bytes(
-            &self,
-            _: &str,
-            _: &TransInfo,
-            _: &std::collections::BTreeMap<String, String>,
-            _: Option<Bytes>,
-            _: Duration,
-        ) -> Result<BranchResponse> {
-            Err(unused())
         }
         fn query(&self, gid: &str) -> impl Future<Output = Result<QueryResult>> + Send {
             self.stored(gid)

@@ -258,32 +258,54 @@ impl<T: Transport<Encoding = Json>> Clone for Xa<T> {
 #[macro_export]
 macro_rules! __global_faces {
     (tcc: $tcc:ty, xa: $xa:ty, $tcc_doc:literal, $xa_doc:literal) => {
-        #[doc = $tcc_doc]
-        pub async fn tcc_global_transaction<R, F, Fut>(
+        $crate::__global_faces!(@face tcc_global_transaction, $tcc, $tcc_doc);
+        $crate::__global_faces!(@face xa_global_transaction, $xa, $xa_doc);
+    };
+    (@face $name:ident, $face:ty, $doc:literal) => {
+        #[doc = $doc]
+        pub async fn $name<R, F, Fut>(
             &self,
             gid: &str,
             options: $crate::TransOptions,
             f: F,
         ) -> $crate::Result<R>
         where
-            F: FnOnce($tcc) -> Fut,
+            F: FnOnce($face) -> Fut,
             Fut: ::std::future::Future<Output = $crate::Result<R>>,
         {
-            <$tcc>::run(self, gid, options, f).await
+            <$face>::run(self, gid, options, f).await
+        }
+    };
+}
+
+/// What a mode's face (`Tcc` or `Xa`, a tuple struct around `Arc<GlobalTx<T>>`, named as the
+/// mode's [`TransType`]) has for any encoding: `run`, the mode's [`GlobalTx::run`] with the
+/// face as the closure's handle, and `gid`. Written once for this crate's faces and dtmgrpc's (hidden: plumbing of the
+/// sibling crates).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __mode_face {
+    ($face:ident, $mode:literal, $client_method:literal) => {
+        #[doc = concat!(
+            "Runs ", $mode, " global transaction over `transport` (see [`", $client_method, "`])."
+        )]
+        pub async fn run<R, F, Fut>(
+            transport: &T,
+            gid: &str,
+            options: $crate::TransOptions,
+            f: F,
+        ) -> $crate::Result<R>
+        where
+            F: FnOnce(Self) -> Fut,
+            Fut: ::std::future::Future<Output = $crate::Result<R>>,
+        {
+            let trans_type = $crate::TransType::$face;
+            $crate::GlobalTx::run(transport, gid, trans_type, options, $face, f).await
         }
 
-        #[doc = $xa_doc]
-        pub async fn xa_global_transaction<R, F, Fut>(
-            &self,
-            gid: &str,
-            options: $crate::TransOptions,
-            f: F,
-        ) -> $crate::Result<R>
-        where
-            F: FnOnce($xa) -> Fut,
-            Fut: ::std::future::Future<Output = $crate::Result<R>>,
-        {
-            <$xa>::run(self, gid, options, f).await
+        /// The global id.
+        pub fn gid(&self) -> &str {
+            self.0.gid()
         }
     };
 }
@@ -330,15 +352,7 @@ impl<T: crate::cluster::Query<Encoding = Json>> crate::cluster::Cluster<T> {
 }
 
 impl<T: Transport<Encoding = Json>> Tcc<T> {
-    /// Runs a TCC global transaction over `transport` (see
-    /// [`DtmClient::tcc_global_transaction`]).
-    pub async fn run<R, F, Fut>(transport: &T, gid: &str, options: TransOptions, f: F) -> Result<R>
-    where
-        F: FnOnce(Self) -> Fut,
-        Fut: Future<Output = Result<R>>,
-    {
-        GlobalTx::run(transport, gid, TransType::Tcc, options, Tcc, f).await
-    }
+    crate::__mode_face!(Tcc, "a TCC", "DtmClient::tcc_global_transaction");
 
     /// Rebuilds the TCC inside a try handler so that it can open sub-branches (`0201`,
     /// `0202`...). `info` is the incoming request's transaction info; it must carry `dtm`
@@ -347,11 +361,6 @@ impl<T: Transport<Encoding = Json>> Tcc<T> {
     /// the result is [`Error::InvalidInput`].
     pub fn nested(client: &T, info: &TransInfo) -> Result<Self> {
         GlobalTx::nested_tcc(client, info).map(Tcc)
-    }
-
-    /// The global id.
-    pub fn gid(&self) -> &str {
-        self.0.gid()
     }
 
     /// The options (branch headers go on every try call).
@@ -377,20 +386,7 @@ impl<T: Transport<Encoding = Json>> Tcc<T> {
 }
 
 impl<T: Transport<Encoding = Json>> Xa<T> {
-    /// Runs an XA global transaction over `transport` (see
-    /// [`DtmClient::xa_global_transaction`]).
-    pub async fn run<R, F, Fut>(transport: &T, gid: &str, options: TransOptions, f: F) -> Result<R>
-    where
-        F: FnOnce(Self) -> Fut,
-        Fut: Future<Output = Result<R>>,
-    {
-        GlobalTx::run(transport, gid, TransType::Xa, options, Xa, f).await
-    }
-
-    /// The global id.
-    pub fn gid(&self) -> &str {
-        self.0.gid()
-    }
+    crate::__mode_face!(Xa, "an XA", "DtmClient::xa_global_transaction");
 
     /// Calls an XA branch: POST `url` with `op=action`, a new branch id, `phase2_url=url`
     /// and `dtm`, so the branch can register itself; DTM later calls the same URL with

@@ -82,6 +82,8 @@ mod branch_id;
 #[cfg(feature = "http")]
 pub mod cluster;
 mod error;
+#[cfg(test)]
+mod fake;
 pub mod global;
 // The sibling crates' plumbing (dtmgrpc, dtm-workflow, dtm-barrier), public for them and
 // out of the documented surface: `http_stack`, `redact`, `resolve`, and the hidden items

@@ -256,13 +256,10 @@ mod tests {
     use std::future::Future;
     use std::sync::{Arc, Mutex};
 
-    use bytes::Bytes;
-
     use super::*;
+    use crate::fake::FakeDtm;
     use crate::limits::Limits;
-    use crate::transport::{BranchRegistration, BranchResponse, DtmOp, Json};
-    use crate::types::TransInfo;
-    use crate::wire::{QueryResult, TransRequest, WorkflowProgress};
+    use crate::wire::QueryResult;
 
     /// A transport whose only working call is `query`, answering the statuses it is given in
     /// turn (the last one for ever); `None` for a gid DTM does not hold.
@@ -287,44 +284,12 @@ mod tests {
         }
     }
 
-    impl Transport for Stored {
-        type Encoding = Json;
-        fn protocol(&self) -> &'static str {
-            "fake"
-        }
-        fn server(&self) -> &str {
+    impl FakeDtm for Stored {
+        fn name(&self) -> &'static str {
             "fake"
         }
         fn limits(&self) -> &Limits {
             &self.limits
-        }
-        fn with_server(&self, _: &str) -> Result<Self> {
-            Ok(self.clone())
-        }
-        fn check_request(&self, _: &TransRequest) -> Result<()> {
-            Ok(())
-        }
-        fn check_branch_url(&self, _: &str) -> Result<()> {
-            Ok(())
-        }
-        async fn call_dtm(&self, _: DtmOp, _: TransRequest) -> Result<()> {
-            Err(Error::other("unused"))
-        }
-        async fn register(&self, _: &BranchRegistration) -> Result<()> {
-            Err(Error::other("unused"))
-        }
-        async fn prepare_workflow_progress(&self, _: &TransRequest) -> Result<WorkflowProgress> {
-            Err(Error::other("unused"))
-        }
-        async fn call_branch_bytes(
-            &self,
-            _: &str,
-            _: &TransInfo,
-            _: &std::collections::BTreeMap<String, String>,
-            _: Option<Bytes>,
-            _: Duration,
-        ) -> Result<BranchResponse> {
-            Err(Error::other("unused"))
         }
         fn query(&self, _: &str) -> impl Future<Output = Result<QueryResult>> + Send {
             let this = self.clone();
@@ -367,18 +332,9 @@ mod tests {
         }
     }
 
-    const STATUSES: [Option<&str>; 6] = [
-        None,
-        Some("prepared"),
-        Some("submitted"),
-        Some("aborting"),
-        Some("succeed"),
-        Some("failed"),
-    ];
-
     async fn submit_table(wait: bool, answer: fn() -> Error) -> Vec<String> {
         let mut out = Vec::new();
-        for s in STATUSES {
+        for s in crate::resolve::STORED_STATUSES {
             let t = stored(&[s]);
             out.push(class(
                 &submitted(&t, "g", TransType::Saga, wait, Err(answer())).await,
@@ -469,7 +425,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_prepare_says_why_and_never_runs_anything() {
         let mut out = Vec::new();
-        for s in STATUSES {
+        for s in crate::resolve::STORED_STATUSES {
             let t = stored(&[s]);
             let answer = Err(Error::failure("current status 'x', cannot prepare"));
             out.push(class(&prepared(&t, "g", TransType::Saga, answer).await));

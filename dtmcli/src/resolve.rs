@@ -136,6 +136,18 @@ fn unknown_status(s: &str) -> Resolution {
     ))
 }
 
+/// No transaction, then every status DTM stores one in: the columns of the tables the unit
+/// tests check calls against (here and in `outcome`).
+#[cfg(test)]
+pub(crate) const STORED_STATUSES: [Option<&str>; 6] = [
+    None,
+    Some("prepared"),
+    Some("submitted"),
+    Some("aborting"),
+    Some("succeed"),
+    Some("failed"),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,17 +178,9 @@ mod tests {
         }
     }
 
-    const ALL: [Option<&str>; 6] = [
-        None,
-        Some("prepared"),
-        Some("submitted"),
-        Some("aborting"),
-        Some("succeed"),
-        Some("failed"),
-    ];
-
     fn table(call: StateCall<'_>) -> Vec<&'static str> {
-        ALL.iter()
+        STORED_STATUSES
+            .iter()
             .map(|s| match resolve(call, &q(*s, &[])) {
                 Resolution::Done => "done",
                 Resolution::Resend => "resend",

@@ -110,6 +110,23 @@ fn info(op: Op) -> TransInfo {
     TransInfo::new("g-bounds", TransType::Tcc, "01", op)
 }
 
+/// A client of `server` with these bounds.
+fn bounded(server: &str, limits: dtmcli::Limits) -> DtmClient {
+    DtmClient::builder(server).limits(limits).build().unwrap()
+}
+
+/// The error of a branch call that must fail: `body` to `url`, as a TCC try.
+async fn branch_error(dtm: &DtmClient, url: &str, body: Option<&str>) -> Error {
+    dtm.call_branch(url, &info(Op::Try), &BTreeMap::new(), body.map(Into::into))
+        .await
+        .unwrap_err()
+}
+
+/// Submits a one-step saga `gid`.
+async fn submit_saga(dtm: &DtmClient, gid: &str) -> dtmcli::Result<()> {
+    dtm.saga(gid).add("http://a", "http://b", &1).submit().await
+}
+
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
@@ -120,20 +137,10 @@ fn free_port() -> u16 {
 #[tokio::test]
 async fn a_branch_that_never_answers_times_out() {
     let branch = hostile(Behaviour::Silent).await;
-    let dtm = DtmClient::builder("http://127.0.0.1:1/api/dtmsvr")
-        .limits(dtmcli::Limits::default().with_timeout(Duration::from_secs(2)))
-        .build()
-        .unwrap();
+    let limits = dtmcli::Limits::default().with_timeout(Duration::from_secs(2));
+    let dtm = bounded("http://127.0.0.1:1/api/dtmsvr", limits);
     let t = Instant::now();
-    let e = dtm
-        .call_branch(
-            &format!("{branch}/TransOutTry"),
-            &info(Op::Try),
-            &BTreeMap::new(),
-            Some("{}".into()),
-        )
-        .await
-        .unwrap_err();
+    let e = branch_error(&dtm, &format!("{branch}/TransOutTry"), Some("{}")).await;
     let took = t.elapsed();
     assert!(e.is_transport(), "{e:?}");
     assert!(took >= Duration::from_secs(2), "{took:?}");
@@ -182,14 +189,10 @@ async fn tcc_try_uses_the_transactions_request_timeout() {
 #[tokio::test]
 async fn extreme_durations_do_not_panic() {
     let fake_dtm = hostile(Behaviour::Fixed(ok("application/json", SUCCESS))).await;
-    let dtm = DtmClient::builder(format!("{fake_dtm}/api/dtmsvr"))
-        .limits(
-            dtmcli::Limits::default()
-                .with_timeout(Duration::MAX)
-                .with_connect_timeout(Duration::MAX),
-        )
-        .build()
-        .unwrap();
+    let max = dtmcli::Limits::default()
+        .with_timeout(Duration::MAX)
+        .with_connect_timeout(Duration::MAX);
+    let dtm = bounded(&format!("{fake_dtm}/api/dtmsvr"), max);
     assert_eq!(dtm.timeout(), dtmcli::MAX_TIMEOUT);
     let options = TransOptions::default()
         .wait_result(true)
@@ -222,32 +225,17 @@ async fn endless_answers_are_too_large() {
     for b in [Behaviour::Endless, Behaviour::HugeLength] {
         let peer = hostile(b).await;
         let limit = 256 * 1024;
-        let dtm = DtmClient::builder(format!("{peer}/api/dtmsvr"))
-            .limits(dtmcli::Limits::default().with_max_answer_bytes(limit))
-            .build()
-            .unwrap();
+        let capped = dtmcli::Limits::default().with_max_answer_bytes(limit);
+        let dtm = bounded(&format!("{peer}/api/dtmsvr"), capped);
         let t = Instant::now();
-        let e = dtm
-            .call_branch(
-                &format!("{peer}/TransOutTry"),
-                &info(Op::Try),
-                &BTreeMap::new(),
-                None,
-            )
-            .await
-            .unwrap_err();
+        let e = branch_error(&dtm, &format!("{peer}/TransOutTry"), None).await;
         assert!(
             matches!(e, Error::TooLarge { limit: l, ref url } if l == limit && url.ends_with("/TransOutTry")),
             "{e:?}"
         );
         let e = dtm.new_gid().await.unwrap_err();
         assert!(matches!(e, Error::TooLarge { .. }), "{e:?}");
-        let e = dtm
-            .saga("g-big")
-            .add("http://a", "http://b", &1)
-            .submit()
-            .await
-            .unwrap_err();
+        let e = submit_saga(&dtm, "g-big").await.unwrap_err();
         assert!(matches!(e, Error::TooLarge { .. }), "{e:?}");
         assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
     }
@@ -274,12 +262,7 @@ async fn a_200_that_is_not_dtms_answer_is_a_decode_error() {
     ] {
         let peer = hostile(Behaviour::Fixed(answer)).await;
         let dtm = DtmClient::new(format!("{peer}/api/dtmsvr")).unwrap();
-        let e = dtm
-            .saga("g-html")
-            .add("http://a", "http://b", &1)
-            .submit()
-            .await
-            .unwrap_err();
+        let e = submit_saga(&dtm, "g-html").await.unwrap_err();
         assert!(matches!(e, Error::Decode { .. }), "{answer}: {e:?}");
         let m = dtm.msg("g-html").add("http://a", &1);
         assert!(matches!(
@@ -306,11 +289,7 @@ async fn a_200_that_is_not_dtms_answer_is_a_decode_error() {
     // DTM's own answer still passes.
     let peer = hostile(Behaviour::Fixed(ok("application/json", SUCCESS))).await;
     let dtm = DtmClient::new(format!("{peer}/api/dtmsvr")).unwrap();
-    dtm.saga("g-ok")
-        .add("http://a", "http://b", &1)
-        .submit()
-        .await
-        .unwrap();
+    submit_saga(&dtm, "g-ok").await.unwrap();
 }
 
 // ---------------------------------------------------------------- secrets
@@ -345,24 +324,12 @@ async fn credentials_never_show() {
     let e = dtm.new_gid().await.unwrap_err();
     assert!(e.is_transport(), "{e:?}");
     assert_error_clean("transport (newGid)", &e);
-    let e = dtm
-        .saga("g-secret")
-        .add("http://a", "http://b", &1)
-        .submit()
-        .await
-        .unwrap_err();
+    let e = submit_saga(&dtm, "g-secret").await.unwrap_err();
     assert!(e.is_transport(), "{e:?}");
     assert_error_clean("transport (submit)", &e);
     // A branch URL with credentials.
-    let e = dtm
-        .call_branch(
-            &format!("http://u:s3cret@127.0.0.1:{}/b", free_port()),
-            &info(Op::Try),
-            &BTreeMap::new(),
-            None,
-        )
-        .await
-        .unwrap_err();
+    let url = format!("http://u:s3cret@127.0.0.1:{}/b", free_port());
+    let e = branch_error(&dtm, &url, None).await;
     assert_error_clean("transport (branch)", &e);
 
     // Status: a 500.
@@ -382,11 +349,7 @@ async fn credentials_never_show() {
     let dtm = DtmClient::new(format!("{with_pw}/api/dtmsvr")).unwrap();
     for e in [
         dtm.new_gid().await.unwrap_err(),
-        dtm.saga("g-secret")
-            .add("http://a", "http://b", &1)
-            .submit()
-            .await
-            .unwrap_err(),
+        submit_saga(&dtm, "g-secret").await.unwrap_err(),
     ] {
         assert!(matches!(e, Error::Decode { .. }), "{e:?}");
         assert_error_clean("decode", &e);
@@ -395,10 +358,8 @@ async fn credentials_never_show() {
     // TooLarge.
     let peer = hostile(Behaviour::Endless).await;
     let with_pw = peer.replace("http://", "http://admin:s3cret@");
-    let dtm = DtmClient::builder(format!("{with_pw}/api/dtmsvr"))
-        .limits(dtmcli::Limits::default().with_max_answer_bytes(1024))
-        .build()
-        .unwrap();
+    let capped = dtmcli::Limits::default().with_max_answer_bytes(1024);
+    let dtm = bounded(&format!("{with_pw}/api/dtmsvr"), capped);
     let e = dtm.new_gid().await.unwrap_err();
     assert!(matches!(e, Error::TooLarge { .. }), "{e:?}");
     assert_error_clean("too large", &e);
@@ -462,12 +423,7 @@ async fn invalid_gids_are_refused_before_sending() {
     // Nothing listens there: a request would be a transport error.
     let dtm = DtmClient::new(format!("http://127.0.0.1:{}/api/dtmsvr", free_port())).unwrap();
     for gid in ["", "a;b", "a\nb", " a", &"x".repeat(129)] {
-        let e = dtm
-            .saga(gid)
-            .add("http://a", "http://b", &1)
-            .submit()
-            .await
-            .unwrap_err();
+        let e = submit_saga(&dtm, gid).await.unwrap_err();
         assert!(matches!(e, Error::InvalidInput(_)), "saga {gid:?}: {e:?}");
         let e = dtm
             .msg(gid)

@@ -23,70 +23,57 @@ struct Hostile {
     gid_len: usize,
 }
 
-#[tonic::async_trait]
-impl Dtm for Hostile {
-    async fn new_gid(
-        &self,
-        _: tonic::Request<()>,
-    ) -> Result<tonic::Response<DtmGidReply>, tonic::Status> {
+type Answer<T> = Result<tonic::Response<T>, tonic::Status>;
+
+impl Hostile {
+    async fn gid(&self) -> Answer<DtmGidReply> {
         Ok(tonic::Response::new(DtmGidReply {
             gid: "x".repeat(self.gid_len),
         }))
     }
-    async fn submit(
-        &self,
-        _: tonic::Request<DtmRequest>,
-    ) -> Result<tonic::Response<()>, tonic::Status> {
+    async fn ok<T: Default>(&self) -> Answer<T> {
+        Ok(tonic::Response::new(T::default()))
+    }
+    async fn never<T>(&self) -> Answer<T> {
         std::future::pending().await
     }
-    async fn prepare(
-        &self,
-        _: tonic::Request<DtmRequest>,
-    ) -> Result<tonic::Response<()>, tonic::Status> {
-        Ok(tonic::Response::new(()))
-    }
-    async fn abort(
-        &self,
-        _: tonic::Request<DtmRequest>,
-    ) -> Result<tonic::Response<()>, tonic::Status> {
-        Ok(tonic::Response::new(()))
-    }
-    async fn register_branch(
-        &self,
-        _: tonic::Request<DtmBranchRequest>,
-    ) -> Result<tonic::Response<()>, tonic::Status> {
-        Ok(tonic::Response::new(()))
-    }
-    async fn prepare_workflow(
-        &self,
-        _: tonic::Request<DtmRequest>,
-    ) -> Result<tonic::Response<DtmProgressesReply>, tonic::Status> {
-        std::future::pending().await
-    }
-    async fn subscribe(
-        &self,
-        _: tonic::Request<DtmTopicRequest>,
-    ) -> Result<tonic::Response<()>, tonic::Status> {
-        Ok(tonic::Response::new(()))
-    }
-    async fn unsubscribe(
-        &self,
-        _: tonic::Request<DtmTopicRequest>,
-    ) -> Result<tonic::Response<()>, tonic::Status> {
-        Ok(tonic::Response::new(()))
-    }
-    async fn delete_topic(
-        &self,
-        _: tonic::Request<DtmTopicRequest>,
-    ) -> Result<tonic::Response<()>, tonic::Status> {
-        Ok(tonic::Response::new(()))
-    }
+}
+
+/// `impl Dtm for Hostile`, each rpc answered by the `Hostile` method named after it (a
+/// macro: the trait's methods can only be written out one by one).
+macro_rules! hostile_rpcs {
+    ($($rpc:ident($req:ty) -> $resp:ty: $answer:ident;)*) => {
+        #[tonic::async_trait]
+        impl Dtm for Hostile {
+            $(async fn $rpc(&self, _: tonic::Request<$req>) -> Answer<$resp> {
+                self.$answer().await
+            })*
+        }
+    };
+}
+
+hostile_rpcs! {
+    new_gid(()) -> DtmGidReply: gid;
+    submit(DtmRequest) -> (): never;
+    prepare(DtmRequest) -> (): ok;
+    abort(DtmRequest) -> (): ok;
+    register_branch(DtmBranchRequest) -> (): ok;
+    prepare_workflow(DtmRequest) -> DtmProgressesReply: never;
+    subscribe(DtmTopicRequest) -> (): ok;
+    unsubscribe(DtmTopicRequest) -> (): ok;
+    delete_topic(DtmTopicRequest) -> (): ok;
+}
+
+/// A listener on a free port of 127.0.0.1, and its `127.0.0.1:<port>`.
+async fn listen() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    (listener, addr)
 }
 
 /// Starts a [`Hostile`] gRPC server; returns `127.0.0.1:<port>`.
 async fn hostile_grpc(gid_len: usize) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
+    let (listener, addr) = listen().await;
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(DtmServer::new(Hostile { gid_len }))
@@ -97,8 +84,7 @@ async fn hostile_grpc(gid_len: usize) -> String {
 
 /// A TCP port that accepts connections, reads, and never writes a byte.
 async fn mute_tcp() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
+    let (listener, addr) = listen().await;
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
@@ -114,8 +100,7 @@ async fn mute_tcp() -> String {
 #[cfg(feature = "http")]
 async fn huge_http(len: usize) -> String {
     use tokio::io::AsyncWriteExt;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
+    let (listener, addr) = listen().await;
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
@@ -134,15 +119,26 @@ fn info() -> TransInfo {
     TransInfo::new("g1", TransType::Tcc, "01", Op::Try)
 }
 
-fn client(target: &str, timeout: Duration) -> DtmGrpcClient {
+/// A client of `target` with these bounds.
+fn bounded(target: &str, limits: dtmcli::Limits) -> DtmGrpcClient {
     DtmGrpcClient::builder(target)
-        .limits(
-            dtmcli::Limits::default()
-                .with_timeout(timeout)
-                .with_connect_timeout(Duration::from_secs(2)),
-        )
+        .limits(limits)
         .build()
         .unwrap()
+}
+
+fn client(target: &str, timeout: Duration) -> DtmGrpcClient {
+    let limits = dtmcli::Limits::default()
+        .with_timeout(timeout)
+        .with_connect_timeout(Duration::from_secs(2));
+    bounded(target, limits)
+}
+
+/// The error of a branch call that must fail: `body` to `url`, with the transaction info.
+async fn branch_error(c: &DtmGrpcClient, url: &str, body: &'static [u8]) -> Error {
+    c.call_branch_raw(url, &info(), &BTreeMap::new(), Bytes::from_static(body))
+        .await
+        .unwrap_err()
 }
 
 fn assert_deadline(e: &Error, started: Instant, limit: Duration) {
@@ -162,43 +158,32 @@ fn assert_deadline(e: &Error, started: Instant, limit: Duration) {
     );
 }
 
+/// [`assert_deadline`] of a gRPC call: `DeadlineExceeded`.
+fn assert_grpc_deadline(e: &Error, started: Instant, limit: Duration) {
+    assert!(matches!(e, Error::Grpc { code: 4, .. }), "{e:?}");
+    assert_deadline(e, started, limit);
+}
+
 #[tokio::test]
 async fn calls_to_silent_peers_end_within_the_timeout() {
     let t = Duration::from_millis(300);
+    let limit = Duration::from_secs(3);
     // Accepts TCP and never speaks HTTP/2.
     let mute = mute_tcp().await;
     let c = client(&mute, t);
     let started = Instant::now();
     let e = c.new_gid().await.unwrap_err();
-    assert!(matches!(e, Error::Grpc { code: 4, .. }), "{e:?}");
-    assert_deadline(&e, started, Duration::from_secs(3));
+    assert_grpc_deadline(&e, started, limit);
     let started = Instant::now();
-    let e = c
-        .call_branch_raw(
-            &format!("{mute}/busi.Busi/TransIn"),
-            &info(),
-            &BTreeMap::new(),
-            Bytes::new(),
-        )
-        .await
-        .unwrap_err();
-    assert!(matches!(e, Error::Grpc { code: 4, .. }), "{e:?}");
-    assert_deadline(&e, started, Duration::from_secs(3));
+    let e = branch_error(&c, &format!("{mute}/busi.Busi/TransIn"), b"").await;
+    assert_grpc_deadline(&e, started, limit);
     // An http:// branch that never answers (the SDK calls http:// branches itself only
     // with the `http` feature).
     #[cfg(feature = "http")]
     {
         let started = Instant::now();
-        let e = c
-            .call_branch_raw(
-                &format!("http://{mute}/api/busi/TransIn"),
-                &info(),
-                &BTreeMap::new(),
-                Bytes::from_static(b"{}"),
-            )
-            .await
-            .unwrap_err();
-        assert_deadline(&e, started, Duration::from_secs(3));
+        let e = branch_error(&c, &format!("http://{mute}/api/busi/TransIn"), b"{}").await;
+        assert_deadline(&e, started, limit);
     }
 
     // Speaks HTTP/2 and gRPC, but the call never ends.
@@ -207,20 +192,10 @@ async fn calls_to_silent_peers_end_within_the_timeout() {
     let req = DtmRequest::from(&c.saga("g1").request().unwrap());
     let started = Instant::now();
     let e = c.submit(&req).await.unwrap_err();
-    assert!(matches!(e, Error::Grpc { code: 4, .. }), "{e:?}");
-    assert_deadline(&e, started, Duration::from_secs(3));
+    assert_grpc_deadline(&e, started, limit);
     let started = Instant::now();
-    let e = c
-        .call_branch_raw(
-            &format!("{grpc}/dtmgimp.Dtm/Submit"),
-            &info(),
-            &BTreeMap::new(),
-            Bytes::new(),
-        )
-        .await
-        .unwrap_err();
-    assert!(matches!(e, Error::Grpc { code: 4, .. }), "{e:?}");
-    assert_deadline(&e, started, Duration::from_secs(3));
+    let e = branch_error(&c, &format!("{grpc}/dtmgimp.Dtm/Submit"), b"").await;
+    assert_grpc_deadline(&e, started, limit);
 }
 
 #[tokio::test]
@@ -244,28 +219,16 @@ async fn a_transactions_request_timeout_bounds_its_branch_calls() {
         })
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::Grpc { code: 4, .. }), "{e:?}");
-    assert_deadline(&e, started, Duration::from_secs(5));
+    assert_grpc_deadline(&e, started, Duration::from_secs(5));
 }
 
 #[tokio::test]
 async fn answers_above_the_cap_are_too_large() {
     let grpc = hostile_grpc(64 * 1024).await;
-    let small = DtmGrpcClient::builder(&grpc)
-        .limits(dtmcli::Limits::default().with_max_answer_bytes(1024))
-        .build()
-        .unwrap();
+    let small = bounded(&grpc, dtmcli::Limits::default().with_max_answer_bytes(1024));
     let e = small.new_gid().await.unwrap_err();
     assert!(matches!(e, Error::TooLarge { limit: 1024, .. }), "{e:?}");
-    let e = small
-        .call_branch_raw(
-            &format!("{grpc}/dtmgimp.Dtm/NewGid"),
-            &info(),
-            &BTreeMap::new(),
-            Bytes::new(),
-        )
-        .await
-        .unwrap_err();
+    let e = branch_error(&small, &format!("{grpc}/dtmgimp.Dtm/NewGid"), b"").await;
     assert!(matches!(e, Error::TooLarge { limit: 1024, .. }), "{e:?}");
     // Under the default cap the same answer passes.
     let gid = DtmGrpcClient::new(&grpc).unwrap().new_gid().await.unwrap();
@@ -274,15 +237,7 @@ async fn answers_above_the_cap_are_too_large() {
     #[cfg(feature = "http")]
     {
         let http = huge_http(100_000).await;
-        let e = small
-            .call_branch_raw(
-                &format!("http://{http}/api/busi/TransIn"),
-                &info(),
-                &BTreeMap::new(),
-                Bytes::from_static(b"{}"),
-            )
-            .await
-            .unwrap_err();
+        let e = branch_error(&small, &format!("http://{http}/api/busi/TransIn"), b"{}").await;
         assert!(matches!(e, Error::TooLarge { limit: 1024, .. }), "{e:?}");
     }
 }
@@ -290,14 +245,10 @@ async fn answers_above_the_cap_are_too_large() {
 #[tokio::test]
 async fn extreme_durations_do_not_panic() {
     let grpc = hostile_grpc(8).await;
-    let c = DtmGrpcClient::builder(&grpc)
-        .limits(
-            dtmcli::Limits::default()
-                .with_timeout(Duration::MAX)
-                .with_connect_timeout(Duration::MAX),
-        )
-        .build()
-        .unwrap();
+    let max = dtmcli::Limits::default()
+        .with_timeout(Duration::MAX)
+        .with_connect_timeout(Duration::MAX);
+    let c = bounded(&grpc, max);
     assert_eq!(c.timeout(), dtmcli::MAX_TIMEOUT);
     let o = TransOptions::default()
         .wait_result(true)
@@ -375,26 +326,11 @@ async fn credentials_never_show() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let e = c
-        .call_branch_raw(
-            &format!("http://u:s3cret@127.0.0.1:{port}/api/busi/TransIn"),
-            &info(),
-            &BTreeMap::new(),
-            Bytes::from_static(b"{}"),
-        )
-        .await
-        .unwrap_err();
+    let url = format!("http://u:s3cret@127.0.0.1:{port}/api/busi/TransIn");
+    let e = branch_error(&c, &url, b"{}").await;
     assert!(!e.to_string().contains("s3cret"), "{e}");
     assert!(!format!("{e:?}").contains("s3cret"), "{e:?}");
-    let e = c
-        .call_branch_raw(
-            "u:s3cret@h:1/a.B/C",
-            &info(),
-            &BTreeMap::new(),
-            Bytes::new(),
-        )
-        .await
-        .unwrap_err();
+    let e = branch_error(&c, "u:s3cret@h:1/a.B/C", b"").await;
     assert!(!e.to_string().contains("s3cret"), "{e}");
 }
 
@@ -434,10 +370,8 @@ async fn with_server_follows_only_trusted_servers() {
 #[tokio::test]
 async fn gids_are_checked_before_anything_is_sent() {
     // A dead DTM: a call would give Unavailable, a refusal InvalidInput.
-    let c = DtmGrpcClient::builder("127.0.0.1:1")
-        .limits(dtmcli::Limits::default().with_connect_timeout(Duration::from_millis(200)))
-        .build()
-        .unwrap();
+    let dead = dtmcli::Limits::default().with_connect_timeout(Duration::from_millis(200));
+    let c = bounded("127.0.0.1:1", dead);
     for bad in ["", "a\tb", "caf\u{e9}", "a;b", " a", &"x".repeat(129)] {
         let e = c.saga(bad).submit().await.unwrap_err();
         assert!(matches!(e, Error::InvalidInput(_)), "saga {bad:?}: {e:?}");

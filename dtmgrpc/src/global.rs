@@ -2,11 +2,10 @@
 //! which holds the lifecycle (prepare, the user's code, submit or abort) and the branch side
 //! of both modes for every transport.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use dtmcli::transport::{Encode, Protobuf, Transport};
-use dtmcli::{GlobalTx, Result, TransInfo, TransOptions, TransType};
+use dtmcli::{GlobalTx, Result, TransInfo, TransOptions};
 use prost::Message;
 use tonic::metadata::MetadataMap;
 
@@ -44,15 +43,7 @@ rolls every registered branch back)."
 }
 
 impl<T: Transport<Encoding = Protobuf>> Tcc<T> {
-    /// Runs a TCC global transaction over `transport` (see
-    /// [`DtmGrpcClient::tcc_global_transaction`]).
-    pub async fn run<R, F, Fut>(transport: &T, gid: &str, options: TransOptions, f: F) -> Result<R>
-    where
-        F: FnOnce(Self) -> Fut,
-        Fut: Future<Output = Result<R>>,
-    {
-        GlobalTx::run(transport, gid, TransType::Tcc, options, Tcc, f).await
-    }
+    dtmcli::__mode_face!(Tcc, "a TCC", "DtmGrpcClient::tcc_global_transaction");
 
     /// Rebuilds the TCC inside a try handler so that it can open sub-branches (`0201`,
     /// `0202`...). `info` is the incoming request's transaction info; it must carry `dtm`
@@ -67,11 +58,6 @@ impl<T: Transport<Encoding = Protobuf>> Tcc<T> {
     /// [`Tcc::nested`] from an incoming request's metadata (Go: `TccFromGrpc`).
     pub fn from_metadata(client: &T, md: &MetadataMap) -> Result<Self> {
         Self::nested(client, &trans_info_from_metadata(md)?)
-    }
-
-    /// The global id.
-    pub fn gid(&self) -> &str {
-        self.0.gid()
     }
 
     /// The options (branch headers go on every try call).
@@ -101,20 +87,7 @@ impl<T: Transport<Encoding = Protobuf>> Tcc<T> {
 }
 
 impl<T: Transport<Encoding = Protobuf>> Xa<T> {
-    /// Runs an XA global transaction over `transport` (see
-    /// [`DtmGrpcClient::xa_global_transaction`]).
-    pub async fn run<R, F, Fut>(transport: &T, gid: &str, options: TransOptions, f: F) -> Result<R>
-    where
-        F: FnOnce(Self) -> Fut,
-        Fut: Future<Output = Result<R>>,
-    {
-        GlobalTx::run(transport, gid, TransType::Xa, options, Xa, f).await
-    }
-
-    /// The global id.
-    pub fn gid(&self) -> &str {
-        self.0.gid()
-    }
+    dtmcli::__mode_face!(Xa, "an XA", "DtmGrpcClient::xa_global_transaction");
 
     /// Calls an XA branch: `url` with `op action`, a new branch id, `dtm-phase2_url = url`
     /// and `dtm-dtm`, so the branch can register itself; DTM later calls the same URL with

@@ -239,6 +239,17 @@ pub fn result_to_status<T>(result: dtmcli::Result<T>) -> Result<T, Status> {
     result.map_err(|e| error_to_status(&e))
 }
 
+/// The text of `e` after asserting that it is a gRPC error with `code` (any, if `None`) and
+/// the `answered` mark: what the unit tests check of every gRPC error they make.
+#[cfg(test)]
+pub(crate) fn grpc_error_text(e: &Error, code: Option<i32>, answered: bool) -> String {
+    assert!(
+        matches!(e, Error::Grpc { code: c, answered: a, .. } if *a == answered && code.is_none_or(|code| *c == code)),
+        "{e:?}"
+    );
+    e.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,36 +271,15 @@ mod tests {
     fn a_status_tonic_made_up_is_no_answer() {
         // A peer's status has no source: it answered.
         let e = status_to_error("h:1/s.S/M", &Status::unavailable("overloaded"));
-        assert!(
-            matches!(
-                e,
-                Error::Grpc {
-                    code: 14,
-                    answered: true,
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
         assert_eq!(
-            e.to_string(),
+            grpc_error_text(&e, Some(14), true),
             "h:1/s.S/M answered gRPC status 14: overloaded"
         );
         // tonic's own statuses carry the transport error as their source.
         let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         let status = Status::from_error(Box::new(refused));
         let e = status_to_error("h:1/s.S/M", &status);
-        assert!(
-            matches!(
-                e,
-                Error::Grpc {
-                    answered: false,
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
-        let text = e.to_string();
+        let text = grpc_error_text(&e, None, false);
         assert!(
             text.starts_with("no gRPC answer from h:1/s.S/M: could not connect: refused"),
             "{text}"
@@ -303,21 +293,8 @@ mod tests {
             "{e}"
         );
         let e = no_answer_error("t", Code::DeadlineExceeded, &tonic::TimeoutExpired(()));
-        assert!(
-            matches!(
-                e,
-                Error::Grpc {
-                    code: 4,
-                    answered: false,
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
-        assert!(
-            e.to_string().contains("none came within its deadline"),
-            "{e}"
-        );
+        let text = grpc_error_text(&e, Some(4), false);
+        assert!(text.contains("none came within its deadline"), "{text}");
         assert!(e.is_transport());
     }
 

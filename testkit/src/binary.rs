@@ -104,14 +104,10 @@ pub fn find_binary() -> Result<PathBuf> {
 /// The version a DTM binary reports (`dtm -v` prints `dtm version: v1.19.0`).
 pub fn binary_version(bin: &Path) -> Result<String> {
     // Run outside any project directory: DTM may read files from its working directory.
-    let (status, stdout) = run_bounded(
+    let (status, stdout) = run_quick(
         Command::new(bin)
             .arg("-v")
-            .current_dir(std::env::temp_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
-        QUICK,
+            .current_dir(std::env::temp_dir()),
         &format!("{} -v", bin.display()),
     )?;
     parse_version(&String::from_utf8_lossy(&stdout)).ok_or_else(|| Error::Install {
@@ -208,14 +204,10 @@ fn find_go() -> Result<PathBuf> {
         .ok_or_else(|| Error::Install {
             message: "Go is not installed (no `go` on PATH nor /usr/local/go/bin/go); DTM needs Go 1.22 or later".to_string(),
         })?;
-    let (_, stdout) = run_bounded(
+    let (_, stdout) = run_quick(
         Command::new(&go)
             .args(["env", "GOVERSION"])
-            .env("GOTOOLCHAIN", "local")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
-        QUICK,
+            .env("GOTOOLCHAIN", "local"),
         &format!("{} env GOVERSION", go.display()),
     )?;
     let version = String::from_utf8_lossy(&stdout).trim().to_string();
@@ -322,6 +314,16 @@ const QUICK: Duration = Duration::from_secs(30);
 /// How long one `go install`, `go mod download` or `go build` of DTM may take (a cold build
 /// takes a few minutes on 2 cores).
 const BUILD: Duration = Duration::from_secs(30 * 60);
+
+/// Runs a command that only reports something (`dtm -v`, `go env`) with [`run_bounded`]:
+/// no input, its stdout read, its stderr dropped, at most [`QUICK`].
+fn run_quick(cmd: &mut Command, what: &str) -> Result<(ExitStatus, Vec<u8>)> {
+    let cmd = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    run_bounded(cmd, QUICK, what)
+}
 
 /// Runs `cmd` until it exits, or kills it once `limit` has passed (a typed error then):
 /// its status, and its stdout unless the caller redirected it. The output read is small

@@ -153,54 +153,40 @@ impl Store {
     pub fn env(&self) -> Vec<(String, String)> {
         let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
         let mut env = vec![kv("STORE_DRIVER", self.driver())];
-        let mut server = |host: &str, port: u16, user: Option<&str>, password: Option<&str>| {
-            env.push(kv("STORE_HOST", host));
-            env.push(kv("STORE_PORT", &port.to_string()));
-            if let Some(u) = user {
+        if let Some(server) = self.server() {
+            env.push(kv("STORE_HOST", server.host));
+            env.push(kv("STORE_PORT", &server.port.to_string()));
+            if let Some(u) = server.user {
                 env.push(kv("STORE_USER", u));
             }
-            if let Some(p) = password {
-                env.push(kv("STORE_PASSWORD", p));
-            }
-        };
-        match self {
-            Store::Boltdb => {}
-            Store::Redis {
-                host,
-                port,
-                user,
-                password,
-                prefix,
-            } => {
-                server(host, *port, user.as_deref(), password.as_deref());
-                if !prefix.is_empty() {
-                    env.push(kv("STORE_REDIS_PREFIX", prefix));
-                }
-            }
-            Store::Mysql {
-                host,
-                port,
-                user,
-                password,
-                database,
-            } => {
-                server(host, *port, Some(user), password.as_deref());
-                env.push(kv("STORE_DB", database));
-            }
-            Store::Postgres {
-                host,
-                port,
-                user,
-                password,
-                database,
-                schema,
-            } => {
+            let password = match self {
                 // DTM v1.19.0 writes its PostgreSQL connection string as `... password=<p>
                 // dbname='<db>' ...`: an empty password makes `dbname=...` the password and
                 // DTM then connects to the user's database. A server that trusts the
                 // connection never asks for this placeholder.
-                let password = password.as_deref().filter(|p| !p.is_empty());
-                server(host, *port, Some(user), Some(password.unwrap_or("unused")));
+                Store::Postgres { .. } => Some(
+                    server
+                        .password
+                        .filter(|p| !p.is_empty())
+                        .unwrap_or("unused"),
+                ),
+                _ => server.password,
+            };
+            if let Some(p) = password {
+                env.push(kv("STORE_PASSWORD", p));
+            }
+        }
+        match self {
+            Store::Boltdb => {}
+            Store::Redis { prefix, .. } => {
+                if !prefix.is_empty() {
+                    env.push(kv("STORE_REDIS_PREFIX", prefix));
+                }
+            }
+            Store::Mysql { database, .. } => env.push(kv("STORE_DB", database)),
+            Store::Postgres {
+                database, schema, ..
+            } => {
                 env.push(kv("STORE_DB", database));
                 env.push(kv("STORE_SCHEMA", schema));
             }
@@ -212,15 +198,46 @@ impl Store {
         env
     }
 
-    /// The store's password, if it has one (to redact it from DTM's log).
-    pub(crate) fn password(&self) -> Option<&str> {
+    /// Where a Redis, MySQL or PostgreSQL store is reached; `None` for boltdb.
+    fn server(&self) -> Option<Server<'_>> {
+        let user = match self {
+            Store::Boltdb => return None,
+            Store::Redis { user, .. } => user.as_deref(),
+            Store::Mysql { user, .. } | Store::Postgres { user, .. } => Some(user.as_str()),
+        };
         match self {
             Store::Boltdb => None,
-            Store::Redis { password, .. }
-            | Store::Mysql { password, .. }
-            | Store::Postgres { password, .. } => password.as_deref(),
+            Store::Redis {
+                host,
+                port,
+                password,
+                ..
+            }
+            | Store::Mysql {
+                host,
+                port,
+                password,
+                ..
+            }
+            | Store::Postgres {
+                host,
+                port,
+                password,
+                ..
+            } => Some(Server {
+                host,
+                port: *port,
+                user,
+                password: password.as_deref(),
+            }),
         }
-        .filter(|p| !p.is_empty())
+    }
+
+    /// The store's password, if it has one (to redact it from DTM's log).
+    pub(crate) fn password(&self) -> Option<&str> {
+        self.server()
+            .and_then(|s| s.password)
+            .filter(|p| !p.is_empty())
     }
 
     /// Makes the store ready for DTM servers: on MySQL / MariaDB, creates the database and
@@ -279,57 +296,59 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The `Debug` of a store reached at a server, as far as all share it: the address, the
+    /// user (`user`, as the variant holds it) and the password, redacted.
+    fn debug_server<'a, 'b>(
+        &self,
+        f: &'a mut fmt::Formatter<'b>,
+        name: &str,
+        user: &dyn fmt::Debug,
+    ) -> fmt::DebugStruct<'a, 'b> {
+        let mut d = f.debug_struct(name);
+        if let Some(server) = self.server() {
+            d.field("host", &server.host)
+                .field("port", &server.port)
+                .field("user", user)
+                .field("password", &server.password.map(|_| "***"));
+        }
+        d
+    }
+}
+
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let redacted = |p: &Option<String>| p.as_ref().map(|_| "***");
         match self {
             Store::Boltdb => f.write_str("Boltdb"),
-            Store::Redis {
-                host,
-                port,
-                user,
-                password,
-                prefix,
-            } => f
-                .debug_struct("Redis")
-                .field("host", host)
-                .field("port", port)
-                .field("user", user)
-                .field("password", &redacted(password))
+            Store::Redis { user, prefix, .. } => self
+                .debug_server(f, "Redis", user)
                 .field("prefix", prefix)
                 .finish(),
-            Store::Mysql {
-                host,
-                port,
-                user,
-                password,
-                database,
-            } => f
-                .debug_struct("Mysql")
-                .field("host", host)
-                .field("port", port)
-                .field("user", user)
-                .field("password", &redacted(password))
+            Store::Mysql { user, database, .. } => self
+                .debug_server(f, "Mysql", user)
                 .field("database", database)
                 .finish(),
             Store::Postgres {
-                host,
-                port,
                 user,
-                password,
                 database,
                 schema,
-            } => f
-                .debug_struct("Postgres")
-                .field("host", host)
-                .field("port", port)
-                .field("user", user)
-                .field("password", &redacted(password))
+                ..
+            } => self
+                .debug_server(f, "Postgres", user)
                 .field("database", database)
                 .field("schema", schema)
                 .finish(),
         }
     }
+}
+
+/// Where a store is reached, borrowed from its [`Store`] value.
+struct Server<'a> {
+    host: &'a str,
+    port: u16,
+    /// Redis's is optional.
+    user: Option<&'a str>,
+    password: Option<&'a str>,
 }
 
 #[cfg(test)]
@@ -391,6 +410,30 @@ mod tests {
         assert!(dbg.contains("***"), "{dbg}");
         assert_eq!(s.password(), Some("s3cret-pw"));
         assert_eq!(get(&s.env(), "STORE_PASSWORD"), Some("s3cret-pw"));
+    }
+
+    #[test]
+    fn debug_of_every_store() {
+        let redis = Store::Redis {
+            host: "h".into(),
+            port: 1,
+            user: None,
+            password: Some(String::new()),
+            prefix: "p".into(),
+        };
+        assert_eq!(
+            format!("{redis:?}"),
+            r#"Redis { host: "h", port: 1, user: None, password: Some("***"), prefix: "p" }"#
+        );
+        assert_eq!(
+            format!("{:?}", Store::local_mysql("d")),
+            r#"Mysql { host: "127.0.0.1", port: 3306, user: "root", password: None, database: "d" }"#
+        );
+        assert_eq!(
+            format!("{:?}", Store::local_postgres("d")),
+            r#"Postgres { host: "127.0.0.1", port: 5432, user: "postgres", password: None, database: "d", schema: "public" }"#
+        );
+        assert_eq!(format!("{:?}", Store::Boltdb), "Boltdb");
     }
 
     #[cfg(not(feature = "mysql"))]

@@ -600,10 +600,7 @@ impl DtmClient {
                 .client()
                 .get(&u)
                 .query(&[("topic", topic), ("url", url), ("remark", remark)]);
-        let answer = self
-            .send("subscribe", "", req, &u, self.limits.timeout(), false)
-            .await?;
-        Self::expect_success(&u, &answer)
+        self.send_expecting_success("subscribe", "", req, &u).await
     }
 
     /// Removes a topic subscription.
@@ -614,10 +611,8 @@ impl DtmClient {
             .client()
             .get(&u)
             .query(&[("topic", topic), ("url", url)]);
-        let answer = self
-            .send("unsubscribe", "", req, &u, self.limits.timeout(), false)
-            .await?;
-        Self::expect_success(&u, &answer)
+        self.send_expecting_success("unsubscribe", "", req, &u)
+            .await
     }
 
     /// Deletes a topic. (DTM v1.19.0 deletes it even with subscribers left, and keeps
@@ -630,10 +625,8 @@ impl DtmClient {
             .push(topic);
         let u = u.to_string();
         let req = self.http.client().delete(&u);
-        let answer = self
-            .send("deleteTopic", "", req, &u, self.limits.timeout(), false)
-            .await?;
-        Self::expect_success(&u, &answer)
+        self.send_expecting_success("deleteTopic", "", req, &u)
+            .await
     }
 
     /// Admin: makes the server process `gid` at its next cron pass instead of waiting for its
@@ -643,24 +636,7 @@ impl DtmClient {
     /// the schedule its cron reads. [`reset_cron_time`](Self::reset_cron_time) works on
     /// every store.
     pub async fn reset_next_cron_time(&self, gid: &str) -> Result<()> {
-        crate::identity::check_gid_not_empty(gid)?;
-        let u = self.url("resetNextCronTime");
-        let req = self
-            .http
-            .client()
-            .post(&u)
-            .json(&BTreeMap::from([("gid", gid)]));
-        let answer = self
-            .send(
-                "resetNextCronTime",
-                gid,
-                req,
-                &u,
-                self.limits.timeout(),
-                false,
-            )
-            .await?;
-        Self::expect_success(&u, &answer)
+        self.post_gid("resetNextCronTime", gid).await
     }
 
     /// Admin (`resetCronTime`): schedules up to `limit` unfinished transactions whose next
@@ -683,17 +659,34 @@ impl DtmClient {
 
     /// Admin: marks an unfinished transaction `failed` without running anything.
     pub async fn force_stop(&self, gid: &str) -> Result<()> {
+        self.post_gid("forceStop", gid).await
+    }
+
+    /// An admin call about one transaction: POSTs `{"gid": gid}` to DTM's `op`.
+    async fn post_gid(&self, op: &'static str, gid: &str) -> Result<()> {
         crate::identity::check_gid_not_empty(gid)?;
-        let u = self.url("forceStop");
+        let u = self.url(op);
         let req = self
             .http
             .client()
             .post(&u)
             .json(&BTreeMap::from([("gid", gid)]));
+        self.send_expecting_success(op, gid, req, &u).await
+    }
+
+    /// Sends a topic or admin call (the client's timeout; a 200 is never read as FAILURE)
+    /// and accepts only DTM's success answer.
+    async fn send_expecting_success(
+        &self,
+        op: &'static str,
+        gid: &str,
+        req: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<()> {
         let answer = self
-            .send("forceStop", gid, req, &u, self.limits.timeout(), false)
+            .send(op, gid, req, url, self.limits.timeout(), false)
             .await?;
-        Self::expect_success(&u, &answer)
+        Self::expect_success(url, &answer)
     }
 
     /// The server's version string (`v1.19.0`).
