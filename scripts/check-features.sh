@@ -16,6 +16,11 @@
 #   and its bare build skipped;
 # - also: further feature sets checked as they are (a whole build without HTTP);
 # - all-targets: the bare build also checks the crate's tests and examples.
+#
+# Each check also selects dtm-feature-pin (scripts/feature-pin.sh), which asks for the
+# third-party dependencies at the features of a whole build, so that they compile once
+# instead of once per check. The crates a feature of ours turns on or configures are not
+# pinned: each check still sees them as its feature set alone asks.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -56,7 +61,12 @@ while read -r crate targets features; do
     args=(-p "$crate" --all-targets --no-default-features)
   fi
   if [ -n "$features" ]; then
-    args+=(--features "$features")
+    args+=(--features "$crate/${features//,/,$crate/}")
+  fi
+  # The dependencies at the whole build's features, compiled once for every check (see
+  # scripts/feature-pin.sh); PIN=0 checks without.
+  if [ "${PIN:-1}" = 1 ]; then
+    args+=(-p dtm-feature-pin)
   fi
   checks=$((checks + 1))
   began=$(date +%s)
