@@ -339,16 +339,101 @@ impl crate::JsonRpcClient {
     );
 }
 
+/// The handle a TCC or XA closure receives over transport `T`: [`Tcc`] and [`Xa`] here,
+/// dtmgrpc's `Tcc` and `Xa` for protobuf, each around the running transaction.
+pub trait ModeHandle<T: Transport>: Sized {
+    /// Its mode: [`TransType::Tcc`] or [`TransType::Xa`].
+    const MODE: TransType;
+
+    /// The handle of the running transaction `tx`.
+    fn wrap(tx: Arc<GlobalTx<T>>) -> Self;
+}
+
+/// The TCC and XA handles of a client's transactions: this crate's [`Tcc`] and [`Xa`] for
+/// [`DtmClient`] and [`JsonRpcClient`](crate::JsonRpcClient), dtmgrpc's for its client. A
+/// [`Cluster`](crate::cluster::Cluster) of such members has the faces they have
+/// (`tcc_global_transaction`, `xa_global_transaction`), with the same handles.
+pub trait ModeHandles: Transport {
+    /// The TCC handle over transport `U`.
+    type Tcc<U: Transport<Encoding = Self::Encoding>>: ModeHandle<U>;
+    /// The XA handle over transport `U`.
+    type Xa<U: Transport<Encoding = Self::Encoding>>: ModeHandle<U>;
+}
+
 #[cfg(feature = "http")]
-impl<T: crate::cluster::Query<Encoding = Json>> crate::cluster::Cluster<T> {
-    crate::__global_faces!(
-        tcc: Tcc<Self>,
-        xa: Xa<Self>,
-        "Runs a TCC global transaction on the cluster (see
-    [`DtmClient::tcc_global_transaction`]); a gRPC cluster's is `dtmgrpc::Tcc::run`.",
-        "Runs an XA global transaction on the cluster (see
-    [`DtmClient::xa_global_transaction`]); a gRPC cluster's is `dtmgrpc::Xa::run`."
-    );
+impl ModeHandles for DtmClient {
+    type Tcc<U: Transport<Encoding = Json>> = Tcc<U>;
+    type Xa<U: Transport<Encoding = Json>> = Xa<U>;
+}
+
+#[cfg(feature = "http")]
+impl ModeHandles for crate::JsonRpcClient {
+    type Tcc<U: Transport<Encoding = Json>> = Tcc<U>;
+    type Xa<U: Transport<Encoding = Json>> = Xa<U>;
+}
+
+/// A member paired with its HTTP API has the member's handles.
+#[cfg(feature = "http")]
+impl<T: ModeHandles> ModeHandles for crate::cluster::WithQuery<T> {
+    type Tcc<U: Transport<Encoding = T::Encoding>> = T::Tcc<U>;
+    type Xa<U: Transport<Encoding = T::Encoding>> = T::Xa<U>;
+}
+
+#[cfg(feature = "http")]
+impl<T: crate::cluster::Query + ModeHandles> crate::cluster::Cluster<T> {
+    /// Runs a TCC global transaction on the cluster, with the members' TCC handle (see
+    /// `DtmClient::tcc_global_transaction`): the prepare, the branches' registrations and
+    /// the submit or abort all go to the server the cluster is on.
+    pub async fn tcc_global_transaction<R, F, Fut>(
+        &self,
+        gid: &str,
+        options: TransOptions,
+        f: F,
+    ) -> Result<R>
+    where
+        F: FnOnce(T::Tcc<Self>) -> Fut,
+        Fut: Future<Output = Result<R>>,
+    {
+        self.run_mode(gid, options, f).await
+    }
+
+    /// Runs an XA global transaction on the cluster, with the members' XA handle (see
+    /// `DtmClient::xa_global_transaction`).
+    pub async fn xa_global_transaction<R, F, Fut>(
+        &self,
+        gid: &str,
+        options: TransOptions,
+        f: F,
+    ) -> Result<R>
+    where
+        F: FnOnce(T::Xa<Self>) -> Fut,
+        Fut: Future<Output = Result<R>>,
+    {
+        self.run_mode(gid, options, f).await
+    }
+
+    async fn run_mode<H, R, F, Fut>(&self, gid: &str, options: TransOptions, f: F) -> Result<R>
+    where
+        H: ModeHandle<Self>,
+        F: FnOnce(H) -> Fut,
+        Fut: Future<Output = Result<R>>,
+    {
+        GlobalTx::run(self, gid, H::MODE, options, H::wrap, f).await
+    }
+}
+
+impl<T: Transport<Encoding = Json>> ModeHandle<T> for Tcc<T> {
+    const MODE: TransType = TransType::Tcc;
+    fn wrap(tx: Arc<GlobalTx<T>>) -> Self {
+        Tcc(tx)
+    }
+}
+
+impl<T: Transport<Encoding = Json>> ModeHandle<T> for Xa<T> {
+    const MODE: TransType = TransType::Xa;
+    fn wrap(tx: Arc<GlobalTx<T>>) -> Self {
+        Xa(tx)
+    }
 }
 
 impl<T: Transport<Encoding = Json>> Tcc<T> {

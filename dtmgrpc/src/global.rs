@@ -42,6 +42,25 @@ rolls every registered branch back)."
     );
 }
 
+impl dtmcli::global::ModeHandles for DtmGrpcClient {
+    type Tcc<U: Transport<Encoding = Protobuf>> = Tcc<U>;
+    type Xa<U: Transport<Encoding = Protobuf>> = Xa<U>;
+}
+
+impl<T: Transport<Encoding = Protobuf>> dtmcli::global::ModeHandle<T> for Tcc<T> {
+    const MODE: dtmcli::TransType = dtmcli::TransType::Tcc;
+    fn wrap(tx: Arc<GlobalTx<T>>) -> Self {
+        Tcc(tx)
+    }
+}
+
+impl<T: Transport<Encoding = Protobuf>> dtmcli::global::ModeHandle<T> for Xa<T> {
+    const MODE: dtmcli::TransType = dtmcli::TransType::Xa;
+    fn wrap(tx: Arc<GlobalTx<T>>) -> Self {
+        Xa(tx)
+    }
+}
+
 impl<T: Transport<Encoding = Protobuf>> Tcc<T> {
     dtmcli::__mode_face!(Tcc, "a TCC", "DtmGrpcClient::tcc_global_transaction");
 

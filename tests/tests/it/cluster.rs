@@ -912,3 +912,45 @@ async fn xa_branches_register_through_the_cluster_while_a_server_dies() {
         assert_eq!(balances, (70, 30), "{gid}");
     }
 }
+
+/// A gRPC cluster has its members' faces: TCC and XA with dtmgrpc's handles (the try's
+/// and the XA action's protobuf answers decoded for the caller), on the server it is on.
+#[tokio::test]
+async fn a_grpc_cluster_runs_tcc_and_xa_with_the_grpc_handles() {
+    use dtm_examples::grpc_busi::pb::{BusiReply, ReqGrpc};
+    let server = &env().server;
+    let c = dtmgrpc::DtmGrpcClient::cluster(&[(&server.grpc_addr(), &server.http_url())]).unwrap();
+
+    let gid = support::gid("gcluster-tcc-face");
+    let reply: BusiReply = c
+        .tcc_global_transaction(&gid, TransOptions::default(), |tcc| async move {
+            let (t, x) = (grpc_url("TransOutTry"), grpc_url("TransOutCancel"));
+            tcc.call_branch(&ReqGrpc::amount(1), &t, &grpc_url("TransOutConfirm"), &x)
+                .await
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.message, "TransOutTry done");
+    wait_status(&support::dtm(), &gid, "succeed").await;
+    assert_eq!(
+        grpc_busi().handlers(&gid),
+        ["TransOutTry", "TransOutConfirm"]
+    );
+
+    let gid = support::gid("gcluster-xa-face");
+    let reply: BusiReply = c
+        .xa_global_transaction(&gid, TransOptions::default(), |xa| async move {
+            xa.call_branch(&ReqGrpc::amount(1), &grpc_url("TransInXa"))
+                .await
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.message, "TransInXa done");
+    wait_status(&support::dtm(), &gid, "succeed").await;
+    let ops: Vec<String> = grpc_busi()
+        .calls(&gid)
+        .iter()
+        .map(|c| c.info.as_ref().unwrap().op.to_string())
+        .collect();
+    assert_eq!(ops, ["action", "commit"]);
+}
