@@ -17,7 +17,9 @@ use futures_util::future::BoxFuture;
 use mongodb::bson::{doc, Document};
 use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
-use sqlx::{MySqlConnection, MySqlPool, PgConnection, PgPool};
+use sqlx::{MySqlPool, PgPool, Pool};
+
+use crate::sql::{execute_on, SqlDb};
 
 /// Schema (MariaDB database, PostgreSQL schema, MongoDB database) of the chaos accounts.
 pub const SCHEMA: &str = "dtm_chaos";
@@ -151,22 +153,17 @@ impl Stores {
         dtm_barrier::sql::create_barrier_table(&mysql, &table).await?;
         dtm_barrier::sql::create_barrier_table(&pg, &table).await?;
         dtm_barrier::mongo::create_barrier_index(&mongo, &table).await?;
-        sqlx::raw_sql(&format!("create database if not exists {SCHEMA}"))
-            .execute(&mysql)
-            .await?;
+        let accounts = format!(
+            "create table if not exists {SCHEMA}.account(id varchar(64) primary key, balance bigint not null)"
+        );
         sqlx::raw_sql(&format!(
-            "create table if not exists {SCHEMA}.account(id varchar(64) primary key, balance bigint not null) engine=InnoDB"
+            "create database if not exists {SCHEMA}; {accounts} engine=InnoDB"
         ))
         .execute(&mysql)
         .await?;
-        sqlx::raw_sql(&format!("create schema if not exists {SCHEMA}"))
+        sqlx::raw_sql(&format!("create schema if not exists {SCHEMA}; {accounts}"))
             .execute(&pg)
             .await?;
-        sqlx::raw_sql(&format!(
-            "create table if not exists {SCHEMA}.account(id varchar(64) primary key, balance bigint not null)"
-        ))
-        .execute(&pg)
-        .await?;
         Ok(Stores {
             mysql,
             pg,
@@ -188,26 +185,16 @@ impl Stores {
         for chunk in accounts.chunks(500) {
             match backend {
                 Backend::Mysql | Backend::Postgres => {
-                    let values = (0..chunk.len())
-                        .map(|i| match backend {
-                            Backend::Mysql => "(?, ?)".to_string(),
-                            _ => format!("(${}, ${})", 2 * i + 1, 2 * i + 2),
-                        })
-                        .collect::<Vec<_>>()
-                        .join(",");
+                    let values = vec!["(?, ?)"; chunk.len()].join(",");
                     let sql = format!("insert into {SCHEMA}.account(id, balance) values {values}");
+                    let binds = chunk
+                        .iter()
+                        .flat_map(|(id, b)| [id.as_str().into(), (*b).into()])
+                        .collect();
                     if backend == Backend::Mysql {
-                        let mut q = sqlx::query(&sql);
-                        for (id, b) in chunk {
-                            q = q.bind(id).bind(b);
-                        }
-                        q.execute(&self.mysql).await?;
+                        execute_on(&self.mysql, &sql, binds).await?;
                     } else {
-                        let mut q = sqlx::query(&sql);
-                        for (id, b) in chunk {
-                            q = q.bind(id).bind(b);
-                        }
-                        q.execute(&self.pg).await?;
+                        execute_on(&self.pg, &sql, binds).await?;
                     }
                 }
                 Backend::Redis => {
@@ -394,11 +381,11 @@ impl Stores {
         let account = account.to_string();
         match backend {
             Backend::Mysql => {
-                let business = mysql_business(self.mysql.clone(), account, delta, sabotage);
+                let business = sql_business(self.mysql.clone(), account, delta, sabotage);
                 bb.call(&self.mysql, business).await
             }
             Backend::Postgres => {
-                let business = pg_business(self.pg.clone(), account, delta, sabotage);
+                let business = sql_business(self.pg.clone(), account, delta, sabotage);
                 bb.call(&self.pg, business).await
             }
             Backend::Mongo => {
@@ -430,11 +417,11 @@ impl Stores {
         let (qp, account) = (query_prepared, account.to_string());
         match backend {
             Backend::Mysql => {
-                let business = mysql_business(self.mysql.clone(), account, delta, sabotage);
+                let business = sql_business(self.mysql.clone(), account, delta, sabotage);
                 do_and_submit(msg, qp, &self.mysql, business).await
             }
             Backend::Postgres => {
-                let business = pg_business(self.pg.clone(), account, delta, sabotage);
+                let business = sql_business(self.pg.clone(), account, delta, sabotage);
                 do_and_submit(msg, qp, &self.pg, business).await
             }
             Backend::Mongo => {
@@ -477,25 +464,22 @@ fn failure(what: &str) -> BError {
     BError::failure(format!("chaos: {what}"))
 }
 
-/// The MariaDB business of one leg (also the msg local transaction).
-fn mysql_business(
-    pool: MySqlPool,
+/// The SQL business of one leg (also the msg local transaction), on MariaDB or PostgreSQL;
+/// `pool` kills the connection when the sabotage asks for it.
+fn sql_business<DB: SqlDb>(
+    pool: Pool<DB>,
     account: String,
     delta: i64,
     sabotage: Sabotage,
-) -> impl for<'c> FnOnce(&'c mut MySqlConnection) -> BoxFuture<'c, dtm_barrier::Result<()>> + Send {
-    move |conn: &mut MySqlConnection| {
+) -> impl for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, dtm_barrier::Result<()>> + Send {
+    move |conn: &mut DB::Connection| {
         Box::pin(async move {
             if delta != 0 {
-                let r = sqlx::query(&format!(
+                let sql = format!(
                     "update {SCHEMA}.account set balance = balance + ? where id = ? and balance + ? >= 0"
-                ))
-                .bind(delta)
-                .bind(&account)
-                .bind(delta)
-                .execute(&mut *conn)
-                .await?;
-                if r.rows_affected() == 0 {
+                );
+                let binds = vec![delta.into(), account.into(), delta.into()];
+                if DB::execute(conn, &sql, binds).await? == 0 {
                     return Err(failure("insufficient balance or unknown account"));
                 }
             }
@@ -503,50 +487,7 @@ fn mysql_business(
                 return Err(failure("business failure"));
             }
             if sabotage.kill_connection {
-                let id: u64 = sqlx::query_scalar("select connection_id()")
-                    .fetch_one(&mut *conn)
-                    .await?;
-                sqlx::query(&format!("kill connection {id}"))
-                    .execute(&pool)
-                    .await?;
-            }
-            Ok(())
-        }) as BoxFuture<'_, dtm_barrier::Result<()>>
-    }
-}
-
-/// The PostgreSQL business of one leg (also the msg local transaction).
-fn pg_business(
-    pool: PgPool,
-    account: String,
-    delta: i64,
-    sabotage: Sabotage,
-) -> impl for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, dtm_barrier::Result<()>> + Send {
-    move |conn: &mut PgConnection| {
-        Box::pin(async move {
-            if delta != 0 {
-                let r = sqlx::query(&format!(
-                    "update {SCHEMA}.account set balance = balance + $1 where id = $2 and balance + $1 >= 0"
-                ))
-                .bind(delta)
-                .bind(&account)
-                .execute(&mut *conn)
-                .await?;
-                if r.rows_affected() == 0 {
-                    return Err(failure("insufficient balance or unknown account"));
-                }
-            }
-            if sabotage.fail {
-                return Err(failure("business failure"));
-            }
-            if sabotage.kill_connection {
-                let pid: i32 = sqlx::query_scalar("select pg_backend_pid()")
-                    .fetch_one(&mut *conn)
-                    .await?;
-                sqlx::query("select pg_terminate_backend($1)")
-                    .bind(pid)
-                    .execute(&pool)
-                    .await?;
+                DB::kill(conn, &pool).await?;
             }
             Ok(())
         }) as BoxFuture<'_, dtm_barrier::Result<()>>

@@ -1,3 +1,5 @@
 //! Integration tests live in `tests/`.
 
 pub mod chaos;
+pub mod sql;
+pub mod wf;

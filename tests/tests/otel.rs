@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use dtm_examples::busi::Outcome;
 use dtm_examples::grpc_busi::pb::ReqGrpc;
-use dtm_workflow::{send_http, Wf, WorkflowMiddleware, Workflows};
-use dtmcli::TransOptions;
+use dtm_workflow::{Wf, WorkflowMiddleware, Workflows};
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId, TracerProvider};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use support::*;
@@ -144,33 +143,49 @@ fn children_of(children: &[&SpanData], parent: &SpanData, root: (TraceId, SpanId
     }
 }
 
-#[tokio::test]
-async fn saga_over_http_is_one_trace() {
+/// `saga` with TransOut and TransIn of 30 on the HTTP busi service, and their compensations.
+fn transfer<T>(saga: dtmcli::Saga<T>) -> dtmcli::Saga<T>
+where
+    T: dtmcli::Transport,
+    BusiReq: dtmcli::transport::Encode<T::Encoding>,
+{
+    saga.add(&url("TransOut"), &url("TransOutRevert"), &BusiReq::new(30))
+        .add(&url("TransIn"), &url("TransInRevert"), &BusiReq::new(30))
+}
+
+/// A saga of TransOut and TransIn, submitted by `submit` (given a fresh gid of `prefix`)
+/// inside a root span named `name`, is one trace: its one `dtm saga` span is a child of the
+/// root, and both branch executions DTM triggers are its children. The spans of the gid and
+/// that transaction span.
+async fn saga_is_one_trace<F: std::future::Future<Output = ()>>(
+    prefix: &str,
+    name: &str,
+    submit: impl FnOnce(String) -> F,
+) -> (Vec<SpanData>, SpanData) {
     // First: this binary's subscriber must be the global one before anything (the shared
     // environment's start-up) installs another; the tests run concurrently.
     exporter();
-    let gid = gid("otel-saga");
-    let g = gid.clone();
-    let root = in_root("saga http", async move {
-        dtm()
-            .saga(&g)
-            .add(&url("TransOut"), &url("TransOutRevert"), &BusiReq::new(30))
-            .add(&url("TransIn"), &url("TransInRevert"), &BusiReq::new(30))
-            .submit()
-            .await
-            .unwrap();
-    })
-    .await;
+    let gid = gid(prefix);
+    let root = in_root(name, submit(gid.clone())).await;
     let spans = spans_until(&gid, |s| {
         branches(s, "TransOut").len() == 1 && branches(s, "TransIn").len() == 1
     })
     .await;
-    let t = transaction(&spans, "saga", root);
+    let t = transaction(&spans, "saga", root).clone();
+    children_of(&branches(&spans, "TransOut"), &t, root);
+    children_of(&branches(&spans, "TransIn"), &t, root);
+    (spans, t)
+}
+
+#[tokio::test]
+async fn saga_over_http_is_one_trace() {
+    let (spans, t) = saga_is_one_trace("otel-saga", "saga http", |g| async move {
+        transfer(dtm().saga(&g)).submit().await.unwrap();
+    })
+    .await;
     let submit = named(&spans, "dtm submit");
     assert_eq!(submit[0].parent_span_id, t.span_context.span_id());
     assert_eq!(attr(submit[0], "rpc.system").as_deref(), Some("http"));
-    children_of(&branches(&spans, "TransOut"), t, root);
-    children_of(&branches(&spans, "TransIn"), t, root);
     let b = branches(&spans, "TransIn")[0];
     assert_eq!(attr(b, "dtm.trans_type").as_deref(), Some("saga"));
     assert_eq!(attr(b, "dtm.branch_id").as_deref(), Some("02"));
@@ -179,12 +194,7 @@ async fn saga_over_http_is_one_trace() {
 
 #[tokio::test]
 async fn saga_over_json_rpc_is_one_trace() {
-    // First: this binary's subscriber must be the global one before anything (the shared
-    // environment's start-up) installs another; the tests run concurrently.
-    exporter();
-    let gid = gid("otel-jrpc-saga");
-    let g = gid.clone();
-    let root = in_root("saga json-rpc", async move {
+    let (spans, t) = saga_is_one_trace("otel-jrpc-saga", "saga json-rpc", |g| async move {
         let rpc = dtmcli::JsonRpcClient::new(
             env()
                 .server
@@ -192,48 +202,24 @@ async fn saga_over_json_rpc_is_one_trace() {
                 .replace("/api/dtmsvr", "/api/json-rpc"),
         )
         .unwrap();
-        rpc.saga(&g)
-            .add(&url("TransOut"), &url("TransOutRevert"), &BusiReq::new(30))
-            .add(&url("TransIn"), &url("TransInRevert"), &BusiReq::new(30))
-            .submit()
-            .await
-            .unwrap();
+        transfer(rpc.saga(&g)).submit().await.unwrap();
     })
     .await;
-    let spans = spans_until(&gid, |s| {
-        branches(s, "TransOut").len() == 1 && branches(s, "TransIn").len() == 1
-    })
-    .await;
-    let t = transaction(&spans, "saga", root);
-    assert_eq!(attr(t, "rpc.system").as_deref(), Some("jsonrpc"));
+    assert_eq!(attr(&t, "rpc.system").as_deref(), Some("jsonrpc"));
     let submit = named(&spans, "dtm submit");
     assert_eq!(attr(submit[0], "rpc.system").as_deref(), Some("jsonrpc"));
-    children_of(&branches(&spans, "TransOut"), t, root);
-    children_of(&branches(&spans, "TransIn"), t, root);
 }
 
 #[tokio::test]
 async fn saga_and_msg_over_grpc_are_one_trace_each() {
-    // First: this binary's subscriber must be the global one before anything (the shared
-    // environment's start-up) installs another; the tests run concurrently.
-    exporter();
-    let gid = gid("otel-grpc-saga");
-    let g = gid.clone();
-    let root = in_root("saga grpc", async move {
+    let (_, t) = saga_is_one_trace("otel-grpc-saga", "saga grpc", |g| async move {
         grpc_transfer(grpc_dtm().saga(&g), 30)
             .submit()
             .await
             .unwrap();
     })
     .await;
-    let spans = spans_until(&gid, |s| {
-        branches(s, "TransOut").len() == 1 && branches(s, "TransIn").len() == 1
-    })
-    .await;
-    let t = transaction(&spans, "saga", root);
-    assert_eq!(attr(t, "rpc.system").as_deref(), Some("grpc"));
-    children_of(&branches(&spans, "TransOut"), t, root);
-    children_of(&branches(&spans, "TransIn"), t, root);
+    assert_eq!(attr(&t, "rpc.system").as_deref(), Some("grpc"));
 
     let gid = support::gid("otel-grpc-msg");
     let g = gid.clone();
@@ -293,20 +279,13 @@ async fn workflow_steps_and_its_resumption_are_one_trace() {
     let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(WorkflowMiddleware)
         .build();
-    let opts = dtm_workflow::WfOptions {
-        trans: TransOptions::default().retry_interval(Duration::from_secs(1)),
-        ..Default::default()
-    };
+    let opts = dtm_tests::wf::retrying_every_second();
     wfs.register_with_options("otel", opts, move |wf: Wf, _input| {
         let http = http.clone();
         async move {
             for handler in ["TransOut", "TransIn"] {
-                wf.new_branch()?;
-                let req = wf
-                    .http(&http, reqwest::Method::POST, &url(handler))
-                    .header("content-type", "application/json")
-                    .body(r#"{"amount":30}"#);
-                send_http(req).await?;
+                let body = br#"{"amount":30}"#.to_vec();
+                dtm_tests::wf::post_step(&wf, &http, &url(handler), None, body).await?;
             }
             Ok(Vec::new())
         }

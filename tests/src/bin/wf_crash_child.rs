@@ -10,9 +10,9 @@
 use std::io::Write;
 use std::time::Duration;
 
-use dtm_workflow::{send_http, RecordFormat, WfOptions, WorkflowMiddleware, Workflows};
-use dtmcli::{DtmClient, TransOptions};
-use reqwest::Method;
+use dtm_tests::wf::post_step;
+use dtm_workflow::{RecordFormat, WorkflowMiddleware, Workflows};
+use dtmcli::DtmClient;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -34,33 +34,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .with(WorkflowMiddleware)
         .build();
     let (busi, crash) = (busi.clone(), mode == "run");
-    let options = WfOptions {
-        trans: TransOptions::default().retry_interval(Duration::from_secs(1)),
-        ..Default::default()
-    };
+    let options = dtm_tests::wf::retrying_every_second();
     wfs.register_with_options("crash", options, move |wf, input| {
         let (http, busi) = (http.clone(), busi.clone());
         async move {
-            wf.new_branch()?;
-            let first = send_http(
-                wf.http(&http, Method::POST, &format!("{busi}/TransOut"))
-                    .header("content-type", "application/json")
-                    .body(input.clone()),
-            )
-            .await?;
+            let first =
+                post_step(&wf, &http, &format!("{busi}/TransOut"), None, input.clone()).await?;
             println!("STEP1_DONE");
             let _ = std::io::stdout().flush();
             if crash {
                 // Killed here by the test.
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
-            wf.new_branch()?;
-            send_http(
-                wf.http(&http, Method::POST, &format!("{busi}/TransIn"))
-                    .header("content-type", "application/json")
-                    .body(input),
-            )
-            .await?;
+            post_step(&wf, &http, &format!("{busi}/TransIn"), None, input).await?;
             Ok(first)
         }
     })?;

@@ -57,7 +57,8 @@ use std::time::{Duration, Instant};
 
 use dtm_testkit::{free_port, DtmServer, DtmServerConfig, Store};
 use dtm_tests::chaos::{account, Backend, Leg, Sabotage, Stores};
-use dtm_workflow::{send_http, WfOptions, WorkflowMiddleware, Workflows};
+use dtm_tests::wf::post_step;
+use dtm_workflow::{WfOptions, WorkflowMiddleware, Workflows};
 use dtmcli::{DtmClient, TransOptions};
 use futures_util::StreamExt;
 use reqwest_middleware::ClientWithMiddleware;
@@ -273,6 +274,33 @@ fn note(faults: &SharedFaults, kind: &str) {
     *f.by_kind.entry(kind.to_string()).or_default() += 1;
 }
 
+/// On a blocking thread: kills `what` (`bank` or `dtm`: the process of `p`) with `kill`,
+/// notes the fault (counted as `<what>_kill`, timed from `t0`, the phase's start), and
+/// starts it again with `restart` after `down`.
+async fn kill_and_restart<P: Send + 'static>(
+    p: &Arc<Mutex<P>>,
+    faults: &SharedFaults,
+    what: &'static str,
+    t0: Instant,
+    down: Duration,
+    kill: fn(&mut P),
+    restart: fn(&mut P),
+) {
+    let (p, faults) = (p.clone(), faults.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
+        kill(&mut *p);
+        let mut f = faults.lock().unwrap_or_else(|e| e.into_inner());
+        *f.by_kind.entry(format!("{what}_kill")).or_default() += 1;
+        f.kills.push((t0.elapsed().as_secs_f64(), what));
+        drop(f);
+        std::thread::sleep(down);
+        restart(&mut *p);
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{what} restart: {e}"));
+}
+
 // ---------------------------------------------------------------------------------------
 // The branch service, a child process
 
@@ -476,24 +504,11 @@ fn register_workflow(wfs: &Workflows, http: ClientWithMiddleware) {
         async move {
             let input: WfInput = serde_json::from_slice(&input).map_err(dtmcli::Error::invalid)?;
             for (url, leg) in [
-                (input.out_url.clone(), input.out_leg.clone()),
-                (input.in_url.clone(), input.in_leg.clone()),
+                (&input.out_url, &input.out_leg),
+                (&input.in_url, &input.in_leg),
             ] {
-                wf.new_branch()?;
-                let body = serde_json::to_vec(&leg).map_err(dtmcli::Error::invalid)?;
-                let (w, h, u, b) = (wf.clone(), http.clone(), url.clone(), body.clone());
-                wf.on_rollback(move |_info| async move {
-                    let req = w
-                        .http(&h, reqwest::Method::POST, &u)
-                        .header("content-type", "application/json")
-                        .body(b);
-                    send_http(req).await.map(drop)
-                })?;
-                let req = wf
-                    .http(&http, reqwest::Method::POST, &url)
-                    .header("content-type", "application/json")
-                    .body(body);
-                send_http(req).await?;
+                let body = serde_json::to_vec(leg).map_err(dtmcli::Error::invalid)?;
+                post_step(&wf, &http, url, Some(url), body).await?;
             }
             Ok(Vec::new())
         }
@@ -621,6 +636,24 @@ struct Tally {
 }
 
 impl Tally {
+    /// The transfers found wrong, by kind: each list must be empty.
+    fn findings(&self) -> [(&'static str, &[String]); 6] {
+        [
+            ("lost", &self.lost),
+            ("doubled", &self.doubled),
+            ("stray (failed, with effects)", &self.stray),
+            (
+                "barrier mismatch (records disagree with balances)",
+                &self.barrier_mismatch,
+            ),
+            ("not final", &self.not_final),
+            (
+                "untrue report (told an outcome DTM did not end with)",
+                &self.untrue,
+            ),
+        ]
+    }
+
     fn merge(&mut self, o: Tally) {
         for (m, s) in o.by_mode {
             for (k, v) in s {
@@ -703,14 +736,7 @@ impl Tally {
                 "NOT CONSERVED"
             }
         );
-        for (what, list) in [
-            ("lost", &self.lost),
-            ("doubled", &self.doubled),
-            ("stray", &self.stray),
-            ("barrier mismatch", &self.barrier_mismatch),
-            ("not final", &self.not_final),
-            ("untrue report", &self.untrue),
-        ] {
+        for (what, list) in self.findings() {
             for line in list.iter().take(20) {
                 let _ = writeln!(s, "  {what}: {line}");
             }
@@ -1052,36 +1078,22 @@ async fn phase(store: &str, count: usize, cfg: &Config, fixed: Option<&[Fixed]>)
                 if now >= next_bank {
                     next_bank = now + rng.jitter(cfg.bank_kill_every);
                     let down = rng.jitter(Duration::from_millis(500));
-                    let (bank, faults) = (bank.clone(), faults.clone());
-                    tokio::task::spawn_blocking(move || {
-                        let mut b = bank.lock().unwrap_or_else(|p| p.into_inner());
-                        b.kill();
-                        let mut f = faults.lock().unwrap_or_else(|p| p.into_inner());
-                        *f.by_kind.entry("bank_kill".into()).or_default() += 1;
-                        f.kills.push((t0.elapsed().as_secs_f64(), "bank"));
-                        drop(f);
-                        std::thread::sleep(down);
-                        b.spawn();
-                    })
-                    .await
-                    .expect("bank restart");
+                    kill_and_restart(&bank, &faults, "bank", t0, down, Bank::kill, Bank::spawn)
+                        .await;
                 }
                 if now >= next_dtm {
                     next_dtm = now + rng.jitter(cfg.dtm_kill_every);
                     let down = rng.jitter(Duration::from_millis(800));
-                    let (dtm_server, faults) = (dtm_server.clone(), faults.clone());
-                    tokio::task::spawn_blocking(move || {
-                        let mut d = dtm_server.lock().unwrap_or_else(|p| p.into_inner());
-                        d.kill().expect("kill DTM");
-                        let mut f = faults.lock().unwrap_or_else(|p| p.into_inner());
-                        *f.by_kind.entry("dtm_kill".into()).or_default() += 1;
-                        f.kills.push((t0.elapsed().as_secs_f64(), "dtm"));
-                        drop(f);
-                        std::thread::sleep(down);
-                        d.restart().expect("restart DTM");
-                    })
-                    .await
-                    .expect("DTM restart");
+                    kill_and_restart(
+                        &dtm_server,
+                        &faults,
+                        "dtm",
+                        t0,
+                        down,
+                        |d| d.kill().expect("kill DTM"),
+                        |d| d.restart().expect("restart DTM"),
+                    )
+                    .await;
                 }
             }
         })
@@ -1218,32 +1230,9 @@ async fn bank_transfers_survive_crashes() {
         cfg.stores.join(", "),
         t0.elapsed().as_secs_f64()
     )));
-    assert!(total.lost.is_empty(), "lost transfers: {:#?}", total.lost);
-    assert!(
-        total.doubled.is_empty(),
-        "doubled transfers: {:#?}",
-        total.doubled
-    );
-    assert!(
-        total.stray.is_empty(),
-        "failed transfers with effects: {:#?}",
-        total.stray
-    );
-    assert!(
-        total.barrier_mismatch.is_empty(),
-        "barrier records disagree with balances: {:#?}",
-        total.barrier_mismatch
-    );
-    assert!(
-        total.not_final.is_empty(),
-        "not final: {:#?}",
-        total.not_final
-    );
-    assert!(
-        total.untrue.is_empty(),
-        "callers told an outcome DTM did not end with: {:#?}",
-        total.untrue
-    );
+    for (what, list) in total.findings() {
+        assert!(list.is_empty(), "{what}: {list:#?}");
+    }
     assert_eq!(total.total_before, total.total_after, "money not conserved");
 }
 

@@ -23,11 +23,12 @@ use dtm_examples::bank::{mysql_url, BankReq, Db};
 use dtm_examples::grpc_busi::pb::bank_mysql_client::BankMysqlClient;
 use dtm_examples::grpc_busi::pb::ReqGrpc;
 use dtm_testkit::{DtmServer, DtmServerConfig, Store};
-use dtm_workflow::{send_http, Wf, WorkflowGrpc, WorkflowLayer, WorkflowMiddleware, Workflows};
+use dtm_tests::sql::business;
+use dtm_tests::wf::post_step;
+use dtm_workflow::{Wf, WorkflowGrpc, WorkflowLayer, WorkflowMiddleware, Workflows};
 use dtmcli::cluster::{Cluster, WithQuery};
 use dtmcli::{DtmClient, TransOptions};
 use dtmgrpc::DtmGrpcClient;
-use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
 use prost::Message;
 use tower_layer::Layer;
@@ -86,16 +87,22 @@ struct Ctx {
     xa: String,
 }
 
-/// The outbox's local transaction: the debit of account `a`, committed with the msg
-/// barrier; DTM then runs the credit.
-fn debit(conn: &mut sqlx::MySqlConnection, a: i64) -> BoxFuture<'_, dtm_barrier::Result<()>> {
-    Box::pin(async move {
-        sqlx::query("update dtm_busi.user_account set balance = balance - 30 where user_id = ?")
-            .bind(a)
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
-    })
+/// The outbox: the debit of account `a` commits with the msg barrier (on MariaDB); DTM then
+/// runs the credit `msg` holds. `query_prepared` is the back-check.
+async fn outbox<T: dtmcli::Transport>(
+    msg: &dtmcli::Msg<T>,
+    query_prepared: &str,
+    a: i64,
+) -> dtmcli::Result<()> {
+    let pool = bank_env().bank.mysql().clone();
+    let debit = business::<sqlx::MySql>(
+        "update dtm_busi.user_account set balance = balance - 30 where user_id = ?".into(),
+        vec![a.into()],
+        None,
+    );
+    dtm_barrier::do_and_submit(msg, query_prepared, &pool, debit)
+        .await
+        .map_err(dtmcli::Error::from)
 }
 
 /// An XA branch on MariaDB: phase 1 adds `delta` (from the path) to the account `user`
@@ -112,20 +119,12 @@ async fn xa_branch(
         .and_then(|u| u.parse().ok())
         .ok_or_else(|| dtmcli::Error::invalid("no user"))?;
     let fail = q.get("fail").is_some_and(|f| f == "1");
-    xa.handle(&info, move |c| {
-        Box::pin(async move {
-            sqlx::query("update dtm_busi.user_account set balance = balance + ? where user_id = ?")
-                .bind(delta)
-                .bind(user)
-                .execute(&mut *c)
-                .await?;
-            if fail {
-                return Err(dtmcli::Error::failure("credit refused").into());
-            }
-            Ok(())
-        })
-    })
-    .await?;
+    let adjust = business::<sqlx::MySql>(
+        "update dtm_busi.user_account set balance = balance + ? where user_id = ?".into(),
+        vec![delta.into(), user.into()],
+        fail.then_some("credit refused"),
+    );
+    xa.handle(&info, adjust).await?;
     Ok(r#"{"dtm_result":"SUCCESS"}"#)
 }
 
@@ -174,16 +173,12 @@ async fn start(ctx: &Ctx, t: &Transfer) -> dtmcli::Result<()> {
             .await
         }
         Mode::HttpMsg => {
-            // The outbox: the debit commits with the msg barrier; DTM runs the credit.
             let msg = ctx
                 .http
                 .msg(gid)
                 .with_options(self::options())
                 .add(&bank("TransIn"), &req);
-            let pool = bank_env().bank.mysql().clone();
-            dtm_barrier::do_and_submit(&msg, &bank("QueryPrepared"), &pool, move |c| debit(c, a))
-                .await
-                .map_err(dtmcli::Error::from)
+            outbox(&msg, &bank("QueryPrepared"), a).await
         }
         Mode::HttpXa => {
             let fail = u8::from(fail);
@@ -204,11 +199,7 @@ async fn start(ctx: &Ctx, t: &Transfer) -> dtmcli::Result<()> {
                 .msg(gid)
                 .with_options(self::options())
                 .add(&grpc_bank_url(Db::Mysql, "TransIn"), &greq);
-            let pool = bank_env().bank.mysql().clone();
-            let check = grpc_bank_url(Db::Mysql, "QueryPrepared");
-            dtm_barrier::do_and_submit(&msg, &check, &pool, move |c| debit(c, a))
-                .await
-                .map_err(dtmcli::Error::from)
+            outbox(&msg, &grpc_bank_url(Db::Mysql, "QueryPrepared"), a).await
         }
         Mode::HttpWorkflow => {
             let input = serde_json::to_vec(&req).map_err(dtmcli::Error::invalid)?;
@@ -267,20 +258,7 @@ fn register_workflow(wfs: &Workflows) {
                 ("TransOut", "TransOutCompensate"),
                 ("TransIn", "TransInCompensate"),
             ] {
-                wf.new_branch()?;
-                let (w, h, u, b) = (wf.clone(), http.clone(), bank(undo), input.clone());
-                wf.on_rollback(move |_| async move {
-                    let r = w
-                        .http(&h, reqwest::Method::POST, &u)
-                        .header("content-type", "application/json")
-                        .body(b);
-                    send_http(r).await.map(drop)
-                })?;
-                let r = wf
-                    .http(&http, reqwest::Method::POST, &bank(action))
-                    .header("content-type", "application/json")
-                    .body(input.clone());
-                send_http(r).await?;
+                post_step(&wf, &http, &bank(action), Some(&bank(undo)), input.clone()).await?;
             }
             Ok(Vec::new())
         }

@@ -68,26 +68,50 @@ where
     table
 }
 
-/// Runs a barrier-guarded business that counts its runs in `ran`.
-async fn run<DB: BarrierDatabase>(
-    pool: &Pool<DB>,
-    table: &TableName,
-    gid: &str,
-    branch: &str,
-    op: Op,
-    ran: &AtomicUsize,
-) -> dtm_barrier::Result<Outcome<()>> {
-    let bb = BranchBarrier::with_config(
-        TransInfo::new(gid, TransType::Saga, branch, op),
-        BarrierConfig {
-            table: table.clone(),
-        },
-    );
-    bb.call(pool, |_conn| {
-        ran.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async { Ok(()) })
-    })
-    .await
+/// One test's barrier table on `pool`, and the count of the businesses it guarded that ran.
+struct Case<DB: BarrierDatabase> {
+    pool: Pool<DB>,
+    table: TableName,
+    ran: AtomicUsize,
+}
+
+impl<DB: BarrierDatabase> Case<DB> {
+    fn new(pool: Pool<DB>, table: TableName) -> Self {
+        Case {
+            pool,
+            table,
+            ran: AtomicUsize::new(0),
+        }
+    }
+
+    /// On a [`fresh_table`] `name`.
+    async fn fresh(pool: Pool<DB>, name: &str) -> Self
+    where
+        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    {
+        let table = fresh_table(&pool, name).await;
+        Case::new(pool, table)
+    }
+
+    /// Runs a barrier-guarded business that counts its runs.
+    async fn run(&self, gid: &str, branch: &str, op: Op) -> dtm_barrier::Result<Outcome<()>> {
+        let bb = BranchBarrier::with_config(
+            TransInfo::new(gid, TransType::Saga, branch, op),
+            BarrierConfig {
+                table: self.table.clone(),
+            },
+        );
+        bb.call(&self.pool, |_conn| {
+            self.ran.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(()) })
+        })
+        .await
+    }
+
+    /// How many of the guarded businesses ran.
+    fn ran(&self) -> usize {
+        self.ran.load(Ordering::SeqCst)
+    }
 }
 
 type Row = (String, String, String, String);
@@ -139,17 +163,15 @@ fn assert_refused(r: dtm_barrier::Result<Outcome<()>>, what: &str) {
 /// businesses run, each with its own row (the folding collation used to skip the second).
 #[tokio::test]
 async fn mysql_case_and_accent_pairs_are_distinct_rows() {
-    let pool = mysql().await;
-    let table = fresh_table(&pool, "dtm_barrier.ident_fold").await;
+    let c = Case::fresh(mysql().await, "dtm_barrier.ident_fold").await;
     let id = run_id();
-    let ran = AtomicUsize::new(0);
     let pairs = [
         (format!("Case-x-abc-{id}"), format!("case-x-ABC-{id}")),
         (format!("cafe-{id}"), format!("café-{id}")),
     ];
     for (a, b) in &pairs {
-        let first = run(&pool, &table, a, "01", Op::Action, &ran).await.unwrap();
-        let second = run(&pool, &table, b, "01", Op::Action, &ran).await.unwrap();
+        let first = c.run(a, "01", Op::Action).await.unwrap();
+        let second = c.run(b, "01", Op::Action).await.unwrap();
         assert_eq!(first, Outcome::Executed(()), "{a}");
         assert_eq!(
             second,
@@ -157,45 +179,38 @@ async fn mysql_case_and_accent_pairs_are_distinct_rows() {
             "{b} was skipped as {a}'s duplicate"
         );
     }
-    assert_eq!(ran.load(Ordering::SeqCst), 4);
+    assert_eq!(c.ran(), 4);
     let mut want: Vec<Row> = pairs
         .iter()
         .flat_map(|(a, b)| [row(a, "action"), row(b, "action")])
         .collect();
     want.sort();
-    assert_eq!(mysql_rows(&pool, &table, &id).await, want);
+    assert_eq!(mysql_rows(&c.pool, &c.table, &id).await, want);
 
     // Each one is still a duplicate of itself, and the undo ops keep their counts: a
     // compensation of `b` after its action runs, a cancel of a try that never ran is a null
     // compensation.
     let (a, b) = &pairs[0];
-    let again = run(&pool, &table, a, "01", Op::Action, &ran).await.unwrap();
+    let again = c.run(a, "01", Op::Action).await.unwrap();
     assert_eq!(again, Outcome::Duplicate);
-    let comp = run(&pool, &table, b, "01", Op::Compensate, &ran)
-        .await
-        .unwrap();
+    let comp = c.run(b, "01", Op::Compensate).await.unwrap();
     assert_eq!(comp, Outcome::Executed(()));
-    let null = run(&pool, &table, a, "02", Op::Cancel, &ran).await.unwrap();
+    let null = c.run(a, "02", Op::Cancel).await.unwrap();
     assert_eq!(null, Outcome::NullCompensation);
-    assert_eq!(ran.load(Ordering::SeqCst), 5);
+    assert_eq!(c.ran(), 5);
 }
 
 /// A trailing space, a gid past 128 characters and a NUL are refused before any write on
 /// MariaDB (PAD SPACE and truncation used to map them onto another gid's row).
 #[tokio::test]
 async fn mysql_refuses_what_it_cannot_hold_exactly() {
-    let pool = mysql().await;
-    let table = fresh_table(&pool, "dtm_barrier.ident_refuse").await;
+    let c = Case::fresh(mysql().await, "dtm_barrier.ident_refuse").await;
     let id = run_id();
-    let ran = AtomicUsize::new(0);
 
     let base = format!("pad-{id}");
-    assert!(run(&pool, &table, &base, "01", Op::Action, &ran)
-        .await
-        .unwrap()
-        .is_executed());
+    assert!(c.run(&base, "01", Op::Action).await.unwrap().is_executed());
     assert_refused(
-        run(&pool, &table, &format!("{base} "), "01", Op::Action, &ran).await,
+        c.run(&format!("{base} "), "01", Op::Action).await,
         "trailing space",
     );
 
@@ -203,45 +218,29 @@ async fn mysql_refuses_what_it_cannot_hold_exactly() {
     let long = format!("long-{id}-{}", "x".repeat(128));
     for tail in ["1", "2"] {
         assert_refused(
-            run(
-                &pool,
-                &table,
-                &format!("{long}{tail}"),
-                "01",
-                Op::Action,
-                &ran,
-            )
-            .await,
+            c.run(&format!("{long}{tail}"), "01", Op::Action).await,
             "gid past 128 characters",
         );
     }
     assert_refused(
-        run(
-            &pool,
-            &table,
-            &format!("nul-{id}\0x"),
-            "01",
-            Op::Action,
-            &ran,
-        )
-        .await,
+        c.run(&format!("nul-{id}\0x"), "01", Op::Action).await,
         "NUL",
     );
     // The same refusal for the msg back-check.
     let qp = BranchBarrier::with_config(
         dtm_barrier::msg_query_info(&format!("{base} ")),
         BarrierConfig {
-            table: table.clone(),
+            table: c.table.clone(),
         },
     )
-    .query_prepared(&pool)
+    .query_prepared(&c.pool)
     .await
     .unwrap_err();
     assert!(qp.is_invalid_input(), "{qp}");
 
-    assert_eq!(ran.load(Ordering::SeqCst), 1, "only the legal gid ran");
+    assert_eq!(c.ran(), 1, "only the legal gid ran");
     assert_eq!(
-        mysql_rows(&pool, &table, &id).await,
+        mysql_rows(&c.pool, &c.table, &id).await,
         vec![row(&base, "action")],
         "nothing written for the refused ones"
     );
@@ -251,12 +250,9 @@ async fn mysql_refuses_what_it_cannot_hold_exactly() {
         .chain(std::iter::repeat('é'))
         .take(128)
         .collect();
-    assert!(run(&pool, &table, &edge, "01", Op::Action, &ran)
-        .await
-        .unwrap()
-        .is_executed());
+    assert!(c.run(&edge, "01", Op::Action).await.unwrap().is_executed());
     assert_eq!(
-        mysql_rows(&pool, &table, &format!("e{id}-")).await,
+        mysql_rows(&c.pool, &c.table, &format!("e{id}-")).await,
         vec![row(&edge, "action")]
     );
 }
@@ -305,13 +301,10 @@ async fn mysql_legacy_folding_table_refuses_collisions_with_a_migration_hint() {
     );
     assert!(e.to_string().contains("ALTER TABLE"), "{e}");
 
+    let c = Case::new(pool, table);
     let id = run_id();
-    let ran = AtomicUsize::new(0);
     let (a, b) = (format!("Case-x-abc-{id}"), format!("case-x-ABC-{id}"));
-    assert!(run(&pool, &table, &a, "01", Op::Action, &ran)
-        .await
-        .unwrap()
-        .is_executed());
+    assert!(c.run(&a, "01", Op::Action).await.unwrap().is_executed());
 
     let check = |r: dtm_barrier::Result<Outcome<()>>, what: &str| {
         let e = match r {
@@ -321,7 +314,7 @@ async fn mysql_legacy_folding_table_refuses_collisions_with_a_migration_hint() {
         let msg = e.to_string();
         assert!(e.is_invalid_input(), "{what}: {msg}");
         assert!(
-            msg.contains(table.as_str()),
+            msg.contains(c.table.as_str()),
             "{what}: names the table: {msg}"
         );
         assert!(
@@ -330,45 +323,33 @@ async fn mysql_legacy_folding_table_refuses_collisions_with_a_migration_hint() {
         );
     };
     // The action of `b` folds onto `a`'s row.
-    check(
-        run(&pool, &table, &b, "01", Op::Action, &ran).await,
-        "action",
-    );
+    check(c.run(&b, "01", Op::Action).await, "action");
     // A compensation of `b` inserts its own row but `a`'s action row holds the origin key:
     // neither a null compensation nor a compensation of the wrong transaction.
-    check(
-        run(&pool, &table, &b, "01", Op::Compensate, &ran).await,
-        "compensate",
-    );
-    assert_eq!(ran.load(Ordering::SeqCst), 1, "b's business never ran");
+    check(c.run(&b, "01", Op::Compensate).await, "compensate");
+    assert_eq!(c.ran(), 1, "b's business never ran");
     assert_eq!(
-        mysql_rows(&pool, &table, &id).await,
+        mysql_rows(&c.pool, &c.table, &id).await,
         vec![row(&a, "action")],
         "b's refused transactions left no row"
     );
 
     // The same identity again is still a plain duplicate, and `a`'s compensation runs.
-    let again = run(&pool, &table, &a, "01", Op::Action, &ran)
-        .await
-        .unwrap();
+    let again = c.run(&a, "01", Op::Action).await.unwrap();
     assert_eq!(again, Outcome::Duplicate);
-    let comp = run(&pool, &table, &a, "01", Op::Compensate, &ran)
-        .await
-        .unwrap();
+    let comp = c.run(&a, "01", Op::Compensate).await.unwrap();
     assert_eq!(comp, Outcome::Executed(()));
-    assert_eq!(ran.load(Ordering::SeqCst), 2);
+    assert_eq!(c.ran(), 2);
 
     // After the migration the two are distinct transactions.
-    sqlx::raw_sql(&dtm_barrier::sql::mysql_exact_collation_migration(&table))
-        .execute(&pool)
+    sqlx::raw_sql(&dtm_barrier::sql::mysql_exact_collation_migration(&c.table))
+        .execute(&c.pool)
         .await
         .unwrap();
-    check_mysql_barrier_table(&pool, &table).await.unwrap();
-    let now = run(&pool, &table, &b, "01", Op::Action, &ran)
-        .await
-        .unwrap();
+    check_mysql_barrier_table(&c.pool, &c.table).await.unwrap();
+    let now = c.run(&b, "01", Op::Action).await.unwrap();
     assert_eq!(now, Outcome::Executed(()));
-    assert_eq!(ran.load(Ordering::SeqCst), 3);
+    assert_eq!(c.ran(), 3);
 }
 
 /// The DDL the SDK ships compares the identity columns exactly.
@@ -400,52 +381,28 @@ async fn mysql_ddl_uses_binary_collation_for_the_identity() {
 /// error (with the database's message) on every retry: now refused as invalid input.
 #[tokio::test]
 async fn postgres_identities() {
-    let pool = pg().await;
     // Own schema: PostgreSQL constraint names (`uniq_barrier`, which the insert names) are
     // unique per schema, so one barrier table per schema.
-    let table = fresh_table(&pool, "ident_pg.barrier").await;
+    let c = Case::fresh(pg().await, "ident_pg.barrier").await;
     let id = run_id();
-    let ran = AtomicUsize::new(0);
     let (a, b) = (format!("Case-x-abc-{id}"), format!("case-x-ABC-{id}"));
     for g in [&a, &b] {
-        assert!(run(&pool, &table, g, "01", Op::Action, &ran)
-            .await
-            .unwrap()
-            .is_executed());
+        assert!(c.run(g, "01", Op::Action).await.unwrap().is_executed());
     }
     let long = format!("long-{id}-{}", "x".repeat(128));
     assert_refused(
-        run(&pool, &table, &long, "01", Op::Action, &ran).await,
+        c.run(&long, "01", Op::Action).await,
         "gid past 128 characters",
     );
+    assert_refused(c.run(&format!("nul-{id}\0"), "01", Op::Action).await, "NUL");
     assert_refused(
-        run(
-            &pool,
-            &table,
-            &format!("nul-{id}\0"),
-            "01",
-            Op::Action,
-            &ran,
-        )
-        .await,
-        "NUL",
-    );
-    assert_refused(
-        run(
-            &pool,
-            &table,
-            &format!("tab-{id}"),
-            "0\t1",
-            Op::Action,
-            &ran,
-        )
-        .await,
+        c.run(&format!("tab-{id}"), "0\t1", Op::Action).await,
         "control character in the branch id",
     );
-    assert_eq!(ran.load(Ordering::SeqCst), 2);
+    assert_eq!(c.ran(), 2);
     let mut want = vec![row(&a, "action"), row(&b, "action")];
     want.sort();
-    assert_eq!(pg_rows(&pool, &table, &id).await, want);
+    assert_eq!(pg_rows(&c.pool, &c.table, &id).await, want);
 }
 
 /// Redis keys `<gid>-<branch>-<op>-<bid>`: `g-01`+`01` and `g`+`01-01` used to be one key,

@@ -24,6 +24,14 @@ async fn balance(c: &Client, key: &str) -> Option<i64> {
     c.balance(key).await.unwrap()
 }
 
+/// A fresh gid of `prefix`, and its account `acct-<gid>`, opened with 100.
+async fn gid_and_account(c: &Client, prefix: &str) -> (String, String) {
+    let gid = gid(prefix);
+    let acct = format!("acct-{gid}");
+    c.open(&acct, 100).await.unwrap();
+    (gid, acct)
+}
+
 /// The barrier rows of `gid`, as the suite writes them.
 async fn barrier_rows(c: &Client, gid: &str) -> Vec<String> {
     Store::rows(c, gid).await
@@ -61,9 +69,7 @@ async fn barrier_index_is_unique_on_the_go_key() {
 #[tokio::test]
 async fn concurrent_identical_requests_have_one_effect_and_all_succeed_with_reprocessing() {
     let c = client().await;
-    let gid = gid("mb-conc");
-    let acct = format!("acct-{gid}");
-    c.open(&acct, 100).await.unwrap();
+    let (gid, acct) = gid_and_account(&c, "mb-conc").await;
     let info = TransInfo::new(&gid, TransType::Saga, "01", Op::Action);
     let policy = ReprocessPolicy {
         max_attempts: 30,
@@ -101,9 +107,7 @@ async fn concurrent_identical_requests_have_one_effect_and_all_succeed_with_repr
 #[tokio::test]
 async fn documents_are_those_of_the_go_sdk() {
     let c = client().await;
-    let gid = gid("mb-go-docs");
-    let acct = format!("acct-{gid}");
-    c.open(&acct, 100).await.unwrap();
+    let (gid, acct) = gid_and_account(&c, "mb-go-docs").await;
     // Null compensation of a TCC branch: both documents, reason = the cancel op.
     let bb = BranchBarrier::new(TransInfo::new(&gid, TransType::Tcc, "01", Op::Cancel));
     c.adjust(&bb, acct.clone(), 10).await.unwrap();

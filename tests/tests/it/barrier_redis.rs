@@ -24,6 +24,13 @@ async fn set(c: &mut MultiplexedConnection, key: &str, v: i64) {
         .unwrap();
 }
 
+/// The account `acct-<gid>`, set to `balance`.
+async fn account(c: &mut MultiplexedConnection, gid: &str, balance: i64) -> String {
+    let acct = format!("acct-{gid}");
+    set(c, &acct, balance).await;
+    acct
+}
+
 async fn get(c: &mut MultiplexedConnection, key: &str) -> Option<String> {
     redis::cmd("GET").arg(key).query_async(c).await.unwrap()
 }
@@ -60,8 +67,7 @@ fn rurl(handler: &str) -> String {
 async fn insufficient_balance_or_missing_key_fails_and_writes_nothing() {
     let mut c = conn().await;
     let gid = gid("rb-insufficient");
-    let acct = format!("acct-{gid}");
-    set(&mut c, &acct, 10).await;
+    let acct = account(&mut c, &gid, 10).await;
     let bb = BranchBarrier::new(TransInfo::new(&gid, TransType::Saga, "01", Op::Action));
     let e = bb
         .check_adjust_amount(&store(&c), &acct, -30)
@@ -181,8 +187,7 @@ async fn keys_and_values_are_those_of_the_go_sdk() {
         (TransType::Msg, "00", Op::Msg, -5),
     ];
     for (gid, go) in [(&go_gid, true), (&rs_gid, false)] {
-        let acct = format!("acct-{gid}");
-        set(&mut c, &acct, 100).await;
+        let acct = account(&mut c, gid, 100).await;
         for (tt, branch, op, amount) in &steps {
             let info = TransInfo::new(gid.as_str(), *tt, *branch, op.clone());
             if go {
@@ -308,8 +313,7 @@ async fn msg_outbox_is_one_guarded_adjustment() {
 async fn barrier_decides_before_the_balance() {
     let mut c = conn().await;
     let g = gid("rb-null-credit");
-    let acct = format!("acct-{g}");
-    set(&mut c, &acct, 0).await;
+    let acct = account(&mut c, &g, 0).await;
     let undo = TransInfo::new(g.as_str(), TransType::Saga, "02", Op::Compensate);
     let out = BranchBarrier::new(undo.clone())
         .check_adjust_amount(&store(&c), &acct, -5)
@@ -337,8 +341,7 @@ async fn barrier_decides_before_the_balance() {
 
     // Action ran (+5), the money left the account, then the compensation is repeated.
     let g = gid("rb-dup-undo");
-    let acct = format!("acct-{g}");
-    set(&mut c, &acct, 0).await;
+    let acct = account(&mut c, &g, 0).await;
     let act = TransInfo::new(g.as_str(), TransType::Saga, "01", Op::Action);
     let undo = TransInfo::new(g.as_str(), TransType::Saga, "01", Op::Compensate);
     let redis = store(&c);

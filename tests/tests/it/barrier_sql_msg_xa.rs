@@ -10,11 +10,21 @@ use std::time::Duration;
 
 use crate::support::*;
 use dtm_barrier::reprocess::ReprocessPolicy;
+use dtm_barrier::sql::DbKind;
 use dtm_barrier::{BranchBarrier, Error as BError, Outcome};
 use dtm_examples::bank::{mysql_url, pg_url, BankReq, Db, ACCOUNTS};
+use dtm_tests::sql::{business, SqlDb};
 use dtmcli::{Op, TransInfo, TransOptions, TransType};
 use futures_util::future::BoxFuture;
-use sqlx::{MySqlPool, PgPool};
+use sqlx::Pool;
+
+/// The bank's name of `DB`.
+fn db<DB: SqlDb>() -> Db {
+    match DB::KIND {
+        DbKind::Mysql => Db::Mysql,
+        _ => Db::Postgres,
+    }
+}
 
 fn bank_url(db: Db, handler: &str) -> String {
     format!("{}/{}/{handler}", bank_env().base, db.as_str())
@@ -55,125 +65,87 @@ async fn rows(db: Db, gid: &str) -> Vec<String> {
 }
 
 /// A pool of the test's own runtime.
-enum Pool {
-    My(MySqlPool),
-    Pg(PgPool),
-}
-
-async fn pool(db: Db) -> Pool {
-    match db {
-        Db::Mysql => Pool::My(MySqlPool::connect(&mysql_url()).await.unwrap()),
-        Db::Postgres => Pool::Pg(PgPool::connect(&pg_url()).await.unwrap()),
-    }
-}
-
-fn debit_my(
-    user: i64,
-    amount: i64,
-    fail: bool,
-) -> impl for<'c> FnOnce(&'c mut sqlx::MySqlConnection) -> BoxFuture<'c, dtm_barrier::Result<()>> {
-    move |conn| {
-        Box::pin(async move {
-            sqlx::query(&format!(
-                "update {ACCOUNTS} set balance = balance - ? where user_id = ?"
-            ))
-            .bind(amount)
-            .bind(user)
-            .execute(&mut *conn)
-            .await?;
-            if fail {
-                return Err(BError::failure("local business refused"));
-            }
-            Ok(())
-        })
-    }
-}
-
-fn debit_pg(
-    user: i64,
-    amount: i64,
-    fail: bool,
-) -> impl for<'c> FnOnce(&'c mut sqlx::PgConnection) -> BoxFuture<'c, dtm_barrier::Result<()>> {
-    move |conn| {
-        Box::pin(async move {
-            sqlx::query(&format!(
-                "update {ACCOUNTS} set balance = balance - $1 where user_id = $2"
-            ))
-            .bind(amount)
-            .bind(user)
-            .execute(&mut *conn)
-            .await?;
-            if fail {
-                return Err(BError::failure("local business refused"));
-            }
-            Ok(())
-        })
-    }
-}
-
-impl Pool {
-    async fn guarded_debit(
-        &self,
-        info: TransInfo,
-        user: i64,
-        amount: i64,
-    ) -> dtm_barrier::Result<Outcome<()>> {
-        let bb = BranchBarrier::new(info);
-        match self {
-            Pool::My(p) => bb.call(p, debit_my(user, amount, false)).await,
-            Pool::Pg(p) => bb.call(p, debit_pg(user, amount, false)).await,
-        }
-    }
-}
-
-impl Pool {
-    /// In the caller's own transaction: first the caller's write (`pre` off `user`), then
-    /// the guarded debit of `amount`.
-    async fn in_callers_tx(
-        &self,
-        info: TransInfo,
-        user: i64,
-        pre: i64,
-        amount: i64,
-        fail: bool,
-    ) -> dtm_barrier::Result<Outcome<()>> {
-        let bb = BranchBarrier::new(info);
-        match self {
-            Pool::My(p) => {
-                let mut tx = p.begin().await?;
-                debit_my(user, pre, false)(&mut tx).await?;
-                bb.call_in_transaction(tx, debit_my(user, amount, fail))
-                    .await
-            }
-            Pool::Pg(p) => {
-                let mut tx = p.begin().await?;
-                debit_pg(user, pre, false)(&mut tx).await?;
-                bb.call_in_transaction(tx, debit_pg(user, amount, fail))
-                    .await
-            }
-        }
-    }
-}
-
-async fn xa_two_branches_commit(db: Db) {
-    let (a, b) = accounts(db, 100, 0).await;
-    let dtm = dtm();
-    let gid = gid("bbxa-ok");
-    let r = BankReq {
-        amount: 30,
-        from: a,
-        to: b,
-        ..Default::default()
+async fn pool<DB: SqlDb>() -> Pool<DB> {
+    let url = match db::<DB>() {
+        Db::Mysql => mysql_url(),
+        Db::Postgres => pg_url(),
     };
+    Pool::connect(&url).await.unwrap()
+}
+
+/// `amount` off `user`'s balance; one bind each.
+fn debit_sql() -> String {
+    format!("update {ACCOUNTS} set balance = balance - ? where user_id = ?")
+}
+
+/// The guarded debit of `amount` off `user`, refused after its write when `fail`.
+fn debit<DB: SqlDb>(
+    user: i64,
+    amount: i64,
+    fail: bool,
+) -> impl for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, dtm_barrier::Result<()>> {
+    business::<DB>(
+        debit_sql(),
+        vec![amount.into(), user.into()],
+        fail.then_some("local business refused"),
+    )
+}
+
+async fn guarded_debit<DB: SqlDb>(
+    pool: &Pool<DB>,
+    info: TransInfo,
+    user: i64,
+    amount: i64,
+) -> dtm_barrier::Result<Outcome<()>> {
+    BranchBarrier::new(info)
+        .call(pool, debit::<DB>(user, amount, false))
+        .await
+}
+
+/// In the caller's own transaction: first the caller's write (`pre` off `user`), then
+/// the guarded debit of `amount`.
+async fn in_callers_tx<DB: SqlDb>(
+    pool: &Pool<DB>,
+    info: TransInfo,
+    user: i64,
+    pre: i64,
+    amount: i64,
+    fail: bool,
+) -> dtm_barrier::Result<Outcome<()>> {
+    let mut tx = pool.begin().await?;
+    debit::<DB>(user, pre, false)(&mut *tx).await?;
+    BranchBarrier::new(info)
+        .call_in_transaction(tx, debit::<DB>(user, amount, fail))
+        .await
+}
+
+/// An XA transaction of 30 through the bank's XA branches on `db`, from a fresh account
+/// holding 100 to one holding 0, its credit refused after its write when `fail_in`. The
+/// two accounts, the gid (of `prefix`) and what the initiator was told.
+async fn xa_transfer(
+    db: Db,
+    prefix: &str,
+    fail_in: bool,
+) -> (i64, i64, String, dtmcli::Result<()>) {
+    let (a, b) = accounts(db, 100, 0).await;
+    let gid = gid(prefix);
+    let r = BankReq::transfer(30, a, b, fail_in);
     let (out, inn) = (bank_url(db, "TransOutXa"), bank_url(db, "TransInXa"));
-    dtm.xa_global_transaction(&gid, TransOptions::default(), |xa| async move {
-        xa.call_branch(&r, &out).await?;
-        xa.call_branch(&r, &inn).await?;
-        Ok(())
-    })
-    .await
-    .unwrap();
-    wait_status(&dtm, &gid, "succeed").await;
+    let told = dtm()
+        .xa_global_transaction(&gid, TransOptions::default(), |xa| async move {
+            xa.call_branch(&r, &out).await?;
+            xa.call_branch(&r, &inn).await?;
+            Ok(())
+        })
+        .await;
+    (a, b, gid, told)
+}
+
+async fn xa_two_branches_commit<DB: SqlDb>() {
+    let db = db::<DB>();
+    let (a, b, gid, told) = xa_transfer(db, "bbxa-ok", false).await;
+    told.unwrap();
+    wait_status(&dtm(), &gid, "succeed").await;
     // Phase 2 ran asynchronously: poll for the committed balances.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while (balance(db, a).await, balance(db, b).await) != (70, 30) {
@@ -200,28 +172,12 @@ async fn xa_two_branches_commit(db: Db) {
     assert_eq!((balance(db, a).await, balance(db, b).await), (70, 30));
 }
 
-async fn xa_failing_branch_rolls_both_back(db: Db) {
-    let (a, b) = accounts(db, 100, 0).await;
-    let dtm = dtm();
-    let gid = gid("bbxa-rb");
-    let r = BankReq {
-        amount: 30,
-        from: a,
-        to: b,
-        trans_in_result: "FAILURE".into(),
-        ..Default::default()
-    };
-    let (out, inn) = (bank_url(db, "TransOutXa"), bank_url(db, "TransInXa"));
-    let err = dtm
-        .xa_global_transaction(&gid, TransOptions::default(), |xa| async move {
-            xa.call_branch(&r, &out).await?;
-            xa.call_branch(&r, &inn).await?;
-            Ok(())
-        })
-        .await
-        .unwrap_err();
+async fn xa_failing_branch_rolls_both_back<DB: SqlDb>() {
+    let db = db::<DB>();
+    let (a, b, gid, told) = xa_transfer(db, "bbxa-rb", true).await;
+    let err = told.unwrap_err();
     assert!(err.is_failure(), "{err}");
-    let q = wait_status(&dtm, &gid, "failed").await;
+    let q = wait_status(&dtm(), &gid, "failed").await;
     // Only the first branch registered; DTM rolled it back.
     assert_eq!(
         branch_rows(&q),
@@ -231,10 +187,36 @@ async fn xa_failing_branch_rolls_both_back(db: Db) {
     assert_eq!(rows(db, &gid).await, ["xa/01/action/01/rollback"]);
 }
 
+/// Run `k` of the deadlock's guarded business (counted in `attempts[k]`): debits 1 from
+/// `first`, waits (the first time) until the other run holds its first row, then debits 1
+/// from `second`.
+fn crosswise<DB: SqlDb>(
+    k: usize,
+    first: i64,
+    second: i64,
+    attempts: Arc<[AtomicU32; 2]>,
+    sync: Arc<tokio::sync::Barrier>,
+) -> impl for<'c> FnMut(&'c mut DB::Connection) -> BoxFuture<'c, dtm_barrier::Result<()>> + Send {
+    let waited = Arc::new(AtomicBool::new(false));
+    move |conn| {
+        attempts[k].fetch_add(1, Ordering::SeqCst);
+        let (sync, waited) = (sync.clone(), waited.clone());
+        Box::pin(async move {
+            DB::execute(conn, &debit_sql(), vec![1.into(), first.into()]).await?;
+            if !waited.swap(true, Ordering::SeqCst) {
+                let _ = tokio::time::timeout(Duration::from_secs(5), sync.wait()).await;
+            }
+            DB::execute(conn, &debit_sql(), vec![1.into(), second.into()]).await?;
+            Ok(())
+        })
+    }
+}
+
 /// Two guarded transactions that lock two rows in opposite orders: a real deadlock.
-async fn deadlock(db: Db, reprocess: bool) {
+async fn deadlock<DB: SqlDb>(reprocess: bool) {
+    let db = db::<DB>();
     let (x, y) = accounts(db, 1000, 1000).await;
-    let p = Arc::new(pool(db).await);
+    let p = Arc::new(pool::<DB>().await);
     let sync = Arc::new(tokio::sync::Barrier::new(2));
     let attempts = Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
     let run = |k: usize, first: i64, second: i64| {
@@ -243,37 +225,11 @@ async fn deadlock(db: Db, reprocess: bool) {
         tokio::spawn(async move {
             let bb = BranchBarrier::new(TransInfo::new(&gid, TransType::Saga, "01", Op::Action));
             let policy = ReprocessPolicy::default();
-            let waited = Arc::new(AtomicBool::new(false));
-            macro_rules! busi {
-                ($conn:ty, $upd:expr) => {
-                    |conn: &mut $conn| -> BoxFuture<'_, dtm_barrier::Result<()>> {
-                        attempts[k].fetch_add(1, Ordering::SeqCst);
-                        let (sync, waited) = (sync.clone(), waited.clone());
-                        Box::pin(async move {
-                            sqlx::query($upd)
-                                .bind(1_i64)
-                                .bind(first)
-                                .execute(&mut *conn)
-                                .await?;
-                            if !waited.swap(true, Ordering::SeqCst) {
-                                let _ =
-                                    tokio::time::timeout(Duration::from_secs(5), sync.wait()).await;
-                            }
-                            sqlx::query($upd)
-                                .bind(1_i64)
-                                .bind(second)
-                                .execute(&mut *conn)
-                                .await?;
-                            Ok(())
-                        })
-                    }
-                };
-            }
-            let r = match (&*p, reprocess) {
-                (Pool::My(pool), true) => bb.call_reprocessing(pool, &policy, busi!(sqlx::MySqlConnection, "update dtm_busi.user_account set balance = balance - ? where user_id = ?")).await,
-                (Pool::My(pool), false) => bb.call(pool, busi!(sqlx::MySqlConnection, "update dtm_busi.user_account set balance = balance - ? where user_id = ?")).await,
-                (Pool::Pg(pool), true) => bb.call_reprocessing(pool, &policy, busi!(sqlx::PgConnection, "update dtm_busi.user_account set balance = balance - $1 where user_id = $2")).await,
-                (Pool::Pg(pool), false) => bb.call(pool, busi!(sqlx::PgConnection, "update dtm_busi.user_account set balance = balance - $1 where user_id = $2")).await,
+            let busi = crosswise::<DB>(k, first, second, attempts, sync);
+            let r = if reprocess {
+                bb.call_reprocessing(&*p, &policy, busi).await
+            } else {
+                bb.call(&*p, busi).await
             };
             (gid, r)
         })
@@ -309,76 +265,34 @@ async fn deadlock(db: Db, reprocess: bool) {
 /// The database drops the connection in the middle of a guarded business: nothing of it is
 /// applied (business write and barrier row roll back together), the retry DTM would send
 /// applies it once, and a further retry is a duplicate.
-async fn connection_dropped_mid_business(db: Db) {
+async fn connection_dropped_mid_business<DB: SqlDb>() {
+    let db = db::<DB>();
     let (a, _) = accounts(db, 100, 0).await;
-    let p = pool(db).await;
-    let killer = pool(db).await;
+    let p = pool::<DB>().await;
+    let killer = pool::<DB>().await;
     let gid = gid("bb-dropped");
     let info = TransInfo::new(&gid, TransType::Saga, "01", Op::Action);
-    let first = match (&p, &killer) {
-        (Pool::My(pool), Pool::My(k)) => {
-            let k = k.clone();
-            BranchBarrier::new(info.clone())
-                .call(
-                    pool,
-                    move |c: &mut sqlx::MySqlConnection| -> BoxFuture<'_, dtm_barrier::Result<()>> {
-                        Box::pin(async move {
-                            sqlx::query(&format!(
-                                "update {ACCOUNTS} set balance = balance - 30 where user_id = ?"
-                            ))
-                            .bind(a)
-                            .execute(&mut *c)
-                            .await?;
-                            let id: u64 = sqlx::query_scalar("select connection_id()")
-                                .fetch_one(&mut *c)
-                                .await?;
-                            sqlx::raw_sql(&format!("kill connection {id}"))
-                                .execute(&k)
-                                .await?;
-                            sqlx::query("select 1").execute(&mut *c).await?;
-                            Ok(())
-                        })
-                    },
-                )
-                .await
-        }
-        (Pool::Pg(pool), Pool::Pg(k)) => {
-            let k = k.clone();
-            BranchBarrier::new(info.clone())
-                .call(
-                    pool,
-                    move |c: &mut sqlx::PgConnection| -> BoxFuture<'_, dtm_barrier::Result<()>> {
-                        Box::pin(async move {
-                            sqlx::query(&format!(
-                                "update {ACCOUNTS} set balance = balance - 30 where user_id = $1"
-                            ))
-                            .bind(a)
-                            .execute(&mut *c)
-                            .await?;
-                            let pid: i32 = sqlx::query_scalar("select pg_backend_pid()")
-                                .fetch_one(&mut *c)
-                                .await?;
-                            sqlx::query("select pg_terminate_backend($1)")
-                                .bind(pid)
-                                .execute(&k)
-                                .await?;
-                            sqlx::query("select 1").execute(&mut *c).await?;
-                            Ok(())
-                        })
-                    },
-                )
-                .await
-        }
-        _ => unreachable!(),
-    };
+    let first = BranchBarrier::new(info.clone())
+        .call(
+            &p,
+            move |c: &mut DB::Connection| -> BoxFuture<'_, dtm_barrier::Result<()>> {
+                Box::pin(async move {
+                    DB::execute(c, &debit_sql(), vec![30.into(), a.into()]).await?;
+                    DB::kill(c, &killer).await?;
+                    DB::execute(c, "select 1", Vec::new()).await?;
+                    Ok(())
+                })
+            },
+        )
+        .await;
     let err = first.expect_err("the dropped connection must surface as an error");
     assert!(!err.is_failure(), "retryable, not a failure: {err}");
     assert_eq!(balance(db, a).await, 100, "nothing applied");
     assert!(rows(db, &gid).await.is_empty(), "no barrier row either");
     // DTM retries: applied once; and once more: a duplicate.
-    let out = p.guarded_debit(info.clone(), a, 30).await.unwrap();
+    let out = guarded_debit(&p, info.clone(), a, 30).await.unwrap();
     assert!(out.is_executed());
-    let again = p.guarded_debit(info, a, 30).await.unwrap();
+    let again = guarded_debit(&p, info, a, 30).await.unwrap();
     assert_eq!(again, Outcome::Duplicate);
     assert_eq!(balance(db, a).await, 70);
     assert_eq!(rows(db, &gid).await, ["saga/01/action/01/action"]);
@@ -387,45 +301,44 @@ async fn connection_dropped_mid_business(db: Db) {
 /// The barrier in the caller's own transaction: the caller's write commits with the
 /// barrier row and the business, or rolls back with them; a repeat is a duplicate (whose
 /// transaction, the caller's write included, still commits).
-async fn call_in_the_callers_transaction(db: Db) {
+async fn call_in_the_callers_transaction<DB: SqlDb>() {
+    let db = db::<DB>();
     let (a, _) = accounts(db, 100, 0).await;
-    let p = pool(db).await;
+    let p = pool::<DB>().await;
     let gid = gid("bb-in-tx");
     let info = TransInfo::new(&gid, TransType::Saga, "01", Op::Action);
-    let e = p
-        .in_callers_tx(info.clone(), a, 1, 30, true)
+    let e = in_callers_tx(&p, info.clone(), a, 1, 30, true)
         .await
         .unwrap_err();
     assert!(e.is_failure(), "{e}");
     assert_eq!(balance(db, a).await, 100, "both writes rolled back");
     assert!(rows(db, &gid).await.is_empty());
-    let out = p
-        .in_callers_tx(info.clone(), a, 1, 30, false)
+    let out = in_callers_tx(&p, info.clone(), a, 1, 30, false)
         .await
         .unwrap();
     assert_eq!(out, Outcome::Executed(()));
     assert_eq!(balance(db, a).await, 69);
-    let again = p.in_callers_tx(info, a, 1, 30, false).await.unwrap();
+    let again = in_callers_tx(&p, info, a, 1, 30, false).await.unwrap();
     assert_eq!(again, Outcome::Duplicate);
     assert_eq!(balance(db, a).await, 68);
     assert_eq!(rows(db, &gid).await, ["saga/01/action/01/action"]);
 }
 
-async fn deadlock_reprocessed(db: Db) {
-    deadlock(db, true).await
+async fn deadlock_reprocessed<DB: SqlDb>() {
+    deadlock::<DB>(true).await
 }
 
-async fn deadlock_without_policy_returns_the_error(db: Db) {
-    deadlock(db, false).await
+async fn deadlock_without_policy_returns_the_error<DB: SqlDb>() {
+    deadlock::<DB>(false).await
 }
 
 macro_rules! per_db {
     ($($name:ident),* $(,)?) => {
         mod mysql {
-            $( #[tokio::test] async fn $name() { super::$name(super::Db::Mysql).await } )*
+            $( #[tokio::test] async fn $name() { super::$name::<sqlx::MySql>().await } )*
         }
         mod postgres {
-            $( #[tokio::test] async fn $name() { super::$name(super::Db::Postgres).await } )*
+            $( #[tokio::test] async fn $name() { super::$name::<sqlx::Postgres>().await } )*
         }
     };
 }

@@ -16,10 +16,11 @@ use crate::support;
 use std::time::Duration;
 
 use dtm_barrier::redis::RedisStore;
+use dtm_barrier::sql::BarrierDatabase;
 use dtm_barrier::{BranchBarrier, Outcome, TableName};
 use dtmcli::{Op, TransInfo, TransType};
 use go_service::{free_addr, GoService};
-use sqlx::{MySqlPool, PgPool};
+use sqlx::{MySqlPool, PgPool, Pool};
 
 fn var(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
@@ -33,6 +34,23 @@ fn host_port(url: &str) -> String {
 }
 
 /// The stores, opened on both sides, with the default barrier table/collection.
+/// The default barrier table on `pool`. Other test binaries may create the same table at the
+/// same moment: one retry.
+async fn create_barrier_table<DB>(pool: &Pool<DB>, table: &TableName)
+where
+    DB: BarrierDatabase,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    if dtm_barrier::sql::create_barrier_table(pool, table)
+        .await
+        .is_err()
+    {
+        dtm_barrier::sql::create_barrier_table(pool, table)
+            .await
+            .unwrap();
+    }
+}
+
 struct Stores {
     mysql: MySqlPool,
     pg: PgPool,
@@ -58,23 +76,8 @@ impl Stores {
         let mysql = MySqlPool::connect(&mysql_url).await.expect("MariaDB");
         let pg = PgPool::connect(&pg_url).await.expect("PostgreSQL");
         let table = TableName::default();
-        // Other test binaries may create the same table at the same moment: one retry.
-        if dtm_barrier::sql::create_barrier_table(&mysql, &table)
-            .await
-            .is_err()
-        {
-            dtm_barrier::sql::create_barrier_table(&mysql, &table)
-                .await
-                .unwrap();
-        }
-        if dtm_barrier::sql::create_barrier_table(&pg, &table)
-            .await
-            .is_err()
-        {
-            dtm_barrier::sql::create_barrier_table(&pg, &table)
-                .await
-                .unwrap();
-        }
+        create_barrier_table(&mysql, &table).await;
+        create_barrier_table(&pg, &table).await;
         let redis_conn = redis::Client::open(redis_url.as_str())
             .unwrap()
             .get_multiplexed_async_connection()

@@ -10,12 +10,28 @@ use dtmcli::{Error, Op, TransInfo, TransOptions, TransType};
 use std::collections::BTreeMap;
 
 fn req(amount: i64, from: i64, to: i64) -> ReqGrpc {
-    ReqGrpc {
-        amount,
-        from_user: from,
-        to_user: to,
-        ..Default::default()
-    }
+    ReqGrpc::transfer(amount, from, to, false)
+}
+
+/// A fresh gid of `prefix`, and two accounts on `db`'s gRPC bank: `a` holding `balance`, `b`
+/// nothing.
+async fn fixture(db: Db, balance: i64, prefix: &str) -> (String, i64, i64) {
+    let (a, b) = gbank_accounts(db, balance, 0).await;
+    (gid(prefix), a, b)
+}
+
+/// The balances of `a` and `b` on `db`'s gRPC bank.
+async fn balances(db: Db, a: i64, b: i64) -> (i64, i64) {
+    (gbank_balance(db, a).await, gbank_balance(db, b).await)
+}
+
+/// Calls `handler` of `db`'s gRPC bank as DTM would, with `info`: it answers success, and
+/// the barrier keeps its business from running (`why`).
+async fn skipped_call(db: Db, handler: &str, info: &TransInfo, r: &ReqGrpc, why: &str) {
+    grpc_call(&grpc_bank_url(db, handler), info, r)
+        .await
+        .unwrap();
+    assert_eq!(gbank_executed(&info.gid, handler), 0, "{why}");
 }
 
 fn saga(gid: &str, db: Db, r: &ReqGrpc) -> dtmgrpc::Saga {
@@ -34,14 +50,10 @@ fn saga(gid: &str, db: Db, r: &ReqGrpc) -> dtmgrpc::Saga {
 }
 
 async fn saga_success(db: Db) {
-    let (a, b) = gbank_accounts(db, 100, 0).await;
-    let gid = gid("gbb-saga-ok");
+    let (gid, a, b) = fixture(db, 100, "gbb-saga-ok").await;
     saga(&gid, db, &req(30, a, b)).submit().await.unwrap();
     wait_status(&dtm(), &gid, "succeed").await;
-    assert_eq!(
-        (gbank_balance(db, a).await, gbank_balance(db, b).await),
-        (70, 30)
-    );
+    assert_eq!(balances(db, a, b).await, (70, 30));
     assert_eq!(gbank_executed(&gid, "TransOut"), 1);
     assert_eq!(gbank_executed(&gid, "TransIn"), 1);
     // Exactly the rows the Go SDK writes.
@@ -52,20 +64,13 @@ async fn saga_success(db: Db) {
 }
 
 async fn saga_rollback(db: Db) {
-    let (a, b) = gbank_accounts(db, 100, 0).await;
-    let gid = gid("gbb-saga-rb");
-    let r = ReqGrpc {
-        trans_in_result: "FAILURE".into(),
-        ..req(30, a, b)
-    };
+    let (gid, a, b) = fixture(db, 100, "gbb-saga-rb").await;
+    let r = ReqGrpc::transfer(30, a, b, true);
     saga(&gid, db, &r).submit().await.unwrap();
     wait_status(&dtm(), &gid, "failed").await;
     // TransIn's write was rolled back with its barrier row: its compensation is a null
     // compensation; TransOut's compensation undoes exactly its action.
-    assert_eq!(
-        (gbank_balance(db, a).await, gbank_balance(db, b).await),
-        (100, 0)
-    );
+    assert_eq!(balances(db, a, b).await, (100, 0));
     assert_eq!(gbank_executed(&gid, "TransIn"), 1);
     assert_eq!(gbank_executed(&gid, "TransInCompensate"), 0);
     assert_eq!(gbank_executed(&gid, "TransOutCompensate"), 1);
@@ -81,8 +86,7 @@ async fn saga_rollback(db: Db) {
 }
 
 async fn insufficient_balance_fails_the_saga(db: Db) {
-    let (a, b) = gbank_accounts(db, 10, 0).await;
-    let gid = gid("gbb-saga-poor");
+    let (gid, a, b) = fixture(db, 10, "gbb-saga-poor").await;
     let err = saga(&gid, db, &req(30, a, b))
         .with_options(TransOptions::default().wait_result(true))
         .submit()
@@ -90,35 +94,17 @@ async fn insufficient_balance_fails_the_saga(db: Db) {
         .unwrap_err();
     assert!(err.is_failure(), "{err}");
     assert!(err.to_string().contains("insufficient balance"), "{err}");
-    assert_eq!(
-        (gbank_balance(db, a).await, gbank_balance(db, b).await),
-        (10, 0)
-    );
+    assert_eq!(balances(db, a, b).await, (10, 0));
     assert_eq!(gbank_executed(&gid, "TransIn"), 0);
 }
 
 async fn null_compensation_then_late_action(db: Db) {
-    let (a, b) = gbank_accounts(db, 100, 0).await;
-    let gid = gid("gbb-nullcomp");
+    let (gid, a, b) = fixture(db, 100, "gbb-nullcomp").await;
     let r = req(30, a, b);
     let comp = TransInfo::new(&gid, TransType::Saga, "01", Op::Compensate);
-    grpc_call(&grpc_bank_url(db, "TransOutCompensate"), &comp, &r)
-        .await
-        .unwrap();
-    assert_eq!(
-        gbank_executed(&gid, "TransOutCompensate"),
-        0,
-        "business must not run"
-    );
+    skipped_call(db, "TransOutCompensate", &comp, &r, "business must not run").await;
     let action = TransInfo::new(&gid, TransType::Saga, "01", Op::Action);
-    grpc_call(&grpc_bank_url(db, "TransOut"), &action, &r)
-        .await
-        .unwrap();
-    assert_eq!(
-        gbank_executed(&gid, "TransOut"),
-        0,
-        "late action must be a no-op"
-    );
+    skipped_call(db, "TransOut", &action, &r, "late action must be a no-op").await;
     assert_eq!(gbank_balance(db, a).await, 100);
     assert_eq!(
         gbank_rows(db, &gid).await,
@@ -130,9 +116,8 @@ async fn null_compensation_then_late_action(db: Db) {
 }
 
 async fn hanging_tcc_try(db: Db) {
-    let (a, b) = gbank_accounts(db, 100, 0).await;
+    let (gid, a, b) = fixture(db, 100, "gbb-hanging").await;
     let dtm = grpc_dtm();
-    let gid = gid("gbb-hanging");
     let r = req(30, a, b);
     // Register a branch over gRPC, but let its try "hang" until DTM timed out and cancelled.
     let mut body = dtmgrpc::pb::dtmgimp::DtmRequest {
@@ -168,10 +153,7 @@ async fn hanging_tcc_try(db: Db) {
     );
     // The late try: success, and nothing changes.
     let try_info = TransInfo::new(&gid, TransType::Tcc, "01", Op::Try);
-    grpc_call(&grpc_bank_url(db, "TransOutTry"), &try_info, &r)
-        .await
-        .unwrap();
-    assert_eq!(gbank_executed(&gid, "TransOutTry"), 0);
+    skipped_call(db, "TransOutTry", &try_info, &r, "late try must be a no-op").await;
     assert_eq!(gbank_balance(db, a).await, 100);
     assert_eq!(
         gbank_rows(db, &gid).await,
@@ -180,8 +162,7 @@ async fn hanging_tcc_try(db: Db) {
 }
 
 async fn duplicates_apply_once(db: Db) {
-    let (a, b) = gbank_accounts(db, 100, 0).await;
-    let gid = gid("gbb-dup");
+    let (gid, a, b) = fixture(db, 100, "gbb-dup").await;
     let r = req(10, a, b);
     let info = TransInfo::new(&gid, TransType::Saga, "01", Op::Action);
     for _ in 0..3 {
@@ -211,40 +192,22 @@ async fn duplicates_apply_once(db: Db) {
 }
 
 async fn tcc_rollback(db: Db) {
-    let (a, b) = gbank_accounts(db, 100, 0).await;
-    let gid = gid("gbb-tcc-rb");
-    let r = ReqGrpc {
-        trans_in_result: "FAILURE".into(),
-        ..req(30, a, b)
-    };
+    let (gid, a, b) = fixture(db, 100, "gbb-tcc-rb").await;
+    let r = ReqGrpc::transfer(30, a, b, true);
     let err = grpc_dtm()
         .tcc_global_transaction(&gid, TransOptions::default(), |tcc| async move {
-            let _: () = tcc
-                .call_branch(
-                    &r,
-                    &grpc_bank_url(db, "TransOutTry"),
-                    &grpc_bank_url(db, "TransOutConfirm"),
-                    &grpc_bank_url(db, "TransOutCancel"),
-                )
-                .await?;
-            let _: () = tcc
-                .call_branch(
-                    &r,
-                    &grpc_bank_url(db, "TransInTry"),
-                    &grpc_bank_url(db, "TransInConfirm"),
-                    &grpc_bank_url(db, "TransInCancel"),
-                )
-                .await?;
+            for side in ["TransOut", "TransIn"] {
+                let [try_, confirm, cancel] = ["Try", "Confirm", "Cancel"]
+                    .map(|op| grpc_bank_url(db, &format!("{side}{op}")));
+                let _: () = tcc.call_branch(&r, &try_, &confirm, &cancel).await?;
+            }
             Ok(())
         })
         .await
         .unwrap_err();
     assert!(err.is_failure(), "{err}");
     wait_status(&dtm(), &gid, "failed").await;
-    assert_eq!(
-        (gbank_balance(db, a).await, gbank_balance(db, b).await),
-        (100, 0)
-    );
+    assert_eq!(balances(db, a, b).await, (100, 0));
     assert_eq!(gbank_executed(&gid, "TransOutCancel"), 1);
     assert_eq!(
         gbank_executed(&gid, "TransInCancel"),

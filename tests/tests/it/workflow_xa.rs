@@ -2,14 +2,15 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use crate::support::*;
 use dtm_barrier::xa::XaLocal;
 use dtm_barrier::{BranchBarrier, Error as BError};
 use dtm_examples::bank::{mysql_url, pg_url, Db, ACCOUNTS};
+use dtm_tests::sql::{business, SqlDb};
+use dtm_tests::wf::retrying_every_second;
 use dtm_workflow::{WfOptions, Workflows};
-use dtmcli::{DtmClient, TransOptions};
+use dtmcli::DtmClient;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
@@ -33,25 +34,21 @@ fn wfs() -> &'static Workflows {
                 let cb = format!("http://{}/wf", listener.local_addr().unwrap());
                 let dtm = DtmClient::new(dtm_url).unwrap();
                 let wfs = Workflows::http(dtm.clone(), cb);
-                let my: XaLocal<sqlx::MySql, _> = XaLocal::new(mysql_url().parse().unwrap(), dtm.clone());
+                let my: XaLocal<sqlx::MySql, _> =
+                    XaLocal::new(mysql_url().parse().unwrap(), dtm.clone());
                 let pg: XaLocal<sqlx::Postgres, _> = XaLocal::new(pg_url().parse().unwrap(), dtm);
-                let options = WfOptions {
-                    trans: TransOptions::default().retry_interval(Duration::from_secs(1)),
-                    ..Default::default()
-                };
+                let options = retrying_every_second();
                 wfs.register_with_options("xa", options, move |wf, input| {
                     let (my, pg) = (my.clone(), pg.clone());
                     async move {
-                        let i: Input = serde_json::from_slice(&input).map_err(dtmcli::Error::other)?;
+                        let i: Input =
+                            serde_json::from_slice(&input).map_err(dtmcli::Error::other)?;
                         // Branch 01: debit on MariaDB.
                         wf.new_branch()?;
                         wf.do_xa(&my, move |conn| {
                             Box::pin(async move {
-                                sqlx::query(&format!("update {ACCOUNTS} set balance = balance - ? where user_id = ?"))
-                                    .bind(i.amount)
-                                    .bind(i.from)
-                                    .execute(&mut *conn)
-                                    .await?;
+                                let binds = vec![(-i.amount).into(), i.from.into()];
+                                sqlx::MySql::execute(conn, &adjust_sql(), binds).await?;
                                 Ok(b"debited".to_vec())
                             })
                         })
@@ -60,11 +57,8 @@ fn wfs() -> &'static Workflows {
                         wf.new_branch()?;
                         wf.do_xa(&pg, move |conn| {
                             Box::pin(async move {
-                                sqlx::query(&format!("update {ACCOUNTS} set balance = balance + $1 where user_id = $2"))
-                                    .bind(i.amount)
-                                    .bind(i.to)
-                                    .execute(&mut *conn)
-                                    .await?;
+                                let binds = vec![i.amount.into(), i.to.into()];
+                                sqlx::Postgres::execute(conn, &adjust_sql(), binds).await?;
                                 if i.fail_second {
                                     return Err(BError::failure("credit refused"));
                                 }
@@ -82,13 +76,14 @@ fn wfs() -> &'static Workflows {
                 for (name, compensate_failed) in [("saga_bb", false), ("saga_bb_cef", true)] {
                     let pool = pool.clone();
                     let options = WfOptions {
-                        trans: TransOptions::default().retry_interval(Duration::from_secs(1)),
                         compensate_error_branch: compensate_failed,
+                        ..retrying_every_second()
                     };
                     wfs.register_with_options(name, options, move |wf, input| {
                         let pool = pool.clone();
                         async move {
-                            let i: Input = serde_json::from_slice(&input).map_err(dtmcli::Error::other)?;
+                            let i: Input =
+                                serde_json::from_slice(&input).map_err(dtmcli::Error::other)?;
                             wf.new_branch()?;
                             let p2 = pool.clone();
                             wf.on_rollback(move |info| async move {
@@ -132,6 +127,13 @@ fn wfs() -> &'static Workflows {
     })
 }
 
+/// `delta` added to `user`'s balance; one bind each.
+fn adjust_sql() -> String {
+    format!("update {ACCOUNTS} set balance = balance + ? where user_id = ?")
+}
+
+/// The guarded adjustment of `user` by `delta` on PostgreSQL, refused after its write when
+/// `fail`.
 fn adjust(
     user: i64,
     delta: i64,
@@ -139,21 +141,11 @@ fn adjust(
 ) -> impl for<'c> FnOnce(
     &'c mut sqlx::PgConnection,
 ) -> futures_util::future::BoxFuture<'c, dtm_barrier::Result<()>> {
-    move |c| {
-        Box::pin(async move {
-            sqlx::query(&format!(
-                "update {ACCOUNTS} set balance = balance + $1 where user_id = $2"
-            ))
-            .bind(delta)
-            .bind(user)
-            .execute(&mut *c)
-            .await?;
-            if fail {
-                return Err(BError::failure("debit refused after its write"));
-            }
-            Ok(())
-        })
-    }
+    business::<sqlx::Postgres>(
+        adjust_sql(),
+        vec![delta.into(), user.into()],
+        fail.then_some("debit refused after its write"),
+    )
 }
 
 async fn pg_account(balance: i64) -> i64 {
@@ -223,22 +215,30 @@ async fn run_named(name: &str, gid: &str, input: &Input) -> dtmcli::Result<Vec<u
     on_env(async move { wfs.execute(&name, &gid, &input).await }).await
 }
 
-#[tokio::test]
-async fn saga_rollback_with_barrier_guarded_compensation() {
+/// Runs the saga-style workflow `name` on a fresh account holding 100: its first step
+/// debits 30, its second is refused, so DTM ends it `failed`. The account's balance and
+/// barrier rows then.
+async fn refused_saga_bb(name: &str, gid: &str) -> (i64, Vec<String>) {
     let a = pg_account(100).await;
-    let gid = gid("wfbb-rb");
     let input = Input {
         from: a,
         to: 0,
         amount: 30,
         fail_second: true,
     };
-    let err = run_named("saga_bb", &gid, &input).await.unwrap_err();
+    let err = run_named(name, gid, &input).await.unwrap_err();
     assert!(err.is_failure(), "{err}");
-    wait_status(&dtm(), &gid, "failed").await;
-    assert_eq!(pg_balance(a).await, 100, "debited, then credited back once");
+    wait_status(&dtm(), gid, "failed").await;
+    (pg_balance(a).await, pg_rows(gid).await)
+}
+
+#[tokio::test]
+async fn saga_rollback_with_barrier_guarded_compensation() {
+    let gid = gid("wfbb-rb");
+    let (balance, rows) = refused_saga_bb("saga_bb", &gid).await;
+    assert_eq!(balance, 100, "debited, then credited back once");
     assert_eq!(
-        pg_rows(&gid).await,
+        rows,
         [
             "workflow/01/action/01/action",
             "workflow/01/rollback/01/rollback"
@@ -248,22 +248,13 @@ async fn saga_rollback_with_barrier_guarded_compensation() {
 
 #[tokio::test]
 async fn compensate_error_branch_meets_a_null_compensation() {
-    let a = pg_account(100).await;
     let gid = gid("wfbb-cef");
-    let input = Input {
-        from: a,
-        to: 0,
-        amount: 30,
-        fail_second: true,
-    };
-    let err = run_named("saga_bb_cef", &gid, &input).await.unwrap_err();
-    assert!(err.is_failure(), "{err}");
-    wait_status(&dtm(), &gid, "failed").await;
+    let (balance, rows) = refused_saga_bb("saga_bb_cef", &gid).await;
     // The failed action's write and barrier row were rolled back; its rollback ran (the
     // option asks for it) but the barrier saw a null compensation and did not credit.
-    assert_eq!(pg_balance(a).await, 100);
+    assert_eq!(balance, 100);
     assert_eq!(
-        pg_rows(&gid).await,
+        rows,
         [
             "workflow/01/action/01/rollback",
             "workflow/01/rollback/01/rollback"
