@@ -6,14 +6,15 @@
 //! `cargo bench -p dtm-barrier --all-features --bench barrier_cost` (`BENCH_ITERS` sets the
 //! iterations per case, default 300). Prints a table of latencies in microseconds.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use dtm_barrier::redis::RedisStore;
+use dtm_barrier::sql::DbKind;
 use dtm_barrier::{BranchBarrier, Outcome};
 use dtmcli::{Op, TransInfo, TransType};
 use futures_util::future::BoxFuture;
 use mongodb::bson::doc;
-use sqlx::{MySqlPool, PgPool};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -43,18 +44,20 @@ fn iters() -> usize {
 }
 
 /// Runs `plain(i)` and `guarded(i)` alternately (so drift and background load hit both
-/// alike): a warm-up, then `iters()` timed iterations of each.
+/// alike): a warm-up, then `iters()` timed iterations of each. Every guarded call must
+/// execute its business (a fresh gid each time).
 async fn measure<P, PF, G, GF>(mut plain: P, mut guarded: G) -> Result<(Stats, Stats), BoxError>
 where
     P: FnMut(usize) -> PF,
-    PF: std::future::Future<Output = Result<(), BoxError>>,
+    PF: Future<Output = Result<(), BoxError>>,
     G: FnMut(usize) -> GF,
-    GF: std::future::Future<Output = Result<(), BoxError>>,
+    GF: Future<Output = dtm_barrier::Result<Outcome<()>>>,
 {
+    let executed = |out: Outcome<()>| assert!(matches!(out, Outcome::Executed(())), "{out:?}");
     let n = iters();
     for i in 0..n / 10 {
         plain(1_000_000 + i).await?;
-        guarded(1_000_000 + i).await?;
+        executed(guarded(1_000_000 + i).await?);
     }
     let (mut a, mut b) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for i in 0..n {
@@ -62,10 +65,43 @@ where
         plain(i).await?;
         a.push(t.elapsed());
         let t = Instant::now();
-        guarded(i).await?;
+        let out = guarded(i).await?;
         b.push(t.elapsed());
+        executed(out);
     }
     Ok((stats(a), stats(b)))
+}
+
+/// Measures the two cases on `backend`, an action (a debit of 1) and a compensation (a
+/// credit of 1): `plain(delta)` and `guarded(op, delta)` make the business of one
+/// iteration without and with the barrier.
+async fn bench_cases<PM, P, PF, GM, G, GF>(
+    rows: &mut Vec<Row>,
+    backend: &'static str,
+    plain: PM,
+    guarded: GM,
+) -> Result<(), BoxError>
+where
+    PM: Fn(i64) -> P,
+    P: FnMut(usize) -> PF,
+    PF: Future<Output = Result<(), BoxError>>,
+    GM: Fn(Op, i64) -> G,
+    G: FnMut(usize) -> GF,
+    GF: Future<Output = dtm_barrier::Result<Outcome<()>>>,
+{
+    for (case, op, delta) in [
+        ("action", Op::Action, -1),
+        ("compensate", Op::Compensate, 1),
+    ] {
+        let (plain, guarded) = measure(plain(delta), guarded(op, delta)).await?;
+        rows.push(Row {
+            backend,
+            case,
+            plain,
+            guarded,
+        });
+    }
+    Ok(())
 }
 
 fn run_id() -> String {
@@ -83,29 +119,21 @@ fn info(gid: String, op: Op) -> TransInfo {
     TransInfo::new(gid, TransType::Saga, "01", op)
 }
 
-fn upd_my(
+/// The business of the SQL bench: `sql` (the one placeholder is the delta) on the account
+/// row, in the caller's local transaction.
+fn upd<DB>(
+    sql: &'static str,
     delta: i64,
-) -> impl for<'c> FnOnce(&'c mut sqlx::MySqlConnection) -> BoxFuture<'c, dtm_barrier::Result<()>> {
+) -> impl for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, dtm_barrier::Result<()>>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
     move |c| {
         Box::pin(async move {
-            sqlx::query("update dtm_busi.bench_account set balance = balance + ? where id = 1")
-                .bind(delta)
-                .execute(&mut *c)
-                .await?;
-            Ok(())
-        })
-    }
-}
-
-fn upd_pg(
-    delta: i64,
-) -> impl for<'c> FnOnce(&'c mut sqlx::PgConnection) -> BoxFuture<'c, dtm_barrier::Result<()>> {
-    move |c| {
-        Box::pin(async move {
-            sqlx::query("update dtm_busi.bench_account set balance = balance + $1 where id = 1")
-                .bind(delta)
-                .execute(&mut *c)
-                .await?;
+            sqlx::query(sql).bind(delta).execute(&mut *c).await?;
             Ok(())
         })
     }
@@ -118,18 +146,34 @@ struct Row {
     guarded: Stats,
 }
 
-/// The plain and guarded business on one SQL database: `upd(delta)` is the business.
-async fn sql_bench<DB, U, F>(
-    rows: &mut Vec<Row>,
-    backend: &'static str,
-    pool: sqlx::Pool<DB>,
-    upd: U,
-) -> Result<(), BoxError>
+/// The plain and guarded business on one SQL database: a set-up script that creates the
+/// account row, and the business update (its one placeholder is the delta), per dialect.
+async fn sql_bench<DB>(rows: &mut Vec<Row>) -> Result<(), BoxError>
 where
     DB: dtm_barrier::sql::BarrierDatabase,
-    U: Fn(i64) -> F + Copy,
-    F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, dtm_barrier::Result<()>>,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
+    let table = "create table if not exists dtm_busi.bench_account(id bigint primary key, balance bigint not null)";
+    let (backend, url, setup, update) = match DB::KIND {
+        DbKind::Mysql => (
+            "MariaDB",
+            env_url("MYSQL_URL", "mysql://root@127.0.0.1:3306"),
+            format!("create database if not exists dtm_busi; {table}; replace into dtm_busi.bench_account values(1, 0)"),
+            "update dtm_busi.bench_account set balance = balance + ? where id = 1",
+        ),
+        DbKind::Postgres => (
+            "PostgreSQL",
+            env_url("PG_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
+            format!("create schema if not exists dtm_busi; {table}; insert into dtm_busi.bench_account values(1, 0) on conflict (id) do nothing"),
+            "update dtm_busi.bench_account set balance = balance + $1 where id = 1",
+        ),
+        other => return Err(format!("no bench for {other:?}").into()),
+    };
+    let pool = sqlx::Pool::<DB>::connect(&url).await?;
+    dtm_barrier::sql::create_barrier_table(&pool, &Default::default()).await?;
+    sqlx::raw_sql(&setup).execute(&pool).await?;
     let id = run_id();
     let plain = |delta: i64| {
         let pool = pool.clone();
@@ -137,7 +181,7 @@ where
             let pool = pool.clone();
             async move {
                 let mut tx = pool.begin().await?;
-                upd(delta)(&mut tx).await?;
+                upd::<DB>(update, delta)(&mut tx).await?;
                 tx.commit().await?;
                 Ok::<(), BoxError>(())
             }
@@ -150,52 +194,19 @@ where
                 pool.clone(),
                 BranchBarrier::new(info(format!("{id}-{backend}-{i}"), op.clone())),
             );
-            async move {
-                let out = bb.call(&pool, upd(delta)).await?;
-                assert!(matches!(out, Outcome::Executed(())), "{out:?}");
-                Ok::<(), BoxError>(())
-            }
+            async move { bb.call(&pool, upd::<DB>(update, delta)).await }
         }
     };
-    for (case, op, delta) in [
-        ("action", Op::Action, -1),
-        ("compensate", Op::Compensate, 1),
-    ] {
-        let (plain_s, guarded_s) = measure(plain(delta), guarded(op, delta)).await?;
-        rows.push(Row {
-            backend,
-            case,
-            plain: plain_s,
-            guarded: guarded_s,
-        });
-    }
-    Ok(())
+    bench_cases(rows, backend, plain, guarded).await
 }
 
-async fn sql_mysql(rows: &mut Vec<Row>) -> Result<(), BoxError> {
-    let url = std::env::var("MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
-    let pool = MySqlPool::connect(&url).await?;
-    dtm_barrier::sql::create_barrier_table(&pool, &Default::default()).await?;
-    sqlx::raw_sql("create database if not exists dtm_busi; create table if not exists dtm_busi.bench_account(id bigint primary key, balance bigint not null); replace into dtm_busi.bench_account values(1, 0)")
-        .execute(&pool)
-        .await?;
-    sql_bench(rows, "MariaDB", pool, upd_my).await
-}
-
-async fn sql_pg(rows: &mut Vec<Row>) -> Result<(), BoxError> {
-    let url = std::env::var("PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let pool = PgPool::connect(&url).await?;
-    dtm_barrier::sql::create_barrier_table(&pool, &Default::default()).await?;
-    sqlx::raw_sql("create schema if not exists dtm_busi; create table if not exists dtm_busi.bench_account(id bigint primary key, balance bigint not null); insert into dtm_busi.bench_account values(1, 0) on conflict (id) do nothing")
-        .execute(&pool)
-        .await?;
-    sql_bench(rows, "PostgreSQL", pool, upd_pg).await
+/// `$var`, or `default`.
+fn env_url(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.into())
 }
 
 async fn redis_backend(rows: &mut Vec<Row>) -> Result<(), BoxError> {
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let client = redis::Client::open(url)?;
+    let client = redis::Client::open(env_url("REDIS_URL", "redis://127.0.0.1:6379"))?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let store = RedisStore::new(conn.clone(), Duration::from_secs(600));
     let id = run_id();
@@ -205,46 +216,36 @@ async fn redis_backend(rows: &mut Vec<Row>) -> Result<(), BoxError> {
         .arg(1_000_000_000_i64)
         .query_async(&mut conn)
         .await?;
-    for (case, op, delta) in [
-        ("action", Op::Action, -1_i64),
-        ("compensate", Op::Compensate, 1),
-    ] {
-        let (plain, guarded) = measure(
-            |_i| {
-                let (mut c, key) = (conn.clone(), key.clone());
-                async move {
-                    let _: i64 = redis::cmd("INCRBY")
-                        .arg(&key)
-                        .arg(delta)
-                        .query_async(&mut c)
-                        .await?;
-                    Ok(())
-                }
-            },
-            |i| {
-                let (store, key) = (&store, key.clone());
-                let bb = BranchBarrier::new(info(format!("{id}-{i}"), op.clone()));
-                async move {
-                    let out = bb.check_adjust_amount(store, &key, delta).await?;
-                    assert!(matches!(out, Outcome::Executed(())), "{out:?}");
-                    Ok(())
-                }
-            },
-        )
-        .await?;
-        rows.push(Row {
-            backend: "Redis",
-            case,
-            plain,
-            guarded,
-        });
-    }
-    Ok(())
+    let plain = |delta: i64| {
+        let (conn, key) = (conn.clone(), key.clone());
+        move |_i: usize| {
+            let (mut c, key) = (conn.clone(), key.clone());
+            async move {
+                let _: i64 = redis::cmd("INCRBY")
+                    .arg(&key)
+                    .arg(delta)
+                    .query_async(&mut c)
+                    .await?;
+                Ok(())
+            }
+        }
+    };
+    let guarded = |op: Op, delta: i64| {
+        let (store, key, id) = (&store, key.clone(), id.clone());
+        move |i: usize| {
+            let key = key.clone();
+            let bb = BranchBarrier::new(info(format!("{id}-{i}"), op.clone()));
+            async move { bb.check_adjust_amount(store, &key, delta).await }
+        }
+    };
+    bench_cases(rows, "Redis", plain, guarded).await
 }
 
 async fn mongo_backend(rows: &mut Vec<Row>) -> Result<(), BoxError> {
-    let url = std::env::var("MONGO_URL")
-        .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?directConnection=true".into());
+    let url = env_url(
+        "MONGO_URL",
+        "mongodb://127.0.0.1:27017/?directConnection=true",
+    );
     let client = mongodb::Client::with_uri_str(&url).await?;
     dtm_barrier::mongo::create_barrier_index(&client, &Default::default()).await?;
     let coll = client
@@ -254,59 +255,48 @@ async fn mongo_backend(rows: &mut Vec<Row>) -> Result<(), BoxError> {
         .upsert(true)
         .await?;
     let id = run_id();
-    for (case, op, delta) in [
-        ("action", Op::Action, -1_i64),
-        ("compensate", Op::Compensate, 1),
-    ] {
-        let (plain, guarded) = measure(
-            |_i| {
-                let (client, coll) = (client.clone(), coll.clone());
-                async move {
-                    let mut s = client.start_session().await?;
-                    s.start_transaction().await?;
-                    coll.update_one(doc! {"_id": 1}, doc! {"$inc": {"balance": delta}})
-                        .session(&mut s)
-                        .await?;
-                    s.commit_transaction().await?;
-                    Ok(())
-                }
-            },
-            |i| {
-                let (client, coll) = (client.clone(), coll.clone());
-                let bb = BranchBarrier::new(info(format!("{id}-{i}"), op.clone()));
-                async move {
-                    let out = bb
-                        .call(&client, move |s| {
-                            Box::pin(async move {
-                                coll.update_one(doc! {"_id": 1}, doc! {"$inc": {"balance": delta}})
-                                    .session(&mut *s)
-                                    .await?;
-                                Ok(())
-                            })
-                        })
-                        .await?;
-                    assert!(matches!(out, Outcome::Executed(())), "{out:?}");
-                    Ok(())
-                }
-            },
-        )
-        .await?;
-        rows.push(Row {
-            backend: "MongoDB-wire (SecantusDB)",
-            case,
-            plain,
-            guarded,
-        });
-    }
-    Ok(())
+    let plain = |delta: i64| {
+        let (client, coll) = (client.clone(), coll.clone());
+        move |_i: usize| {
+            let (client, coll) = (client.clone(), coll.clone());
+            async move {
+                let mut s = client.start_session().await?;
+                s.start_transaction().await?;
+                coll.update_one(doc! {"_id": 1}, doc! {"$inc": {"balance": delta}})
+                    .session(&mut s)
+                    .await?;
+                s.commit_transaction().await?;
+                Ok(())
+            }
+        }
+    };
+    let guarded = |op: Op, delta: i64| {
+        let (client, coll, id) = (client.clone(), coll.clone(), id.clone());
+        move |i: usize| {
+            let (client, coll) = (client.clone(), coll.clone());
+            let bb = BranchBarrier::new(info(format!("{id}-{i}"), op.clone()));
+            async move {
+                bb.call(&client, move |s| {
+                    Box::pin(async move {
+                        coll.update_one(doc! {"_id": 1}, doc! {"$inc": {"balance": delta}})
+                            .session(&mut *s)
+                            .await?;
+                        Ok(())
+                    })
+                })
+                .await
+            }
+        }
+    };
+    bench_cases(rows, "MongoDB-wire (SecantusDB)", plain, guarded).await
 }
 
 #[tokio::main]
 async fn main() {
     let mut rows = Vec::new();
     for (name, r) in [
-        ("MariaDB", sql_mysql(&mut rows).await),
-        ("PostgreSQL", sql_pg(&mut rows).await),
+        ("MariaDB", sql_bench::<sqlx::MySql>(&mut rows).await),
+        ("PostgreSQL", sql_bench::<sqlx::Postgres>(&mut rows).await),
         ("Redis", redis_backend(&mut rows).await),
         ("MongoDB", mongo_backend(&mut rows).await),
     ] {

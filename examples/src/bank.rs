@@ -21,7 +21,6 @@
 //! together with the barrier rows can be seen.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, RawQuery, State};
@@ -63,6 +62,35 @@ impl BankReq {
             trans_in_result: crate::busi::fails_if(fail_in),
             ..Default::default()
         }
+    }
+}
+
+/// What a bank handler does, as its business: the account it adjusts, by how much, and the
+/// failure it gives after its write when the request says `FAILURE` for its side.
+pub(crate) struct Leg {
+    pub(crate) user: i64,
+    pub(crate) delta: i64,
+    pub(crate) fail: Option<String>,
+}
+
+impl BankReq {
+    /// The [`Leg`] of `handler` (`TransOut`, `TransInCancel`...; `QueryPrepared` has none),
+    /// the same over HTTP and gRPC.
+    pub(crate) fn leg(&self, handler: &str) -> dtmcli::Result<Leg> {
+        let (user, delta, forced) = match handler {
+            "TransOut" | "TransOutTry" | "TransOutXa" => {
+                (self.from, -self.amount, self.trans_out_result.as_str())
+            }
+            "TransOutCompensate" | "TransOutCancel" => (self.from, self.amount, ""),
+            "TransIn" | "TransInTry" | "TransInXa" | "TransInTwice" => {
+                (self.to, self.amount, self.trans_in_result.as_str())
+            }
+            "TransInCompensate" | "TransInCancel" => (self.to, -self.amount, ""),
+            "TransOutConfirm" | "TransInConfirm" => (0, 0, ""),
+            other => return Err(dtmcli::Error::invalid(format!("unknown handler {other}"))),
+        };
+        let fail = (forced == "FAILURE").then(|| format!("{handler} told to fail"));
+        Ok(Leg { user, delta, fail })
     }
 }
 
@@ -133,22 +161,17 @@ impl Bank {
         let table = TableName::default();
         create_barrier_table(&mysql, &table).await?;
         create_barrier_table(&pg, &table).await?;
-        sqlx::raw_sql("create database if not exists dtm_busi")
-            .execute(&mysql)
-            .await?;
+        let accounts = format!(
+            "create table if not exists {ACCOUNTS}(user_id bigint primary key, balance bigint not null)"
+        );
         sqlx::raw_sql(&format!(
-            "create table if not exists {ACCOUNTS}(user_id bigint primary key, balance bigint not null) engine=InnoDB"
+            "create database if not exists dtm_busi; {accounts} engine=InnoDB"
         ))
         .execute(&mysql)
         .await?;
-        sqlx::raw_sql("create schema if not exists dtm_busi")
+        sqlx::raw_sql(&format!("create schema if not exists dtm_busi; {accounts}"))
             .execute(&pg)
             .await?;
-        sqlx::raw_sql(&format!(
-            "create table if not exists {ACCOUNTS}(user_id bigint primary key, balance bigint not null)"
-        ))
-        .execute(&pg)
-        .await?;
         let xa_mysql = XaLocal::new(mysql_url().parse()?, dtm.clone());
         let xa_pg = XaLocal::new(pg_url().parse()?, dtm);
         Ok(Bank(Arc::new(Inner {
@@ -173,45 +196,16 @@ impl Bank {
     /// Creates (or resets) an account.
     pub async fn open_account(&self, db: Db, user: i64, balance: i64) -> Result<(), sqlx::Error> {
         match db {
-            Db::Mysql => {
-                sqlx::query(&format!(
-                    "replace into {ACCOUNTS}(user_id, balance) values(?, ?)"
-                ))
-                .bind(user)
-                .bind(balance)
-                .execute(&self.0.mysql)
-                .await?;
-            }
-            Db::Postgres => {
-                sqlx::query(&format!(
-                    "insert into {ACCOUNTS}(user_id, balance) values($1, $2) on conflict (user_id) do update set balance = excluded.balance"
-                ))
-                .bind(user)
-                .bind(balance)
-                .execute(&self.0.pg)
-                .await?;
-            }
+            Db::Mysql => MySql::open(&self.0.mysql, user, balance).await,
+            Db::Postgres => Postgres::open(&self.0.pg, user, balance).await,
         }
-        Ok(())
     }
 
     /// An account's balance.
     pub async fn balance(&self, db: Db, user: i64) -> Result<i64, sqlx::Error> {
         match db {
-            Db::Mysql => {
-                sqlx::query_scalar(&format!("select balance from {ACCOUNTS} where user_id = ?"))
-                    .bind(user)
-                    .fetch_one(&self.0.mysql)
-                    .await
-            }
-            Db::Postgres => {
-                sqlx::query_scalar(&format!(
-                    "select balance from {ACCOUNTS} where user_id = $1"
-                ))
-                .bind(user)
-                .fetch_one(&self.0.pg)
-                .await
-            }
+            Db::Mysql => MySql::balance(&self.0.mysql, user).await,
+            Db::Postgres => Postgres::balance(&self.0.pg, user).await,
         }
     }
 
@@ -271,16 +265,8 @@ impl Bank {
     /// Serves on 127.0.0.1 (port 0: a free one); returns the base URL
     /// `http://127.0.0.1:<port>/api/bank`.
     pub async fn serve(&self, port: u16) -> std::io::Result<String> {
-        let listener =
-            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
-        let base = format!("http://{}/api/bank", listener.local_addr()?);
-        let router = self.router();
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::error!("bank server stopped: {e}");
-            }
-        });
-        Ok(base)
+        let addr = crate::demo::serve_http(port, self.router(), "bank server").await?;
+        Ok(format!("http://{addr}/api/bank"))
     }
 }
 
@@ -295,61 +281,74 @@ pub(crate) fn adjust_sql<'c, DB: BankDb>(
 
 /// SQL of the bank per database (the gRPC bank uses it too).
 pub(crate) trait BankDb: XaDatabase {
+    /// Adds `delta` to `user`'s balance inside a local transaction; refuses to go below zero.
     fn adjust(
         conn: &mut Self::Connection,
         user: i64,
         delta: i64,
     ) -> BoxFuture<'_, dtm_barrier::Result<()>>;
+
+    /// Creates (or resets) `user`'s account with `balance`.
+    async fn open(pool: &Pool<Self>, user: i64, balance: i64) -> Result<(), sqlx::Error>;
+
+    /// `user`'s balance.
+    async fn balance(pool: &Pool<Self>, user: i64) -> Result<i64, sqlx::Error>;
 }
 
-impl BankDb for MySql {
-    fn adjust(
-        conn: &mut Self::Connection,
-        user: i64,
-        delta: i64,
-    ) -> BoxFuture<'_, dtm_barrier::Result<()>> {
-        Box::pin(async move {
-            let r = sqlx::query(&format!(
-                "update {ACCOUNTS} set balance = balance + ? where user_id = ? and balance + ? >= 0"
-            ))
-            .bind(delta)
-            .bind(user)
-            .bind(delta)
-            .execute(&mut *conn)
-            .await?;
-            if r.rows_affected() == 0 {
-                return Err(BError::failure(format!(
-                    "account {user}: insufficient balance or unknown"
-                )));
+/// [`BankDb`] for a sqlx database, from its SQL (`{t}` the account table): the SQL of each
+/// database differs only in its placeholders and its upsert. The guarded update binds the
+/// delta, the user, the delta again.
+macro_rules! bank_db {
+    ($db:ty, adjust: $adjust:literal, open: $open:literal, balance: $balance:literal) => {
+        impl BankDb for $db {
+            fn adjust(
+                conn: &mut Self::Connection,
+                user: i64,
+                delta: i64,
+            ) -> BoxFuture<'_, dtm_barrier::Result<()>> {
+                Box::pin(async move {
+                    let r = sqlx::query(&format!($adjust, t = ACCOUNTS))
+                        .bind(delta)
+                        .bind(user)
+                        .bind(delta)
+                        .execute(&mut *conn)
+                        .await?;
+                    if r.rows_affected() == 0 {
+                        return Err(BError::failure(format!(
+                            "account {user}: insufficient balance or unknown"
+                        )));
+                    }
+                    Ok(())
+                })
             }
-            Ok(())
-        })
-    }
+
+            async fn open(pool: &Pool<Self>, user: i64, balance: i64) -> Result<(), sqlx::Error> {
+                sqlx::query(&format!($open, t = ACCOUNTS))
+                    .bind(user)
+                    .bind(balance)
+                    .execute(pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn balance(pool: &Pool<Self>, user: i64) -> Result<i64, sqlx::Error> {
+                sqlx::query_scalar(&format!($balance, t = ACCOUNTS))
+                    .bind(user)
+                    .fetch_one(pool)
+                    .await
+            }
+        }
+    };
 }
 
-impl BankDb for Postgres {
-    fn adjust(
-        conn: &mut Self::Connection,
-        user: i64,
-        delta: i64,
-    ) -> BoxFuture<'_, dtm_barrier::Result<()>> {
-        Box::pin(async move {
-            let r = sqlx::query(&format!(
-                "update {ACCOUNTS} set balance = balance + $1 where user_id = $2 and balance + $1 >= 0"
-            ))
-            .bind(delta)
-            .bind(user)
-            .execute(&mut *conn)
-            .await?;
-            if r.rows_affected() == 0 {
-                return Err(BError::failure(format!(
-                    "account {user}: insufficient balance or unknown"
-                )));
-            }
-            Ok(())
-        })
-    }
-}
+bank_db!(MySql,
+    adjust: "update {t} set balance = balance + ? where user_id = ? and balance + ? >= 0",
+    open: "replace into {t}(user_id, balance) values(?, ?)",
+    balance: "select balance from {t} where user_id = ?");
+bank_db!(Postgres,
+    adjust: "update {t} set balance = balance + $1 where user_id = $2 and balance + $3 >= 0",
+    open: "insert into {t}(user_id, balance) values($1, $2) on conflict (user_id) do update set balance = excluded.balance",
+    balance: "select balance from {t} where user_id = $1");
 
 async fn handle(
     State(bank): State<Bank>,
@@ -390,26 +389,14 @@ async fn run<DB: BankDb>(
     info: TransInfo,
     req: BankReq,
 ) -> dtmcli::Result<()> {
+    if handler == "QueryPrepared" {
+        return BranchBarrier::new(info)
+            .query_prepared(pool)
+            .await
+            .map_err(Into::into);
+    }
     let gid = info.gid.clone();
-    let (user, delta, forced) = match handler {
-        "TransOut" | "TransOutTry" | "TransOutXa" => {
-            (req.from, -req.amount, req.trans_out_result.as_str())
-        }
-        "TransOutCompensate" | "TransOutCancel" => (req.from, req.amount, ""),
-        "TransIn" | "TransInTry" | "TransInXa" | "TransInTwice" => {
-            (req.to, req.amount, req.trans_in_result.as_str())
-        }
-        "TransInCompensate" | "TransInCancel" => (req.to, -req.amount, ""),
-        "TransOutConfirm" | "TransInConfirm" => (0, 0, ""),
-        "QueryPrepared" => {
-            return BranchBarrier::new(info)
-                .query_prepared(pool)
-                .await
-                .map_err(Into::into);
-        }
-        other => return Err(dtmcli::Error::invalid(format!("unknown handler {other}"))),
-    };
-    let fail = (forced == "FAILURE").then(|| format!("{handler} told to fail"));
+    let Leg { user, delta, fail } = req.leg(handler)?;
     let business = guarded::<DB>(
         bank.clone(),
         gid.clone(),
@@ -487,8 +474,8 @@ async fn multi_source(
 }
 
 /// The guarded business of a handler: counts its execution, adjusts the balance, and fails
-/// after the write when told to.
-fn guarded<DB: BankDb>(
+/// after the write when told to (the gRPC bank's too).
+pub(crate) fn guarded<DB: BankDb>(
     bank: Bank,
     gid: String,
     handler: String,

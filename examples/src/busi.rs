@@ -18,7 +18,6 @@
 //! handler set with [`Busi::script`]. Every call is recorded ([`Busi::calls`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -104,34 +103,103 @@ impl Outcome {
             _ => Outcome::Success,
         }
     }
-}
 
-/// A recorded call of one of the example services.
-pub(crate) trait Recorded: Clone {
-    /// The gid of the call ("" if absent).
-    fn gid(&self) -> &str;
-    /// The handler (method) called.
-    fn handler(&self) -> &str;
-}
-
-/// What a recording service keeps: every call, and the outcomes scripted per
-/// (gid, handler), answered in order before the per-request rule.
-#[derive(Debug)]
-pub(crate) struct Recorder<C> {
-    calls: Vec<C>,
-    scripts: HashMap<(String, String), VecDeque<Outcome>>,
-}
-
-impl<C> Default for Recorder<C> {
-    fn default() -> Self {
-        Recorder {
-            calls: Vec::new(),
-            scripts: HashMap::new(),
+    /// Answers as this outcome says (sleeping first for [`Outcome::Sleep`]): what the
+    /// handler then does, or its refusal as a DTM error.
+    pub(crate) async fn answer(&self, handler: &str) -> dtmcli::Result<()> {
+        match self {
+            Outcome::Success => Ok(()),
+            Outcome::Sleep(d) => {
+                tokio::time::sleep(*d).await;
+                Ok(())
+            }
+            Outcome::Failure => Err(dtmcli::Error::failure(format!("{handler} refused"))),
+            Outcome::Ongoing => Err(dtmcli::Error::ongoing(format!("{handler} not done yet"))),
+            Outcome::Error => Err(dtmcli::Error::other(format!("{handler} broke"))),
         }
     }
 }
 
-impl<C: Recorded> Recorder<C> {
+/// What a recording service keeps, shared by its clones: every call (with its gid and
+/// handler), the outcomes scripted per (gid, handler), answered in order before the
+/// per-request rule, and the base URL the service is served at.
+pub(crate) struct Recording<C> {
+    state: Arc<Mutex<Recorder<C>>>,
+    base: Arc<Mutex<String>>,
+}
+
+// Opaque: the recorded calls would fill any debug output of a service.
+impl<C> std::fmt::Debug for Recording<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recording").finish_non_exhaustive()
+    }
+}
+
+// Not derived: `C` need not be `Clone`.
+impl<C> Clone for Recording<C> {
+    fn clone(&self) -> Self {
+        Recording {
+            state: self.state.clone(),
+            base: self.base.clone(),
+        }
+    }
+}
+
+impl<C> Default for Recording<C> {
+    fn default() -> Self {
+        Recording {
+            state: Arc::new(Mutex::new(Recorder {
+                calls: Vec::new(),
+                scripts: HashMap::new(),
+            })),
+            base: Arc::default(),
+        }
+    }
+}
+
+/// The records behind a [`Recording`], under its lock.
+#[derive(Debug)]
+pub(crate) struct Recorder<C> {
+    /// (gid, handler, call), in arrival order.
+    calls: Vec<(String, String, C)>,
+    scripts: HashMap<(String, String), VecDeque<Outcome>>,
+}
+
+impl<C: Clone> Recording<C> {
+    /// The records (a poisoned lock is taken over: a panicking handler loses no record).
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Recorder<C>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The base URL the service is served at ("" before it is).
+    pub(crate) fn base(&self) -> String {
+        self.base.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Sets the base URL, once the service is bound.
+    pub(crate) fn set_base(&self, base: &str) {
+        *self.base.lock().unwrap_or_else(|p| p.into_inner()) = base.to_string();
+    }
+
+    /// What `handler` answers for `gid`: the next scripted outcome, else the request's word
+    /// for its side ([`Outcome::for_request`]).
+    pub(crate) fn decide(
+        &self,
+        gid: &str,
+        handler: &str,
+        trans_out_result: &str,
+        trans_in_result: &str,
+    ) -> Outcome {
+        let scripted = self
+            .lock()
+            .scripts
+            .get_mut(&(gid.to_string(), handler.to_string()))
+            .and_then(VecDeque::pop_front);
+        scripted.unwrap_or_else(|| Outcome::for_request(handler, trans_out_result, trans_in_result))
+    }
+}
+
+impl<C: Clone> Recorder<C> {
     pub(crate) fn script(
         &mut self,
         gid: &str,
@@ -144,39 +212,73 @@ impl<C: Recorded> Recorder<C> {
             .extend(outcomes);
     }
 
-    /// The next scripted outcome of `handler` for `gid`, if any is left.
-    pub(crate) fn next_scripted(&mut self, gid: &str, handler: &str) -> Option<Outcome> {
-        self.scripts
-            .get_mut(&(gid.to_string(), handler.to_string()))
-            .and_then(VecDeque::pop_front)
+    pub(crate) fn record(&mut self, gid: &str, handler: &str, call: C) {
+        self.calls
+            .push((gid.to_string(), handler.to_string(), call));
     }
 
-    pub(crate) fn record(&mut self, call: C) {
-        self.calls.push(call);
+    /// The records (gid, handler, call) of `gid`, in arrival order.
+    fn of<'a>(&'a self, gid: &'a str) -> impl Iterator<Item = &'a (String, String, C)> + 'a {
+        self.calls.iter().filter(move |(g, _, _)| g == gid)
     }
 
     /// Every call for `gid`, in arrival order.
     pub(crate) fn calls(&self, gid: &str) -> Vec<C> {
-        self.calls
-            .iter()
-            .filter(|c| c.gid() == gid)
-            .cloned()
-            .collect()
+        self.of(gid).map(|(_, _, c)| c.clone()).collect()
     }
 
     /// Every call that matches `pred`, in arrival order.
     pub(crate) fn calls_where(&self, pred: impl Fn(&C) -> bool) -> Vec<C> {
-        self.calls.iter().filter(|c| pred(c)).cloned().collect()
+        self.calls
+            .iter()
+            .map(|(_, _, c)| c)
+            .filter(|c| pred(c))
+            .cloned()
+            .collect()
+    }
+
+    /// The handlers called for `gid`, in arrival order.
+    pub(crate) fn handlers(&self, gid: &str) -> Vec<String> {
+        self.of(gid).map(|(_, h, _)| h.clone()).collect()
     }
 
     /// How often `handler` was called for `gid`.
     pub(crate) fn count(&self, gid: &str, handler: &str) -> usize {
-        self.calls
-            .iter()
-            .filter(|c| c.gid() == gid && c.handler() == handler)
-            .count()
+        self.of(gid).filter(|(_, h, _)| h == handler).count()
     }
 }
+
+/// The recording API of a service whose field `state` is its [`Recording`] of `$call`s:
+/// the same on the HTTP and the gRPC service.
+macro_rules! recording_api {
+    ($call:ty) => {
+        /// Makes the next calls of `handler` for `gid` answer these outcomes, in order.
+        pub fn script(
+            &self,
+            gid: &str,
+            handler: &str,
+            outcomes: impl IntoIterator<Item = $crate::busi::Outcome>,
+        ) {
+            self.state.lock().script(gid, handler, outcomes);
+        }
+
+        /// Every call recorded for `gid`, in arrival order.
+        pub fn calls(&self, gid: &str) -> Vec<$call> {
+            self.state.lock().calls(gid)
+        }
+
+        /// The handler names called for `gid`, in arrival order.
+        pub fn handlers(&self, gid: &str) -> Vec<String> {
+            self.state.lock().handlers(gid)
+        }
+
+        /// How often `handler` was called for `gid`.
+        pub fn count(&self, gid: &str, handler: &str) -> usize {
+            self.state.lock().count(gid, handler)
+        }
+    };
+}
+pub(crate) use recording_api;
 
 /// One recorded call.
 #[derive(Debug, Clone)]
@@ -204,41 +306,20 @@ impl Call {
     }
 }
 
-impl Recorded for Call {
-    fn gid(&self) -> &str {
-        Call::gid(self)
-    }
-    fn handler(&self) -> &str {
-        &self.handler
-    }
-}
-
 /// The service's state: a value, cloned into the router.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Busi {
-    state: Arc<Mutex<Recorder<Call>>>,
+    state: Recording<Call>,
     dtm: DtmClient,
-    base: Arc<Mutex<String>>,
-}
-
-impl std::fmt::Debug for Busi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Busi").finish_non_exhaustive()
-    }
 }
 
 impl Busi {
     /// A service that uses `dtm` (its connection pool) for nested transactions.
     pub fn new(dtm: DtmClient) -> Self {
         Busi {
-            state: Arc::new(Mutex::new(Recorder::default())),
+            state: Recording::default(),
             dtm,
-            base: Arc::new(Mutex::new(String::new())),
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Recorder<Call>> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The axum router serving `/api/busi/{handler}`.
@@ -252,47 +333,15 @@ impl Busi {
     /// Serves on 127.0.0.1 (port 0 picks a free one) in a background task; returns the
     /// base URL (`http://127.0.0.1:<port>/api/busi`).
     pub async fn serve(&self, port: u16) -> std::io::Result<String> {
-        let listener =
-            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
-        let addr = listener.local_addr()?;
+        let (listener, addr) = crate::demo::bind(port).await?;
         let base = format!("http://{addr}/api/busi");
-        *self.base.lock().unwrap_or_else(|p| p.into_inner()) = base.clone();
-        let router = self.router();
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::error!("busi server stopped: {e}");
-            }
-        });
+        // Known before the first call: the nested TCC try builds its URLs from it.
+        self.state.set_base(&base);
+        crate::demo::spawn_http(listener, self.router(), "busi server");
         Ok(base)
     }
 
-    /// Makes the next calls of `handler` for `gid` answer these outcomes, in order.
-    pub fn script(&self, gid: &str, handler: &str, outcomes: impl IntoIterator<Item = Outcome>) {
-        self.lock().script(gid, handler, outcomes);
-    }
-
-    /// Every call recorded for `gid`, in arrival order.
-    pub fn calls(&self, gid: &str) -> Vec<Call> {
-        self.lock().calls(gid)
-    }
-
-    /// The handler names called for `gid`, in arrival order.
-    pub fn handlers(&self, gid: &str) -> Vec<String> {
-        self.calls(gid).into_iter().map(|c| c.handler).collect()
-    }
-
-    /// How often `handler` was called for `gid`.
-    pub fn count(&self, gid: &str, handler: &str) -> usize {
-        self.lock().count(gid, handler)
-    }
-
-    fn decide(&self, gid: &str, handler: &str, body: &str) -> Outcome {
-        if let Some(o) = self.lock().next_scripted(gid, handler) {
-            return o;
-        }
-        let req: BusiReq = serde_json::from_str(body).unwrap_or_default();
-        Outcome::for_request(handler, &req.trans_out_result, &req.trans_in_result)
-    }
+    recording_api!(Call);
 }
 
 async fn handle(
@@ -307,7 +356,10 @@ async fn handle(
     let info = TransInfo::from_query(&query).ok();
     let body = String::from_utf8_lossy(&body).into_owned();
     let gid = info.as_ref().map(|i| i.gid.clone()).unwrap_or_default();
-    let outcome = busi.decide(&gid, &handler, &body);
+    let req: BusiReq = serde_json::from_str(&body).unwrap_or_default();
+    let outcome = busi
+        .state
+        .decide(&gid, &handler, &req.trans_out_result, &req.trans_in_result);
     tracing::info!(%handler, gid, op = info.as_ref().map(|i| i.op.to_string()).unwrap_or_default(), ?outcome, "busi called");
     let headers_map = headers
         .iter()
@@ -318,28 +370,24 @@ async fn handle(
             )
         })
         .collect();
-    busi.lock().record(Call {
-        handler: handler.clone(),
-        method: method.to_string(),
-        info: info.clone(),
-        query,
-        body: body.clone(),
-        headers: headers_map,
-        outcome: outcome.clone(),
-    });
-    if let Outcome::Sleep(d) = outcome {
-        // Recorded before sleeping: a caller that times out drops this future.
-        tokio::time::sleep(d).await;
-    }
-    let mut result: dtmcli::Result<()> = match outcome {
-        Outcome::Success | Outcome::Sleep(_) => Ok(()),
-        Outcome::Failure => Err(dtmcli::Error::failure(format!("{handler} refused"))),
-        Outcome::Ongoing => Err(dtmcli::Error::ongoing(format!("{handler} not done yet"))),
-        Outcome::Error => Err(dtmcli::Error::other(format!("{handler} broke"))),
-    };
+    busi.state.lock().record(
+        &gid,
+        &handler,
+        Call {
+            handler: handler.clone(),
+            method: method.to_string(),
+            info: info.clone(),
+            query,
+            body: body.clone(),
+            headers: headers_map,
+            outcome: outcome.clone(),
+        },
+    );
+    // Recorded before answering: a caller that times out drops this future.
+    let mut result = outcome.answer(&handler).await;
     if result.is_ok() {
         result = match (handler.as_str(), info) {
-            ("TransInTccNested", Some(info)) => nested_tcc(&busi, &info, &body).await,
+            ("TransInTccNested", Some(info)) => nested_tcc(&busi, &info, &req).await,
             ("TransOutXa" | "TransInXa", Some(info)) if info.op == Op::Action => {
                 register_xa(&busi, &info).await
             }
@@ -358,12 +406,11 @@ async fn handle(
 }
 
 /// A try that opens sub-branches `<branch>01`... of the same global TCC.
-async fn nested_tcc(busi: &Busi, info: &TransInfo, body: &str) -> dtmcli::Result<()> {
+async fn nested_tcc(busi: &Busi, info: &TransInfo, req: &BusiReq) -> dtmcli::Result<()> {
     let tcc = Tcc::nested(&busi.dtm, info)?;
-    let base = busi.base.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let req: BusiReq = serde_json::from_str(body).unwrap_or_default();
+    let base = busi.state.base();
     tcc.call_branch(
-        &req,
+        req,
         &format!("{base}/TransInTry"),
         &format!("{base}/TransInConfirm"),
         &format!("{base}/TransInCancel"),
@@ -375,14 +422,7 @@ async fn nested_tcc(busi: &Busi, info: &TransInfo, body: &str) -> dtmcli::Result
 /// The XA stub: registers the branch with DTM (as the barrier crate's XA local transaction
 /// will, between its local prepare and answer) so that DTM calls phase 2 on it.
 async fn register_xa(busi: &Busi, info: &TransInfo) -> dtmcli::Result<()> {
-    let dtm = info
-        .dtm
-        .as_deref()
-        .ok_or_else(|| dtmcli::Error::invalid("XA branch called without `dtm`"))?;
-    let url = info
-        .phase2_url
-        .as_deref()
-        .ok_or_else(|| dtmcli::Error::invalid("XA branch called without `phase2_url`"))?;
+    let (dtm, url) = xa_registration(info)?;
     let client = busi.dtm.with_server(dtm)?;
     let fields = [
         ("gid", info.gid.as_str()),
@@ -394,4 +434,19 @@ async fn register_xa(busi: &Busi, info: &TransInfo) -> dtmcli::Result<()> {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     client.register_branch(&fields).await
+}
+
+/// The DTM server and the phase-2 URL an XA branch call carries: where the XA stubs of the
+/// HTTP and the gRPC service register the branch.
+pub(crate) fn xa_registration(info: &TransInfo) -> dtmcli::Result<(&str, &str)> {
+    let missing = |what: &str| dtmcli::Error::invalid(format!("XA branch called without {what}"));
+    let dtm = info
+        .dtm
+        .as_deref()
+        .ok_or_else(|| missing("its DTM server (dtm)"))?;
+    let url = info
+        .phase2_url
+        .as_deref()
+        .ok_or_else(|| missing("its phase-2 URL (phase2_url)"))?;
+    Ok((dtm, url))
 }

@@ -1,9 +1,15 @@
-//! What every runnable scenario needs: a real DTM server, the bank service, and a way to
-//! tell what happened.
+//! What every runnable scenario needs: a real DTM server, the bank service, a way to tell
+//! what happened, and the one way the examples serve a service on a local port.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use dtm_workflow::Workflows;
 use dtmcli::{DtmClient, QueryResult};
+use dtmgrpc::DtmGrpcClient;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
 
 use crate::busi::Busi;
 use dtm_testkit::{DtmServer, DtmServerConfig};
@@ -68,12 +74,75 @@ impl Demo {
 
 /// Serves `router` in the background on a free port of 127.0.0.1; returns `http://<addr>`.
 pub async fn serve(router: axum::Router) -> Result<String, DemoError> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
+    Ok(format!(
+        "http://{}",
+        serve_http(0, router, "example service").await?
+    ))
+}
+
+/// Serves `router` in the background on 127.0.0.1:`port` (0: a free one); returns the
+/// address. `name` says which service stopped, if it does.
+pub async fn serve_http(
+    port: u16,
+    router: axum::Router,
+    name: &'static str,
+) -> std::io::Result<SocketAddr> {
+    let (listener, addr) = bind(port).await?;
+    spawn_http(listener, router, name);
+    Ok(addr)
+}
+
+/// Serves `router` on `listener` in the background. `name` says which service stopped, if
+/// it does.
+pub fn spawn_http(listener: TcpListener, router: axum::Router, name: &'static str) {
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!("example service stopped: {e}");
+            tracing::error!("{name} stopped: {e}");
         }
     });
-    Ok(base)
+}
+
+/// A listener on 127.0.0.1:`port` (0: a free one), and its address.
+pub async fn bind(port: u16) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}
+
+/// Serves the gRPC `routes` on `listener` in the background, with a span per incoming
+/// branch call (`dtmgrpc::branch_span_layer`). `name` says which service stopped, if it does.
+pub fn spawn_grpc(listener: TcpListener, routes: Routes, name: &'static str) {
+    tokio::spawn(async move {
+        if let Err(e) = tonic::transport::Server::builder()
+            .layer(dtmgrpc::branch_span_layer())
+            .add_routes(routes)
+            .serve_with_incoming(TcpIncoming::from(listener))
+            .await
+        {
+            tracing::error!("{name} stopped: {e}");
+        }
+    });
+}
+
+/// A workflow registry over HTTP whose resume callback (`/workflow/resume`) is served here,
+/// on a free port.
+pub async fn http_workflows(dtm: DtmClient) -> Result<Workflows, DemoError> {
+    let (listener, addr) = bind(0).await?;
+    let wfs = Workflows::http(dtm, format!("http://{addr}/workflow/resume"));
+    let router = wfs.callback_router("/workflow/resume");
+    spawn_http(listener, router, "workflow resume callback");
+    Ok(wfs)
+}
+
+/// A workflow registry over gRPC whose resume service (`workflow.Workflow/Execute`) is
+/// served here, on a free port.
+pub async fn grpc_workflows(dtm: DtmGrpcClient) -> Result<Workflows, DemoError> {
+    let (listener, addr) = bind(0).await?;
+    let wfs = Workflows::grpc(dtm, &addr.to_string());
+    spawn_grpc(
+        listener,
+        Routes::new(wfs.grpc_service()),
+        "workflow service",
+    );
+    Ok(wfs)
 }

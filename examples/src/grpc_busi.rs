@@ -15,20 +15,20 @@
 //! accept it, no extra layer is needed.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use dtm_barrier::xa::XaLocal;
-use dtm_barrier::{Error as BError, Outcome as BOutcome};
+use dtm_barrier::Outcome as BOutcome;
 use dtmcli::{Op, TransInfo};
 use dtmgrpc::{DtmGrpcClient, IntoStatus, Tcc};
-use futures_util::future::BoxFuture;
 use sqlx::{MySql, Pool, Postgres};
 use tonic::metadata::MetadataMap;
+use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 
-use crate::bank::{Bank, BankDb, Db};
-use crate::busi::{Outcome, Recorded, Recorder};
+use crate::bank::{guarded, Bank, BankDb, BankReq, Db, Leg};
+use crate::busi::{recording_api, xa_registration, Outcome, Recording};
+use crate::demo::{bind, spawn_grpc};
 
 /// The generated messages and tonic services of `proto/busi.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -59,6 +59,19 @@ impl ReqGrpc {
             to_user: to,
             trans_in_result: crate::busi::fails_if(fail_in),
             ..Default::default()
+        }
+    }
+}
+
+/// The guarded bank reads the request as the HTTP bank's body.
+impl From<ReqGrpc> for BankReq {
+    fn from(r: ReqGrpc) -> BankReq {
+        BankReq {
+            amount: r.amount,
+            from: r.from_user,
+            to: r.to_user,
+            trans_out_result: r.trans_out_result,
+            trans_in_result: r.trans_in_result,
         }
     }
 }
@@ -95,27 +108,11 @@ impl GrpcCall {
     }
 }
 
-impl Recorded for GrpcCall {
-    fn gid(&self) -> &str {
-        GrpcCall::gid(self)
-    }
-    fn handler(&self) -> &str {
-        &self.handler
-    }
-}
-
 /// The recording business service `busi.Busi` (cheap to clone).
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct GrpcBusi {
-    state: Arc<Mutex<Recorder<GrpcCall>>>,
+    state: Recording<GrpcCall>,
     client: DtmGrpcClient,
-    base: Arc<Mutex<String>>,
-}
-
-impl std::fmt::Debug for GrpcBusi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GrpcBusi").finish_non_exhaustive()
-    }
 }
 
 fn metadata_map(md: &MetadataMap) -> BTreeMap<String, String> {
@@ -126,24 +123,13 @@ fn metadata_map(md: &MetadataMap) -> BTreeMap<String, String> {
         .collect()
 }
 
-async fn bind(port: u16) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
-    let addr = listener.local_addr()?;
-    Ok((listener, addr))
-}
-
 impl GrpcBusi {
     /// A service that uses `client` (its channels) for nested TCC and XA registration.
     pub fn new(client: DtmGrpcClient) -> Self {
         GrpcBusi {
-            state: Arc::new(Mutex::new(Recorder::default())),
+            state: Recording::default(),
             client,
-            base: Arc::new(Mutex::new(String::new())),
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Recorder<GrpcCall>> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The tonic service, to add to a `tonic::transport::Server`.
@@ -156,58 +142,21 @@ impl GrpcBusi {
     pub async fn serve(&self, port: u16) -> std::io::Result<String> {
         let (listener, addr) = bind(port).await?;
         let base = addr.to_string();
-        *self.base.lock().unwrap_or_else(|p| p.into_inner()) = base.clone();
-        let svc = self.service();
-        tokio::spawn(async move {
-            let incoming = tonic::transport::server::TcpIncoming::from(listener);
-            if let Err(e) = tonic::transport::Server::builder()
-                .layer(dtmgrpc::branch_span_layer())
-                .add_service(svc)
-                .serve_with_incoming(incoming)
-                .await
-            {
-                tracing::error!("grpc busi server stopped: {e}");
-            }
-        });
+        self.state.set_base(&base);
+        spawn_grpc(listener, Routes::new(self.service()), "grpc busi server");
         Ok(base)
     }
 
     /// The branch URL of a method (`127.0.0.1:<port>/busi.Busi/<handler>`).
     pub fn url(&self, handler: &str) -> String {
-        let base = self.base.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        format!("{base}/busi.Busi/{handler}")
+        format!("{}/busi.Busi/{handler}", self.state.base())
     }
 
-    /// Makes the next calls of `handler` for `gid` answer these outcomes, in order.
-    pub fn script(&self, gid: &str, handler: &str, outcomes: impl IntoIterator<Item = Outcome>) {
-        self.lock().script(gid, handler, outcomes);
-    }
-
-    /// Every call recorded for `gid`, in arrival order.
-    pub fn calls(&self, gid: &str) -> Vec<GrpcCall> {
-        self.lock().calls(gid)
-    }
+    recording_api!(GrpcCall);
 
     /// Every call recorded whose metadata did not give a transaction info.
     pub fn bad_calls(&self) -> Vec<GrpcCall> {
-        self.lock().calls_where(|c| c.info.is_none())
-    }
-
-    /// The handler names called for `gid`, in arrival order.
-    pub fn handlers(&self, gid: &str) -> Vec<String> {
-        self.calls(gid).into_iter().map(|c| c.handler).collect()
-    }
-
-    /// How often `handler` was called for `gid`.
-    pub fn count(&self, gid: &str, handler: &str) -> usize {
-        self.lock().count(gid, handler)
-    }
-
-    fn decide(&self, gid: &str, handler: &str, req: &ReqGrpc) -> Outcome {
-        if let Some(o) = self.lock().next_scripted(gid, handler) {
-            return o;
-        }
-        Outcome::for_request(handler, &req.trans_out_result, &req.trans_in_result)
+        self.state.lock().calls_where(|c| c.info.is_none())
     }
 
     async fn handle(
@@ -221,28 +170,26 @@ impl GrpcBusi {
         let req = request.into_inner();
         let gid = info.as_ref().map(|i| i.gid.clone()).unwrap_or_default();
         let outcome = match &info {
-            Ok(_) => self.decide(&gid, handler, &req),
+            Ok(_) => self
+                .state
+                .decide(&gid, handler, &req.trans_out_result, &req.trans_in_result),
             Err(_) => Outcome::Error,
         };
         tracing::info!(handler, gid, ?outcome, "grpc busi called");
-        self.lock().record(GrpcCall {
-            handler: handler.to_string(),
-            info: info.as_ref().ok().cloned(),
-            info_error: info.as_ref().err().map(ToString::to_string),
-            metadata,
-            req: req.clone(),
-            outcome: outcome.clone(),
-        });
+        self.state.lock().record(
+            &gid,
+            handler,
+            GrpcCall {
+                handler: handler.to_string(),
+                info: info.as_ref().ok().cloned(),
+                info_error: info.as_ref().err().map(ToString::to_string),
+                metadata,
+                req: req.clone(),
+                outcome: outcome.clone(),
+            },
+        );
         let info = info.into_status()?;
-        if let Outcome::Sleep(d) = outcome {
-            tokio::time::sleep(d).await;
-        }
-        let mut result: dtmcli::Result<()> = match outcome {
-            Outcome::Success | Outcome::Sleep(_) => Ok(()),
-            Outcome::Failure => Err(dtmcli::Error::failure(format!("{handler} refused"))),
-            Outcome::Ongoing => Err(dtmcli::Error::ongoing(format!("{handler} not done yet"))),
-            Outcome::Error => Err(dtmcli::Error::other(format!("{handler} broke"))),
-        };
+        let mut result = outcome.answer(handler).await;
         if result.is_ok() {
             result = match handler {
                 "TransInTccNested" => self.nested_tcc(&md, &req).await,
@@ -274,58 +221,60 @@ impl GrpcBusi {
 
     /// The XA stub: registers the branch with DTM over gRPC so that DTM calls phase 2 on it.
     async fn register_xa(&self, info: &TransInfo) -> dtmcli::Result<()> {
-        let dtm = info
-            .dtm
-            .as_deref()
-            .ok_or_else(|| dtmcli::Error::invalid("XA branch called without dtm-dtm"))?;
-        let url = info
-            .phase2_url
-            .clone()
-            .ok_or_else(|| dtmcli::Error::invalid("XA branch called without dtm-phase2_url"))?;
+        let (dtm, url) = xa_registration(info)?;
         let client = self.client.with_server(dtm)?;
         client
             .register_branch(&dtmgrpc::pb::dtmgimp::DtmBranchRequest {
                 gid: info.gid.clone(),
                 trans_type: "xa".into(),
                 branch_id: info.branch_id.clone(),
-                data: [("url".to_string(), url)].into_iter().collect(),
+                data: [("url".to_string(), url.to_string())].into_iter().collect(),
                 ..Default::default()
             })
             .await
     }
 }
 
-macro_rules! busi_methods {
-    ($($method:ident => $name:literal),* $(,)?) => {
+/// Implements the tonic service trait `$trait` for `$ty`: every method hands its request,
+/// with the method's name, to `$handle`. The methods every service of `busi.proto` has are
+/// listed here, after which each service names its own.
+macro_rules! grpc_methods {
+    (@impl $trait:path, $ty:ty, $reply:ty, $handle:path, $($method:ident => $name:literal),*) => {
         #[tonic::async_trait]
-        impl BusiService for GrpcBusi {
+        impl $trait for $ty {
             $(
                 async fn $method(
                     &self,
                     request: Request<ReqGrpc>,
-                ) -> Result<Response<BusiReply>, Status> {
-                    self.handle($name, request).await
+                ) -> Result<Response<$reply>, Status> {
+                    $handle(self, $name, request).await
                 }
             )*
         }
     };
+    ($trait:path, $ty:ty, $reply:ty, $handle:path, $($method:ident => $name:literal),* $(,)?) => {
+        grpc_methods!(@impl $trait, $ty, $reply, $handle,
+            trans_out => "TransOut",
+            trans_in => "TransIn",
+            trans_out_try => "TransOutTry",
+            trans_out_confirm => "TransOutConfirm",
+            trans_out_cancel => "TransOutCancel",
+            trans_in_try => "TransInTry",
+            trans_in_confirm => "TransInConfirm",
+            trans_in_cancel => "TransInCancel",
+            trans_out_xa => "TransOutXa",
+            trans_in_xa => "TransInXa",
+            query_prepared => "QueryPrepared",
+            $($method => $name),*
+        );
+    };
 }
 
-busi_methods! {
-    trans_out => "TransOut",
-    trans_in => "TransIn",
+grpc_methods! {
+    BusiService, GrpcBusi, BusiReply, GrpcBusi::handle,
     trans_out_revert => "TransOutRevert",
     trans_in_revert => "TransInRevert",
-    trans_out_try => "TransOutTry",
-    trans_out_confirm => "TransOutConfirm",
-    trans_out_cancel => "TransOutCancel",
-    trans_in_try => "TransInTry",
-    trans_in_confirm => "TransInConfirm",
-    trans_in_cancel => "TransInCancel",
     trans_in_tcc_nested => "TransInTccNested",
-    trans_out_xa => "TransOutXa",
-    trans_in_xa => "TransInXa",
-    query_prepared => "QueryPrepared",
 }
 
 // ---------------------------------------------------------------------------------------
@@ -378,22 +327,9 @@ impl GrpcBank {
     /// Serves both services on 127.0.0.1 (port 0: a free one); returns `127.0.0.1:<port>`.
     pub async fn serve(&self, port: u16) -> std::io::Result<String> {
         let (listener, addr) = bind(port).await?;
-        let (m, p) = (
-            BankMysqlServer::new(self.clone()),
-            BankPostgresServer::new(self.clone()),
-        );
-        tokio::spawn(async move {
-            let incoming = tonic::transport::server::TcpIncoming::from(listener);
-            if let Err(e) = tonic::transport::Server::builder()
-                .layer(dtmgrpc::branch_span_layer())
-                .add_service(m)
-                .add_service(p)
-                .serve_with_incoming(incoming)
-                .await
-            {
-                tracing::error!("grpc bank server stopped: {e}");
-            }
-        });
+        let routes = Routes::new(BankMysqlServer::new(self.clone()))
+            .add_service(BankPostgresServer::new(self.clone()));
+        spawn_grpc(listener, routes, "grpc bank server");
         Ok(addr.to_string())
     }
 
@@ -425,24 +361,14 @@ impl GrpcBank {
         let bb =
             dtm_barrier::BranchBarrier::new(dtmgrpc::trans_info_from_metadata(request.metadata())?);
         let info = bb.info().clone();
-        let req = request.into_inner();
+        let req = BankReq::from(request.into_inner());
         let pool = DB::pool(&self.0.bank);
+        if handler == "QueryPrepared" {
+            return bb.query_prepared(pool).await.map_err(Into::into);
+        }
+        let Leg { user, delta, fail } = req.leg(handler)?;
         let gid = info.gid.clone();
-        let (user, delta, forced) = match handler {
-            "TransOut" | "TransOutTry" | "TransOutXa" => {
-                (req.from_user, -req.amount, req.trans_out_result.as_str())
-            }
-            "TransOutCompensate" | "TransOutCancel" => (req.from_user, req.amount, ""),
-            "TransIn" | "TransInTry" | "TransInXa" => {
-                (req.to_user, req.amount, req.trans_in_result.as_str())
-            }
-            "TransInCompensate" | "TransInCancel" => (req.to_user, -req.amount, ""),
-            "TransOutConfirm" | "TransInConfirm" => (0, 0, ""),
-            "QueryPrepared" => return bb.query_prepared(pool).await.map_err(Into::into),
-            other => return Err(dtmcli::Error::invalid(format!("unknown handler {other}"))),
-        };
-        let fail = (forced == "FAILURE").then(|| format!("{handler} told to fail"));
-        let business = guarded::<DB>(self.clone(), gid, handler, user, delta, fail);
+        let business = guarded::<DB>(self.0.bank.clone(), gid, handler.into(), user, delta, fail);
         if handler.ends_with("Xa") {
             DB::xa(self).handle(&info, business).await?;
             return Ok(());
@@ -450,31 +376,6 @@ impl GrpcBank {
         let out: BOutcome<()> = bb.call(pool, business).await?;
         tracing::debug!(handler, ?out, "grpc bank call");
         Ok(())
-    }
-}
-
-/// The guarded business of a handler: counts its execution, adjusts the balance, and fails
-/// after the write when told to.
-fn guarded<DB: GrpcBankDb>(
-    bank: GrpcBank,
-    gid: String,
-    handler: &'static str,
-    user: i64,
-    delta: i64,
-    fail: Option<String>,
-) -> impl for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, dtm_barrier::Result<()>> + Send + 'static
-{
-    move |conn| {
-        bank.0.bank.count(&gid, handler);
-        Box::pin(async move {
-            if delta != 0 {
-                DB::adjust(conn, user, delta).await?;
-            }
-            match fail {
-                Some(msg) => Err(BError::failure(msg)),
-                None => Ok(()),
-            }
-        })
     }
 }
 
@@ -502,39 +403,13 @@ impl GrpcBankDb for Postgres {
     }
 }
 
-macro_rules! bank_methods {
-    ($trait:ident, $db:ty, $($method:ident => $name:literal),* $(,)?) => {
-        #[tonic::async_trait]
-        impl $trait for GrpcBank {
-            $(
-                async fn $method(
-                    &self,
-                    request: Request<ReqGrpc>,
-                ) -> Result<Response<()>, Status> {
-                    self.handle::<$db>($name, request).await
-                }
-            )*
-        }
-    };
-}
-
+/// The bank's service on one database.
 macro_rules! bank_service {
     ($trait:ident, $db:ty) => {
-        bank_methods! {
-            $trait, $db,
-            trans_out => "TransOut",
+        grpc_methods! {
+            $trait, GrpcBank, (), GrpcBank::handle::<$db>,
             trans_out_compensate => "TransOutCompensate",
-            trans_in => "TransIn",
             trans_in_compensate => "TransInCompensate",
-            trans_out_try => "TransOutTry",
-            trans_out_confirm => "TransOutConfirm",
-            trans_out_cancel => "TransOutCancel",
-            trans_in_try => "TransInTry",
-            trans_in_confirm => "TransInConfirm",
-            trans_in_cancel => "TransInCancel",
-            trans_out_xa => "TransOutXa",
-            trans_in_xa => "TransInXa",
-            query_prepared => "QueryPrepared",
         }
     };
 }

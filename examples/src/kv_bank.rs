@@ -74,7 +74,13 @@ pub async fn mongo_adjust(
         )
         .session(&mut *session)
         .await?;
-    if r.matched_count == 0 {
+    ensure_changed(r.matched_count, key, delta)
+}
+
+/// Ok when the update of `key` by `delta` matched its account (`matched` rows); else the
+/// refusal, a DTM failure: the account is missing, or the balance would go negative.
+fn ensure_changed(matched: u64, key: &str, delta: i64) -> dtm_barrier::Result<()> {
+    if matched == 0 {
         return Err(dtm_barrier::Error::failure(format!(
             "account {key}: missing, or adding {delta} would make it negative"
         )));
@@ -189,12 +195,7 @@ macro_rules! sql_balances {
                         .bind(delta)
                         .execute(&mut *conn)
                         .await?;
-                    if r.rows_affected() == 0 {
-                        return Err(dtm_barrier::Error::failure(format!(
-                            "account {key}: missing, or adding {delta} would make it negative"
-                        )));
-                    }
-                    Ok(())
+                    ensure_changed(r.rows_affected(), &key, delta)
                 })
             }
 

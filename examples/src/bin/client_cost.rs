@@ -567,13 +567,7 @@ impl Env {
 
         // Workflow over HTTP: the callback route is served here (DTM calls it only to
         // resume an unfinished workflow); the steps go through the recording HTTP client.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let wf_http = Workflows::http(
-            http.clone(),
-            format!("http://{}/workflow/resume", listener.local_addr()?),
-        );
-        let router = wf_http.callback_router("/workflow/resume");
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        let wf_http = dtm_examples::demo::http_workflows(http.clone()).await?;
         let recording = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
             .with(WorkflowMiddleware)
             .build();
@@ -598,15 +592,7 @@ impl Env {
 
         // Workflow over gRPC: `workflow.Workflow/Execute` is served here; the steps go
         // through a channel wrapped in the recording layer.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let wf_grpc = Workflows::grpc(grpc.clone(), &listener.local_addr()?.to_string());
-        let svc = wf_grpc.grpc_service();
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
-                .await
-        });
+        let wf_grpc = dtm_examples::demo::grpc_workflows(grpc.clone()).await?;
         let channel = tonic::transport::Endpoint::from_shared(format!(
             "http://127.0.0.1:{}",
             busi.grpc_port

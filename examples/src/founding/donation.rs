@@ -48,7 +48,7 @@ use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 use sqlx::{MySqlConnection, MySqlPool};
 
-use super::{ensure, final_status, mysql_pool, poll};
+use super::{ensure, final_status, mysql_pool, poll, set_up_tables, ID_COLUMN};
 use crate::demo::DemoError;
 
 const USERS: &str = "dtm_busi.example_donation_user";
@@ -270,8 +270,7 @@ impl Entity {
 
 /// Tables, views and the barrier table; rows of runs older than an hour are removed.
 async fn set_up(pool: &MySqlPool) -> Result<(), DemoError> {
-    // Identity columns compare exactly (DTM gids differ by case).
-    let id = "varchar(128) character set utf8mb4 collate utf8mb4_bin not null";
+    let id = ID_COLUMN;
     let ddl = [
         format!(
             "create table if not exists {USERS}(run {id}, name varchar(64) not null, \
@@ -315,17 +314,7 @@ async fn set_up(pool: &MySqlPool) -> Result<(), DemoError> {
              where d.run = p.run and d.gid = p.created_by))"
         ),
     ];
-    for sql in &ddl {
-        sqlx::raw_sql(sql).execute(pool).await?;
-    }
-    for t in [USERS, PRODUCTS, DONATIONS] {
-        sqlx::query(&format!(
-            "delete from {t} where created_at < now(6) - interval 1 hour"
-        ))
-        .execute(pool)
-        .await?;
-    }
-    Ok(())
+    set_up_tables(pool, &ddl, &[USERS, PRODUCTS, DONATIONS]).await
 }
 
 /// The users and products that exist before the run.
@@ -473,49 +462,25 @@ async fn business(
     bb: BranchBarrier,
     d: &Donation,
 ) -> dtm_barrier::Result<Outcome<String>> {
-    let pool = &app.0.pool;
-    // The business closures own what they use: they must outlive any borrow of the
+    let op = bb.info().op.clone();
+    // Refused before the barrier opens a local transaction for it.
+    if !matches!(op, Op::Try | Op::Confirm | Op::Cancel) {
+        return Err(dtmcli::Error::invalid(format!("no handler for op {op}")).into());
+    }
+    // The business closure owns what it uses: it must outlive any borrow of the
     // transaction's connection.
     let (d, g) = (d.clone(), bb.info().gid.clone());
-    match (&bb.info().op, entity) {
-        (Op::Try, Some(e)) => {
-            bb.call(pool, move |c| {
-                Box::pin(async move { check_or_create(c, e, &d, &g).await })
-            })
-            .await
-        }
-        (Op::Try, None) => {
-            bb.call(pool, move |c| {
-                Box::pin(async move { record(c, &d, &g).await })
-            })
-            .await
-        }
-        (Op::Confirm, Some(e)) => {
-            bb.call(pool, move |c| {
-                Box::pin(async move { publish(c, e, &d, &g).await })
-            })
-            .await
-        }
-        (Op::Confirm, None) => {
-            bb.call(pool, move |c| {
-                Box::pin(async move { publish_record(c, &d, &g).await })
-            })
-            .await
-        }
-        (Op::Cancel, Some(e)) => {
-            bb.call(pool, move |c| {
-                Box::pin(async move { remove(c, e, &d, &g).await })
-            })
-            .await
-        }
-        (Op::Cancel, None) => {
-            bb.call(pool, move |c| {
-                Box::pin(async move { remove_record(c, &d, &g).await })
-            })
-            .await
-        }
-        (other, _) => Err(dtmcli::Error::invalid(format!("no handler for op {other}")).into()),
-    }
+    bb.call(&app.0.pool, move |c| {
+        Box::pin(async move {
+            match (op, entity) {
+                (Op::Try, Some(e)) => check_or_create(c, e, &d, &g).await,
+                (Op::Try, None) => record(c, &d, &g).await,
+                (op, Some(e)) => settle(c, e, &d, &g, op == Op::Confirm).await,
+                (op, None) => settle_record(c, &d, &g, op == Op::Confirm).await,
+            }
+        })
+    })
+    .await
 }
 
 /// Before the try's local transaction: while the user or product is being created by
@@ -654,87 +619,65 @@ async fn record(c: &mut MySqlConnection, d: &Donation, gid: &str) -> dtm_barrier
     Ok("donation recorded (pending)".into())
 }
 
-/// Confirm of the user or product step: publishes it if this donation created it.
-async fn publish(
+/// Confirm (`confirm`) or cancel of the user or product step: publishes, or removes, the
+/// row if this donation created it (a pending row tagged with our gid); what others
+/// created or confirmed is never touched.
+async fn settle(
     c: &mut MySqlConnection,
     e: &Entity,
     d: &Donation,
     gid: &str,
+    confirm: bool,
 ) -> dtm_barrier::Result<String> {
-    let n = sqlx::query(&format!(
-        "update {} set state = 'confirmed' where run = ? and name = ? and created_by = ? and state = 'pending'",
-        e.table
-    ))
-    .bind(&d.run)
-    .bind(e.name(d))
-    .bind(gid)
-    .execute(&mut *c)
-    .await?
-    .rows_affected();
-    Ok(if n == 1 {
-        "confirmed"
+    let own = "where run = ? and name = ? and created_by = ? and state = 'pending'";
+    let (sql, done, nothing) = if confirm {
+        (
+            format!("update {} set state = 'confirmed' {own}", e.table),
+            "confirmed",
+            "nothing to confirm",
+        )
     } else {
-        "nothing to confirm"
-    }
-    .into())
+        (
+            format!("delete from {} {own}", e.table),
+            "removed",
+            "nothing to remove",
+        )
+    };
+    let n = sqlx::query(&sql)
+        .bind(&d.run)
+        .bind(e.name(d))
+        .bind(gid)
+        .execute(&mut *c)
+        .await?
+        .rows_affected();
+    Ok(if n == 1 { done } else { nothing }.into())
 }
 
-/// Confirm of the record step.
-async fn publish_record(
+/// Confirm (`confirm`) or cancel of the record step: publishes, or removes, the pending
+/// donation row.
+async fn settle_record(
     c: &mut MySqlConnection,
     d: &Donation,
     gid: &str,
+    confirm: bool,
 ) -> dtm_barrier::Result<String> {
-    sqlx::query(&format!(
-        "update {DONATIONS} set state = 'confirmed' where run = ? and gid = ?"
-    ))
-    .bind(&d.run)
-    .bind(gid)
-    .execute(&mut *c)
-    .await?;
-    Ok("confirmed".into())
-}
-
-/// Cancel of the user or product step: removes it if this donation created it (a pending
-/// row tagged with our gid); what others created or confirmed is never touched.
-async fn remove(
-    c: &mut MySqlConnection,
-    e: &Entity,
-    d: &Donation,
-    gid: &str,
-) -> dtm_barrier::Result<String> {
-    let n = sqlx::query(&format!(
-        "delete from {} where run = ? and name = ? and created_by = ? and state = 'pending'",
-        e.table
-    ))
-    .bind(&d.run)
-    .bind(e.name(d))
-    .bind(gid)
-    .execute(&mut *c)
-    .await?
-    .rows_affected();
-    Ok(if n == 1 {
-        "removed"
+    let (sql, done) = if confirm {
+        (
+            format!("update {DONATIONS} set state = 'confirmed' where run = ? and gid = ?"),
+            "confirmed",
+        )
     } else {
-        "nothing to remove"
-    }
-    .into())
-}
-
-/// Cancel of the record step.
-async fn remove_record(
-    c: &mut MySqlConnection,
-    d: &Donation,
-    gid: &str,
-) -> dtm_barrier::Result<String> {
-    sqlx::query(&format!(
-        "delete from {DONATIONS} where run = ? and gid = ? and state = 'pending'"
-    ))
-    .bind(&d.run)
-    .bind(gid)
-    .execute(&mut *c)
-    .await?;
-    Ok("removed".into())
+        (
+            format!("delete from {DONATIONS} where run = ? and gid = ? and state = 'pending'"),
+            "removed",
+        )
+    };
+    sqlx::query(&sql)
+        .bind(&d.run)
+        .bind(gid)
+        .execute(&mut *c)
+        .await?;
+    Ok(done.into())
 }
 
 /// One consistent snapshot of the public read.

@@ -81,6 +81,31 @@ pub(crate) async fn mysql_pool(max: u32) -> Result<sqlx::MySqlPool, DemoError> {
     Ok(pool)
 }
 
+/// The type of the identity columns (run tags, gids): compared exactly, since DTM gids
+/// differ by case.
+pub(crate) const ID_COLUMN: &str =
+    "varchar(128) character set utf8mb4 collate utf8mb4_bin not null";
+
+/// A scenario's tables: runs `ddl` (each statement creates a table or view if missing),
+/// then removes the rows older than an hour (by `created_at`) of `tables`, earlier runs'.
+pub(crate) async fn set_up_tables(
+    pool: &sqlx::MySqlPool,
+    ddl: &[String],
+    tables: &[&str],
+) -> Result<(), DemoError> {
+    for sql in ddl {
+        sqlx::raw_sql(sql).execute(pool).await?;
+    }
+    for t in tables {
+        sqlx::query(&format!(
+            "delete from {t} where created_at < now(6) - interval 1 hour"
+        ))
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
+
 /// A MongoDB client on [`mongo_url`] with the barrier's unique index created if missing.
 pub(crate) async fn mongo_client() -> Result<mongodb::Client, DemoError> {
     let client = mongodb::Client::with_uri_str(mongo_url()).await?;

@@ -31,7 +31,7 @@ use axum::extract::{Path, State};
 use axum::routing::any;
 use axum::{Json, Router};
 use dtm_barrier::reprocess::ReprocessPolicy;
-use dtm_barrier::{BranchBarrier, TransactionalStore};
+use dtm_barrier::{BranchBarrier, Outcome, TransactionalStore};
 use dtmcli::{DtmClient, TransInfo, TransOptions, TransStatus};
 use futures_util::future::{join_all, BoxFuture};
 use mongodb::bson::{doc, Document};
@@ -39,7 +39,7 @@ use mongodb::ClientSession;
 use serde::{Deserialize, Serialize};
 use sqlx::{MySqlConnection, MySqlPool};
 
-use super::{ensure, final_status, mongo_client, mysql_pool};
+use super::{ensure, final_status, mongo_client, mysql_pool, set_up_tables, ID_COLUMN};
 use crate::demo::DemoError;
 
 const ACCOUNTS: &str = "dtm_busi.example_hot_account";
@@ -165,81 +165,110 @@ fn mongo_ledger(c: &mongodb::Client) -> mongodb::Collection<Document> {
     c.database("dtm_busi").collection("example_hot_ledger")
 }
 
-/// The shop's credit on MariaDB, as a closure that can run more than once (each run counted).
-fn mariadb_credit(
+/// One run of the shop's credit, inside the local transaction (a connection or a session).
+type Credit<C> = for<'c> fn(&'c mut C, String, Payment) -> BoxFuture<'c, dtm_barrier::Result<()>>;
+
+/// The shop's credit of payment `p` (its `gid`) as the business of a guarded call: a
+/// closure that can run more than once, each run counted as an attempt.
+fn counted<C>(
     app: App,
     gid: String,
     p: Payment,
-) -> impl for<'c> FnMut(&'c mut MySqlConnection) -> BoxFuture<'c, dtm_barrier::Result<()>> + Send {
+    credit: Credit<C>,
+) -> impl for<'c> FnMut(&'c mut C) -> BoxFuture<'c, dtm_barrier::Result<()>> + Send {
     move |c| {
         app.stat(&gid, |s| s.attempts += 1);
-        let (gid, p) = (gid.clone(), p.clone());
-        Box::pin(async move {
-            let balance: i64 = sqlx::query_scalar(&format!(
-                "select balance from {ACCOUNTS} where run = ? and id = ? lock in share mode"
-            ))
-            .bind(&p.round)
-            .bind(SHOP)
-            .fetch_one(&mut *c)
-            .await?;
-            tokio::time::sleep(THINK).await;
-            sqlx::query(&format!(
-                "update {ACCOUNTS} set balance = ? where run = ? and id = ?"
-            ))
-            .bind(balance + p.amount)
-            .bind(&p.round)
-            .bind(SHOP)
-            .execute(&mut *c)
-            .await?;
-            sqlx::query(&format!(
-                "insert into {LEDGER}(run, gid, applied) values(?, ?, 1) \
-                 on duplicate key update applied = applied + 1"
-            ))
-            .bind(&p.round)
-            .bind(&gid)
-            .execute(&mut *c)
-            .await?;
-            Ok(())
-        })
+        credit(c, gid.clone(), p.clone())
     }
+}
+
+/// The shop's credit on MariaDB.
+fn mariadb_credit(
+    c: &mut MySqlConnection,
+    gid: String,
+    p: Payment,
+) -> BoxFuture<'_, dtm_barrier::Result<()>> {
+    Box::pin(async move {
+        let balance: i64 = sqlx::query_scalar(&format!(
+            "select balance from {ACCOUNTS} where run = ? and id = ? lock in share mode"
+        ))
+        .bind(&p.round)
+        .bind(SHOP)
+        .fetch_one(&mut *c)
+        .await?;
+        tokio::time::sleep(THINK).await;
+        sqlx::query(&format!(
+            "update {ACCOUNTS} set balance = ? where run = ? and id = ?"
+        ))
+        .bind(balance + p.amount)
+        .bind(&p.round)
+        .bind(SHOP)
+        .execute(&mut *c)
+        .await?;
+        sqlx::query(&format!(
+            "insert into {LEDGER}(run, gid, applied) values(?, ?, 1) \
+                 on duplicate key update applied = applied + 1"
+        ))
+        .bind(&p.round)
+        .bind(&gid)
+        .execute(&mut *c)
+        .await?;
+        Ok(())
+    })
 }
 
 /// The shop's credit on MongoDB, in the session's transaction.
 fn mongodb_credit(
-    app: App,
+    s: &mut ClientSession,
     gid: String,
     p: Payment,
-) -> impl for<'c> FnMut(&'c mut ClientSession) -> BoxFuture<'c, dtm_barrier::Result<()>> + Send {
-    move |s| {
-        app.stat(&gid, |st| st.attempts += 1);
-        let (gid, p) = (gid.clone(), p.clone());
-        Box::pin(async move {
-            let client = s.client();
-            let shop = mongo_accounts(&client)
-                .find_one(doc! {"_id": key(&p.round, SHOP)})
-                .session(&mut *s)
-                .await?
-                .and_then(|d| d.get_i64("balance").ok())
-                .ok_or_else(|| dtm_barrier::Error::business("the shop's account is missing"))?;
-            tokio::time::sleep(THINK).await;
-            mongo_accounts(&client)
-                .update_one(
-                    doc! {"_id": key(&p.round, SHOP)},
-                    doc! {"$set": {"balance": shop + p.amount}},
-                )
-                .session(&mut *s)
-                .await?;
-            mongo_ledger(&client)
-                .update_one(
-                    doc! {"_id": key(&p.round, &gid)},
-                    doc! {"$inc": {"applied": 1_i64}},
-                )
-                .upsert(true)
-                .session(&mut *s)
-                .await?;
-            Ok(())
-        })
-    }
+) -> BoxFuture<'_, dtm_barrier::Result<()>> {
+    Box::pin(async move {
+        let client = s.client();
+        let shop = mongo_accounts(&client)
+            .find_one(doc! {"_id": key(&p.round, SHOP)})
+            .session(&mut *s)
+            .await?
+            .and_then(|d| d.get_i64("balance").ok())
+            .ok_or_else(|| dtm_barrier::Error::business("the shop's account is missing"))?;
+        tokio::time::sleep(THINK).await;
+        mongo_accounts(&client)
+            .update_one(
+                doc! {"_id": key(&p.round, SHOP)},
+                doc! {"$set": {"balance": shop + p.amount}},
+            )
+            .session(&mut *s)
+            .await?;
+        mongo_ledger(&client)
+            .update_one(
+                doc! {"_id": key(&p.round, &gid)},
+                doc! {"$inc": {"applied": 1_i64}},
+            )
+            .upsert(true)
+            .session(&mut *s)
+            .await?;
+        Ok(())
+    })
+}
+
+/// Runs `credit` under the barrier on `store` as `mode` says; also says whether a failure
+/// was transient (a conflict).
+async fn guarded<S, F>(
+    bb: &BranchBarrier,
+    store: &S,
+    mode: Mode,
+    credit: F,
+) -> (dtm_barrier::Result<Outcome<()>>, bool)
+where
+    S: TransactionalStore,
+    F: for<'c> FnMut(&'c mut S::Conn) -> BoxFuture<'c, dtm_barrier::Result<()>>,
+{
+    let r = match mode {
+        Mode::Plain => bb.call(store, credit).await,
+        Mode::Reprocess => bb.call_reprocessing(store, &policy(), credit).await,
+    };
+    let transient = matches!(&r, Err(e) if S::is_transient(e));
+    (r, transient)
 }
 
 /// `POST /api/hot/{db}/{mode}/credit` (the branch) and `GET .../qp` (the back-check).
@@ -265,36 +294,14 @@ async fn handle(
     }
     let p: Payment = serde_json::from_slice(&body).map_err(dtmcli::Error::invalid)?;
     app.stat(&gid, |s| s.calls += 1);
-    let policy = policy();
-    let (pool, mongo) = (&app.0.pool, &app.0.mongo);
-    let (result, transient) = match (db, mode) {
-        (Db::Mariadb, Mode::Plain) => {
-            let r = bb
-                .call(pool, mariadb_credit(app.clone(), gid.clone(), p))
-                .await;
-            let t = matches!(&r, Err(e) if <MySqlPool as TransactionalStore>::is_transient(e));
-            (r, t)
+    let (result, transient) = match db {
+        Db::Mariadb => {
+            let credit = counted(app.clone(), gid.clone(), p, mariadb_credit);
+            guarded(&bb, &app.0.pool, mode, credit).await
         }
-        (Db::Mariadb, Mode::Reprocess) => {
-            let credit = mariadb_credit(app.clone(), gid.clone(), p);
-            let r = bb.call_reprocessing(pool, &policy, credit).await;
-            let t = matches!(&r, Err(e) if <MySqlPool as TransactionalStore>::is_transient(e));
-            (r, t)
-        }
-        (Db::Mongodb, Mode::Plain) => {
-            let r = bb
-                .call(mongo, mongodb_credit(app.clone(), gid.clone(), p))
-                .await;
-            let t =
-                matches!(&r, Err(e) if <mongodb::Client as TransactionalStore>::is_transient(e));
-            (r, t)
-        }
-        (Db::Mongodb, Mode::Reprocess) => {
-            let credit = mongodb_credit(app.clone(), gid.clone(), p);
-            let r = bb.call_reprocessing(mongo, &policy, credit).await;
-            let t =
-                matches!(&r, Err(e) if <mongodb::Client as TransactionalStore>::is_transient(e));
-            (r, t)
+        Db::Mongodb => {
+            let credit = counted(app.clone(), gid.clone(), p, mongodb_credit);
+            guarded(&bb, &app.0.mongo, mode, credit).await
         }
     };
     if let Err(e) = &result {
@@ -315,8 +322,8 @@ async fn handle(
 }
 
 async fn set_up(pool: &MySqlPool) -> Result<(), DemoError> {
-    let id = "varchar(128) character set utf8mb4 collate utf8mb4_bin not null";
-    for sql in [
+    let id = ID_COLUMN;
+    let ddl = [
         format!(
             "create table if not exists {ACCOUNTS}(run {id}, id varchar(32) not null, \
              balance bigint not null, created_at timestamp(6) not null default current_timestamp(6), \
@@ -327,17 +334,8 @@ async fn set_up(pool: &MySqlPool) -> Result<(), DemoError> {
              created_at timestamp(6) not null default current_timestamp(6), \
              primary key(run, gid)) engine=InnoDB"
         ),
-    ] {
-        sqlx::raw_sql(&sql).execute(pool).await?;
-    }
-    for t in [ACCOUNTS, LEDGER] {
-        sqlx::query(&format!(
-            "delete from {t} where created_at < now(6) - interval 1 hour"
-        ))
-        .execute(pool)
-        .await?;
-    }
-    Ok(())
+    ];
+    set_up_tables(pool, &ddl, &[ACCOUNTS, LEDGER]).await
 }
 
 fn payer(i: i64) -> String {

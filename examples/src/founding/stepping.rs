@@ -41,7 +41,9 @@ use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 use sqlx::MySqlPool;
 
-use super::{ensure, final_status, mongo_client, mysql_pool, poll, redis_url};
+use super::{
+    ensure, final_status, mongo_client, mysql_pool, poll, redis_url, set_up_tables, ID_COLUMN,
+};
 use crate::demo::DemoError;
 
 const JOBS: &str = "dtm_busi.example_stepping_job";
@@ -103,14 +105,17 @@ impl Worker {
     fn say(&self, line: String) {
         println!("     worker {}: {line}", std::process::id());
     }
-}
 
-fn outcome<T>(o: &Outcome<T>, done: &str) -> String {
-    match o {
-        Outcome::Executed(_) => done.to_string(),
-        Outcome::Duplicate => "already done: skipped by the barrier".into(),
-        Outcome::NullCompensation => "null compensation".into(),
-        _ => "skipped by the barrier".into(),
+    /// Says what became of a step's call of `gid` (`step` names it and its store): `done`
+    /// when its business ran, else why the barrier skipped it.
+    fn report<T>(&self, step: &str, gid: &str, o: &Outcome<T>, done: &str) {
+        let what = match o {
+            Outcome::Executed(_) => done,
+            Outcome::Duplicate => "already done: skipped by the barrier",
+            Outcome::NullCompensation => "null compensation",
+            _ => "skipped by the barrier",
+        };
+        self.say(format!("{step} of {gid}: {what}"));
     }
 }
 
@@ -158,10 +163,12 @@ async fn step(
                     })
                 })
                 .await?;
-            w.say(format!(
-                "step 1 (MariaDB) of {gid}: {}",
-                outcome(&o, &format!("reserved {items} items"))
-            ));
+            w.report(
+                "step 1 (MariaDB)",
+                &gid,
+                &o,
+                &format!("reserved {items} items"),
+            );
         }
         "step2" => {
             if w.0.mode == Mode::Hold {
@@ -190,33 +197,22 @@ async fn step(
                 });
             }
             // In order: step 1 is done before step 2 runs.
-            let reserved: i64 = sqlx::query_scalar(&format!(
-                "select count(*) from {RESERVATIONS} where gid = ?"
-            ))
-            .bind(&gid)
-            .fetch_one(&w.0.pool)
-            .await
-            .map_err(dtmcli::Error::other)?;
-            if reserved != 1 {
+            if reserved(&w.0.pool, &gid).await? != 1 {
                 return Err(dtmcli::Error::other("step 2 called before step 1"));
             }
             let o = bb
                 .check_adjust_amount(&w.0.redis, &points_key(&gid), job.points)
                 .await?;
-            w.say(format!(
-                "step 2 (Redis) of {gid}: {}",
-                outcome(&o, &format!("credited {} points", job.points))
-            ));
+            w.report(
+                "step 2 (Redis)",
+                &gid,
+                &o,
+                &format!("credited {} points", job.points),
+            );
         }
         "step3" => {
             // What steps 1 and 2 had done when step 3 ran, kept in the shipment.
-            let step1: i64 = sqlx::query_scalar(&format!(
-                "select count(*) from {RESERVATIONS} where gid = ?"
-            ))
-            .bind(&gid)
-            .fetch_one(&w.0.pool)
-            .await
-            .map_err(dtmcli::Error::other)?;
+            let step1 = reserved(&w.0.pool, &gid).await?;
             let points = read_points(w.0.redis.connection(), &gid)
                 .await
                 .map_err(dtmcli::Error::other)?;
@@ -239,14 +235,22 @@ async fn step(
                     })
                 })
                 .await?;
-            w.say(format!(
-                "step 3 (MongoDB) of {gid}: {}",
-                outcome(&o, "shipment created")
-            ));
+            w.report("step 3 (MongoDB)", &gid, &o, "shipment created");
         }
         other => return Err(dtmcli::Error::invalid(format!("no step {other}"))),
     }
     Ok(success())
+}
+
+/// How many reservations step 1 committed for `gid` (0 or 1), read outside any barrier.
+async fn reserved(pool: &MySqlPool, gid: &str) -> dtmcli::Result<i64> {
+    sqlx::query_scalar(&format!(
+        "select count(*) from {RESERVATIONS} where gid = ?"
+    ))
+    .bind(gid)
+    .fetch_one(pool)
+    .await
+    .map_err(dtmcli::Error::other)
 }
 
 async fn read_points(conn: &MultiplexedConnection, gid: &str) -> Result<i64, redis::RedisError> {
@@ -344,8 +348,8 @@ impl WorkerProcess {
 }
 
 async fn set_up(pool: &MySqlPool) -> Result<(), DemoError> {
-    let id = "varchar(128) character set utf8mb4 collate utf8mb4_bin not null";
-    for sql in [
+    let id = ID_COLUMN;
+    let ddl = [
         format!(
             "create table if not exists {JOBS}(gid {id} primary key, items bigint not null, \
              points bigint not null, created_at timestamp(6) not null default current_timestamp(6)) engine=InnoDB"
@@ -354,17 +358,8 @@ async fn set_up(pool: &MySqlPool) -> Result<(), DemoError> {
             "create table if not exists {RESERVATIONS}(gid {id} primary key, items bigint not null, \
              applied int not null, created_at timestamp(6) not null default current_timestamp(6)) engine=InnoDB"
         ),
-    ] {
-        sqlx::raw_sql(&sql).execute(pool).await?;
-    }
-    for t in [JOBS, RESERVATIONS] {
-        sqlx::query(&format!(
-            "delete from {t} where created_at < now(6) - interval 1 hour"
-        ))
-        .execute(pool)
-        .await?;
-    }
-    Ok(())
+    ];
+    set_up_tables(pool, &ddl, &[JOBS, RESERVATIONS]).await
 }
 
 /// The stores the scenario reads back.

@@ -157,6 +157,25 @@ impl Env {
             .await
     }
 
+    /// Runs workflow `name` of `wfs` (`label` names the registry in the story) with `input`
+    /// as a new gid; checks that `execute` succeeded when `ok` (failed otherwise) and DTM's
+    /// final status; returns the gid.
+    pub async fn run_workflow(
+        &self,
+        wfs: &dtm_workflow::Workflows,
+        label: &str,
+        name: &str,
+        input: &[u8],
+        ok: bool,
+    ) -> Result<String, DemoError> {
+        let gid = self.dtm().new_gid().await?;
+        let r = wfs.execute(name, &gid, input).await;
+        println!("   {label} {name} {gid}: execute returned {r:?}");
+        expect(r.is_ok() == ok, "unexpected workflow outcome")?;
+        self.expect_final(&gid, final_status(ok)).await?;
+        Ok(gid)
+    }
+
     /// Two fresh SQL accounts on `db` holding `from_balance` and 0.
     pub async fn accounts(&self, db: Db, from_balance: i64) -> Result<(i64, i64), DemoError> {
         let a = self.next_account.fetch_add(2, Ordering::Relaxed);
@@ -221,11 +240,7 @@ impl Env {
         let status = self.status_now(ok_gid).await?;
         println!("   submit returned Ok; DTM says {status} at once");
         expect_eq("status right after submit", &status.as_str(), &"succeed")?;
-        println!("   the failing saga's submit returned {failed:?}");
-        expect(
-            matches!(failed, Err(dtmcli::Error::Failure(_))),
-            "wait_result on a rolled-back saga must be Error::Failure",
-        )?;
+        expect_failure("the failing saga's submit", &failed)?;
         self.expect_final(failed_gid, "failed").await.map(drop)
     }
 
@@ -291,6 +306,38 @@ pub fn expect_tcc_calls(
         } else {
             "expected both tries, then cancels and no confirm"
         },
+    )
+}
+
+/// Checks that `calls` branch calls arrived, each carrying the custom header
+/// `test_header: test` (`calls_seen`: each call's handler and header value), and prints
+/// them; `carrier` names where the header travels (HTTP header, gRPC metadata).
+pub fn expect_test_header<'a>(
+    calls_seen: impl IntoIterator<Item = (&'a str, Option<&'a String>)>,
+    calls: usize,
+    carrier: &str,
+) -> Result<(), DemoError> {
+    let seen: Vec<String> = calls_seen
+        .into_iter()
+        .map(|(handler, v)| format!("{handler}:test_header={}", v.map_or("", String::as_str)))
+        .collect();
+    println!("   {}", seen.join(" "));
+    expect(
+        seen.len() == calls && seen.iter().all(|s| s.ends_with("=test")),
+        format!("a branch call arrived without the custom {carrier}"),
+    )
+}
+
+/// Checks that `call` (named for the story) returned `Error::Failure`, as a transaction
+/// that a branch refused must; prints what it returned.
+pub fn expect_failure<T: std::fmt::Debug>(
+    call: &str,
+    res: &dtmcli::Result<T>,
+) -> Result<(), DemoError> {
+    println!("   {call} returned {res:?}");
+    expect(
+        matches!(res, Err(dtmcli::Error::Failure(_))),
+        format!("{call} must return Error::Failure after a refused branch"),
     )
 }
 

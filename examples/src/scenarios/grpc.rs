@@ -7,7 +7,7 @@ use std::time::Duration;
 use dtmcli::{Error, TransOptions};
 use dtmgrpc::{DtmGrpcClient, Saga};
 
-use super::env::{expect, expect_eq, final_status, Env};
+use super::env::{expect, expect_failure, expect_test_header, final_status, Env};
 use crate::bank::Db;
 use crate::busi::{fails_if, BusiReq, Outcome};
 use crate::demo::DemoError;
@@ -82,23 +82,11 @@ pub async fn saga_custom_headers(env: &Env) -> Result<(), DemoError> {
         .submit()
         .await?;
     env.expect_final(&gid, "succeed").await?;
-    expect_metadata(busi, &gid, 3)
-}
-
-fn expect_metadata(busi: &GrpcBusi, gid: &str, calls: usize) -> Result<(), DemoError> {
-    let seen: Vec<String> = busi
-        .calls(gid)
+    let calls = busi.calls(&gid);
+    let seen = calls
         .iter()
-        .map(|c| {
-            let v = c.metadata.get("test_header").cloned().unwrap_or_default();
-            format!("{}:test_header={v}", c.handler)
-        })
-        .collect();
-    println!("   {}", seen.join(" "));
-    expect(
-        seen.len() == calls && seen.iter().all(|s| s.ends_with("=test")),
-        "a branch call arrived without the custom metadata",
-    )
+        .map(|c| (c.handler.as_str(), c.metadata.get("test_header")));
+    expect_test_header(seen, 3, "metadata")
 }
 
 /// `grpc_saga_hybrid`: one gRPC saga with a gRPC step and an HTTP step (its payload is
@@ -208,11 +196,7 @@ pub async fn tcc_ok(env: &Env) -> Result<(), DemoError> {
 pub async fn tcc_rollback(env: &Env) -> Result<(), DemoError> {
     let gid = env.grpc().await?.0.new_gid().await?;
     let res = tcc(env, &gid, req(true), TransOptions::default()).await;
-    println!("   tcc_global_transaction returned {res:?}");
-    expect(
-        matches!(res, Err(Error::Failure(_))),
-        "expected Error::Failure",
-    )?;
+    expect_failure("tcc_global_transaction", &res)?;
     env.expect_final(&gid, "failed").await?;
     env.expect_grpc_calls(
         &gid,
@@ -233,18 +217,12 @@ pub async fn tcc_custom_headers(env: &Env) -> Result<(), DemoError> {
     let options = TransOptions::default().branch_header("test_header", "test");
     tcc(env, &gid, req(false), options).await?;
     env.expect_final(&gid, "succeed").await?;
-    let confirms: Vec<String> = busi
-        .calls(&gid)
-        .into_iter()
+    let calls = busi.calls(&gid);
+    let confirms = calls
+        .iter()
         .filter(|c| c.handler.ends_with("Confirm"))
-        .map(|c| c.metadata.get("test_header").cloned().unwrap_or_default())
-        .collect();
-    println!("   test_header on the confirms: {confirms:?}");
-    expect_eq(
-        "metadata on the confirms",
-        &confirms,
-        &vec!["test".to_string(); 2],
-    )
+        .map(|c| (c.handler.as_str(), c.metadata.get("test_header")));
+    expect_test_header(confirms, 2, "metadata")
 }
 
 /// `grpc_xa`: the gRPC bank's XA branches, a debit on MariaDB and a credit on PostgreSQL,

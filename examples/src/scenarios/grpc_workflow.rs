@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 use tower_layer::Layer;
 
-use super::env::{expect, expect_tcc_calls, final_status, Env};
+use super::env::{expect_tcc_calls, Env};
+use super::workflow_steps::{self, BranchCalls, Kind};
 use crate::bank::Db;
 use crate::busi::BusiReq;
 use crate::demo::DemoError;
@@ -58,140 +59,99 @@ impl Channels {
     }
 }
 
-/// One branch call of the workflow's current branch: gRPC (any reply is read as
-/// `google.protobuf.Empty`: its fields are not needed) or HTTP.
-async fn call(
-    wf: &Wf,
-    channels: &Channels,
-    http: &ClientWithMiddleware,
-    url: &str,
-    req: &ReqGrpc,
-) -> dtmcli::Result<()> {
-    if url.starts_with("http://") {
-        let body = serde_json::to_vec(&BusiReq {
-            amount: req.amount,
-            trans_out_result: req.trans_out_result.clone(),
-            trans_in_result: req.trans_in_result.clone(),
-        })
-        .map_err(dtmcli::Error::invalid)?;
-        let r = wf
-            .http(http, Method::POST, url)
-            .header("content-type", "application/json")
-            .body(body);
-        return send_http(r).await.map(drop);
+/// How a workflow run calls its branches: through the workflow's recording channels and
+/// HTTP client, with the run's request.
+#[derive(Clone)]
+struct Calls {
+    channels: Channels,
+    http: ClientWithMiddleware,
+    req: ReqGrpc,
+}
+
+impl Calls {
+    /// The run of `input`: the input, and these calls with its request.
+    fn for_input(&self, input: &[u8]) -> dtmcli::Result<(Input, Calls)> {
+        let i: Input = serde_json::from_slice(input).map_err(dtmcli::Error::invalid)?;
+        let calls = Calls {
+            req: i.req(),
+            ..self.clone()
+        };
+        Ok((i, calls))
     }
-    let u = dtmgrpc::parse_branch_url(url)?;
-    let mut grpc = tonic::client::Grpc::new(channels.get(&u.address)?);
-    let status = |s: tonic::Status| dtmgrpc::status_to_error(&u.method, &s);
-    grpc.ready()
-        .await
-        .map_err(|e| status(tonic::Status::unavailable(e.to_string())))?;
-    let path =
-        http::uri::PathAndQuery::try_from(u.method.as_str()).map_err(dtmcli::Error::invalid)?;
-    let codec = tonic_prost::ProstCodec::<ReqGrpc, ()>::default();
-    grpc.unary(wf.grpc_request(req.clone()), path, codec)
-        .await
-        .map(drop)
-        .map_err(status)
+}
+
+impl BranchCalls for Calls {
+    /// gRPC (any reply is read as `google.protobuf.Empty`: its fields are not needed), or
+    /// HTTP for an `http://` URL.
+    async fn call(&self, wf: &Wf, url: &str) -> dtmcli::Result<()> {
+        let req = &self.req;
+        if url.starts_with("http://") {
+            let body = serde_json::to_vec(&BusiReq {
+                amount: req.amount,
+                trans_out_result: req.trans_out_result.clone(),
+                trans_in_result: req.trans_in_result.clone(),
+            })
+            .map_err(dtmcli::Error::invalid)?;
+            let r = wf
+                .http(&self.http, Method::POST, url)
+                .header("content-type", "application/json")
+                .body(body);
+            return send_http(r).await.map(drop);
+        }
+        let u = dtmgrpc::parse_branch_url(url)?;
+        let mut grpc = tonic::client::Grpc::new(self.channels.get(&u.address)?);
+        let status = |s: tonic::Status| dtmgrpc::status_to_error(&u.method, &s);
+        grpc.ready()
+            .await
+            .map_err(|e| status(tonic::Status::unavailable(e.to_string())))?;
+        let path =
+            http::uri::PathAndQuery::try_from(u.method.as_str()).map_err(dtmcli::Error::invalid)?;
+        let codec = tonic_prost::ProstCodec::<ReqGrpc, ()>::default();
+        grpc.unary(wf.grpc_request(req.clone()), path, codec)
+            .await
+            .map(drop)
+            .map_err(status)
+    }
 }
 
 /// Registers `saga` and `tcc` on a gRPC registry whose resume service is served here.
 pub(super) async fn registry(env: &Env) -> Result<Workflows, DemoError> {
     let (dtm, _) = env.grpc().await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let wfs = Workflows::grpc(dtm.clone(), &listener.local_addr()?.to_string());
-    let svc = wfs.grpc_service();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
-            .await
-    });
-    let channels = Channels::default();
-    let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(WorkflowMiddleware)
-        .build();
+    let wfs = crate::demo::grpc_workflows(dtm.clone()).await?;
+    // What every run shares; each run adds its request.
+    let base = Calls {
+        channels: Channels::default(),
+        http: reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+            .with(WorkflowMiddleware)
+            .build(),
+        req: ReqGrpc::default(),
+    };
 
-    let (c, h) = (channels.clone(), http.clone());
-    wfs.register("saga", move |wf: Wf, input: Vec<u8>| {
-        let (channels, http) = (c.clone(), h.clone());
-        async move {
-            let i: Input = serde_json::from_slice(&input).map_err(dtmcli::Error::invalid)?;
-            let req = i.req();
-            if i.local_step {
-                wf.new_branch()?;
-                wf.do_(|info| async move {
-                    println!("   local step runs for branch {}", info.branch_id);
-                    Ok(Vec::new())
-                })
-                .await?;
-            }
-            for step in &i.steps {
-                let Some(action) = step.first() else {
-                    return Err(dtmcli::Error::invalid("a saga step without an action"));
-                };
-                wf.new_branch()?;
-                if let Some(undo) = step.get(1) {
-                    let (w, c, h, u, r) = (
-                        wf.clone(),
-                        channels.clone(),
-                        http.clone(),
-                        undo.clone(),
-                        req.clone(),
-                    );
-                    wf.on_rollback(move |_| async move { call(&w, &c, &h, &u, &r).await })?;
+    for kind in Kind::ALL {
+        let base = base.clone();
+        wfs.register(kind.name(), move |wf: Wf, input: Vec<u8>| {
+            let base = base.clone();
+            async move {
+                let (i, calls) = base.for_input(&input)?;
+                if i.local_step {
+                    wf.new_branch()?;
+                    wf.do_(|info| async move {
+                        println!("   local step runs for branch {}", info.branch_id);
+                        Ok(Vec::new())
+                    })
+                    .await?;
                 }
-                call(&wf, &channels, &http, action, &req).await?;
+                workflow_steps::run(kind, &wf, &calls, &i.steps).await
             }
-            Ok(())
-        }
-    })?;
-
-    wfs.register("tcc", move |wf: Wf, input: Vec<u8>| {
-        let (channels, http) = (channels.clone(), http.clone());
-        async move {
-            let i: Input = serde_json::from_slice(&input).map_err(dtmcli::Error::invalid)?;
-            let req = i.req();
-            for step in &i.steps {
-                let [try_, confirm, cancel] = step.as_slice() else {
-                    return Err(dtmcli::Error::invalid("a tcc step is try, confirm, cancel"));
-                };
-                wf.new_branch()?;
-                let (w, c, h, u, r) = (
-                    wf.clone(),
-                    channels.clone(),
-                    http.clone(),
-                    confirm.clone(),
-                    req.clone(),
-                );
-                wf.on_commit(move |_| async move { call(&w, &c, &h, &u, &r).await })?;
-                let (w, c, h, u, r) = (
-                    wf.clone(),
-                    channels.clone(),
-                    http.clone(),
-                    cancel.clone(),
-                    req.clone(),
-                );
-                wf.on_rollback(move |_| async move { call(&w, &c, &h, &u, &r).await })?;
-                call(&wf, &channels, &http, try_, &req).await?;
-            }
-            Ok(())
-        }
-    })?;
+        })?;
+    }
     Ok(wfs)
 }
 
 async fn run(env: &Env, name: &str, input: &Input, ok: bool) -> Result<String, DemoError> {
-    let gid = env.dtm().new_gid().await?;
-    let r = env
-        .grpc_workflows()
-        .await?
-        .execute(name, &gid, &serde_json::to_vec(input)?)
-        .await;
-    println!("   gRPC workflow {name} {gid}: execute returned {r:?}");
-    expect(r.is_ok() == ok, "unexpected workflow outcome")?;
-    env.expect_final(&gid, final_status(ok)).await?;
-    Ok(gid)
+    let wfs = env.grpc_workflows().await?;
+    env.run_workflow(wfs, "gRPC workflow", name, &serde_json::to_vec(input)?, ok)
+        .await
 }
 
 async fn busi_input(env: &Env, names: &[&[&str]], fail_in: bool) -> Result<Input, DemoError> {

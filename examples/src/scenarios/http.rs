@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use dtmcli::{Error, Saga, TransOptions};
+use dtmcli::{Saga, TransOptions};
 
-use super::env::{expect, expect_eq, Env};
+use super::env::{expect, expect_failure, expect_test_header, Env};
 use crate::busi::{BusiReq, Outcome};
 use crate::demo::DemoError;
 
@@ -100,24 +100,11 @@ pub async fn saga_custom_headers(env: &Env) -> Result<(), DemoError> {
         .submit()
         .await?;
     env.expect_final(&gid, "succeed").await?;
-    expect_header(env, &gid, 2)
-}
-
-fn expect_header(env: &Env, gid: &str, calls: usize) -> Result<(), DemoError> {
-    let seen: Vec<String> = env
-        .busi()
-        .calls(gid)
+    let calls = env.busi().calls(&gid);
+    let seen = calls
         .iter()
-        .map(|c| {
-            let h = c.headers.get("test_header").cloned().unwrap_or_default();
-            format!("{}:test_header={h}", c.handler)
-        })
-        .collect();
-    println!("   {}", seen.join(" "));
-    expect(
-        seen.len() == calls && seen.iter().all(|s| s.ends_with("=test")),
-        "a branch call arrived without the custom header",
-    )
+        .map(|c| (c.handler.as_str(), c.headers.get("test_header")));
+    expect_test_header(seen, 2, "header")
 }
 
 fn tcc_urls(env: &Env, side: &str) -> [String; 3] {
@@ -155,11 +142,7 @@ pub async fn tcc_ok(env: &Env) -> Result<(), DemoError> {
 pub async fn tcc_rollback(env: &Env) -> Result<(), DemoError> {
     let gid = env.dtm().new_gid().await?;
     let res = tcc(env, &gid, &failing_in(), TransOptions::default()).await;
-    println!("   tcc_global_transaction returned {res:?}");
-    expect(
-        matches!(res, Err(Error::Failure(_))),
-        "a refused try must end the TCC with Error::Failure",
-    )?;
+    expect_failure("tcc_global_transaction", &res)?;
     env.expect_final(&gid, "failed").await?;
     env.expect_http_calls(
         &gid,
@@ -178,19 +161,12 @@ pub async fn tcc_custom_headers(env: &Env) -> Result<(), DemoError> {
     let options = TransOptions::default().branch_header("test_header", "test");
     tcc(env, &gid, &BusiReq::new(30), options).await?;
     env.expect_final(&gid, "succeed").await?;
-    let confirms: Vec<_> = env
-        .busi()
-        .calls(&gid)
-        .into_iter()
+    let calls = env.busi().calls(&gid);
+    let confirms = calls
+        .iter()
         .filter(|c| c.handler.ends_with("Confirm"))
-        .map(|c| c.headers.get("test_header").cloned().unwrap_or_default())
-        .collect();
-    println!("   test_header on the confirms: {confirms:?}");
-    expect_eq(
-        "headers on the confirms",
-        &confirms,
-        &vec!["test".to_string(); 2],
-    )
+        .map(|c| (c.handler.as_str(), c.headers.get("test_header")));
+    expect_test_header(confirms, 2, "header")
 }
 
 /// `http_tcc_nested`: TransIn's try (`TransInTccNested`) opens a nested branch of the same

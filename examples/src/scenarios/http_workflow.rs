@@ -6,12 +6,14 @@
 
 use dtm_barrier::xa::XaLocal;
 use dtm_workflow::{send_http, Wf, WorkflowMiddleware, Workflows};
+use dtmcli::DtmClient;
 use reqwest::Method;
 use reqwest_middleware::ClientWithMiddleware;
 use serde::{Deserialize, Serialize};
 
-use super::env::{expect, expect_tcc_calls, final_status, Env};
-use crate::bank::{mysql_url, pg_url, BankReq, Db, ACCOUNTS};
+use super::env::{expect_tcc_calls, Env};
+use super::workflow_steps::{self, BranchCalls, Kind};
+use crate::bank::{adjust_sql, mysql_url, pg_url, BankDb, BankReq, Db};
 use crate::busi::{fails_if, BusiReq};
 use crate::demo::DemoError;
 
@@ -23,65 +25,50 @@ struct Steps {
     body: serde_json::Value,
 }
 
-async fn call(wf: &Wf, http: &ClientWithMiddleware, url: &str, body: &[u8]) -> dtmcli::Result<()> {
-    let request = wf
-        .http(http, Method::POST, url)
-        .header("content-type", "application/json")
-        .body(body.to_vec());
-    send_http(request).await.map(drop)
+/// How a workflow run calls its branches: through the workflow's recording HTTP client,
+/// with the run's JSON body.
+#[derive(Clone)]
+struct Calls {
+    http: ClientWithMiddleware,
+    body: Vec<u8>,
+}
+
+impl Calls {
+    /// The run of `input` (its steps, and calls with its body) on `http`.
+    fn for_input(http: ClientWithMiddleware, input: &[u8]) -> dtmcli::Result<(Steps, Calls)> {
+        let s: Steps = serde_json::from_slice(input).map_err(dtmcli::Error::invalid)?;
+        let body = serde_json::to_vec(&s.body).map_err(dtmcli::Error::invalid)?;
+        Ok((s, Calls { http, body }))
+    }
+}
+
+impl BranchCalls for Calls {
+    async fn call(&self, wf: &Wf, url: &str) -> dtmcli::Result<()> {
+        let request = wf
+            .http(&self.http, Method::POST, url)
+            .header("content-type", "application/json")
+            .body(self.body.clone());
+        send_http(request).await.map(drop)
+    }
 }
 
 /// Registers `saga`, `tcc` and `xa` on a registry whose resume callback is served here.
 pub(super) async fn registry(env: &Env) -> Result<Workflows, DemoError> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let wfs = Workflows::http(
-        env.dtm().clone(),
-        format!("http://{}/workflow/resume", listener.local_addr()?),
-    );
+    let wfs = crate::demo::http_workflows(env.dtm().clone()).await?;
     let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(WorkflowMiddleware)
         .build();
 
-    let h = http.clone();
-    wfs.register("saga", move |wf: Wf, input: Vec<u8>| {
-        let http = h.clone();
-        async move {
-            let s: Steps = serde_json::from_slice(&input).map_err(dtmcli::Error::invalid)?;
-            let body = serde_json::to_vec(&s.body).map_err(dtmcli::Error::invalid)?;
-            for step in &s.steps {
-                let Some(action) = step.first() else {
-                    return Err(dtmcli::Error::invalid("a saga step without an action"));
-                };
-                wf.new_branch()?;
-                if let Some(undo) = step.get(1) {
-                    let (wf2, h, url, b) = (wf.clone(), http.clone(), undo.clone(), body.clone());
-                    wf.on_rollback(move |_| async move { call(&wf2, &h, &url, &b).await })?;
-                }
-                call(&wf, &http, action, &body).await?;
-            }
-            Ok(())
-        }
-    })?;
-
-    wfs.register("tcc", move |wf: Wf, input: Vec<u8>| {
+    for kind in Kind::ALL {
         let http = http.clone();
-        async move {
-            let s: Steps = serde_json::from_slice(&input).map_err(dtmcli::Error::invalid)?;
-            let body = serde_json::to_vec(&s.body).map_err(dtmcli::Error::invalid)?;
-            for step in &s.steps {
-                let [try_, confirm, cancel] = step.as_slice() else {
-                    return Err(dtmcli::Error::invalid("a tcc step is try, confirm, cancel"));
-                };
-                wf.new_branch()?;
-                let (wf2, h, url, b) = (wf.clone(), http.clone(), confirm.clone(), body.clone());
-                wf.on_commit(move |_| async move { call(&wf2, &h, &url, &b).await })?;
-                let (wf2, h, url, b) = (wf.clone(), http.clone(), cancel.clone(), body.clone());
-                wf.on_rollback(move |_| async move { call(&wf2, &h, &url, &b).await })?;
-                call(&wf, &http, try_, &body).await?;
+        wfs.register(kind.name(), move |wf: Wf, input: Vec<u8>| {
+            let http = http.clone();
+            async move {
+                let (s, calls) = Calls::for_input(http, &input)?;
+                workflow_steps::run(kind, &wf, &calls, &s.steps).await
             }
-            Ok(())
-        }
-    })?;
+        })?;
+    }
 
     let my: XaLocal<sqlx::MySql, _> = XaLocal::new(mysql_url().parse()?, env.dtm().clone());
     let pg: XaLocal<sqlx::Postgres, _> = XaLocal::new(pg_url().parse()?, env.dtm().clone());
@@ -89,60 +76,44 @@ pub(super) async fn registry(env: &Env) -> Result<Workflows, DemoError> {
         let (my, pg) = (my.clone(), pg.clone());
         async move {
             let r: BankReq = serde_json::from_slice(&input).map_err(dtmcli::Error::invalid)?;
-            wf.new_branch()?;
-            wf.do_xa(&my, move |c| {
-                Box::pin(async move {
-                    let sql =
-                        format!("update {ACCOUNTS} set balance = balance - ? where user_id = ?");
-                    sqlx::query(&sql)
-                        .bind(r.amount)
-                        .bind(r.from)
-                        .execute(&mut *c)
-                        .await?;
-                    Ok(Vec::new())
-                })
-            })
-            .await?;
-            wf.new_branch()?;
-            let fail = r.trans_in_result == "FAILURE";
-            wf.do_xa(&pg, move |c| {
-                Box::pin(async move {
-                    let sql =
-                        format!("update {ACCOUNTS} set balance = balance + $1 where user_id = $2");
-                    sqlx::query(&sql)
-                        .bind(r.amount)
-                        .bind(r.to)
-                        .execute(&mut *c)
-                        .await?;
-                    if fail {
-                        return Err(dtm_barrier::Error::failure("credit refused"));
-                    }
-                    Ok(Vec::new())
-                })
-            })
-            .await?;
+            xa_adjust(&wf, &my, r.from, -r.amount, None).await?;
+            let refuse = (r.trans_in_result == "FAILURE").then_some("credit refused");
+            xa_adjust(&wf, &pg, r.to, r.amount, refuse).await?;
             Ok(())
         }
     })?;
-
-    let app = wfs.callback_router("/workflow/resume");
-    tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(wfs)
+}
+
+/// One XA branch of the `xa` workflow: adds `delta` to `user`'s balance on `xa`'s database
+/// (the bank's update), then fails with `refuse`, if given, which rolls it back.
+async fn xa_adjust<DB: BankDb>(
+    wf: &Wf,
+    xa: &XaLocal<DB, DtmClient>,
+    user: i64,
+    delta: i64,
+    refuse: Option<&'static str>,
+) -> dtmcli::Result<()> {
+    wf.new_branch()?;
+    wf.do_xa(xa, move |c| {
+        Box::pin(async move {
+            adjust_sql::<DB>(c, user, delta).await?;
+            match refuse {
+                Some(why) => Err(dtm_barrier::Error::failure(why)),
+                None => Ok(Vec::new()),
+            }
+        })
+    })
+    .await?;
+    Ok(())
 }
 
 /// Runs workflow `name` with `input` as a new gid; checks what `execute` returned and
 /// DTM's final status.
 async fn run(env: &Env, name: &str, input: &impl Serialize, ok: bool) -> Result<String, DemoError> {
-    let gid = env.dtm().new_gid().await?;
-    let r = env
-        .http_workflows()
-        .await?
-        .execute(name, &gid, &serde_json::to_vec(input)?)
-        .await;
-    println!("   workflow {name} {gid}: execute returned {r:?}");
-    expect(r.is_ok() == ok, "unexpected workflow outcome")?;
-    env.expect_final(&gid, final_status(ok)).await?;
-    Ok(gid)
+    let wfs = env.http_workflows().await?;
+    env.run_workflow(wfs, "workflow", name, &serde_json::to_vec(input)?, ok)
+        .await
 }
 
 fn busi_steps(env: &Env, undo: bool, fail: bool) -> Steps {

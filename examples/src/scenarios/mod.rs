@@ -10,6 +10,7 @@ mod http;
 mod http_workflow;
 mod kv;
 mod sql;
+mod workflow_steps;
 
 pub use env::{expect, expect_eq, Env};
 
