@@ -279,33 +279,41 @@ macro_rules! __global_faces {
 }
 
 /// What a mode's face (`Tcc` or `Xa`, a tuple struct around `Arc<GlobalTx<T>>`, named as the
-/// mode's [`TransType`]) has for any encoding: `run`, the mode's [`GlobalTx::run`] with the
-/// face as the closure's handle, and `gid`. Written once for this crate's faces and dtmgrpc's (hidden: plumbing of the
-/// sibling crates).
+/// mode's [`TransType`]) has for the transports of one encoding: `run` and `gid`, and its
+/// [`ModeHandle`] impl. Written once for this crate's faces and dtmgrpc's (hidden: plumbing
+/// of the sibling crates).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __mode_face {
-    ($face:ident, $mode:literal, $client_method:literal) => {
-        #[doc = concat!(
-            "Runs ", $mode, " global transaction over `transport` (see [`", $client_method, "`])."
-        )]
-        pub async fn run<R, F, Fut>(
-            transport: &T,
-            gid: &str,
-            options: $crate::TransOptions,
-            f: F,
-        ) -> $crate::Result<R>
-        where
-            F: FnOnce(Self) -> Fut,
-            Fut: ::std::future::Future<Output = $crate::Result<R>>,
-        {
-            let trans_type = $crate::TransType::$face;
-            $crate::GlobalTx::run(transport, gid, trans_type, options, $face, f).await
+    ($face:ident, $encoding:ty, $mode:literal, $client_method:literal) => {
+        impl<T: $crate::Transport<Encoding = $encoding>> $face<T> {
+            #[doc = concat!(
+                "Runs ", $mode, " global transaction over `transport` (see [`", $client_method, "`])."
+            )]
+            pub async fn run<R, F, Fut>(
+                transport: &T,
+                gid: &str,
+                options: $crate::TransOptions,
+                f: F,
+            ) -> $crate::Result<R>
+            where
+                F: FnOnce(Self) -> Fut,
+                Fut: ::std::future::Future<Output = $crate::Result<R>>,
+            {
+                <Self as $crate::global::ModeHandle<T>>::run(transport, gid, options, f).await
+            }
+
+            /// The global id.
+            pub fn gid(&self) -> &str {
+                self.0.gid()
+            }
         }
 
-        /// The global id.
-        pub fn gid(&self) -> &str {
-            self.0.gid()
+        impl<T: $crate::Transport<Encoding = $encoding>> $crate::global::ModeHandle<T> for $face<T> {
+            const MODE: $crate::TransType = $crate::TransType::$face;
+            fn wrap(tx: ::std::sync::Arc<$crate::GlobalTx<T>>) -> Self {
+                $face(tx)
+            }
         }
     };
 }
@@ -347,6 +355,21 @@ pub trait ModeHandle<T: Transport>: Sized {
 
     /// The handle of the running transaction `tx`.
     fn wrap(tx: Arc<GlobalTx<T>>) -> Self;
+
+    /// Runs a global transaction of this mode over `transport`, `f` getting this handle
+    /// ([`GlobalTx::run`]).
+    fn run<R, F, Fut>(
+        transport: &T,
+        gid: &str,
+        options: TransOptions,
+        f: F,
+    ) -> impl Future<Output = Result<R>>
+    where
+        F: FnOnce(Self) -> Fut,
+        Fut: Future<Output = Result<R>>,
+    {
+        GlobalTx::run(transport, gid, Self::MODE, options, Self::wrap, f)
+    }
 }
 
 /// The TCC and XA handles of a client's transactions: this crate's [`Tcc`] and [`Xa`] for
@@ -381,64 +404,21 @@ impl<T: ModeHandles> ModeHandles for crate::cluster::WithQuery<T> {
 
 #[cfg(feature = "http")]
 impl<T: crate::cluster::Query + ModeHandles> crate::cluster::Cluster<T> {
-    /// Runs a TCC global transaction on the cluster, with the members' TCC handle (see
-    /// `DtmClient::tcc_global_transaction`): the prepare, the branches' registrations and
-    /// the submit or abort all go to the server the cluster is on.
-    pub async fn tcc_global_transaction<R, F, Fut>(
-        &self,
-        gid: &str,
-        options: TransOptions,
-        f: F,
-    ) -> Result<R>
-    where
-        F: FnOnce(T::Tcc<Self>) -> Fut,
-        Fut: Future<Output = Result<R>>,
-    {
-        self.run_mode(gid, options, f).await
-    }
-
-    /// Runs an XA global transaction on the cluster, with the members' XA handle (see
-    /// `DtmClient::xa_global_transaction`).
-    pub async fn xa_global_transaction<R, F, Fut>(
-        &self,
-        gid: &str,
-        options: TransOptions,
-        f: F,
-    ) -> Result<R>
-    where
-        F: FnOnce(T::Xa<Self>) -> Fut,
-        Fut: Future<Output = Result<R>>,
-    {
-        self.run_mode(gid, options, f).await
-    }
-
-    async fn run_mode<H, R, F, Fut>(&self, gid: &str, options: TransOptions, f: F) -> Result<R>
-    where
-        H: ModeHandle<Self>,
-        F: FnOnce(H) -> Fut,
-        Fut: Future<Output = Result<R>>,
-    {
-        GlobalTx::run(self, gid, H::MODE, options, H::wrap, f).await
-    }
+    crate::__global_faces!(
+        tcc: T::Tcc<Self>,
+        xa: T::Xa<Self>,
+        "Runs a TCC global transaction on the cluster, with the members' TCC handle (see
+    `DtmClient::tcc_global_transaction`): the prepare, the branches' registrations and the
+    submit or abort go to the server the cluster is on.",
+        "Runs an XA global transaction on the cluster, with the members' XA handle (see
+    `DtmClient::xa_global_transaction`)."
+    );
 }
 
-impl<T: Transport<Encoding = Json>> ModeHandle<T> for Tcc<T> {
-    const MODE: TransType = TransType::Tcc;
-    fn wrap(tx: Arc<GlobalTx<T>>) -> Self {
-        Tcc(tx)
-    }
-}
-
-impl<T: Transport<Encoding = Json>> ModeHandle<T> for Xa<T> {
-    const MODE: TransType = TransType::Xa;
-    fn wrap(tx: Arc<GlobalTx<T>>) -> Self {
-        Xa(tx)
-    }
-}
+crate::__mode_face!(Tcc, Json, "a TCC", "DtmClient::tcc_global_transaction");
+crate::__mode_face!(Xa, Json, "an XA", "DtmClient::xa_global_transaction");
 
 impl<T: Transport<Encoding = Json>> Tcc<T> {
-    crate::__mode_face!(Tcc, "a TCC", "DtmClient::tcc_global_transaction");
-
     /// Rebuilds the TCC inside a try handler so that it can open sub-branches (`0201`,
     /// `0202`...). `info` is the incoming request's transaction info; it must carry `dtm`
     /// (the SDK always sends it when calling a try), and that server must be trusted by
@@ -471,8 +451,6 @@ impl<T: Transport<Encoding = Json>> Tcc<T> {
 }
 
 impl<T: Transport<Encoding = Json>> Xa<T> {
-    crate::__mode_face!(Xa, "an XA", "DtmClient::xa_global_transaction");
-
     /// Calls an XA branch: POST `url` with `op=action`, a new branch id, `phase2_url=url`
     /// and `dtm`, so the branch can register itself; DTM later calls the same URL with
     /// `op=commit` or `op=rollback`.

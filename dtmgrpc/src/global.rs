@@ -47,23 +47,20 @@ impl dtmcli::global::ModeHandles for DtmGrpcClient {
     type Xa<U: Transport<Encoding = Protobuf>> = Xa<U>;
 }
 
-impl<T: Transport<Encoding = Protobuf>> dtmcli::global::ModeHandle<T> for Tcc<T> {
-    const MODE: dtmcli::TransType = dtmcli::TransType::Tcc;
-    fn wrap(tx: Arc<GlobalTx<T>>) -> Self {
-        Tcc(tx)
-    }
-}
-
-impl<T: Transport<Encoding = Protobuf>> dtmcli::global::ModeHandle<T> for Xa<T> {
-    const MODE: dtmcli::TransType = dtmcli::TransType::Xa;
-    fn wrap(tx: Arc<GlobalTx<T>>) -> Self {
-        Xa(tx)
-    }
-}
+dtmcli::__mode_face!(
+    Tcc,
+    Protobuf,
+    "a TCC",
+    "DtmGrpcClient::tcc_global_transaction"
+);
+dtmcli::__mode_face!(
+    Xa,
+    Protobuf,
+    "an XA",
+    "DtmGrpcClient::xa_global_transaction"
+);
 
 impl<T: Transport<Encoding = Protobuf>> Tcc<T> {
-    dtmcli::__mode_face!(Tcc, "a TCC", "DtmGrpcClient::tcc_global_transaction");
-
     /// Rebuilds the TCC inside a try handler so that it can open sub-branches (`0201`,
     /// `0202`...). `info` is the incoming request's transaction info; it must carry `dtm`
     /// (`dtm-dtm`, which the SDK always sends when calling a try). `client` lends its
@@ -106,8 +103,6 @@ impl<T: Transport<Encoding = Protobuf>> Tcc<T> {
 }
 
 impl<T: Transport<Encoding = Protobuf>> Xa<T> {
-    dtmcli::__mode_face!(Xa, "an XA", "DtmGrpcClient::xa_global_transaction");
-
     /// Calls an XA branch: `url` with `op action`, a new branch id, `dtm-phase2_url = url`
     /// and `dtm-dtm`, so the branch can register itself; DTM later calls the same URL with
     /// `op commit` or `op rollback` (and an empty message). Returns the branch's answer. The
