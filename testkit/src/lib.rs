@@ -75,6 +75,7 @@
 
 mod binary;
 mod error;
+mod gid;
 pub mod schema;
 mod server;
 mod store;
@@ -84,6 +85,7 @@ pub use binary::{
     binary_version, cache_dir, find_binary, find_or_install, install, DTM_MODULE, DTM_VERSION,
 };
 pub use error::{Error, Result, WaitError};
+pub use gid::unique_gid;
 pub use server::{free_port, DtmServer, DtmServerConfig};
 pub use store::Store;
 

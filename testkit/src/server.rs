@@ -3,7 +3,6 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use dtmcli::{DtmClient, QueryResult, TransBranch, TransStatus};
@@ -159,22 +158,14 @@ impl DtmServer {
     }
 
     fn start_once(config: &DtmServerConfig, binary: &Path) -> Result<DtmServer> {
-        static N: AtomicU32 = AtomicU32::new(0);
         let io = |what: &str| {
             let what = what.to_string();
             move |e| Error::io(what, e)
         };
         let http_port = free_port().map_err(io("finding a free port"))?;
         let grpc_port = free_port().map_err(io("finding a free port"))?;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!(
-            "dtm-testkit-{}-{}-{nanos:08x}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
+        // A directory of its own (the bolt store, the log), named unique like a gid.
+        let dir = std::env::temp_dir().join(crate::unique_gid("dtm-testkit"));
         std::fs::create_dir_all(&dir).map_err(io(&format!("creating {}", dir.display())))?;
         let spawned = spawn_watchdog(binary, &dir, http_port, grpc_port, config, true);
         let child = match spawned {

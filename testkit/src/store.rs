@@ -1,7 +1,6 @@
 //! Where a DTM server keeps its transactions.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 #[cfg(not(all(feature = "mysql", feature = "postgres")))]
 use crate::error::Error;
@@ -115,20 +114,11 @@ impl Store {
         }
     }
 
-    /// A Redis key prefix unique to this call: the process id, a counter and the time.
-    /// Wrapped in `{}` (a Redis Cluster hash tag, as DTM's default `{a}` is) so that all
-    /// of one server's keys live in one slot.
+    /// A Redis key prefix unique to this call ([`crate::unique_gid`]). Wrapped in `{}` (a
+    /// Redis Cluster hash tag, as DTM's default `{a}` is) so that all of one server's keys
+    /// live in one slot.
     pub fn unique_redis_prefix() -> String {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        format!(
-            "{{dtm-testkit-{}-{}-{nanos:08x}}}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        )
+        format!("{{{}}}", crate::unique_gid("dtm-testkit"))
     }
 
     /// DTM's name of the store's driver (`STORE_DRIVER`).

@@ -481,16 +481,22 @@ async fn nested_tcc_with_a_too_long_parent_id() {
     let gid = gid("tcc-nested-long");
     let mut info = TransInfo::new(gid.clone(), TransType::Tcc, "0".repeat(20), Op::Try);
     info.dtm = Some(dtm.server().to_string());
-    let tcc = Tcc::nested(&dtm, &info).unwrap();
-    let e = tcc
-        .call_branch(
-            &BusiReq::new(1),
-            &url("TransInTry"),
-            &url("TransInConfirm"),
-            &url("TransInCancel"),
-        )
-        .await
-        .unwrap_err();
+    // A try of the nested TCC rebuilt from `info`: its error.
+    let nested_try = |info: TransInfo| {
+        let dtm = dtm.clone();
+        async move {
+            let tcc = Tcc::nested(&dtm, &info).unwrap();
+            let (t, c, x) = (
+                url("TransInTry"),
+                url("TransInConfirm"),
+                url("TransInCancel"),
+            );
+            tcc.call_branch(&BusiReq::new(1), &t, &c, &x)
+                .await
+                .unwrap_err()
+        }
+    };
+    let e = nested_try(info.clone()).await;
     assert!(
         matches!(e, Error::InvalidInput(ref m) if m.contains("overflow")),
         "{e:?}"
@@ -499,16 +505,7 @@ async fn nested_tcc_with_a_too_long_parent_id() {
 
     // 19 characters are allowed: the call reaches DTM, which knows no such transaction.
     info.branch_id = "0".repeat(19);
-    let tcc = Tcc::nested(&dtm, &info).unwrap();
-    let e = tcc
-        .call_branch(
-            &BusiReq::new(1),
-            &url("TransInTry"),
-            &url("TransInConfirm"),
-            &url("TransInCancel"),
-        )
-        .await
-        .unwrap_err();
+    let e = nested_try(info.clone()).await;
     assert!(
         matches!(e, Error::Failure(ref m) if m.contains("no trans with gid")),
         "{e:?}"

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use crate::support::*;
 use dtm_examples::bank::Db;
-use dtm_examples::grpc_busi::pb::ReqGrpc;
+use dtm_examples::grpc_busi::pb::{BusiReply, ReqGrpc};
 use dtm_examples::grpc_busi::GrpcCall;
-use dtmcli::{Error, Op, TransOptions, TransType};
+use dtmcli::transport::Protobuf;
+use dtmcli::{Error, Op, TransOptions, TransType, Transport};
 
 fn opts() -> TransOptions {
     TransOptions::default()
@@ -35,24 +36,41 @@ fn assert_phase2(c: &GrpcCall, branch_id: &str, op: Op) {
     assert_eq!(c.metadata["content-type"], "application/grpc+dtm_raw");
 }
 
-/// The try's answer is decoded for the caller, and DTM calls phase 2 with its raw codec (the
-/// commit and rollback scenarios are in `transport_suite` (`xa_*`), over HTTP and gRPC).
-#[tokio::test]
-async fn the_reply_is_decoded_and_phase2_uses_dtms_codec() {
-    let dtm = grpc_dtm();
-    let gid = gid("gxa-reply");
-    let reply: dtm_examples::grpc_busi::pb::BusiReply = dtm
-        .xa_global_transaction(&gid, opts(), |xa| async move {
-            xa.call_branch(&ReqGrpc::amount(30), &grpc_url("TransInXa"))
-                .await
-        })
+/// The XA action of TransInXa (30): its answer, decoded.
+async fn credit<T: Transport<Encoding = Protobuf>>(
+    xa: dtmgrpc::Xa<T>,
+) -> dtmcli::Result<BusiReply> {
+    xa.call_branch(&ReqGrpc::amount(30), &grpc_url("TransInXa"))
         .await
-        .unwrap();
+}
+
+/// Asserts that XA `gid` committed: its action answered `reply`, and DTM called phase 2.
+async fn assert_committed(gid: &str, reply: BusiReply) {
     assert_eq!(reply.message, "TransInXa done");
-    wait_status(&support::dtm(), &gid, "succeed").await;
-    let calls = grpc_busi().calls(&gid);
+    wait_status(&support::dtm(), gid, "succeed").await;
+    let calls = grpc_busi().calls(gid);
     assert_eq!(calls.len(), 2);
     assert_phase2(&calls[1], "01", Op::Commit);
+}
+
+/// The action's answer is decoded for the caller, and DTM calls phase 2 with its raw codec
+/// (the commit and rollback scenarios are in `transport_suite` (`xa_*`), over HTTP and
+/// gRPC); a gRPC cluster's face hands its closure the same handle.
+#[tokio::test]
+async fn the_reply_is_decoded_and_phase2_uses_dtms_codec() {
+    let gid = gid("gxa-reply");
+    let reply = grpc_dtm()
+        .xa_global_transaction(&gid, opts(), credit)
+        .await
+        .unwrap();
+    assert_committed(&gid, reply).await;
+
+    let gid = support::gid("gxa-reply-cluster");
+    let reply = grpc_cluster()
+        .xa_global_transaction(&gid, opts(), credit)
+        .await
+        .unwrap();
+    assert_committed(&gid, reply).await;
 }
 
 async fn xa_transfer(

@@ -101,17 +101,7 @@ pub fn url(handler: &str) -> String {
 
 /// A unique gid for a test.
 pub fn gid(name: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{name}-{}-{nanos}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    dtm_testkit::unique_gid(name)
 }
 
 /// Waits until the transaction reaches `status` (default deadline 30 s).
@@ -471,4 +461,11 @@ pub async fn prepared_credit(dtm: &DtmClient, gid: &str) -> dtmcli::Msg {
     let msg = dtm.msg(gid).add(&url("TransIn"), &BusiReq::new(5));
     msg.prepare(&url("QueryPrepared")).await.unwrap();
     msg
+}
+
+/// A gRPC cluster whose one member is the test DTM server (with its HTTP API).
+pub fn grpc_cluster() -> dtmcli::cluster::Cluster<dtmcli::cluster::WithQuery<dtmgrpc::DtmGrpcClient>>
+{
+    let server = &env().server;
+    dtmgrpc::DtmGrpcClient::cluster(&[(&server.grpc_addr(), &server.http_url())]).expect("cluster")
 }
