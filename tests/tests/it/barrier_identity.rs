@@ -9,6 +9,7 @@
 //! never skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use redis::AsyncCommands;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -416,12 +417,7 @@ async fn redis_dash_in_branch_id_is_refused() {
         .expect("connect to Redis (scripts/start-dbs.sh)");
     let id = run_id();
     let account = format!("ident-acct-{id}");
-    let _: () = redis::cmd("SET")
-        .arg(&account)
-        .arg(100)
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let _: () = c.set(&account, 100).await.unwrap();
     let redis = RedisStore::new(c.clone(), Duration::from_secs(600));
     let bb = |gid: String, branch: &str| {
         BranchBarrier::new(TransInfo::new(gid, TransType::Saga, branch, Op::Action))

@@ -4,6 +4,7 @@
 //! before the balance.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use redis::AsyncCommands;
 use std::time::Duration;
 
 use crate::barrier_suite::stores::REDIS_EXPIRE as EXPIRE;
@@ -16,12 +17,7 @@ use dtmcli::{Op, TransInfo, TransType};
 use redis::aio::MultiplexedConnection;
 
 async fn set(c: &mut MultiplexedConnection, key: &str, v: i64) {
-    let _: () = redis::cmd("SET")
-        .arg(key)
-        .arg(v)
-        .query_async(c)
-        .await
-        .unwrap();
+    let _: () = c.set(key, v).await.unwrap();
 }
 
 /// The account `acct-<gid>`, set to `balance`.
@@ -87,12 +83,7 @@ async fn insufficient_balance_or_missing_key_fails_and_writes_nothing() {
     assert!(barrier_keys(&mut c, &gid).await.is_empty());
 
     // A value that is not an integer is a Redis (retryable) error, not a failure.
-    let _: () = redis::cmd("SET")
-        .arg(&acct)
-        .arg("ten")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let _: () = c.set(&acct, "ten").await.unwrap();
     let e = bb
         .check_adjust_amount(&store(&c), &acct, -1)
         .await

@@ -161,14 +161,11 @@ async fn xa_two_branches_commit<DB: SqlDb>() {
     );
     // A repeated commit is harmless.
     let commit = TransInfo::new(&gid, TransType::Xa, "01", Op::Commit);
-    let status = reqwest::Client::new()
-        .post(bank_url(db, "TransOutXa"))
-        .query(&commit.query_pairs())
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status.as_u16(), 200);
+    let url = bank_url(db, "TransOutXa");
+    assert_eq!(
+        branch_status(reqwest::Method::POST, &url, &commit).await,
+        200
+    );
     assert_eq!((balance(db, a).await, balance(db, b).await), (70, 30));
 }
 

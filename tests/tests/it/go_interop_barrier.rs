@@ -12,6 +12,7 @@
 
 use crate::go_service;
 use crate::support;
+use redis::AsyncCommands;
 
 use std::time::Duration;
 
@@ -113,12 +114,7 @@ impl Stores {
     async fn account(&self, gid: &str) -> String {
         let key = format!("{gid}-account");
         let mut c = self.redis_conn.clone();
-        let _: () = redis::cmd("SET")
-            .arg(&key)
-            .arg(100)
-            .query_async(&mut c)
-            .await
-            .unwrap();
+        let _: () = c.set(&key, 100).await.unwrap();
         key
     }
 

@@ -285,15 +285,15 @@ async fn malformed_metadata_is_refused_without_touching_the_database() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("dtm-gid"), "{}", status.message());
     // An unknown transaction type.
-    let mut r = tonic::Request::new(req(5, a, b));
-    for (k, v) in [
-        ("dtm-gid", "g"),
-        ("dtm-trans_type", "nonsense"),
-        ("dtm-branch_id", "01"),
-        ("dtm-op", "action"),
-    ] {
-        r.metadata_mut().insert(k, v.parse().unwrap());
-    }
+    let r = grpc_request(
+        req(5, a, b),
+        &[
+            ("dtm-gid", "g"),
+            ("dtm-trans_type", "nonsense"),
+            ("dtm-branch_id", "01"),
+            ("dtm-op", "action"),
+        ],
+    );
     let status = client.trans_in(r).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::support::*;
-use crate::workflow_common::{recording_clients, RecordingBusi};
+use crate::workflow_common::{counted_step, recording_clients, RecordingBusi};
 use dtm_examples::grpc_busi::pb::{BusiReply, ReqGrpc};
 use dtm_workflow::{send_http, RecordFormat, Wf, WfOptions, Workflows};
 use dtmcli::{DtmClient, Error, QueryResult, TransOptions, TransRequest, TransType};
@@ -48,10 +48,6 @@ fn opts() -> WfOptions {
     }
 }
 
-fn count(map: &Arc<Mutex<HashMap<String, usize>>>, gid: &str) {
-    *map.lock().unwrap().entry(gid.to_string()).or_default() += 1;
-}
-
 fn local_count(gid: &str) -> usize {
     let local = wf_env().local.lock().unwrap();
     local.get(gid).copied().unwrap_or(0)
@@ -71,13 +67,8 @@ fn register(wfs: &Workflows, http: &ClientWithMiddleware, grpc: &Client, e: &Env
         let (http, loc) = (h.clone(), loc.clone());
         async move {
             wf.new_branch()?;
-            let gid = wf.gid().to_string();
-            let mut result = wf
-                .do_(move |_| async move {
-                    count(&loc, &gid);
-                    Ok(b"local result".to_vec())
-                })
-                .await?;
+            let out = b"local result".to_vec();
+            let mut result = counted_step(&wf, &loc, out, Duration::ZERO).await?;
             wf.new_branch()?;
             wf.on_commit(|_| async { Ok(()) })?;
             result.extend_from_slice(b" + ");

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::*;
+use crate::workflow_common::counted_step;
 use dtm_examples::busi::Outcome;
 use dtm_workflow::{send_http, RecordFormat, Wf, WfOptions, WorkflowMiddleware, Workflows};
 use dtmcli::{DtmClient, TransOptions};
@@ -55,13 +56,8 @@ fn rust_side(callback: String) -> (Workflows, Arc<Mutex<HashMap<String, usize>>>
         let (http, runs) = (http.clone(), r.clone());
         async move {
             wf.new_branch()?;
-            let gid = wf.gid().to_string();
-            let mut result = wf
-                .do_(move |_| async move {
-                    *runs.lock().unwrap().entry(gid).or_default() += 1;
-                    Ok([b"rust-local:".as_slice(), &input].concat())
-                })
-                .await?;
+            let out = [b"rust-local:".as_slice(), &input].concat();
+            let mut result = counted_step(&wf, &runs, out, Duration::ZERO).await?;
             wf.new_branch()?;
             let answer = send_http(
                 wf.http(&http, Method::POST, &url("TransIn"))

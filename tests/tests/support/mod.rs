@@ -428,6 +428,23 @@ pub fn assert_empty_gid(what: &str, e: &dtmcli::Error) {
 /// modes' faces are each client's own methods.
 #[allow(unused_macros)]
 macro_rules! assert_modes_refuse_an_empty_gid {
+    // And the client's raw calls (`submit`, `prepare`, `abort`, `prepare_workflow`) of
+    // `$raw`, a request with an empty gid.
+    ($dtm:expr, $branch:expr, $body:expr, raw: $raw:expr) => {{
+        $crate::support::assert_modes_refuse_an_empty_gid!($dtm, $branch, $body);
+        let (dtm, raw) = (&$dtm, &$raw);
+        for (what, e) in [
+            ("raw submit", dtm.submit(raw).await),
+            ("raw prepare", dtm.prepare(raw).await),
+            ("raw abort", dtm.abort(raw).await),
+            (
+                "prepare_workflow",
+                dtm.prepare_workflow(raw).await.map(drop),
+            ),
+        ] {
+            $crate::support::assert_empty_gid(what, &e.unwrap_err());
+        }
+    }};
     ($dtm:expr, $branch:expr, $body:expr) => {{
         use $crate::support::assert_empty_gid;
         let (dtm, branch, body) = (&$dtm, $branch, &$body);
@@ -468,4 +485,37 @@ pub fn grpc_cluster() -> dtmcli::cluster::Cluster<dtmcli::cluster::WithQuery<dtm
 {
     let server = &env().server;
     dtmgrpc::DtmGrpcClient::cluster(&[(&server.grpc_addr(), &server.http_url())]).expect("cluster")
+}
+
+/// A tonic request of `msg` carrying `metadata` (a branch call's `dtm-*` keys, say).
+pub fn grpc_request<T>(msg: T, metadata: &[(&'static str, &str)]) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    for (k, v) in metadata {
+        r.metadata_mut()
+            .insert(*k, v.parse().expect("ASCII metadata"));
+    }
+    r
+}
+
+/// Asserts that `answer`, to `input`, is an `InvalidInput` error; the error.
+pub fn invalid_input<R: std::fmt::Debug>(input: &str, answer: dtmcli::Result<R>) -> dtmcli::Error {
+    let e = answer.unwrap_err();
+    assert!(
+        matches!(e, dtmcli::Error::InvalidInput(_)),
+        "{input:?}: {e:?}"
+    );
+    e
+}
+
+/// Calls the HTTP branch `url` as DTM does (`method`, the transaction info as the query,
+/// no body); the status it answered.
+pub async fn branch_status(method: reqwest::Method, url: &str, info: &dtmcli::TransInfo) -> u16 {
+    reqwest::Client::new()
+        .request(method, url)
+        .query(&info.query_pairs())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }

@@ -111,17 +111,17 @@ async fn transfer_steps(wf: &Wf, http: &ClientWithMiddleware, input: &[u8]) -> d
 }
 
 /// A local step that counts its run in `runs` (per gid), takes `delay`, and returns `out`.
-async fn counted_step(
+pub async fn counted_step(
     wf: &Wf,
     runs: &Arc<Mutex<HashMap<String, usize>>>,
-    out: &'static [u8],
+    out: Vec<u8>,
     delay: Duration,
 ) -> dtmcli::Result<Vec<u8>> {
     let (runs, gid) = (runs.clone(), wf.gid().to_string());
     wf.do_(move |_info| async move {
         count(&runs, &gid);
         tokio::time::sleep(delay).await;
-        Ok(out.to_vec())
+        Ok(out)
     })
     .await
 }
@@ -170,7 +170,7 @@ pub fn wf_env() -> &'static WfEnv {
                             Ok(())
                         }
                     })?;
-                    counted_step(&wf, &loc, b"done", Duration::ZERO).await?;
+                    counted_step(&wf, &loc, b"done".to_vec(), Duration::ZERO).await?;
                     Ok(Vec::new())
                 }
             })
@@ -181,7 +181,7 @@ pub fn wf_env() -> &'static WfEnv {
                 let loc = loc.clone();
                 async move {
                     wf.new_branch()?;
-                    counted_step(&wf, &loc, b"local", Duration::ZERO).await?;
+                    counted_step(&wf, &loc, b"local".to_vec(), Duration::ZERO).await?;
                     wf.new_branch()?;
                     post(&wf, &http, "TransIn", &input).await?;
                     wf.new_branch()?;
@@ -220,7 +220,7 @@ pub fn wf_env() -> &'static WfEnv {
                 let loc = loc.clone();
                 async move {
                     wf.new_branch()?;
-                    let mut r = counted_step(&wf, &loc, b"hello ", Duration::ZERO).await?;
+                    let mut r = counted_step(&wf, &loc, b"hello ".to_vec(), Duration::ZERO).await?;
                     r.extend_from_slice(&input);
                     Ok(r)
                 }
@@ -233,7 +233,7 @@ pub fn wf_env() -> &'static WfEnv {
                 async move {
                     wf.new_branch()?;
                     // Longer than the retry interval: DTM calls back meanwhile.
-                    counted_step(&wf, &loc, b"", Duration::from_millis(2500)).await?;
+                    counted_step(&wf, &loc, Vec::new(), Duration::from_millis(2500)).await?;
                     Ok(Vec::new())
                 }
             })

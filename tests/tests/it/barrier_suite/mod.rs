@@ -11,7 +11,7 @@ pub mod stores;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::support::{self, dtm, gid, wait_status};
+use crate::support::{self, branch_status, dtm, gid, wait_status};
 use dtm_barrier::{msg_query_info, BranchBarrier, Error, Outcome};
 use dtmcli::{Op, TransInfo, TransOptions, TransRequest, TransType};
 use service::{outcomes, recs, Transfer};
@@ -428,14 +428,8 @@ pub async fn msg_back_check_first<S: Store>() {
     let (local, from) = (s.clone(), t.from.clone());
     let e = msg
         .do_and_submit(&S::url("QueryPrepared"), |info| async move {
-            let status = reqwest::Client::new()
-                .get(S::url("QueryPrepared"))
-                .query(&info.query_pairs())
-                .send()
-                .await
-                .unwrap()
-                .status();
-            assert_eq!(status.as_u16(), 409);
+            let url = S::url("QueryPrepared");
+            assert_eq!(branch_status(reqwest::Method::GET, &url, &info).await, 409);
             local.adjust(&BranchBarrier::new(info), from, -30).await?;
             Ok(())
         })
