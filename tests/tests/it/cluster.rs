@@ -217,15 +217,6 @@ fn expect_branches_ran(gid: &str) {
     assert!(calls <= 3, "{gid}: {:?}", busi().handlers(gid));
 }
 
-/// The bank's TCC branches, TransOut and TransIn (try, confirm, cancel), as `url` names
-/// them.
-fn tcc_urls(url: fn(&str) -> String) -> ([String; 3], [String; 3]) {
-    (
-        ["TransOutTry", "TransOutConfirm", "TransOutCancel"].map(url),
-        ["TransInTry", "TransInConfirm", "TransInCancel"].map(url),
-    )
-}
-
 /// Both tries ran in order, then each branch's `phase` (`Confirm` or `Cancel`) once, last
 /// branch first (DTM runs a TCC's second phase one branch at a time, in reverse).
 fn expect_tcc_ran(ran: Vec<String>, phase: &str) {

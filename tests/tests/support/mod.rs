@@ -346,18 +346,21 @@ pub async fn grpc_call(
         .map(drop)
 }
 
+/// The bank's TCC branches, TransOut's and TransIn's: try, confirm, cancel, by `url`.
+pub fn tcc_urls(url: fn(&str) -> String) -> ([String; 3], [String; 3]) {
+    (
+        ["TransOutTry", "TransOutConfirm", "TransOutCancel"].map(url),
+        ["TransInTry", "TransInConfirm", "TransInCancel"].map(url),
+    )
+}
+
 /// A TCC transfer of 30 over `dtm`: the bank's TransOut and TransIn tries, with their
 /// confirms and cancels.
 pub async fn tcc_transfer(dtm: &DtmClient, gid: &str) -> dtmcli::Result<()> {
     dtm.tcc_global_transaction(gid, dtmcli::TransOptions::default(), |tcc| async move {
-        let req = BusiReq::new(30);
-        for side in ["TransOut", "TransIn"] {
-            let (t, c, x) = (
-                format!("{side}Try"),
-                format!("{side}Confirm"),
-                format!("{side}Cancel"),
-            );
-            tcc.call_branch(&req, &url(&t), &url(&c), &url(&x)).await?;
+        let (out, inn) = tcc_urls(url);
+        for [t, c, x] in [out, inn] {
+            tcc.call_branch(&BusiReq::new(30), &t, &c, &x).await?;
         }
         Ok(())
     })
@@ -368,16 +371,9 @@ pub async fn tcc_transfer(dtm: &DtmClient, gid: &str) -> dtmcli::Result<()> {
 pub async fn grpc_tcc_transfer(dtm: &dtmgrpc::DtmGrpcClient, gid: &str) -> dtmcli::Result<()> {
     use dtm_examples::grpc_busi::pb::{BusiReply, ReqGrpc};
     dtm.tcc_global_transaction(gid, dtmcli::TransOptions::default(), |tcc| async move {
-        let req = ReqGrpc::amount(30);
-        for side in ["TransOut", "TransIn"] {
-            let (t, c, x) = (
-                format!("{side}Try"),
-                format!("{side}Confirm"),
-                format!("{side}Cancel"),
-            );
-            let _: BusiReply = tcc
-                .call_branch(&req, &grpc_url(&t), &grpc_url(&c), &grpc_url(&x))
-                .await?;
+        let (out, inn) = tcc_urls(grpc_url);
+        for [t, c, x] in [out, inn] {
+            let _: BusiReply = tcc.call_branch(&ReqGrpc::amount(30), &t, &c, &x).await?;
         }
         Ok(())
     })
