@@ -428,6 +428,25 @@ impl<T: Query> Cluster<T> {
         res
     }
 
+    /// Whether DTM holds the state call `what` about `gid`, as one query window (the
+    /// client's timeout, over every server, `m` last) tells; `false` when it cannot tell.
+    async fn held(&self, what: StateCall<'_>, gid: &str, m: &Arc<Member<T>>) -> bool {
+        let window = self.first().limits().timeout();
+        match tokio::time::timeout(window, self.query_any(gid, Some(m))).await {
+            Ok(Ok(q)) => {
+                let held = matches!(resolve(what, &q), Resolution::Done);
+                if held {
+                    tracing::info!(
+                        gid,
+                        "a call sent again was refused, but DTM holds the first: done"
+                    );
+                }
+                held
+            }
+            _ => false,
+        }
+    }
+
     /// Runs a state-changing `call` about `gid` on the servers in turn until one answers,
     /// resolving a lost answer from DTM's stored state. `done` is the value of a call found
     /// done (`None`: such a call is sent again instead).
@@ -466,6 +485,15 @@ impl<T: Query> Cluster<T> {
                 Err(_) => no_answer(timeout),
             };
             match delivery(&e) {
+                // A call sent again after a lost answer may be refused because the first
+                // one arrived after all (a SQL store's duplicate key for a second
+                // registerBranch): what DTM holds decides, not the refusal.
+                Delivery::Answered if in_flight.is_some() => {
+                    return match self.held(what, gid, m).await {
+                        true => done().ok_or(e),
+                        false => Err(e),
+                    };
+                }
                 Delivery::Answered => return Err(e),
                 Delivery::NotSent => {
                     m.mark(true, cooldown);
@@ -805,6 +833,7 @@ mod tests {
     use super::*;
     use crate::fake::{unused, FakeDtm};
     use crate::TransGlobal;
+    use std::sync::atomic::AtomicBool;
 
     /// What a fake server does with a `submit`.
     #[derive(Debug, Clone, Copy, PartialEq)]
@@ -817,6 +846,12 @@ mod tests {
         Lose,
         /// Never answers.
         Hang,
+        /// Loses the request, which arrives after all just after the next query is
+        /// answered (DTM did not hold it when asked).
+        LoseThenArrive,
+        /// Refuses it with a gRPC error (as a SQL store refuses a second registration of
+        /// one branch: a duplicate key), storing nothing.
+        RefuseAsDuplicate,
     }
 
     /// DTM's store as the fake servers share it: one saga's status, and the submits sent.
@@ -824,6 +859,8 @@ mod tests {
     struct Store {
         status: Mutex<Option<&'static str>>,
         submits: AtomicUsize,
+        /// A lost submit arrives once the next query has been answered.
+        arriving: AtomicBool,
     }
 
     /// A DTM server that does `act` with each submit; `queries` says whether it answers
@@ -856,7 +893,7 @@ mod tests {
             let this = self.clone();
             async move {
                 this.store.submits.fetch_add(1, Ordering::SeqCst);
-                let store = || *this.store.status.lock().unwrap() = Some("submitted");
+                let store = || store_submitted(&this.store);
                 match this.act {
                     Act::Answer => {
                         store();
@@ -868,6 +905,16 @@ mod tests {
                     }
                     Act::Lose => Err(lost(this.name)),
                     Act::Hang => std::future::pending().await,
+                    Act::LoseThenArrive => {
+                        this.store.arriving.store(true, Ordering::SeqCst);
+                        Err(lost(this.name))
+                    }
+                    Act::RefuseAsDuplicate => Err(Error::Grpc {
+                        url: this.name.into(),
+                        code: 2,
+                        message: "duplicate key value violates unique constraint".into(),
+                        answered: true,
+                    }),
                 }
             }
         }
@@ -891,6 +938,9 @@ mod tests {
                     return std::future::pending().await;
                 }
                 let status = *this.store.status.lock().unwrap();
+                if this.store.arriving.swap(false, Ordering::SeqCst) {
+                    store_submitted(&this.store);
+                }
                 Ok(QueryResult {
                     transaction: status.map(|s| TransGlobal {
                         gid,
@@ -902,6 +952,10 @@ mod tests {
                 })
             }
         }
+    }
+
+    fn store_submitted(store: &Store) {
+        *store.status.lock().unwrap() = Some("submitted");
     }
 
     /// A cluster of fake servers doing `acts` in turn, on one store, with a 10 s timeout.
@@ -927,6 +981,12 @@ mod tests {
             .await
     }
 
+    /// A saga's submit as the cluster sends it, with no outcome check above it.
+    async fn submit_raw(c: &Cluster<Fake>) -> Result<()> {
+        let req = crate::TransRequest::new("cluster-unit", TransType::Saga, &Default::default());
+        Transport::call_dtm(c, DtmOp::Submit, req).await
+    }
+
     #[tokio::test]
     async fn a_lost_answer_to_a_call_dtm_holds_is_done_without_a_second_send() {
         let (c, store) = fakes(&[(Act::StoreAndLose, true), (Act::Answer, true)]);
@@ -940,6 +1000,27 @@ mod tests {
         submit(&c).await.unwrap();
         assert_eq!(store.submits.load(Ordering::SeqCst), 2);
         assert_eq!(*store.status.lock().unwrap(), Some("submitted"));
+    }
+
+    #[tokio::test]
+    async fn a_resent_call_refused_because_the_first_arrived_late_is_done() {
+        // a's request is lost and arrives only after the query found nothing; b refuses
+        // the second send (a duplicate): DTM holds the call, so it is done.
+        // The cluster itself decides (a saga's submit would settle the refusal later anyway:
+        // a registerBranch is not).
+        let (c, store) = fakes(&[(Act::LoseThenArrive, true), (Act::RefuseAsDuplicate, true)]);
+        submit_raw(&c).await.unwrap();
+        assert_eq!(store.submits.load(Ordering::SeqCst), 2);
+        assert_eq!(*store.status.lock().unwrap(), Some("submitted"));
+    }
+
+    #[tokio::test]
+    async fn a_resent_call_refused_while_dtm_holds_nothing_is_the_refusal() {
+        let (c, store) = fakes(&[(Act::Lose, true), (Act::RefuseAsDuplicate, true)]);
+        let e = submit_raw(&c).await.unwrap_err();
+        assert!(matches!(e, Error::Grpc { code: 2, .. }), "{e}");
+        assert_eq!(store.submits.load(Ordering::SeqCst), 2);
+        assert_eq!(*store.status.lock().unwrap(), None);
     }
 
     #[tokio::test]
