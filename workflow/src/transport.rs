@@ -158,9 +158,10 @@ impl Transport {
             Ok(r) => ("succeed", String::new(), r.as_slice()),
             Err(e) => ("failed", e.to_string(), &[][..]),
         };
-        if status == "succeed" && self.protocol() == "grpc" {
+        if status == "succeed" && self.protocol() == "grpc" && !result.is_empty() {
             // DTM's gRPC prepareWorkflow never returns the stored result (§7.10): keep a
             // copy as a step record, so executing the finished workflow again returns it.
+            // An empty result needs none (no copy reads as empty): one call to DTM fewer.
             let copy = format.encode(RESULT_OP, "", result);
             self.record(gid, RESULT_BRANCH, RESULT_OP, status, copy)
                 .await?;

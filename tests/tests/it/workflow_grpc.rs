@@ -186,6 +186,14 @@ async fn grpc_saga_success_and_records() {
     assert_eq!(info_of(&info), "workflow/02/action");
     let rows = branch_rows(&q);
     assert!(rows.contains(&"02/action=succeed".to_string()), "{rows:?}");
+    // Its result is empty: no copy of it is recorded (one registerBranch fewer), and
+    // executing the finished workflow again still returns it, running nothing.
+    assert!(!rows.iter().any(|r| r.starts_with("00/result")), "{rows:?}");
+    let again = execute(true, "saga", &gid, ReqGrpc::amount(30).encode_to_vec())
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(grpc_busi().handlers(&gid), ["TransOut", "TransIn"]);
 }
 
 #[tokio::test]
