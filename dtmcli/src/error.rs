@@ -157,6 +157,24 @@ pub enum Error {
     #[error("workflow non-determinism: {0}")]
     NonDeterministic(String),
 
+    /// A workflow step's recorded value, replayed, is not of the type the step now returns
+    /// (its code changed while transactions were in flight). As with
+    /// [`Error::NonDeterministic`], the workflow stops instead of going on with a value of
+    /// the wrong type, and DTM keeps calling it back until the code is fixed.
+    #[error("workflow {gid}: the record of branch {branch} ({op}) is not a {type_name}: {reason}")]
+    RecordType {
+        /// The workflow's gid.
+        gid: String,
+        /// The step's branch id.
+        branch: String,
+        /// The step's op (`action`, or a second-phase op).
+        op: String,
+        /// The type the step returns now.
+        type_name: &'static str,
+        /// Why the record does not decode into it.
+        reason: String,
+    },
+
     /// An error raised by application code (a business closure) that is neither a failure nor
     /// ongoing. DTM treats it as retryable.
     #[error("{0}")]

@@ -122,6 +122,7 @@ mod record;
 mod registry;
 mod resume;
 mod transport;
+mod typed;
 mod wf;
 #[cfg(feature = "xa")]
 mod xa;

@@ -271,14 +271,13 @@ fn refused_in(amount: i64) -> BusiReq {
     }
 }
 
+/// How many times a counted step ran for `gid`.
+pub fn counted_step_runs(runs: &Arc<Mutex<HashMap<String, usize>>>, gid: &str) -> usize {
+    runs.lock().unwrap().get(gid).copied().unwrap_or(0)
+}
+
 fn local_count(gid: &str) -> usize {
-    wf_env()
-        .local
-        .lock()
-        .unwrap()
-        .get(gid)
-        .copied()
-        .unwrap_or(0)
+    counted_step_runs(&wf_env().local, gid)
 }
 
 pub async fn saga_success() {
