@@ -78,6 +78,10 @@
 //! - Step records name their kind and target; a replay that asks for another step than the
 //!   recorded one fails with [`dtmcli::Error::NonDeterministic`] instead of returning the
 //!   wrong result, and so does a run that skips recorded steps.
+//! - Typed workflows: [`Workflows::register_typed`] and [`Workflows::execute_typed`] take
+//!   and return serde types, and [`Wf::step`] records a step's value as JSON and replays it
+//!   typed; a record that no longer decodes into its step's type is
+//!   [`dtmcli::Error::RecordType`], naming the gid, the branch and the type.
 //! - Binary results are stored base64 so they survive DTM's JSON string field.
 //! - `tracing` spans `workflow_step` mark each step `replayed=true|false`.
 //! - A resume callback runs only a workflow DTM holds, with the name and input DTM stored
