@@ -632,9 +632,12 @@ impl DtmClient {
     /// Admin: makes the server process `gid` at its next cron pass instead of waiting for its
     /// retry interval.
     ///
-    /// DTM v1.19.0's Redis store ignores this: it rewrites the transaction's record but not
-    /// the schedule its cron reads. [`reset_cron_time`](Self::reset_cron_time) works on
-    /// every store.
+    /// Only DTM's SQL stores (MySQL, PostgreSQL) act on it. v1.19.0's Redis and BoltDB stores
+    /// rewrite the transaction's record but not the schedule their cron reads (Redis's sorted
+    /// set, BoltDB's index), so the cron does not pick the transaction sooner (seen on BoltDB:
+    /// a workflow with a 60 s retry interval, reset every 100 ms, was not resumed within
+    /// 30 s). [`reset_cron_time`](Self::reset_cron_time) works on every store, for every
+    /// transaction at once.
     pub async fn reset_next_cron_time(&self, gid: &str) -> Result<()> {
         self.post_gid("resetNextCronTime", gid).await
     }
