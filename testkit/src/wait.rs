@@ -49,6 +49,30 @@ pub async fn status(
     .await
 }
 
+/// [`status`], fast-forwarding DTM's retry schedule: before each poll DTM is asked to process
+/// `gid` at its next cron pass (`resetNextCronTime`), so a transaction DTM would retry only
+/// after minutes (a long retry interval, a backed-off workflow) is retried within about a
+/// cron interval. The retries themselves are DTM's own. Only DTM's SQL stores act on the
+/// request (see `dtmcli::DtmClient::reset_next_cron_time`): run such tests on
+/// [`crate::Store::Mysql`] or [`crate::Store::Postgres`]. A refused request (the
+/// transaction is final, or DTM is restarting) is ignored; the query tells.
+pub async fn fast_forward(
+    dtm: &DtmClient,
+    gid: &str,
+    status: TransStatus,
+    timeout: Duration,
+) -> Result<QueryResult> {
+    let expected = format!("status {} (fast-forwarded)", status.as_str());
+    poll_with(dtm, gid, timeout, &expected, true, |q| {
+        match q.transaction.as_ref().map(|t| t.status()) {
+            Some(s) if s == status => Step::Done,
+            Some(s) if s.is_final() => Step::Stop,
+            _ => Step::Wait,
+        }
+    })
+    .await
+}
+
 /// Waits until `gid` is final (`succeed` or `failed`) and returns DTM's answer: check its
 /// status yourself (`q.transaction.map(|t| t.status())`).
 pub async fn final_status(dtm: &DtmClient, gid: &str, timeout: Duration) -> Result<QueryResult> {
@@ -80,10 +104,27 @@ async fn poll(
     expected: &str,
     step: impl Fn(&QueryResult) -> Step,
 ) -> Result<QueryResult> {
+    poll_with(dtm, gid, timeout, expected, false, step).await
+}
+
+/// [`poll`], asking DTM before each query to process `gid` at its next cron pass when
+/// `nudge` is set.
+async fn poll_with(
+    dtm: &DtmClient,
+    gid: &str,
+    timeout: Duration,
+    expected: &str,
+    nudge: bool,
+    step: impl Fn(&QueryResult) -> Step,
+) -> Result<QueryResult> {
     let start = Instant::now();
     let mut last = None;
     let mut last_error: Option<String>;
     loop {
+        if nudge {
+            // Refused once final or while DTM restarts: the query below tells.
+            let _ = dtm.reset_next_cron_time(gid).await;
+        }
         match dtm.query(gid).await {
             Ok(q) => {
                 last_error = None;

@@ -220,3 +220,61 @@ async fn an_input_of_another_type_is_refused_before_any_step() {
     // DTM holds it prepared (the input is stored before the function runs): stop it.
     dtm().force_stop(&gid).await.unwrap();
 }
+
+/// A workflow DTM would resume only after a minute finishes within seconds when the test
+/// fast-forwards DTM's retry schedule (`dtm_testkit::wait::fast_forward`), on a DTM of its
+/// own with a SQL store (the stores that act on a per-gid reschedule).
+#[tokio::test]
+async fn a_minute_long_retry_is_fast_forwarded_on_a_sql_store() {
+    use dtm_testkit::{DtmServer, DtmServerConfig, Store};
+    let store = Store::local_mysql("dtm_typed_ff");
+    store.prepare().await.unwrap();
+    let config = DtmServerConfig::default().with_store(store);
+    let server = DtmServer::start_async(config).await.unwrap();
+    let dtm = server.http_client().unwrap();
+    let wfs = dtm_examples::demo::http_workflows(dtm.clone())
+        .await
+        .unwrap();
+    let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(WorkflowMiddleware)
+        .build();
+    let quotes: Arc<Mutex<HashMap<String, usize>>> = Default::default();
+    // DTM's first callback would come a minute after the first run.
+    let slow = WfOptions {
+        trans: TransOptions::default().retry_interval(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    let q = quotes.clone();
+    let workflow = move |wf: Wf, t: Transfer| {
+        let (http, quotes) = (http.clone(), q.clone());
+        async move {
+            wf.new_branch()?;
+            let quote = quote_step(&wf, &quotes).await?;
+            wf.new_branch()?;
+            let body = serde_json::to_vec(&BusiReq::new(t.amount)).unwrap();
+            post(&wf, &http, &url("TransIn"), body).await?;
+            Ok(Receipt {
+                charged: t.amount + quote.fee,
+                quote,
+            })
+        }
+    };
+    wfs.register_typed("typed-ff", slow, workflow).unwrap();
+
+    let gid = gid("wf-typed-ff");
+    busi().script(&gid, "TransIn", [Outcome::Error]);
+    let err = wfs
+        .execute_typed::<_, Receipt>("typed-ff", &gid, &Transfer { amount: 5 })
+        .await
+        .unwrap_err();
+    assert!(!err.is_failure(), "{err}");
+    // Within 40 s, well before the minute DTM would wait: only the fast-forward explains it
+    // (with `wait::status` instead, this wait runs out: checked).
+    let succeed = dtmcli::TransStatus::Succeed;
+    let q = dtm_testkit::wait::fast_forward(&dtm, &gid, succeed, Duration::from_secs(40))
+        .await
+        .unwrap();
+    assert_eq!(q.transaction.unwrap().status, "succeed");
+    assert_eq!(counted_step_runs(&quotes, &gid), 1);
+    assert_eq!(busi().handlers(&gid), ["TransIn", "TransIn"]);
+}
