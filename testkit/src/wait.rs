@@ -39,14 +39,7 @@ pub async fn status(
     timeout: Duration,
 ) -> Result<QueryResult> {
     let expected = format!("status {}", status.as_str());
-    poll(dtm, gid, timeout, &expected, |q| {
-        match q.transaction.as_ref().map(|t| t.status()) {
-            Some(s) if s == status => Step::Done,
-            Some(s) if s.is_final() => Step::Stop,
-            _ => Step::Wait,
-        }
-    })
-    .await
+    poll(dtm, gid, timeout, &expected, reached(status)).await
 }
 
 /// [`status`], fast-forwarding DTM's retry schedule: before each poll DTM is asked to process
@@ -63,14 +56,7 @@ pub async fn fast_forward(
     timeout: Duration,
 ) -> Result<QueryResult> {
     let expected = format!("status {} (fast-forwarded)", status.as_str());
-    poll_with(dtm, gid, timeout, &expected, true, |q| {
-        match q.transaction.as_ref().map(|t| t.status()) {
-            Some(s) if s == status => Step::Done,
-            Some(s) if s.is_final() => Step::Stop,
-            _ => Step::Wait,
-        }
-    })
-    .await
+    poll_with(dtm, gid, timeout, &expected, true, reached(status)).await
 }
 
 /// Waits until `gid` is final (`succeed` or `failed`) and returns DTM's answer: check its
@@ -89,6 +75,15 @@ pub async fn final_status(dtm: &DtmClient, gid: &str, timeout: Duration) -> Resu
         }
         other => other,
     })
+}
+
+/// Done once `gid` has `status`; stopped once it has another final one.
+fn reached(status: TransStatus) -> impl Fn(&QueryResult) -> Step {
+    move |q| match q.transaction.as_ref().map(|t| t.status()) {
+        Some(s) if s == status => Step::Done,
+        Some(s) if s.is_final() => Step::Stop,
+        _ => Step::Wait,
+    }
 }
 
 enum Step {

@@ -9,11 +9,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::support::*;
-use crate::workflow_common::counted_step_runs;
+use crate::workflow_common::{counted_step_runs, recording_http};
 use dtm_examples::busi::Outcome;
 use dtm_tests::wf::{post, retrying_every_second};
-use dtm_workflow::{Wf, WfOptions, WorkflowMiddleware, Workflows};
+use dtm_workflow::{Wf, WfOptions, Workflows};
 use dtmcli::{DtmClient, Error, TransOptions};
+use futures_util::future::BoxFuture;
+use reqwest_middleware::ClientWithMiddleware;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,25 +52,11 @@ fn wf_env() -> &'static Env {
         start_on_env(move || async move {
             let dtm = DtmClient::new(dtm_url).unwrap();
             let wfs = dtm_examples::demo::http_workflows(dtm).await.unwrap();
-            let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-                .with(WorkflowMiddleware)
-                .build();
+            let http = recording_http();
             let quotes: Arc<Mutex<HashMap<String, usize>>> = Default::default();
             let changed = Arc::new(AtomicBool::new(false));
 
-            let (h, q) = (http.clone(), quotes.clone());
-            let transfer = move |wf: Wf, t: Transfer| {
-                let (http, quotes) = (h.clone(), q.clone());
-                async move {
-                    wf.new_branch()?;
-                    let quote = quote_step(&wf, &quotes).await?;
-                    wf.new_branch()?;
-                    let body = serde_json::to_vec(&BusiReq::new(t.amount)).unwrap();
-                    post(&wf, &http, &url("TransIn"), body).await?;
-                    let charged = t.amount + quote.fee;
-                    Ok(Receipt { charged, quote })
-                }
-            };
+            let transfer = transfer(&http, &quotes);
             let opts = retrying_every_second();
             wfs.register_typed("typed-transfer", opts, transfer)
                 .unwrap();
@@ -102,6 +90,28 @@ fn wf_env() -> &'static Env {
             }
         })
     })
+}
+
+/// The typed transfer: 01 a typed local step (a quote), 02 the bank's TransIn; its result
+/// a typed receipt.
+fn transfer(
+    http: &ClientWithMiddleware,
+    quotes: &Arc<Mutex<HashMap<String, usize>>>,
+) -> impl Fn(Wf, Transfer) -> BoxFuture<'static, dtmcli::Result<Receipt>> + Clone + Send + Sync + 'static
+{
+    let (http, quotes) = (http.clone(), quotes.clone());
+    move |wf: Wf, t: Transfer| {
+        let (http, quotes) = (http.clone(), quotes.clone());
+        Box::pin(async move {
+            wf.new_branch()?;
+            let quote = quote_step(&wf, &quotes).await?;
+            wf.new_branch()?;
+            let body = serde_json::to_vec(&BusiReq::new(t.amount)).unwrap();
+            post(&wf, &http, &url("TransIn"), body).await?;
+            let charged = t.amount + quote.fee;
+            Ok(Receipt { charged, quote })
+        })
+    }
 }
 
 /// The typed local step: a quote, counted per gid.
@@ -235,31 +245,15 @@ async fn a_minute_long_retry_is_fast_forwarded_on_a_sql_store() {
     let wfs = dtm_examples::demo::http_workflows(dtm.clone())
         .await
         .unwrap();
-    let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(WorkflowMiddleware)
-        .build();
+    let http = recording_http();
     let quotes: Arc<Mutex<HashMap<String, usize>>> = Default::default();
     // DTM's first callback would come a minute after the first run.
     let slow = WfOptions {
         trans: TransOptions::default().retry_interval(Duration::from_secs(60)),
         ..Default::default()
     };
-    let q = quotes.clone();
-    let workflow = move |wf: Wf, t: Transfer| {
-        let (http, quotes) = (http.clone(), q.clone());
-        async move {
-            wf.new_branch()?;
-            let quote = quote_step(&wf, &quotes).await?;
-            wf.new_branch()?;
-            let body = serde_json::to_vec(&BusiReq::new(t.amount)).unwrap();
-            post(&wf, &http, &url("TransIn"), body).await?;
-            Ok(Receipt {
-                charged: t.amount + quote.fee,
-                quote,
-            })
-        }
-    };
-    wfs.register_typed("typed-ff", slow, workflow).unwrap();
+    wfs.register_typed("typed-ff", slow, transfer(&http, &quotes))
+        .unwrap();
 
     let gid = gid("wf-typed-ff");
     busi().script(&gid, "TransIn", [Outcome::Error]);

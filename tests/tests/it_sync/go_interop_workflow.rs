@@ -22,9 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::*;
-use crate::workflow_common::counted_step;
+use crate::workflow_common::{counted_step, recording_http};
 use dtm_examples::busi::Outcome;
-use dtm_workflow::{send_http, RecordFormat, Wf, WfOptions, WorkflowMiddleware, Workflows};
+use dtm_workflow::{send_http, RecordFormat, Wf, WfOptions, Workflows};
 use dtmcli::{DtmClient, TransOptions};
 use go_service::{free_addr, GoService};
 use reqwest::Method;
@@ -43,9 +43,7 @@ fn setup() {
 fn rust_side(callback: String) -> (Workflows, Arc<Mutex<HashMap<String, usize>>>) {
     let dtm = DtmClient::new(env().server.http_url()).unwrap();
     let wfs = Workflows::http(dtm, callback).with_record_format(RecordFormat::Go);
-    let http: ClientWithMiddleware = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(WorkflowMiddleware)
-        .build();
+    let http: ClientWithMiddleware = recording_http();
     let runs: Arc<Mutex<HashMap<String, usize>>> = Default::default();
     let opts = WfOptions {
         trans: TransOptions::default().retry_interval(Duration::from_secs(1)),

@@ -30,10 +30,14 @@ pub fn recording_clients(busi_grpc: &str) -> (RecordingBusi, ClientWithMiddlewar
     let grpc = dtm_examples::grpc_busi::pb::busi_client::BusiClient::new(
         dtm_workflow::WorkflowLayer.layer(channel),
     );
-    let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+    (grpc, recording_http())
+}
+
+/// An HTTP client whose calls a workflow records and replays ([`WorkflowMiddleware`]).
+pub fn recording_http() -> ClientWithMiddleware {
+    reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(WorkflowMiddleware)
-        .build();
-    (grpc, http)
+        .build()
 }
 
 pub struct WfEnv {
@@ -133,9 +137,7 @@ pub fn wf_env() -> &'static WfEnv {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let callback = format!("http://{}/api/wf/resume", listener.local_addr().unwrap());
             let wfs = Workflows::http(DtmClient::new(dtm_url).unwrap(), callback);
-            let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-                .with(WorkflowMiddleware)
-                .build();
+            let http = recording_http();
             let local: Arc<Mutex<HashMap<String, usize>>> = Default::default();
             let finished: Arc<Mutex<HashMap<String, Vec<bool>>>> = Default::default();
             let nd_flag = Arc::new(AtomicBool::new(false));
