@@ -35,7 +35,7 @@ impl Wf {
             branch: self.branch_id(),
             op: self.op().to_string(),
             type_name: std::any::type_name::<T>(),
-            reason: e.to_string(),
+            reason: json_error(&e),
         }
     }
 }
@@ -55,10 +55,11 @@ impl Workflows {
             let run = serde_json::from_slice::<I>(&input)
                 .map_err(|e| {
                     Error::invalid(format!(
-                        "workflow {} {}: the input is not a {}: {e}",
+                        "workflow {} {}: the input is not a {}: {}",
                         wf.name(),
                         wf.gid(),
-                        std::any::type_name::<I>()
+                        std::any::type_name::<I>(),
+                        json_error(&e)
                     ))
                 })
                 .map(|input| f(wf, input));
@@ -80,12 +81,40 @@ impl Workflows {
             branch: "00".to_string(),
             op: "result".to_string(),
             type_name: std::any::type_name::<O>(),
-            reason: e.to_string(),
+            reason: json_error(&e),
         })
     }
+}
+
+/// What is wrong with a JSON text, without quoting it: serde's messages repeat the
+/// offending value, and an input or record may carry a secret into an error or a log.
+fn json_error(e: &serde_json::Error) -> String {
+    format!(
+        "{:?} error at line {} column {}",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
 }
 
 /// `value` as JSON bytes.
 fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(value).map_err(Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decode_error_does_not_quote_the_value() {
+        let e = serde_json::from_str::<i64>(r#""hunter2-secret""#).unwrap_err();
+        assert!(
+            e.to_string().contains("hunter2-secret"),
+            "serde quotes it: {e}"
+        );
+        let text = json_error(&e);
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("line 1 column"), "{text}");
+    }
 }
