@@ -868,18 +868,16 @@ fn assert_xa_phase2<P: Proto>(c: &Seen<P::Req>, branch_id: &str, op: Op) {
     );
 }
 
+/// An XA transfer with `req`: the debit's XA branch, then the credit's.
+async fn xa_transfer<P: Proto>(gid: &str, req: &P::Req) -> dtmcli::Result<()> {
+    P::xa(gid, xa_opts(), req.clone(), vec!["TransOutXa", "TransInXa"]).await
+}
+
 /// An XA whose branches prepare: DTM commits them one by one in registration order.
 pub async fn xa_success_commits_every_branch<P: Proto>() {
     let gid = gid_of::<P>("xa-ok");
     let req = P::req(30);
-    P::xa(
-        &gid,
-        xa_opts(),
-        req.clone(),
-        vec!["TransOutXa", "TransInXa"],
-    )
-    .await
-    .unwrap();
+    xa_transfer::<P>(&gid, &req).await.unwrap();
     let q = until::<P>(&gid, "succeed").await;
     assert_eq!(
         handlers::<P>(&gid),
@@ -916,14 +914,7 @@ pub async fn xa_failing_branch_rolls_back_the_registered_ones<P: Proto>() {
     let gid = gid_of::<P>("xa-rb");
     P::script(&gid, "TransInXa", vec![Outcome::Failure]);
     let req = P::req(30);
-    let err = P::xa(
-        &gid,
-        xa_opts(),
-        req.clone(),
-        vec!["TransOutXa", "TransInXa"],
-    )
-    .await
-    .unwrap_err();
+    let err = xa_transfer::<P>(&gid, &req).await.unwrap_err();
     assert!(err.is_failure(), "{err}");
     assert!(err.to_string().contains("TransInXa refused"), "{err}");
     let q = until::<P>(&gid, "failed").await;
