@@ -220,11 +220,15 @@ pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
 }
 
-/// A Redis connection for the current test's runtime.
+/// A Redis connection for the current test's runtime. Its answers may take 10 s, not
+/// redis-rs's default 500 ms: on the loaded CI machine (tests beside the checks) Redis once
+/// answered three tests later than that at the same moment.
 pub async fn redis_conn() -> MultiplexedConnection {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(std::time::Duration::from_secs(10)));
     redis::Client::open(redis_url())
         .expect("redis url")
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&config)
         .await
         .expect("connect to redis (scripts/start-dbs.sh starts it)")
 }
