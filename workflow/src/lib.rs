@@ -116,6 +116,7 @@
 //! - `xa`: `Wf::do_xa` on MySQL/MariaDB and PostgreSQL through `dtm-barrier`'s XA.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod budget;
 #[cfg(feature = "grpc")]
 mod grpc;
 #[cfg(feature = "http")]

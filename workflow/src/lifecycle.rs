@@ -15,6 +15,7 @@ use std::sync::Arc;
 use dtmcli::{Error, Result, TransRequest, TransType};
 use futures_util::future::BoxFuture;
 
+use crate::budget::{self, Budget, Unfinished};
 use crate::options::WfOptions;
 use crate::record::RecordFormat;
 use crate::resume::{custom_data, Stored};
@@ -51,20 +52,23 @@ impl Execution<'_> {
     pub(crate) async fn execute(&self, f: &WfFn, input: &[u8]) -> Result<Vec<u8>> {
         // 1. prepare
         let (prepared, held) = self.prepare(input).await?;
-        if !held.is_empty() {
+        if !held.custom_data.is_empty() {
             // DTM answered with the transaction it holds (HTTP): an existing gid must be
             // this workflow with this input, or its records and outcome are another's.
-            let held = Stored::parse(self.gid, &held)?;
-            if held.name != self.name || held.input != input {
+            let stored = Stored::parse(self.gid, &held.custom_data)?;
+            if stored.name != self.name || stored.input != input {
                 return Err(Error::invalid(format!(
                     "gid {:?} is workflow {:?} with another input in DTM: nothing was run",
-                    self.gid, held.name
+                    self.gid, stored.name
                 )));
             }
         }
         let wf = match prepared {
             Prepared::Finished(outcome) => return outcome,
-            Prepared::Open(steps) => self.workflow(steps),
+            Prepared::Open(steps) => {
+                let budget = self.budget(held.create_time, &steps).await?;
+                self.workflow(steps, budget)
+            }
         };
         // 2. run
         let outcome = match self.run(&wf, f, input).await {
@@ -85,7 +89,7 @@ impl Execution<'_> {
 
     /// Step 1: `prepareWorkflow` with the Go SDK's transaction (the callback URL as
     /// `query_prepared`, the name and input in `custom_data`).
-    async fn prepare(&self, input: &[u8]) -> Result<(Prepared, String)> {
+    async fn prepare(&self, input: &[u8]) -> Result<(Prepared, dtmcli::TransGlobal)> {
         let mut req = TransRequest::new(self.gid, TransType::Workflow, &self.options.trans);
         req.set_query_prepared(self.callback);
         req.set_custom_data(custom_data(self.name, input));
@@ -104,8 +108,26 @@ impl Execution<'_> {
         }
     }
 
+    /// What the workflow may still spend ([`crate::budget`]). A finite deadline needs the
+    /// creation time: from `prepareWorkflow`'s answer (HTTP) or a `query` (gRPC).
+    async fn budget(&self, created: Option<String>, steps: &[Step]) -> Result<Budget> {
+        let needs_time = self
+            .options
+            .deadline
+            .is_some_and(|d| !d.is_zero() && d < budget::FOREVER);
+        let created = match created {
+            None if needs_time => {
+                let q = self.transport.query(self.gid).await?;
+                q.transaction.and_then(|t| t.create_time)
+            }
+            created => created,
+        };
+        let id = (self.name, self.gid);
+        Budget::new(self.options, id, created.as_deref(), steps, self.format)
+    }
+
     /// The workflow context, holding the steps DTM recorded.
-    fn workflow(&self, steps: Vec<Step>) -> Wf {
+    fn workflow(&self, steps: Vec<Step>, budget: Budget) -> Wf {
         let (gid, name) = (self.gid, self.name);
         tracing::info!(gid, name, recorded = steps.len(), "workflow starts");
         Wf::new(
@@ -115,11 +137,13 @@ impl Execution<'_> {
             self.options.clone(),
             self.format,
             steps,
+            budget,
         )
     }
 
     /// Step 2: runs the workflow function; a success that skipped recorded actions is
-    /// non-deterministic, so it is not committed.
+    /// non-deterministic, so it is not committed. A run that had an action refused (its
+    /// budget is spent) rolls back, and so does one that ends unfinished past its budget.
     async fn run(&self, wf: &Wf, f: &WfFn, input: &[u8]) -> Verdict {
         let (gid, name) = (self.gid, self.name);
         let mut outcome = f(wf.clone(), input.to_vec()).await;
@@ -131,14 +155,48 @@ impl Execution<'_> {
                 )));
             }
         }
+        let code_error = matches!(&outcome, Err(e) if budget::is_code_error(e));
+        if let (Some(reason), false) = (wf.gave_up(), code_error) {
+            return Verdict::Rollback(Error::Failure(reason));
+        }
         match outcome {
             Ok(result) => Verdict::Commit(result),
             Err(e @ Error::Failure(_)) => Verdict::Rollback(e),
-            Err(e) => {
-                tracing::info!(gid, name, error = %e, "workflow unfinished; DTM will call it back");
-                Verdict::Unfinished(e)
+            Err(e) if code_error => Verdict::Unfinished(e),
+            Err(e) => self.spend(wf, e).await,
+        }
+    }
+
+    /// A run that ended unfinished with `e`: past the deadline or the resume limit it rolls
+    /// back; under a resume limit it is counted ([`crate::budget`]).
+    async fn spend(&self, wf: &Wf, e: Error) -> Verdict {
+        let (gid, name) = (self.gid, self.name);
+        if let Some(reason) = wf.budget().deadline_passed() {
+            tracing::info!(gid, name, error = %e, "workflow unfinished past its deadline: rolling back");
+            return Verdict::Rollback(Error::Failure(reason));
+        }
+        let (op, data, give_up) = match wf.budget().unfinished((name, gid), &e) {
+            None => (None, String::new(), false),
+            Some(Unfinished::Counted { op, data }) => (Some(op), data, false),
+            Some(Unfinished::GiveUp { op, reason }) => (Some(op), reason, true),
+        };
+        if let Some(op) = op {
+            let record = self.format.encode("unfinished", "", data.as_bytes());
+            let recorded = (self.transport)
+                .record(gid, budget::BRANCH, &op, "succeed", record)
+                .await;
+            if let Err(re) = recorded {
+                // Not counted: the next run counts it (or gives up) again.
+                tracing::warn!(gid, name, error = %re, "the unfinished run could not be recorded");
+                return Verdict::Unfinished(if give_up { re } else { e });
+            }
+            if give_up {
+                tracing::info!(gid, name, error = %e, "workflow unfinished past its resume limit: rolling back");
+                return Verdict::Rollback(Error::Failure(data));
             }
         }
+        tracing::info!(gid, name, error = %e, "workflow unfinished; DTM will call it back");
+        Verdict::Unfinished(e)
     }
 
     /// Step 4: submits the outcome (step 3 is [`Wf::phase2`]). An error answer is read

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use dtmcli::transport::{BranchRegistration, DtmOp, RegistrationKind, Transport as DtmTransport};
 #[cfg(feature = "http")]
 use dtmcli::DtmClient;
-use dtmcli::{Error, Limits, Result, TransOptions, TransRequest, TransStatus, TransType};
+use dtmcli::{
+    Error, Limits, Result, TransGlobal, TransOptions, TransRequest, TransStatus, TransType,
+};
 
 use crate::record::RecordFormat;
 
@@ -89,13 +91,14 @@ impl Transport {
     }
 
     /// `prepareWorkflow`: creates the transaction `req` describes, or finds it with its
-    /// records (read in `format`). Also returns the `custom_data` DTM holds for it (the
-    /// workflow's name and input) when DTM's answer carries it: over HTTP, not over gRPC.
+    /// records (read in `format`). Also returns the transaction as DTM's answer carries it:
+    /// over HTTP with its `custom_data` (the workflow's name and input) and `create_time`,
+    /// over gRPC with neither.
     pub(crate) async fn prepare_workflow(
         &self,
         mut req: TransRequest,
         format: RecordFormat,
-    ) -> Result<(Prepared, String)> {
+    ) -> Result<(Prepared, TransGlobal)> {
         req.set_protocol(self.protocol());
         let p = each!(self, c => c.prepare_workflow_progress(&req).await)?;
         let t = p.transaction.unwrap_or_default();
@@ -111,10 +114,12 @@ impl Transport {
             .collect();
         let prepared = match TransStatus::parse(&t.status) {
             TransStatus::Succeed => Prepared::Finished(stored_result(&t.result, &steps, format)),
-            TransStatus::Failed => Prepared::Finished(Err(Error::Failure(t.rollback_reason))),
+            TransStatus::Failed => {
+                Prepared::Finished(Err(Error::Failure(t.rollback_reason.clone())))
+            }
             _ => Prepared::Open(steps),
         };
-        Ok((prepared, t.custom_data))
+        Ok((prepared, t))
     }
 
     /// `registerBranch`: records a step's outcome (`data` as the record format made it).

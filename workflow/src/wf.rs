@@ -8,6 +8,7 @@ use dtmcli::{BranchIdGen, Error, Op, Result, TransInfo, TransType};
 use futures_util::future::BoxFuture;
 use tracing::Instrument;
 
+use crate::budget::Budget;
 use crate::options::WfOptions;
 use crate::record::{Record, RecordFormat};
 use crate::transport::{Step, Transport};
@@ -31,6 +32,8 @@ struct State {
     rollbacks: Vec<(String, Callback)>,
     commits: Vec<(String, Callback)>,
     consumed: HashSet<String>,
+    /// Why an action was refused on this run (the budget was spent): the run rolls back.
+    gave_up: Option<String>,
 }
 
 struct Inner {
@@ -40,6 +43,7 @@ struct Inner {
     options: WfOptions,
     format: RecordFormat,
     progress: HashMap<String, Progress>,
+    budget: Budget,
     state: Mutex<State>,
 }
 
@@ -138,7 +142,8 @@ impl StepOutcome {
 }
 
 impl Wf {
-    /// The workflow `name` as transaction `gid`, resumed from the `steps` DTM recorded.
+    /// The workflow `name` as transaction `gid`, resumed from the `steps` DTM recorded,
+    /// with what its `budget` has left.
     pub(crate) fn new(
         gid: String,
         name: String,
@@ -146,6 +151,7 @@ impl Wf {
         options: WfOptions,
         format: RecordFormat,
         steps: Vec<Step>,
+        budget: Budget,
     ) -> Self {
         let progress = steps
             .into_iter()
@@ -164,6 +170,7 @@ impl Wf {
             options,
             format,
             progress,
+            budget,
             state: Mutex::new(State {
                 ids: BranchIdGen::new(""),
                 branch: String::new(),
@@ -173,6 +180,7 @@ impl Wf {
                 rollbacks: Vec::new(),
                 commits: Vec::new(),
                 consumed: HashSet::new(),
+                gave_up: None,
             }),
         }))
     }
@@ -188,6 +196,16 @@ impl Wf {
             .transport
             .limits()
             .call_timeout(self.0.options.trans.request_timeout)
+    }
+
+    /// What the workflow may still spend.
+    pub(crate) fn budget(&self) -> &Budget {
+        &self.0.budget
+    }
+
+    /// Why an action was refused on this run, if one was: the run rolls back.
+    pub(crate) fn gave_up(&self) -> Option<String> {
+        self.state().gave_up.clone()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -372,6 +390,15 @@ impl Wf {
             s.consumed.insert(key.clone());
             (branch, op, key)
         };
+        if op == Op::Action && !self.0.progress.contains_key(&key) {
+            if let Some(reason) = self.0.budget.refusal() {
+                // Not run, not recorded, and the branch keeps its rollback: an earlier run's
+                // attempt may have applied (see WfOptions::deadline).
+                tracing::info!(gid = %self.0.gid, branch, %reason, "action not run: the workflow's budget is spent");
+                self.state().gave_up = Some(reason.clone());
+                return Err(Error::Failure(reason));
+            }
+        }
         let span = tracing::info_span!(
             "dtm.workflow.step",
             otel.name = %format_args!("dtm workflow step {kind}"),

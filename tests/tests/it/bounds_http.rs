@@ -159,7 +159,7 @@ async fn workflow_http_recorder_caps_and_times_out() {
         trans: TransOptions::default()
             .request_timeout(Duration::from_secs(1))
             .retry_interval(Duration::from_secs(60)),
-        compensate_error_branch: false,
+        ..Default::default()
     };
     let h = http.clone();
     wfs.register_with_options("call-peer", options, move |wf, input| {
@@ -214,7 +214,7 @@ async fn workflow_grpc_recorder_times_out() {
         trans: TransOptions::default()
             .request_timeout(Duration::from_secs(1))
             .retry_interval(Duration::from_secs(60)),
-        compensate_error_branch: false,
+        ..Default::default()
     };
     wfs.register_with_options("grpc-silent", options, move |wf, _input| {
         let mut c = client.clone();

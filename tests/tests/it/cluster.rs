@@ -660,7 +660,7 @@ async fn a_workflow_is_resumed_through_the_cluster_after_its_first_server_died()
     let wfs = Workflows::http_cluster(cluster(&[&ua, &ub]), callback);
     let options = WfOptions {
         trans: TransOptions::default().retry_interval(Duration::from_secs(1)),
-        compensate_error_branch: false,
+        ..Default::default()
     };
     register_transfer(&wfs, "cluster-resume", options);
     let app = wfs.callback_router("/wf");

@@ -56,6 +56,7 @@ mod outcomes;
 mod proptest_parsers;
 mod resolve;
 mod transport_suite;
+mod workflow_budget;
 mod workflow_crash;
 mod workflow_go_records;
 mod workflow_grpc;

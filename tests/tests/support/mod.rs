@@ -197,6 +197,34 @@ pub fn bank_env() -> &'static BankEnv {
     })
 }
 
+/// A fresh account of the HTTP bank in `db` with `balance`.
+pub async fn bank_account(db: dtm_examples::bank::Db, balance: i64) -> i64 {
+    // Apart from the other tests' ids (below 10^17, and the gRPC bank's from 7 * 10^18).
+    let user = unique_user(6_000_000_000_000_000);
+    let bank = bank_env().bank.clone();
+    on_env(async move {
+        bank.open_account(db, user, balance)
+            .await
+            .expect("open account")
+    })
+    .await;
+    user
+}
+
+/// An account id from `base` up, unique across the test processes of one run (one apart
+/// from the previous one: `+ 1` is free too).
+fn unique_user(base: i64) -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static N: AtomicI64 = AtomicI64::new(0);
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0);
+    base + (std::process::id() as i64 % 10_000) * 100_000_000_000
+        + (micros % 1_000_000) * 10_000
+        + N.fetch_add(2, Ordering::Relaxed)
+}
+
 // ---------------------------------------------------------------------------------------
 // gRPC (dtmgrpc): the recording gRPC business service and the gRPC bank.
 
@@ -287,17 +315,8 @@ pub fn grpc_bank_url(db: dtm_examples::bank::Db, handler: &str) -> String {
 
 /// Two fresh accounts (from, to) with the given balances in the gRPC bank's database.
 pub async fn gbank_accounts(db: dtm_examples::bank::Db, from: i64, to: i64) -> (i64, i64) {
-    use std::sync::atomic::{AtomicI64, Ordering};
-    static N: AtomicI64 = AtomicI64::new(0);
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0);
-    // Apart from the HTTP bank tests' ids (which stay below 2^53 / 10).
-    let a = 7_000_000_000_000_000
-        + (std::process::id() as i64 % 10_000) * 100_000_000_000
-        + (micros % 1_000_000) * 10_000
-        + N.fetch_add(2, Ordering::Relaxed);
+    // Apart from the other tests' ids (below 10^17, and bank_account's from 6 * 10^18).
+    let a = unique_user(7_000_000_000_000_000);
     let b = a + 1;
     let bank = grpc_bank_env().bank.bank().clone();
     on_env(async move {

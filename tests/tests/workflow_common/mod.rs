@@ -52,7 +52,7 @@ static WF: OnceLock<WfEnv> = OnceLock::new();
 fn opts(retry: u64) -> WfOptions {
     WfOptions {
         trans: TransOptions::default().retry_interval(Duration::from_secs(retry)),
-        compensate_error_branch: false,
+        ..Default::default()
     }
 }
 
