@@ -123,6 +123,7 @@ mod grpc;
 mod http;
 mod lifecycle;
 mod options;
+mod patch;
 mod record;
 mod registry;
 mod resume;

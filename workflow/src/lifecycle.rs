@@ -20,7 +20,7 @@ use crate::options::WfOptions;
 use crate::record::RecordFormat;
 use crate::resume::{custom_data, Stored};
 use crate::transport::{Prepared, Step, Transport};
-use crate::wf::Wf;
+use crate::wf::{Run, Wf};
 
 /// A registered workflow function.
 pub(crate) type WfFn =
@@ -51,7 +51,9 @@ impl Execution<'_> {
     /// The whole lifecycle: prepare, run, phase 2, submit.
     pub(crate) async fn execute(&self, f: &WfFn, input: &[u8]) -> Result<Vec<u8>> {
         // 1. prepare
-        let (prepared, held) = self.prepare(input).await?;
+        let run = run_id();
+        let (prepared, held) = self.prepare(input, &run).await?;
+        let mut first = None;
         if !held.custom_data.is_empty() {
             // DTM answered with the transaction it holds (HTTP): an existing gid must be
             // this workflow with this input, or its records and outcome are another's.
@@ -62,12 +64,18 @@ impl Execution<'_> {
                     self.gid, stored.name
                 )));
             }
+            first = Some(stored.run == run);
         }
         let wf = match prepared {
             Prepared::Finished(outcome) => return outcome,
             Prepared::Open(steps) => {
                 let budget = self.budget(held.create_time, &steps).await?;
-                self.workflow(steps, budget)
+                let run = Run {
+                    id: run,
+                    first,
+                    budget,
+                };
+                self.workflow(steps, run)
             }
         };
         // 2. run
@@ -89,10 +97,10 @@ impl Execution<'_> {
 
     /// Step 1: `prepareWorkflow` with the Go SDK's transaction (the callback URL as
     /// `query_prepared`, the name and input in `custom_data`).
-    async fn prepare(&self, input: &[u8]) -> Result<(Prepared, dtmcli::TransGlobal)> {
+    async fn prepare(&self, input: &[u8], run: &str) -> Result<(Prepared, dtmcli::TransGlobal)> {
         let mut req = TransRequest::new(self.gid, TransType::Workflow, &self.options.trans);
         req.set_query_prepared(self.callback);
-        req.set_custom_data(custom_data(self.name, input));
+        req.set_custom_data(custom_data(self.name, input, run));
         self.transport.prepare_workflow(req, self.format).await
     }
 
@@ -127,7 +135,7 @@ impl Execution<'_> {
     }
 
     /// The workflow context, holding the steps DTM recorded.
-    fn workflow(&self, steps: Vec<Step>, budget: Budget) -> Wf {
+    fn workflow(&self, steps: Vec<Step>, run: Run) -> Wf {
         let (gid, name) = (self.gid, self.name);
         tracing::info!(gid, name, recorded = steps.len(), "workflow starts");
         Wf::new(
@@ -137,7 +145,7 @@ impl Execution<'_> {
             self.options.clone(),
             self.format,
             steps,
-            budget,
+            run,
         )
     }
 
@@ -226,4 +234,15 @@ impl Execution<'_> {
         tracing::info!(gid, name, status, "workflow finished");
         Ok(())
     }
+}
+
+/// An id for one run of a workflow, told apart from every other run of the same gid: one run
+/// per gid at a time in a process (`Workflows::mark_running`), and the process and the
+/// clock tell processes and runs apart.
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{nanos:x}.{:x}", std::process::id())
 }

@@ -22,14 +22,16 @@ use serde::Deserialize;
 use crate::transport::Transport;
 
 /// The `custom_data` of workflow `name` with `input`, as the Go SDK writes it (no input is
-/// `null`).
-pub(crate) fn custom_data(name: &str, input: &[u8]) -> String {
+/// `null`), and the id of the `run` that sends it: the transaction keeps the id of the run
+/// that created it, which tells that run it is the workflow's first ([`crate::patch`]). The
+/// Go SDK and DTM read the name and the data and ignore the rest.
+pub(crate) fn custom_data(name: &str, input: &[u8], run: &str) -> String {
     let data = if input.is_empty() {
         serde_json::Value::Null
     } else {
         serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(input))
     };
-    serde_json::json!({ "data": data, "name": name }).to_string()
+    serde_json::json!({ "data": data, "name": name, "rs_run": run }).to_string()
 }
 
 /// A workflow's name and input read back from DTM's `custom_data`.
@@ -37,6 +39,8 @@ pub(crate) fn custom_data(name: &str, input: &[u8]) -> String {
 pub(crate) struct Stored {
     pub(crate) name: String,
     pub(crate) input: Vec<u8>,
+    /// The run that created the transaction (empty when the Go SDK did).
+    pub(crate) run: String,
 }
 
 impl Stored {
@@ -49,6 +53,8 @@ impl Stored {
             name: String,
             #[serde(default)]
             data: Option<String>,
+            #[serde(default)]
+            rs_run: String,
         }
         let bad = |reason: String| Error::Decode {
             url: format!("the custom_data DTM stores for {gid}"),
@@ -66,6 +72,7 @@ impl Stored {
         Ok(Stored {
             name: c.name,
             input,
+            run: c.rs_run,
         })
     }
 }
@@ -116,17 +123,26 @@ mod tests {
 
     #[test]
     fn custom_data_round_trips_and_reads_the_go_layout() {
-        let c = custom_data("transfer", br#"{"amount":30}"#);
-        assert_eq!(c, r#"{"data":"eyJhbW91bnQiOjMwfQ==","name":"transfer"}"#);
+        let c = custom_data("transfer", br#"{"amount":30}"#, "r1");
+        assert_eq!(
+            c,
+            r#"{"data":"eyJhbW91bnQiOjMwfQ==","name":"transfer","rs_run":"r1"}"#
+        );
         let s = Stored::parse("g", &c).unwrap();
         assert_eq!(
-            (s.name.as_str(), s.input.as_slice()),
-            ("transfer", &br#"{"amount":30}"#[..])
+            (s.name.as_str(), s.input.as_slice(), s.run.as_str()),
+            ("transfer", &br#"{"amount":30}"#[..], "r1")
         );
-        // The Go SDK's field order, and no input.
+        // The Go SDK's field order, no input, no run.
         let go = Stored::parse("g", r#"{"name":"w","data":null}"#).unwrap();
-        assert_eq!((go.name.as_str(), go.input.len()), ("w", 0));
-        assert_eq!(custom_data("w", b""), r#"{"data":null,"name":"w"}"#);
+        assert_eq!(
+            (go.name.as_str(), go.input.len(), go.run.len()),
+            ("w", 0, 0)
+        );
+        assert_eq!(
+            custom_data("w", b"", "r"),
+            r#"{"data":null,"name":"w","rs_run":"r"}"#
+        );
         for bad in ["", "[1]", r#"{"name":"w","data":"%%%"}"#] {
             assert!(
                 matches!(Stored::parse("g", bad), Err(Error::Decode { .. })),
@@ -139,7 +155,7 @@ mod tests {
     fn only_a_workflow_is_held_as_one() {
         let mut t = TransGlobal::default();
         t.trans_type = "saga".into();
-        t.custom_data = custom_data("w", b"x");
+        t.custom_data = custom_data("w", b"x", "r");
         assert!(held_workflow("g", &t).is_err());
         t.trans_type = "workflow".into();
         assert_eq!(held_workflow("g", &t).unwrap().input, b"x");

@@ -34,6 +34,20 @@ struct State {
     consumed: HashSet<String>,
     /// Why an action was refused on this run (the budget was spent): the run rolls back.
     gave_up: Option<String>,
+    /// Whether this run created the transaction, once known ([`crate::patch`]).
+    first_run: Option<bool>,
+    /// The paths [`Wf::patched`] decided on this run, by change id.
+    patches: HashMap<String, bool>,
+}
+
+/// What a run knows of itself when it starts.
+pub(crate) struct Run {
+    /// Its id, stored in `custom_data` by the run that creates the transaction.
+    pub(crate) id: String,
+    /// Whether it created the transaction: `None` when DTM's answer did not say (gRPC).
+    pub(crate) first: Option<bool>,
+    /// What the workflow may still spend.
+    pub(crate) budget: Budget,
 }
 
 struct Inner {
@@ -43,6 +57,7 @@ struct Inner {
     options: WfOptions,
     format: RecordFormat,
     progress: HashMap<String, Progress>,
+    run_id: String,
     budget: Budget,
     state: Mutex<State>,
 }
@@ -142,8 +157,8 @@ impl StepOutcome {
 }
 
 impl Wf {
-    /// The workflow `name` as transaction `gid`, resumed from the `steps` DTM recorded,
-    /// with what its `budget` has left.
+    /// The workflow `name` as transaction `gid`, resumed from the `steps` DTM recorded, in
+    /// `run`.
     pub(crate) fn new(
         gid: String,
         name: String,
@@ -151,7 +166,7 @@ impl Wf {
         options: WfOptions,
         format: RecordFormat,
         steps: Vec<Step>,
-        budget: Budget,
+        run: Run,
     ) -> Self {
         let progress = steps
             .into_iter()
@@ -170,7 +185,8 @@ impl Wf {
             options,
             format,
             progress,
-            budget,
+            run_id: run.id,
+            budget: run.budget,
             state: Mutex::new(State {
                 ids: BranchIdGen::new(""),
                 branch: String::new(),
@@ -181,6 +197,8 @@ impl Wf {
                 commits: Vec::new(),
                 consumed: HashSet::new(),
                 gave_up: None,
+                first_run: run.first,
+                patches: HashMap::new(),
             }),
         }))
     }
@@ -206,6 +224,47 @@ impl Wf {
     /// Why an action was refused on this run, if one was: the run rolls back.
     pub(crate) fn gave_up(&self) -> Option<String> {
         self.state().gave_up.clone()
+    }
+
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.0.transport
+    }
+
+    pub(crate) fn format(&self) -> RecordFormat {
+        self.0.format
+    }
+
+    /// This run's id ([`Run::id`]).
+    pub(crate) fn run_id(&self) -> &str {
+        &self.0.run_id
+    }
+
+    /// Whether this run created the transaction, once known.
+    pub(crate) fn first_run(&self) -> Option<bool> {
+        self.state().first_run
+    }
+
+    pub(crate) fn set_first_run(&self, first: bool) {
+        self.state().first_run = Some(first);
+    }
+
+    /// The path [`Wf::patched`] decided for `change_id` on this run.
+    pub(crate) fn patch_decision(&self, change_id: &str) -> Option<bool> {
+        self.state().patches.get(change_id).copied()
+    }
+
+    pub(crate) fn set_patch_decision(&self, change_id: &str, taken: bool) {
+        self.state().patches.insert(change_id.to_string(), taken);
+    }
+
+    /// True when DTM returned a record of `branch`'s `op` at the start of this run.
+    pub(crate) fn has_step(&self, branch: &str, op: &str) -> bool {
+        self.0.progress.contains_key(&format!("{branch}-{op}"))
+    }
+
+    /// True inside the commit or rollback callbacks.
+    pub(crate) fn in_phase2(&self) -> bool {
+        self.state().phase2
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -24,10 +24,11 @@ fn child(args: &[&str]) -> (Child, std::sync::mpsc::Receiver<String>) {
     (c, rx)
 }
 
-fn wait_line(rx: &std::sync::mpsc::Receiver<String>, want: &str) {
+/// The first line the child prints that starts with `want`.
+fn wait_line(rx: &std::sync::mpsc::Receiver<String>, want: &str) -> String {
     loop {
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(l) if l.starts_with(want) => return,
+            Ok(l) if l.starts_with(want) => return l,
             Ok(_) => {}
             Err(e) => panic!("child never printed {want}: {e}"),
         }
@@ -70,20 +71,7 @@ async fn killed_and_resumed(name: &str, extra: &[&str]) -> (String, dtmcli::Quer
     let base = env().base.clone();
     let dtm_url = env().server.http_url();
 
-    let run = [&["run", &dtm_url, &port, &base, &gid][..], extra].concat();
-    let (mut first, rx) = child(&run);
-    wait_line(&rx, "STEP1_DONE");
-    first.kill().expect("SIGKILL");
-    let status = first.wait().unwrap();
-    assert!(!status.success(), "killed: {status:?}");
-    assert_eq!(busi().handlers(&gid), ["TransOut"]);
-    let q = dtm.query(&gid).await.unwrap();
-    assert_eq!(q.transaction.as_ref().unwrap().status, "prepared");
-    assert_eq!(
-        branch_rows(&q),
-        ["01/action=succeed"],
-        "step 1 was recorded before the crash"
-    );
+    let q = killed_after_step_1(&gid, &port, extra).await;
 
     // A new process on the same callback address; DTM resumes the workflow there.
     let serve = [&["serve", &dtm_url, &port, &base][..], extra].concat();
@@ -95,4 +83,70 @@ async fn killed_and_resumed(name: &str, extra: &[&str]) -> (String, dtmcli::Quer
     // Every effect exactly once: step 1 was replayed, not re-sent.
     assert_eq!(busi().handlers(&gid), ["TransOut", "TransIn"]);
     (gid, q)
+}
+
+/// Starts workflow `crash` as `gid` in a child serving on `port`, SIGKILLed between its two
+/// steps; what DTM holds then.
+async fn killed_after_step_1(gid: &str, port: &str, extra: &[&str]) -> dtmcli::QueryResult {
+    let (base, dtm_url) = (env().base.clone(), env().server.http_url());
+    let run = [&["run", &dtm_url, port, &base, gid][..], extra].concat();
+    let (mut first, rx) = child(&run);
+    wait_line(&rx, "STEP1_DONE");
+    first.kill().expect("SIGKILL");
+    let status = first.wait().unwrap();
+    assert!(!status.success(), "killed: {status:?}");
+    assert_eq!(busi().handlers(gid), ["TransOut"]);
+    let q = dtm().query(gid).await.unwrap();
+    assert_eq!(q.transaction.as_ref().unwrap().status, "prepared");
+    assert_eq!(
+        branch_rows(&q),
+        ["01/action=succeed"],
+        "step 1 was recorded before the crash"
+    );
+    q
+}
+
+/// Versioning in flight: v1 is killed after step 1; a version changed without a guard
+/// cannot resume it (the replay check); v2, which adds a step guarded by
+/// `Wf::patched("audit")` right where v1 stopped, resumes it on v1's path, and runs a new
+/// instance on its own.
+#[tokio::test]
+async fn a_patch_keeps_an_old_instance_on_the_old_path() {
+    let dtm = dtm();
+    let (old, new) = (gid("wf-v1"), gid("wf-v2"));
+    let port = dtm_testkit::free_port().unwrap().to_string();
+    let (base, dtm_url) = (env().base.clone(), env().server.http_url());
+    killed_after_step_1(&old, &port, &[]).await;
+
+    // v3 put `Audit` before step 1 with no guard: the replay of `old` stops at once.
+    let (mut v3, rx) = child(&["serve", &dtm_url, &port, &base, "--v3"]);
+    let line = wait_line(&rx, "WF_ERROR");
+    assert!(
+        line.contains("recorded as http") && line.contains("Audit"),
+        "{line}"
+    );
+    let _ = v3.kill();
+    let _ = v3.wait();
+    assert_eq!(busi().handlers(&old), ["TransOut"]);
+
+    // v2 resumes `old` (DTM calls it back) and runs `new` from its start.
+    let (mut v2, rx) = child(&["serve", &dtm_url, &port, &base, &new, "--v2"]);
+    let line = wait_line(&rx, "EXECUTED");
+    assert!(line.starts_with("EXECUTED Ok"), "{line}");
+    let q_old = wait_status(&dtm, &old, "succeed").await;
+    let _ = v2.kill();
+    let _ = v2.wait();
+    assert_eq!(busi().handlers(&old), ["TransOut", "TransIn"]);
+    assert_eq!(
+        branch_rows(&q_old),
+        ["01/action=succeed", "02/action=succeed"]
+    );
+    assert_eq!(busi().handlers(&new), ["TransOut", "Audit", "TransIn"]);
+    let q_new = wait_status(&dtm, &new, "succeed").await;
+    let rows = branch_rows(&q_new);
+    assert!(
+        rows.contains(&"00/patch-audit=succeed".to_string()),
+        "{rows:?}"
+    );
+    assert!(rows.contains(&"03/action=succeed".to_string()), "{rows:?}");
 }

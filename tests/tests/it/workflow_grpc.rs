@@ -119,6 +119,30 @@ fn register(
         grpc!(wf, c, trans_in, req)?;
         Ok(b"resumed result".to_vec())
     });
+
+    // A deadline and a patch: DTM's gRPC answers carry neither the transaction's creation
+    // time nor its custom_data, which both need (read through the HTTP API).
+    let budget = WfOptions {
+        deadline: Some(Duration::from_secs(2)),
+        ..opts()
+    };
+    let c = client.clone();
+    wfs.register_with_options("deadline", budget, move |wf, input| {
+        let c = c.clone();
+        async move {
+            let req = ReqGrpc::decode(input.as_slice()).map_err(dtmcli::Error::other)?;
+            wf.new_branch()?;
+            let (wf2, c2, r2) = (wf.clone(), c.clone(), req.clone());
+            wf.on_rollback(move |_| async move { grpc!(wf2, c2, trans_out_revert, r2).map(drop) })?;
+            grpc!(wf, c, trans_out, req)?;
+            if wf.patched("second-leg").await? {
+                wf.new_branch()?;
+                grpc!(wf, c, trans_in, req)?;
+            }
+            Ok(Vec::new())
+        }
+    })
+    .unwrap();
 }
 
 fn wf_env() -> &'static WfGrpc {
@@ -238,6 +262,36 @@ async fn grpc_resume_through_execute_callback() {
         .unwrap();
     assert_eq!(r, b"resumed result");
     assert_eq!(grpc_busi().calls(&gid).len(), 3);
+}
+
+#[tokio::test]
+async fn grpc_deadline_and_patch_read_the_transaction_through_the_http_api() {
+    let gid = gid("wfg-deadline");
+    grpc_busi().script(&gid, "TransIn", vec![Outcome::Error; 100]);
+    let err = execute(true, "deadline", &gid, ReqGrpc::amount(2).encode_to_vec())
+        .await
+        .unwrap_err();
+    assert!(!err.is_failure(), "{err}");
+    // The first run created the workflow: it took the patched path, and recorded that.
+    let q = dtm().query(&gid).await.unwrap();
+    let rows = branch_rows(&q);
+    assert!(
+        rows.contains(&"00/patch-second-leg=succeed".to_string()),
+        "{rows:?}"
+    );
+    // DTM resumes it every second (the same path: the marker), until 2 s after its
+    // creation the workflow rolls back.
+    let q = wait_status(&dtm(), &gid, "failed").await;
+    let why = &q.transaction.as_ref().unwrap().rollback_reason;
+    assert!(why.contains("deadline of 2s"), "{why}");
+    let handlers = grpc_busi().handlers(&gid);
+    assert_eq!(handlers.first().map(String::as_str), Some("TransOut"));
+    assert_eq!(handlers.last().map(String::as_str), Some("TransOutRevert"));
+    assert!(
+        handlers.iter().filter(|h| *h == "TransIn").count() >= 1,
+        "{handlers:?}"
+    );
+    assert_eq!(handlers.iter().filter(|h| *h == "TransOut").count(), 1);
 }
 
 async fn mixed(over_grpc: bool, name: &str) {
