@@ -46,3 +46,66 @@ pub async fn post_step(
     }
     post(wf, http, action, body).await
 }
+
+/// The input of workflow `fanout`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Fanout {
+    /// The bank's URL for one database (`<base>/<db>`).
+    pub bank: String,
+    /// The account debited.
+    pub from: i64,
+    /// The accounts credited, `amount` each.
+    pub tos: Vec<i64>,
+    /// What each destination receives.
+    pub amount: i64,
+    /// The destination whose credit is refused (FAILURE after its write), if any.
+    pub fail: Option<usize>,
+}
+
+/// Registers workflow `fanout`: branch 01 debits `from` by `amount` per destination (its
+/// rollback credits it back), then one branch per destination credits it, all at once
+/// (`Wf::branch`, joined; each rollback takes its credit back).
+pub fn register_fanout(wfs: &dtm_workflow::Workflows, http: ClientWithMiddleware) {
+    let options = retrying_every_second();
+    let registered = wfs.register_with_options("fanout", options, move |wf: Wf, input| {
+        let http = http.clone();
+        async move {
+            let f: Fanout = serde_json::from_slice(&input).map_err(dtmcli::Error::invalid)?;
+            let n = f.tos.len() as i64;
+            let debit = bank_req(f.amount * n, f.from, 0, false);
+            let (out, undo) = (
+                format!("{}/TransOut", f.bank),
+                format!("{}/TransOutCompensate", f.bank),
+            );
+            post_step(&wf, &http, &out, Some(&undo), to_json(&debit)?).await?;
+            let mut credits = Vec::new();
+            for (i, to) in f.tos.iter().enumerate() {
+                let branch = wf.branch()?;
+                let body = to_json(&bank_req(f.amount, 0, *to, f.fail == Some(i)))?;
+                let (b, h, u, undo) = (branch.clone(), http.clone(), f.bank.clone(), body.clone());
+                branch.on_rollback(move |_info| async move {
+                    post(&b, &h, &format!("{u}/TransInCompensate"), undo)
+                        .await
+                        .map(drop)
+                })?;
+                let (http, url) = (http.clone(), format!("{}/TransIn", f.bank));
+                credits.push(async move { post(&branch, &http, &url, body).await });
+            }
+            for credited in futures_util::future::join_all(credits).await {
+                credited?;
+            }
+            Ok(Vec::new())
+        }
+    });
+    registered.expect("register fanout");
+}
+
+/// The bank's request (`dtm_examples::bank::BankReq`, whose crate the child does not link).
+fn bank_req(amount: i64, from: i64, to: i64, fail_in: bool) -> serde_json::Value {
+    let fail = if fail_in { "FAILURE" } else { "" };
+    serde_json::json!({"amount": amount, "from": from, "to": to, "trans_in_result": fail})
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> dtmcli::Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(dtmcli::Error::invalid)
+}

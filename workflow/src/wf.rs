@@ -125,13 +125,18 @@ struct Inner {
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct Wf(Arc<Inner>);
+pub struct Wf {
+    inner: Arc<Inner>,
+    /// The branch this handle is bound to ([`Wf::branch`]); `None`: the workflow's current
+    /// branch ([`Wf::new_branch`]).
+    bound: Option<Arc<str>>,
+}
 
 impl std::fmt::Debug for Wf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Wf")
-            .field("gid", &self.0.gid)
-            .field("name", &self.0.name)
+            .field("gid", &self.inner.gid)
+            .field("name", &self.inner.name)
             .finish_non_exhaustive()
     }
 }
@@ -178,7 +183,7 @@ impl Wf {
                 (format!("{}-{}", b.branch_id, b.op), p)
             })
             .collect();
-        Wf(Arc::new(Inner {
+        let inner = Arc::new(Inner {
             gid,
             name,
             transport,
@@ -200,25 +205,26 @@ impl Wf {
                 first_run: run.first,
                 patches: HashMap::new(),
             }),
-        }))
+        });
+        Wf { inner, bound: None }
     }
 
     /// The cap on an answer body the recorders read.
     pub(crate) fn max_answer_bytes(&self) -> usize {
-        self.0.transport.limits().max_answer_bytes()
+        self.inner.transport.limits().max_answer_bytes()
     }
 
     /// The timeout a branch call without its own gets.
     pub(crate) fn call_timeout(&self) -> std::time::Duration {
-        self.0
+        self.inner
             .transport
             .limits()
-            .call_timeout(self.0.options.trans.request_timeout)
+            .call_timeout(self.inner.options.trans.request_timeout)
     }
 
     /// What the workflow may still spend.
     pub(crate) fn budget(&self) -> &Budget {
-        &self.0.budget
+        &self.inner.budget
     }
 
     /// Why an action was refused on this run, if one was: the run rolls back.
@@ -227,16 +233,16 @@ impl Wf {
     }
 
     pub(crate) fn transport(&self) -> &Transport {
-        &self.0.transport
+        &self.inner.transport
     }
 
     pub(crate) fn format(&self) -> RecordFormat {
-        self.0.format
+        self.inner.format
     }
 
     /// This run's id ([`Run::id`]).
     pub(crate) fn run_id(&self) -> &str {
-        &self.0.run_id
+        &self.inner.run_id
     }
 
     /// Whether this run created the transaction, once known.
@@ -259,7 +265,7 @@ impl Wf {
 
     /// True when DTM returned a record of `branch`'s `op` at the start of this run.
     pub(crate) fn has_step(&self, branch: &str, op: &str) -> bool {
-        self.0.progress.contains_key(&format!("{branch}-{op}"))
+        self.inner.progress.contains_key(&format!("{branch}-{op}"))
     }
 
     /// True inside the commit or rollback callbacks.
@@ -268,58 +274,61 @@ impl Wf {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The global id.
     pub fn gid(&self) -> &str {
-        &self.0.gid
+        &self.inner.gid
     }
 
     /// The workflow's registered name.
     pub fn name(&self) -> &str {
-        &self.0.name
+        &self.inner.name
     }
 
-    /// The current branch id (`01`, `02`...; empty before the first [`Wf::new_branch`]).
+    /// The branch and op this handle acts for: its bound branch's action while the workflow
+    /// function runs; inside the phase-2 callbacks (which run one at a time), the branch and
+    /// op of the callback running, whatever handle it uses.
+    fn position(&self, s: &State) -> (String, Op) {
+        match &self.bound {
+            Some(b) if !s.phase2 => (b.to_string(), Op::Action),
+            _ => (s.branch.clone(), s.op.clone()),
+        }
+    }
+
+    /// The current branch id (`01`, `02`...; empty before the first [`Wf::new_branch`]), or
+    /// the branch this handle is bound to ([`Wf::branch`]).
     pub fn branch_id(&self) -> String {
-        self.state().branch.clone()
+        self.position(&self.state()).0
     }
 
     /// The current op: `action` while the workflow function runs, `commit` / `rollback`
     /// inside phase-2 callbacks.
     pub fn op(&self) -> Op {
-        self.state().op.clone()
+        self.position(&self.state()).1
     }
 
     /// The transaction info of the current branch and op (what a barrier or a branch
     /// service receives).
     pub fn trans_info(&self) -> TransInfo {
-        let s = self.state();
-        let mut info = TransInfo::new(
-            self.0.gid.clone(),
-            TransType::Workflow,
-            s.branch.clone(),
-            s.op.clone(),
-        );
-        info.dtm = Some(self.0.transport.server());
+        let (branch, op) = self.position(&self.state());
+        let mut info = TransInfo::new(self.inner.gid.clone(), TransType::Workflow, branch, op);
+        info.dtm = Some(self.inner.transport.server());
         info
     }
 
     /// True when the current branch's action is recorded and will be replayed.
     pub fn is_replaying(&self) -> bool {
-        let s = self.state();
-        self.0
-            .progress
-            .contains_key(&format!("{}-{}", s.branch, s.op))
+        let (branch, op) = self.position(&self.state());
+        self.has_step(&branch, op.as_str())
     }
 
     /// True when DTM holds a record of `op` for the current branch (how the XA step finds
     /// its `business` marker).
     #[cfg(feature = "xa")]
     pub(crate) fn has_record(&self, op: &Op) -> bool {
-        let branch = self.state().branch.clone();
-        self.0.progress.contains_key(&format!("{branch}-{op}"))
+        self.has_step(&self.branch_id(), op.as_str())
     }
 
     /// Records, with no data, that branch `branch_id` reached `op`: the XA step's
@@ -327,25 +336,69 @@ impl Wf {
     /// format, as the Go SDK writes it.
     #[cfg(feature = "xa")]
     pub(crate) async fn record_marker(&self, branch_id: &str, op: &Op) -> Result<()> {
-        let (gid, status) = (&self.0.gid, "succeed");
+        let (gid, status) = (&self.inner.gid, "succeed");
         let empty = bytes::Bytes::new();
-        self.0
+        self.inner
             .transport
             .record(gid, branch_id, op.as_str(), status, empty)
             .await
     }
 
-    /// Starts the next branch (`01`, `02`...). Not allowed inside phase-2 callbacks.
+    /// Starts the next branch (`01`, `02`...). Not allowed inside phase-2 callbacks, nor
+    /// on a handle bound to a branch ([`Wf::branch`]).
     pub fn new_branch(&self) -> Result<()> {
         let mut s = self.state();
-        if s.phase2 {
-            return Err(Error::invalid(
-                "new_branch is not allowed in a commit/rollback callback",
-            ));
-        }
-        s.branch = s.ids.new_sub_branch_id()?;
+        let id = self.next_branch_id(&mut s, "new_branch")?;
+        s.branch = id;
         s.op = Op::Action;
         Ok(())
+    }
+
+    /// Starts the next branch (`01`, `02`...) and returns a handle bound to it, to run
+    /// beside other branches (`futures::join!` of their steps, `tokio::spawn`): its
+    /// [`Wf::on_rollback`], [`Wf::on_commit`] and its one recorded action (local, HTTP,
+    /// gRPC, XA) are that branch's, while the workflow's current branch
+    /// ([`Wf::new_branch`]) stays where it is.
+    ///
+    /// Branch ids follow the order of the `branch` calls, never the order in which the
+    /// branches finish, so a resumed run gives each branch its own records back. When the
+    /// workflow fails, the rollbacks of the branches whose actions succeeded run (newest
+    /// registration first), those of the branches whose actions failed do not
+    /// ([`WfOptions::compensate_error_branch`]), and a branch whose action was still
+    /// running or had answered a retryable error counts as succeeded (it may have
+    /// applied): prefer `join` to `try_join`, which drops the other branches mid-flight.
+    ///
+    /// ```no_run
+    /// # async fn f(wf: dtm_workflow::Wf) -> dtmcli::Result<()> {
+    /// let (a, b) = (wf.branch()?, wf.branch()?); // 01 and 02, in this order
+    /// let (ra, rb) = futures_util::join!(
+    ///     a.do_(|_info| async { Ok(b"a".to_vec()) }),
+    ///     b.do_(|_info| async { Ok(b"b".to_vec()) }),
+    /// );
+    /// let (_ra, _rb) = (ra?, rb?);
+    /// # Ok(()) }
+    /// ```
+    pub fn branch(&self) -> Result<Wf> {
+        let mut s = self.state();
+        let id = self.next_branch_id(&mut s, "branch")?;
+        Ok(Wf {
+            inner: self.inner.clone(),
+            bound: Some(id.into()),
+        })
+    }
+
+    fn next_branch_id(&self, s: &mut State, what: &str) -> Result<String> {
+        if s.phase2 {
+            return Err(Error::invalid(format!(
+                "{what} is not allowed in a commit/rollback callback"
+            )));
+        }
+        if let Some(b) = &self.bound {
+            return Err(Error::invalid(format!(
+                "{what} on the handle of branch {b}: a branch has one action; call it on the workflow"
+            )));
+        }
+        s.ids.new_sub_branch_id()
     }
 
     fn current_branch(&self, what: &str) -> Result<String> {
@@ -355,10 +408,11 @@ impl Wf {
                 "{what} is not allowed in a commit/rollback callback"
             )));
         }
-        if s.branch.is_empty() {
+        let (branch, _) = self.position(&s);
+        if branch.is_empty() {
             return Err(Error::invalid(format!("call new_branch before {what}")));
         }
-        Ok(s.branch.clone())
+        Ok(branch)
     }
 
     /// Registers the current branch's rollback: it runs, as a recorded step, when the
@@ -436,10 +490,10 @@ impl Wf {
     {
         let (branch, op, key) = {
             let mut s = self.state();
-            if s.branch.is_empty() {
+            let (branch, op) = self.position(&s);
+            if branch.is_empty() {
                 return Err(Error::invalid("call new_branch before a recorded step"));
             }
-            let (branch, op) = (s.branch.clone(), s.op.clone());
             if op == Op::Action && !s.actions.insert(branch.clone()) {
                 return Err(Error::invalid(format!(
                     "branch {branch} already has its one recorded action; call new_branch first"
@@ -449,11 +503,11 @@ impl Wf {
             s.consumed.insert(key.clone());
             (branch, op, key)
         };
-        if op == Op::Action && !self.0.progress.contains_key(&key) {
-            if let Some(reason) = self.0.budget.refusal() {
+        if op == Op::Action && !self.inner.progress.contains_key(&key) {
+            if let Some(reason) = self.inner.budget.refusal() {
                 // Not run, not recorded, and the branch keeps its rollback: an earlier run's
                 // attempt may have applied (see WfOptions::deadline).
-                tracing::info!(gid = %self.0.gid, branch, %reason, "action not run: the workflow's budget is spent");
+                tracing::info!(gid = %self.inner.gid, branch, %reason, "action not run: the workflow's budget is spent");
                 self.state().gave_up = Some(reason.clone());
                 return Err(Error::Failure(reason));
             }
@@ -461,14 +515,14 @@ impl Wf {
         let span = tracing::info_span!(
             "dtm.workflow.step",
             otel.name = %format_args!("dtm workflow step {kind}"),
-            dtm.gid = %self.0.gid,
+            dtm.gid = %self.inner.gid,
             dtm.branch_id = %branch,
             dtm.op = %op,
             dtm.step.kind = kind,
             dtm.step.replayed = tracing::field::Empty,
         );
         let result = async {
-            if let Some(p) = self.0.progress.get(&key) {
+            if let Some(p) = self.inner.progress.get(&key) {
                 tracing::Span::current().record("dtm.step.replayed", true);
                 return self.replay(&key, kind, label, p);
             }
@@ -481,36 +535,36 @@ impl Wf {
                 }
                 StepOutcome::Unrecorded(e) => return Err(e),
             };
-            self.0
+            self.inner
                 .transport
                 .record(
-                    &self.0.gid,
+                    &self.inner.gid,
                     &branch,
                     op.as_str(),
                     status,
-                    self.0.format.encode(kind, label, &payload),
+                    self.inner.format.encode(kind, label, &payload),
                 )
                 .await?;
             result
         }
         .instrument(span)
         .await;
-        if matches!(&result, Err(Error::Failure(_))) && !self.0.options.compensate_error_branch {
-            let mut s = self.state();
-            if s.rollbacks.last().is_some_and(|(b, _)| *b == branch) {
-                s.rollbacks.pop();
-            }
+        if matches!(&result, Err(Error::Failure(_))) && !self.inner.options.compensate_error_branch
+        {
+            // This branch's own action failed: nothing to undo. Its rollback is wherever
+            // concurrent branches left it in the list.
+            self.state().rollbacks.retain(|(b, _)| *b != branch);
         }
         result
     }
 
     fn replay(&self, key: &str, kind: &str, label: &str, p: &Progress) -> Result<Vec<u8>> {
-        let rec: Record = self.0.format.decode(&p.data);
+        let rec: Record = self.inner.format.decode(&p.data);
         if let Some(k) = &rec.kind {
             if k != kind || rec.label != label {
                 return Err(Error::NonDeterministic(format!(
                     "workflow {} gid {}: step {key} was recorded as {k} {:?}, the code now asks for {kind} {label:?}",
-                    self.0.name, self.0.gid, rec.label
+                    self.inner.name, self.inner.gid, rec.label
                 )));
             }
         }
@@ -531,7 +585,7 @@ impl Wf {
     pub(crate) fn unconsumed_actions(&self) -> Vec<String> {
         let s = self.state();
         let mut v: Vec<String> = self
-            .0
+            .inner
             .progress
             .keys()
             .filter(|k| k.ends_with("-action") && !s.consumed.contains(*k))

@@ -12,6 +12,10 @@
 //! - `--v3` is a version changed without a guard: `Audit` before the first step.
 //!
 //! Every workflow error is printed (`WF_ERROR <error>`).
+//!
+//! `wf_crash_child fanout <dtm> <port> <busi> <json>` also serves the callbacks, and runs
+//! workflow `fanout` (`dtm_tests::wf::register_fanout`, concurrent branches) for each
+//! `[gid, input]` of the JSON list at once; the test SIGKILLs it at a random moment.
 
 use std::io::Write;
 use std::time::Duration;
@@ -46,6 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .with(WorkflowMiddleware)
         .build();
     let (busi, crash) = (busi.clone(), mode == "run");
+    let fanout_http = http.clone();
     let options = dtm_tests::wf::retrying_every_second();
     wfs.register_with_options("crash", options, move |wf, input| {
         let (http, busi) = (http.clone(), busi.clone());
@@ -80,11 +85,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             r
         }
     })?;
+    dtm_tests::wf::register_fanout(&wfs, fanout_http);
     let app = wfs.callback_router("/resume");
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     println!("READY");
     let _ = std::io::stdout().flush();
-    if let Some(gid) = gid {
+    if let (true, Some(list)) = (mode == "fanout", gid) {
+        let list: Vec<(String, dtm_tests::wf::Fanout)> = serde_json::from_str(list)?;
+        let runs = list.iter().map(|(gid, input)| {
+            let (wfs, input) = (wfs.clone(), serde_json::to_vec(input));
+            async move {
+                wfs.execute("fanout", gid, &input?)
+                    .await
+                    .map_err(Into::into)
+            }
+        });
+        let done: Vec<Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>>> =
+            futures_util::future::join_all(runs).await;
+        println!("EXECUTED {} fanouts", done.len());
+    } else if let Some(gid) = gid {
         let r = wfs.execute("crash", gid, br#"{"amount":7}"#).await;
         println!("EXECUTED {r:?}");
     }
