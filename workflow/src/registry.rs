@@ -94,7 +94,7 @@ impl Workflows {
     /// resume an unfinished workflow (feature `http`).
     #[cfg(feature = "http")]
     pub fn http(dtm: DtmClient, callback_url: impl Into<String>) -> Self {
-        Self::with_transport(Transport::Http(dtm), callback_url.into())
+        Self::on(dtm, callback_url.into())
     }
 
     /// [`Workflows::http`] on a cluster of DTM servers ([`dtmcli::cluster::Cluster`]):
@@ -105,12 +105,25 @@ impl Workflows {
         dtm: dtmcli::cluster::Cluster<DtmClient>,
         callback_url: impl Into<String>,
     ) -> Self {
-        Self::with_transport(Transport::HttpCluster(dtm), callback_url.into())
+        Self::on(dtm, callback_url.into())
     }
 
-    fn with_transport(transport: Transport, callback: String) -> Self {
+    /// Workflows over any transport to DTM: a [`dtmcli::cluster::Cluster`] of any members,
+    /// or a transport of your own ([`dtmcli::Transport`]). `callback` is what DTM calls to
+    /// resume a workflow, as the transport's protocol writes it: the URL of
+    /// [`Workflows::callback_router`] for `http`, `<host:port>/workflow.Workflow/Execute`
+    /// of [`Workflows::grpc_service`] for `grpc`. The transport must read DTM's `query`
+    /// ([`dtmcli::Transport::query`]): resume callbacks are checked against it.
+    ///
+    /// [`Workflows::http`], [`Workflows::grpc`] and the cluster constructors are this, with
+    /// the callback written for you.
+    pub fn with_transport<T: dtmcli::Transport>(dtm: T, callback: impl Into<String>) -> Self {
+        Self::on(dtm, callback.into())
+    }
+
+    fn on<T: dtmcli::Transport>(dtm: T, callback: String) -> Self {
         Workflows(Arc::new(Inner {
-            transport,
+            transport: Transport::new(dtm),
             callback,
             format: RecordFormat::default(),
             fns: RwLock::new(HashMap::new()),
@@ -133,7 +146,7 @@ impl Workflows {
                 "Workflows::grpc without the DTM server's HTTP API (DtmGrpcClientBuilder::http_api): resume callbacks cannot be checked against DTM and will be refused"
             );
         }
-        Self::with_transport(Transport::Grpc(dtm), grpc_callback(service_addr))
+        Self::on(dtm, grpc_callback(service_addr))
     }
 
     /// [`Workflows::grpc`] on a cluster of DTM servers, each paired with its HTTP API, which
@@ -144,7 +157,7 @@ impl Workflows {
         dtm: dtmcli::cluster::Cluster<dtmcli::cluster::WithQuery<dtmgrpc::DtmGrpcClient>>,
         service_addr: &str,
     ) -> Self {
-        Self::with_transport(Transport::GrpcCluster(dtm), grpc_callback(service_addr))
+        Self::on(dtm, grpc_callback(service_addr))
     }
 
     /// Stores every step record of this registry's workflows in `format` (default:

@@ -1,4 +1,4 @@
-//! How a workflow talks to DTM: HTTP, or gRPC (feature `grpc`).
+//! How a workflow talks to DTM: through any [`dtmcli::Transport`].
 //!
 //! Each method is one step of DTM's workflow protocol, with what differs between the
 //! protocols kept here: which `protocol` the transaction names, that DTM's HTTP API stores
@@ -7,11 +7,13 @@
 use base64::Engine;
 use bytes::Bytes;
 use dtmcli::transport::{BranchRegistration, DtmOp, RegistrationKind, Transport as DtmTransport};
-#[cfg(feature = "http")]
-use dtmcli::DtmClient;
+use std::sync::Arc;
+
 use dtmcli::{
-    Error, Limits, Result, TransGlobal, TransOptions, TransRequest, TransStatus, TransType,
+    Error, Limits, QueryResult, Result, TransGlobal, TransOptions, TransRequest, TransStatus,
+    TransType, WorkflowProgress,
 };
+use futures_util::future::BoxFuture;
 
 use crate::record::RecordFormat;
 
@@ -19,21 +21,55 @@ use crate::record::RecordFormat;
 const RESULT_BRANCH: &str = "00";
 const RESULT_OP: &str = "result";
 
-/// The DTM connection of a workflow registry.
-#[derive(Debug, Clone)]
-pub(crate) enum Transport {
-    /// HTTP: `prepareWorkflow`, `registerBranch`, `submit` on the DTM HTTP API.
-    #[cfg(feature = "http")]
-    Http(DtmClient),
-    /// gRPC: the same calls on `dtmgimp.Dtm`.
-    #[cfg(feature = "grpc")]
-    Grpc(dtmgrpc::DtmGrpcClient),
-    /// Several DTM servers over HTTP ([`dtmcli::cluster`]).
-    #[cfg(feature = "http")]
-    HttpCluster(dtmcli::cluster::Cluster<DtmClient>),
-    /// Several DTM servers over gRPC, each with its HTTP API for resolving lost answers.
-    #[cfg(all(feature = "grpc", feature = "http"))]
-    GrpcCluster(dtmcli::cluster::Cluster<dtmcli::cluster::WithQuery<dtmgrpc::DtmGrpcClient>>),
+/// The DTM connection of a workflow registry: any [`dtmcli::Transport`] (HTTP, gRPC, a
+/// cluster of either, a user's own), behind one type so that [`crate::Wf`] and
+/// [`crate::Workflows`] are not generic over it. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Transport(Arc<dyn Dtm>);
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.debug(f)
+    }
+}
+
+/// The calls of [`dtmcli::Transport`] a workflow makes, object-safe (boxed futures).
+trait Dtm: Send + Sync + 'static {
+    fn debug(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result;
+    fn protocol(&self) -> &'static str;
+    fn limits(&self) -> &Limits;
+    fn server(&self) -> &str;
+    fn query<'a>(&'a self, gid: &'a str) -> BoxFuture<'a, Result<QueryResult>>;
+    fn prepare<'a>(&'a self, req: &'a TransRequest) -> BoxFuture<'a, Result<WorkflowProgress>>;
+    fn register<'a>(&'a self, reg: &'a BranchRegistration) -> BoxFuture<'a, Result<()>>;
+    fn call_dtm(&self, op: DtmOp, req: TransRequest) -> BoxFuture<'_, Result<()>>;
+}
+
+impl<T: DtmTransport> Dtm for T {
+    fn debug(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+    fn protocol(&self) -> &'static str {
+        DtmTransport::protocol(self)
+    }
+    fn limits(&self) -> &Limits {
+        DtmTransport::limits(self)
+    }
+    fn server(&self) -> &str {
+        DtmTransport::server(self)
+    }
+    fn query<'a>(&'a self, gid: &'a str) -> BoxFuture<'a, Result<QueryResult>> {
+        Box::pin(DtmTransport::query(self, gid))
+    }
+    fn prepare<'a>(&'a self, req: &'a TransRequest) -> BoxFuture<'a, Result<WorkflowProgress>> {
+        Box::pin(DtmTransport::prepare_workflow_progress(self, req))
+    }
+    fn register<'a>(&'a self, reg: &'a BranchRegistration) -> BoxFuture<'a, Result<()>> {
+        Box::pin(DtmTransport::register(self, reg))
+    }
+    fn call_dtm(&self, op: DtmOp, req: TransRequest) -> BoxFuture<'_, Result<()>> {
+        Box::pin(DtmTransport::call_dtm(self, op, req))
+    }
 }
 
 /// One recorded step as DTM returns it.
@@ -54,40 +90,28 @@ pub(crate) enum Prepared {
     Open(Vec<Step>),
 }
 
-/// Runs `$body` with `$c` bound to the concrete client: every method below is one call of
-/// the [`dtmcli::Transport`] trait, whichever protocol this workflow speaks.
-macro_rules! each {
-    ($self:expr, $c:ident => $body:expr) => {
-        match $self {
-            #[cfg(feature = "http")]
-            Transport::Http($c) => $body,
-            #[cfg(feature = "grpc")]
-            Transport::Grpc($c) => $body,
-            #[cfg(feature = "http")]
-            Transport::HttpCluster($c) => $body,
-            #[cfg(all(feature = "grpc", feature = "http"))]
-            Transport::GrpcCluster($c) => $body,
-        }
-    };
-}
-
 impl Transport {
+    /// Wraps `dtm`.
+    pub(crate) fn new<T: DtmTransport>(dtm: T) -> Self {
+        Transport(Arc::new(dtm))
+    }
+
     pub(crate) fn protocol(&self) -> &'static str {
-        each!(self, c => DtmTransport::protocol(c))
+        self.0.protocol()
     }
 
     pub(crate) fn limits(&self) -> &Limits {
-        each!(self, c => DtmTransport::limits(c))
+        self.0.limits()
     }
 
     pub(crate) fn server(&self) -> String {
-        each!(self, c => DtmTransport::server(c).to_string())
+        self.0.server().to_string()
     }
 
     /// DTM's stored state of `gid` (`query`: HTTP, or a gRPC client's HTTP API), which
     /// never creates anything.
-    pub(crate) async fn query(&self, gid: &str) -> Result<dtmcli::QueryResult> {
-        each!(self, c => c.query(gid).await)
+    pub(crate) async fn query(&self, gid: &str) -> Result<QueryResult> {
+        self.0.query(gid).await
     }
 
     /// `prepareWorkflow`: creates the transaction `req` describes, or finds it with its
@@ -100,7 +124,7 @@ impl Transport {
         format: RecordFormat,
     ) -> Result<(Prepared, TransGlobal)> {
         req.set_protocol(self.protocol());
-        let p = each!(self, c => c.prepare_workflow_progress(&req).await)?;
+        let p = self.0.prepare(&req).await?;
         let t = p.transaction.unwrap_or_default();
         let steps: Vec<Step> = p
             .progresses
@@ -148,7 +172,7 @@ impl Transport {
                 data,
             },
         );
-        each!(self, c => c.register(&reg).await)
+        self.0.register(&reg).await
     }
 
     /// `submit`: ends workflow `gid` as `succeed` with its result, or `failed` with the
@@ -179,7 +203,7 @@ impl Transport {
             "result",
             base64::engine::general_purpose::STANDARD.encode(result),
         );
-        each!(self, c => c.call_dtm(DtmOp::Submit, req).await)
+        self.0.call_dtm(DtmOp::Submit, req).await
     }
 }
 

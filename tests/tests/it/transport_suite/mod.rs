@@ -1,8 +1,10 @@
 //! One scenario suite, generic over the transport: every scenario runs over HTTP, gRPC,
-//! JSON-RPC and a cluster of two DTM servers (the [`protos::Proto`] fixtures), against the
-//! real DTM server, with the bank of the examples recording every branch call. What only
-//! one transport has (gRPC's raw codec and stored bytes, HTTP's methods, mixed protocols)
-//! is tested in that transport's module.
+//! JSON-RPC, a cluster of two DTM servers and a transport of the user's own (a wrapper
+//! around `DtmClient`, `protos::Noting`) (the [`protos::Proto`] fixtures), against the real
+//! DTM server, with the bank of the examples recording every branch call. Workflows run
+//! here too (`Workflows::with_transport`), except over JSON-RPC, which DTM does not offer
+//! them on. What only one transport has (gRPC's raw codec and stored bytes, HTTP's methods,
+//! mixed protocols) is tested in that transport's module.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod protos;
@@ -946,6 +948,147 @@ pub async fn xa_ongoing_commit_is_retried<P: Proto>() {
     assert_eq!(count::<P>(&gid, "TransOutXa"), 3);
 }
 
+// ---------------------------------------------------------------------------------------
+// Workflows: the same function on every transport (local steps, so that only the
+// transport differs): prepare, records, submit, DTM's resume callback, the budget.
+
+/// Runs of each step, per gid: `(gid, step)` → count.
+fn wf_runs() -> &'static Mutex<std::collections::HashMap<(String, String), usize>> {
+    static RUNS: std::sync::OnceLock<Mutex<std::collections::HashMap<(String, String), usize>>> =
+        std::sync::OnceLock::new();
+    RUNS.get_or_init(Default::default)
+}
+
+fn wf_count(gid: &str, step: &str) -> usize {
+    let runs = wf_runs().lock().unwrap();
+    runs.get(&(gid.to_string(), step.to_string()))
+        .copied()
+        .unwrap_or(0)
+}
+
+fn wf_ran(gid: &str, step: &str) -> usize {
+    let mut runs = wf_runs().lock().unwrap();
+    let n = runs.entry((gid.to_string(), step.to_string())).or_default();
+    *n += 1;
+    *n
+}
+
+/// The suite's workflows: `suite-wf` (and `suite-wf-deadline`, the same with a 2 s
+/// deadline): 01 a local step with a rollback, 02 a local step that, by its input, succeeds,
+/// errors once (retryable), fails (FAILURE) or errors every time; its result is `done`.
+fn register_suite_workflows(wfs: &dtm_workflow::Workflows) {
+    for (name, deadline) in [
+        ("suite-wf", None),
+        ("suite-wf-deadline", Some(Duration::from_secs(2))),
+    ] {
+        let options = dtm_workflow::WfOptions {
+            trans: opts(),
+            deadline,
+            ..Default::default()
+        };
+        let registered = wfs.register_with_options(name, options, |wf, input| async move {
+            let gid = wf.gid().to_string();
+            wf.new_branch()?;
+            let g = gid.clone();
+            wf.on_rollback(move |_| async move {
+                wf_ran(&g, "rollback-01");
+                Ok(())
+            })?;
+            let g = gid.clone();
+            wf.do_(|_| async move {
+                wf_ran(&g, "01");
+                Ok(b"one".to_vec())
+            })
+            .await?;
+            wf.new_branch()?;
+            wf.do_(|_| async move {
+                let n = wf_ran(&gid, "02");
+                match (input.as_slice(), n) {
+                    (b"error-once", 1) | (b"error-always", _) => Err(Error::other("02 is down")),
+                    (b"failure", _) => Err(Error::failure("02 refused")),
+                    _ => Ok(b"two".to_vec()),
+                }
+            })
+            .await?;
+            Ok(b"done".to_vec())
+        });
+        registered.unwrap();
+    }
+}
+
+/// The suite's workflow registry on transport `P` (one per transport, started once).
+fn suite_workflows<P: Proto>() -> dtm_workflow::Workflows {
+    static BY_PROTO: std::sync::OnceLock<
+        Mutex<std::collections::HashMap<&'static str, dtm_workflow::Workflows>>,
+    > = std::sync::OnceLock::new();
+    let mut all = BY_PROTO.get_or_init(Default::default).lock().unwrap();
+    all.entry(P::NAME)
+        .or_insert_with(|| crate::support::start_on_env(|| P::workflows(register_suite_workflows)))
+        .clone()
+}
+
+async fn wf_execute<P: Proto>(name: &str, gid: &str, input: &[u8]) -> dtmcli::Result<Vec<u8>> {
+    let (wfs, name, gid, input) = (
+        suite_workflows::<P>(),
+        name.to_string(),
+        gid.to_string(),
+        input.to_vec(),
+    );
+    crate::support::on_env(async move { wfs.execute(&name, &gid, &input).await }).await
+}
+
+/// A workflow whose second step errors once ends unfinished; DTM calls it back (on this
+/// transport's callback), the first step is replayed from its record and the second runs
+/// again; DTM stores the result. Executed again, it returns that result and runs nothing.
+pub async fn wf_resumed_by_dtm_replays_its_records<P: Proto>() {
+    let gid = gid_of::<P>("wf-resume");
+    let first = wf_execute::<P>("suite-wf", &gid, b"error-once").await;
+    assert!(!first.unwrap_err().is_failure());
+    let q = until::<P>(&gid, "succeed").await;
+    assert_eq!((wf_count(&gid, "01"), wf_count(&gid, "02")), (1, 2));
+    assert_eq!(q.transaction.as_ref().unwrap().protocol, P::PROTOCOL);
+    let (copy, steps): (Vec<String>, Vec<String>) = branch_rows(&q)
+        .into_iter()
+        .partition(|r| r.starts_with("00/"));
+    assert_eq!(steps, ["01/action=succeed", "02/action=succeed"]);
+    // DTM's gRPC API never returns a workflow's result: the SDK keeps a copy.
+    let want: &[&str] = if P::PROTOCOL == "grpc" {
+        &["00/result=succeed"]
+    } else {
+        &[]
+    };
+    assert_eq!(copy, want);
+    let again = wf_execute::<P>("suite-wf", &gid, b"error-once").await;
+    assert_eq!(again.unwrap(), b"done");
+    assert_eq!((wf_count(&gid, "01"), wf_count(&gid, "02")), (1, 2));
+    assert_eq!(wf_count(&gid, "rollback-01"), 0);
+}
+
+/// A step that fails for good rolls the workflow back: the first branch's rollback runs
+/// once, the failed branch has none; DTM stores the reason.
+pub async fn wf_failure_rolls_back<P: Proto>() {
+    let gid = gid_of::<P>("wf-rb");
+    let err = wf_execute::<P>("suite-wf", &gid, b"failure")
+        .await
+        .unwrap_err();
+    assert!(err.is_failure(), "{err}");
+    let reason = rolled_back::<P>(&gid).await;
+    assert!(reason.contains("02 refused"), "{reason}");
+    assert_eq!(wf_count(&gid, "rollback-01"), 1);
+}
+
+/// A workflow past its deadline rolls back (the creation time read from this transport's
+/// answer, or through its query).
+pub async fn wf_deadline_rolls_back<P: Proto>() {
+    let gid = gid_of::<P>("wf-deadline");
+    let first = wf_execute::<P>("suite-wf-deadline", &gid, b"error-always").await;
+    assert!(!first.unwrap_err().is_failure());
+    let reason = rolled_back::<P>(&gid).await;
+    assert!(reason.contains("deadline of 2s"), "{reason}");
+    assert_eq!(wf_count(&gid, "rollback-01"), 1);
+    assert_eq!(wf_count(&gid, "01"), 1);
+}
+
 /// Every scenario, on one transport.
 macro_rules! every_scenario {
     ($proto:ident: $ty:ty $(, $extra:ident)*) => {
@@ -978,6 +1121,9 @@ macro_rules! every_scenario {
             tcc_timeout_between_two_branches_rolls_back,
             tcc_body_error_aborts_with_its_text_as_reason,
             tcc_branch_headers_reach_try_and_confirm,
+            wf_resumed_by_dtm_replays_its_records,
+            wf_failure_rolls_back,
+            wf_deadline_rolls_back,
             $($extra),*
         );
     };
@@ -995,5 +1141,46 @@ every_scenario!(grpc: crate::transport_suite::protos::Grpc,
 // trust only the bank's own server, so they refuse a transaction of DTM's JSON-RPC API
 // (and of the cluster's servers) by design. XA over those is in `jsonrpc` and `cluster`,
 // with branches that trust their servers.
-every_scenario!(json_rpc: crate::transport_suite::protos::JsonRpc);
+// Not workflows either: DTM has no prepareWorkflow over JSON-RPC.
+instantiate!(json_rpc: crate::transport_suite::protos::JsonRpc =>
+    saga_success, saga_rollback, saga_ongoing_then_success,
+    saga_erroring_compensation_is_retried, saga_empty_branch_url_counts_as_success,
+    saga_concurrent_with_orders_success, saga_concurrent_with_orders_rollback,
+    saga_wait_result_returns_the_outcome, saga_options_are_stored,
+    saga_wait_result_ongoing_is_not_final, saga_retry_interval_paces_retries,
+    saga_retry_limit, saga_timeout_to_fail_compensates,
+    saga_request_timeout_retries_a_slow_branch, saga_branch_headers_on_every_call,
+    msg_submit_delivers_every_branch_once, msg_back_check_success_delivers,
+    msg_back_check_failure_fails, msg_back_check_ongoing_is_asked_again,
+    msg_do_and_submit_ok, msg_do_and_submit_failure_aborts,
+    msg_do_and_submit_unknown_outcome_back_checks,
+    msg_repeated_prepare_then_calls_after_success, tcc_success_confirms_every_branch,
+    tcc_rollback_cancels_every_registered_branch,
+    tcc_timeout_between_two_branches_rolls_back,
+    tcc_body_error_aborts_with_its_text_as_reason,
+    tcc_branch_headers_reach_try_and_confirm);
 every_scenario!(cluster: crate::transport_suite::protos::ClusterHttp);
+// A transport of the user's own (a wrapper noting each DTM call): one scenario of each
+// mode, and every workflow scenario (`Workflows::with_transport`).
+instantiate!(custom: crate::transport_suite::protos::Custom =>
+    saga_success, msg_submit_delivers_every_branch_once, tcc_success_confirms_every_branch,
+    wf_resumed_by_dtm_replays_its_records, wf_failure_rolls_back, wf_deadline_rolls_back,
+    custom_transport_carries_every_call);
+
+/// Every call of a workflow on a transport of the user's own goes through it.
+pub async fn custom_transport_carries_every_call<P: Proto>() {
+    let gid = gid_of::<P>("wf-noted");
+    assert_eq!(
+        wf_execute::<P>("suite-wf", &gid, b"ok").await.unwrap(),
+        b"done"
+    );
+    assert_eq!(
+        protos::noted_for(&gid),
+        [
+            "prepareWorkflow",
+            "registerBranch",
+            "registerBranch",
+            "submit"
+        ]
+    );
+}

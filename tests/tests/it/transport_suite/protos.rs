@@ -12,9 +12,14 @@ use crate::support::{busi, dtm, env, grpc_busi, grpc_dtm, grpc_url, url, BusiReq
 use dtm_examples::grpc_busi::pb::BusiReply;
 use dtm_examples::grpc_busi::pb::ReqGrpc;
 use dtm_testkit::{DtmServer, DtmServerConfig, Store};
+use dtm_workflow::Workflows;
 use dtmcli::cluster::Cluster;
 use dtmcli::transport::Encode;
-use dtmcli::{DtmClient, Json, JsonRpcClient, TransInfo, TransOptions, Transport};
+use dtmcli::transport::{BranchRegistration, BranchResponse, DtmOp};
+use dtmcli::{
+    DtmClient, Json, JsonRpcClient, Limits, QueryResult, TransInfo, TransOptions, TransRequest,
+    Transport, WorkflowProgress,
+};
 
 /// One call a branch received.
 #[derive(Debug, Clone)]
@@ -79,6 +84,22 @@ pub trait Proto: 'static {
         req: Self::Req,
         steps: Vec<TccStep>,
     ) -> impl Future<Output = dtmcli::Result<()>>;
+    /// A workflow registry on this transport, with the workflows `register` adds, its resume
+    /// callback served on a free port (HTTP, unless the transport's protocol says otherwise).
+    fn workflows(register: fn(&Workflows)) -> impl Future<Output = Workflows> + Send {
+        http_workflows(Self::client(), register)
+    }
+}
+
+/// [`Proto::workflows`] with an HTTP callback: the generic constructor, on any transport.
+async fn http_workflows<T: Transport>(client: T, register: fn(&Workflows)) -> Workflows {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let callback = format!("http://{}/wf", listener.local_addr().unwrap());
+    let wfs = Workflows::with_transport(client, callback);
+    register(&wfs);
+    let app = wfs.callback_router("/wf");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    wfs
 }
 
 /// One step of a TCC's body.
@@ -250,19 +271,31 @@ where
     .await
 }
 
-/// JSON over HTTP: `DtmClient`.
-pub struct Http;
+/// A fixture whose branches are on the HTTP bank: `$name` (gids say `$n`) on transport `$t`
+/// made by `$client`, with DTM storing `$protocol`, and any `$extra` items of [`Proto`].
+macro_rules! on_the_http_bank_fixture {
+    ($(#[$doc:meta])* $name:ident: $t:ty = $client:expr, $n:literal, $protocol:literal $(, $extra:item)*) => {
+        $(#[$doc])*
+        pub struct $name;
 
-impl Proto for Http {
-    const NAME: &'static str = "http";
-    const PROTOCOL: &'static str = "http";
-    type T = DtmClient;
+        impl Proto for $name {
+            const NAME: &'static str = $n;
+            const PROTOCOL: &'static str = $protocol;
+            type T = $t;
 
-    fn client() -> DtmClient {
-        dtm()
-    }
-    on_the_http_bank!();
+            fn client() -> $t {
+                $client
+            }
+            $($extra)*
+            on_the_http_bank!();
+        }
+    };
 }
+
+on_the_http_bank_fixture!(
+    /// JSON over HTTP: `DtmClient`.
+    Http: DtmClient = dtm(), "http", "http"
+);
 
 /// Protobuf over gRPC: `DtmGrpcClient`, branches on the tonic bank `busi.Busi`.
 pub struct Grpc;
@@ -346,22 +379,22 @@ impl Proto for Grpc {
         })
         .await
     }
-}
-
-/// JSON-RPC: `JsonRpcClient`, branches on the HTTP bank.
-pub struct JsonRpc;
-
-impl Proto for JsonRpc {
-    const NAME: &'static str = "jsonrpc";
-    const PROTOCOL: &'static str = "json-rpc";
-    type T = JsonRpcClient;
-
-    fn client() -> JsonRpcClient {
-        JsonRpcClient::new(env().server.json_rpc_url()).expect("json-rpc client")
+    async fn workflows(register: fn(&Workflows)) -> Workflows {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let wfs = Workflows::grpc(grpc_dtm(), &listener.local_addr().unwrap().to_string());
+        register(&wfs);
+        tokio::spawn(wfs.serve_grpc(listener));
+        wfs
     }
-    // DTM calls a branch URL without `?method=` with the payload alone, as over HTTP.
-    on_the_http_bank!();
 }
+
+on_the_http_bank_fixture!(
+    /// JSON-RPC: `JsonRpcClient`, branches on the HTTP bank (DTM calls a branch URL without
+    /// `?method=` with the payload alone, as over HTTP).
+    JsonRpc: JsonRpcClient =
+        JsonRpcClient::new(env().server.json_rpc_url()).expect("json-rpc client"),
+    "jsonrpc", "json-rpc"
+);
 
 /// The cluster's two DTM servers, on one Redis store of their own.
 pub fn cluster_servers() -> &'static (DtmServer, DtmServer) {
@@ -385,19 +418,100 @@ pub fn cluster() -> Cluster<DtmClient> {
     .expect("cluster")
 }
 
-/// A `Cluster` of two DTM servers sharing a store, over HTTP; branches on the HTTP bank.
-pub struct ClusterHttp;
-
-impl Proto for ClusterHttp {
-    const NAME: &'static str = "cluster";
-    const PROTOCOL: &'static str = "http";
-    type T = Cluster<DtmClient>;
-
-    fn client() -> Cluster<DtmClient> {
-        cluster()
-    }
+on_the_http_bank_fixture!(
+    /// A `Cluster` of two DTM servers sharing a store, over HTTP; branches on the HTTP bank.
+    ClusterHttp: Cluster<DtmClient> = cluster(), "cluster", "http",
     fn observer() -> DtmClient {
         DtmClient::new(cluster_servers().0.http_url()).expect("client")
     }
-    on_the_http_bank!();
+);
+
+/// A user's own transport: it passes every call to a [`DtmClient`] and notes which DTM
+/// operation it carried for which gid (what a team adds for its own metrics or audit).
+#[derive(Debug, Clone)]
+pub struct Noting(DtmClient);
+
+/// The `(operation, gid)` pairs [`Noting`] carried.
+fn noted() -> &'static std::sync::Mutex<Vec<(String, String)>> {
+    static NOTED: OnceLock<std::sync::Mutex<Vec<(String, String)>>> = OnceLock::new();
+    NOTED.get_or_init(Default::default)
 }
+
+/// The DTM operations [`Noting`] carried for `gid`, in order.
+pub fn noted_for(gid: &str) -> Vec<String> {
+    let noted = noted().lock().unwrap();
+    noted
+        .iter()
+        .filter(|(_, g)| g == gid)
+        .map(|(op, _)| op.clone())
+        .collect()
+}
+
+impl Noting {
+    fn note(&self, op: &str, gid: &str) {
+        noted()
+            .lock()
+            .unwrap()
+            .push((op.to_string(), gid.to_string()));
+    }
+}
+
+impl Transport for Noting {
+    type Encoding = Json;
+
+    fn protocol(&self) -> &'static str {
+        self.0.protocol()
+    }
+    fn server(&self) -> &str {
+        Transport::server(&self.0)
+    }
+    fn limits(&self) -> &Limits {
+        Transport::limits(&self.0)
+    }
+    fn with_server(&self, server: &str) -> dtmcli::Result<Self> {
+        self.0.with_server(server).map(Noting)
+    }
+    fn check_request(&self, req: &TransRequest) -> dtmcli::Result<()> {
+        self.0.check_request(req)
+    }
+    fn check_branch_url(&self, url: &str) -> dtmcli::Result<()> {
+        self.0.check_branch_url(url)
+    }
+    async fn call_dtm(&self, op: DtmOp, req: TransRequest) -> dtmcli::Result<()> {
+        self.note(op.as_str(), req.gid());
+        self.0.call_dtm(op, req).await
+    }
+    async fn register(&self, reg: &BranchRegistration) -> dtmcli::Result<()> {
+        self.note("registerBranch", &reg.gid);
+        Transport::register(&self.0, reg).await
+    }
+    async fn prepare_workflow_progress(
+        &self,
+        req: &TransRequest,
+    ) -> dtmcli::Result<WorkflowProgress> {
+        self.note("prepareWorkflow", req.gid());
+        self.0.prepare_workflow_progress(req).await
+    }
+    async fn call_branch_bytes(
+        &self,
+        url: &str,
+        info: &TransInfo,
+        headers: &BTreeMap<String, String>,
+        body: Option<bytes::Bytes>,
+        timeout: Duration,
+    ) -> dtmcli::Result<BranchResponse> {
+        self.0
+            .call_branch_bytes(url, info, headers, body, timeout)
+            .await
+    }
+    async fn query(&self, gid: &str) -> dtmcli::Result<QueryResult> {
+        self.note("query", gid);
+        Transport::query(&self.0, gid).await
+    }
+}
+
+on_the_http_bank_fixture!(
+    /// A transport of the user's own ([`Noting`], over a `DtmClient`); branches on the HTTP
+    /// bank.
+    Custom: Noting = Noting(dtm()), "custom", "http"
+);
