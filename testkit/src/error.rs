@@ -57,6 +57,15 @@ pub enum Error {
     /// A call to DTM failed (a client could not be built, a query was refused).
     #[error(transparent)]
     Dtm(#[from] dtmcli::Error),
+    /// A recorded workflow history did not replay (feature `workflow`): its file, and
+    /// the replay's error (`NonDeterministic` naming the step where the code diverges).
+    #[error("{}: {error}", file.display())]
+    Replay {
+        /// The history's file.
+        file: PathBuf,
+        /// Why it did not replay.
+        error: Box<dtmcli::Error>,
+    },
     /// A transaction did not reach the status waited for.
     #[error(transparent)]
     Wait(Box<WaitError>),

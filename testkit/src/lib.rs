@@ -76,6 +76,8 @@
 mod binary;
 mod error;
 mod gid;
+#[cfg(feature = "workflow")]
+pub mod history;
 pub mod schema;
 mod server;
 mod store;

@@ -119,6 +119,7 @@
 mod budget;
 #[cfg(feature = "grpc")]
 mod grpc;
+mod history;
 #[cfg(feature = "http")]
 mod http;
 mod lifecycle;
@@ -140,6 +141,7 @@ pub use http::{dtm_error, into_dtm_error, send_http, WorkflowMiddleware};
 
 #[cfg(not(any(feature = "http", feature = "grpc")))]
 compile_error!("dtm-workflow needs a transport to DTM: enable `http` (default) or `grpc`");
+pub use history::{History, HistoryRecord};
 pub use options::WfOptions;
 pub use record::RecordFormat;
 pub use registry::Workflows;

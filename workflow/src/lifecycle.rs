@@ -15,7 +15,11 @@ use std::sync::Arc;
 use dtmcli::{Error, Result, TransRequest, TransType};
 use futures_util::future::BoxFuture;
 
+use base64::Engine;
+use dtmcli::TransStatus;
+
 use crate::budget::{self, Budget, Unfinished};
+use crate::history::History;
 use crate::options::WfOptions;
 use crate::record::RecordFormat;
 use crate::resume::{custom_data, Stored};
@@ -52,7 +56,8 @@ impl Execution<'_> {
     pub(crate) async fn execute(&self, f: &WfFn, input: &[u8]) -> Result<Vec<u8>> {
         // 1. prepare
         let run = run_id();
-        let (prepared, held) = self.prepare(input, &run).await?;
+        let custom = custom_data(self.name, input, &run);
+        let (prepared, held) = self.prepare(&custom).await?;
         let mut first = None;
         if !held.custom_data.is_empty() {
             // DTM answered with the transaction it holds (HTTP): an existing gid must be
@@ -66,6 +71,11 @@ impl Execution<'_> {
             }
             first = Some(stored.run == run);
         }
+        // What the submit carries back (DTM's KV stores keep the submit's transaction).
+        let custom = match held.custom_data.is_empty() {
+            true => custom,
+            false => held.custom_data,
+        };
         let wf = match prepared {
             Prepared::Finished(outcome) => return outcome,
             Prepared::Open(steps) => {
@@ -74,6 +84,7 @@ impl Execution<'_> {
                     id: run,
                     first,
                     budget,
+                    replay: false,
                 };
                 self.workflow(steps, run)
             }
@@ -89,18 +100,97 @@ impl Execution<'_> {
         let rollback = outcome.is_err();
         wf.phase2(rollback).await.map_err(|e| self.unfinished(e))?;
         // 4. submit
-        self.submit(&outcome)
+        self.submit(&outcome, &custom)
             .await
             .map_err(|e| self.unfinished(e))?;
         outcome
     }
 
+    /// Runs the workflow against `history` instead of DTM ([`crate::history`]): every step
+    /// replays from its record, then phase 2 as the recorded run ended. `Ok` when the code
+    /// follows the recorded run as far as the history goes; [`Error::NonDeterministic`]
+    /// naming where it does not.
+    pub(crate) async fn replay(&self, f: &WfFn, history: &History) -> Result<()> {
+        let (gid, name) = (self.gid, self.name);
+        let (steps, input) = (history.steps()?, history.input_bytes()?);
+        let created = history.create_time.as_deref();
+        // A history without its creation time (a workflow ended on DTM's boltdb or Redis
+        // store, which drop it) replays without the deadline.
+        let mut options = self.options.clone();
+        if created.is_none() {
+            options.deadline = None;
+        }
+        let budget = Budget::new(&options, (name, gid), created, &steps, self.format)?;
+        let run = Run {
+            id: "replay".into(),
+            first: Some(false),
+            budget,
+            replay: true,
+        };
+        let copy = steps
+            .iter()
+            .find(|s| s.branch_id == crate::transport::RESULT_BRANCH && s.op == "result")
+            .map(|s| self.format.decode(&s.data).payload);
+        let wf = self.workflow(steps, run);
+        let verdict = self.run(&wf, f, &input).await;
+        let diverged = |what: String| {
+            Err(Error::NonDeterministic(format!(
+                "replay of workflow {name} gid {gid}: {what}"
+            )))
+        };
+        let status = history.trans_status();
+        let (rollback, result) = match verdict {
+            Verdict::Commit(result) => (false, Some(result)),
+            Verdict::Rollback(_) => (true, None),
+            // The history ends where the code goes on (a run that was still unfinished).
+            Verdict::Unfinished(_) if wf.beyond_history() && !status.is_final() => return Ok(()),
+            Verdict::Unfinished(e) => {
+                return match e {
+                    Error::NonDeterministic(_) | Error::RecordType { .. } => Err(e),
+                    e if status.is_final() => diverged(format!(
+                        "the recorded run ended {}, the code stops unfinished: {e}",
+                        history.status
+                    )),
+                    _ => Ok(()),
+                };
+            }
+        };
+        match (&status, rollback) {
+            (TransStatus::Succeed, true) | (TransStatus::Failed, false) => {
+                return diverged(format!(
+                    "the recorded run ended {}, the code {}",
+                    history.status,
+                    if rollback { "rolls back" } else { "commits" }
+                ));
+            }
+            _ => {}
+        }
+        match wf.phase2(rollback).await {
+            Err(_) if wf.beyond_history() && !status.is_final() => return Ok(()),
+            r => r?,
+        }
+        if let (TransStatus::Succeed, Some(result)) = (&status, result) {
+            let recorded = match history.result.as_str() {
+                "" => copy.unwrap_or_default(),
+                b64 => base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|e| {
+                        Error::invalid(format!("the history's result is not base64: {e}"))
+                    })?,
+            };
+            if recorded != result {
+                return diverged("the code returns another result than the recorded run".into());
+            }
+        }
+        Ok(())
+    }
+
     /// Step 1: `prepareWorkflow` with the Go SDK's transaction (the callback URL as
     /// `query_prepared`, the name and input in `custom_data`).
-    async fn prepare(&self, input: &[u8], run: &str) -> Result<(Prepared, dtmcli::TransGlobal)> {
+    async fn prepare(&self, custom: &str) -> Result<(Prepared, dtmcli::TransGlobal)> {
         let mut req = TransRequest::new(self.gid, TransType::Workflow, &self.options.trans);
         req.set_query_prepared(self.callback);
-        req.set_custom_data(custom_data(self.name, input, run));
+        req.set_custom_data(custom);
         self.transport.prepare_workflow(req, self.format).await
     }
 
@@ -179,6 +269,10 @@ impl Execution<'_> {
     /// back; under a resume limit it is counted ([`crate::budget`]).
     async fn spend(&self, wf: &Wf, e: Error) -> Verdict {
         let (gid, name) = (self.gid, self.name);
+        if wf.is_replay() {
+            // A replay spends nothing: it records nothing and decides nothing.
+            return Verdict::Unfinished(e);
+        }
         if let Some(reason) = wf.budget().deadline_passed() {
             tracing::info!(gid, name, error = %e, "workflow unfinished past its deadline: rolling back");
             return Verdict::Rollback(Error::Failure(reason));
@@ -212,12 +306,12 @@ impl Execution<'_> {
     /// retry on another server), finds the workflow already ended and is answered with an
     /// error (`storage: NotFound` on SQL stores), although DTM holds the very outcome this
     /// submit carried.
-    async fn submit(&self, outcome: &Result<Vec<u8>>) -> Result<()> {
+    async fn submit(&self, outcome: &Result<Vec<u8>>, custom: &str) -> Result<()> {
         let (gid, name) = (self.gid, self.name);
         let status = if outcome.is_ok() { "succeed" } else { "failed" };
         if let Err(e) = self
             .transport
-            .submit_workflow(gid, outcome, self.format)
+            .submit_workflow(gid, outcome, self.format, custom)
             .await
         {
             let stored = match &e {

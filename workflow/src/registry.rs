@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use dtmcli::DtmClient;
 use dtmcli::{Error, Result};
 
+use crate::history::History;
 use crate::lifecycle::{Execution, WfFn};
 use crate::options::WfOptions;
 use crate::record::RecordFormat;
@@ -121,9 +122,20 @@ impl Workflows {
         Self::on(dtm, callback.into())
     }
 
+    /// A registry with no DTM, to replay recorded histories ([`Workflows::replay`]) in a
+    /// test: register the same workflows as the service does, then replay. Executing a
+    /// workflow on it fails at once (nothing to send it to).
+    pub fn offline() -> Self {
+        Self::on_transport(Transport::offline(), String::new())
+    }
+
     fn on<T: dtmcli::Transport>(dtm: T, callback: String) -> Self {
+        Self::on_transport(Transport::new(dtm), callback)
+    }
+
+    fn on_transport(transport: Transport, callback: String) -> Self {
         Workflows(Arc::new(Inner {
-            transport: Transport::new(dtm),
+            transport,
             callback,
             format: RecordFormat::default(),
             fns: RwLock::new(HashMap::new()),
@@ -299,6 +311,37 @@ impl Workflows {
             ))
         })?;
         Ok((r.f.clone(), r.options.clone()))
+    }
+
+    /// What DTM holds of workflow `gid`, as a [`History`] to save and replay ([`History::save`],
+    /// [`Workflows::replay`]).
+    pub async fn export_history(&self, gid: &str) -> Result<History> {
+        dtmcli::identity::check_gid(gid)?;
+        History::from_query(&self.0.transport.query(gid).await?)
+    }
+
+    /// Replays `history` with the workflow registered under its name, sending nothing to
+    /// DTM and calling no service: every step (actions, then the commit or rollback
+    /// callbacks as the recorded run ended) must replay from its record. `Ok` when the code
+    /// follows the recorded run as far as the history goes (for a history that was still
+    /// unfinished, up to its last record); [`Error::NonDeterministic`] (or
+    /// [`Error::RecordType`]) naming the step where it does not, or saying how the
+    /// outcome or the result differ.
+    ///
+    /// The replay runs with the registered options: a deadline counts from the history's
+    /// `create_time`, so an action without a record is refused as the recorded run's was.
+    pub async fn replay(&self, history: &History) -> Result<()> {
+        let (f, options) = self.registered(&history.name)?;
+        let offline = Transport::offline();
+        let execution = Execution {
+            transport: &offline,
+            callback: "",
+            format: self.0.format,
+            name: &history.name,
+            gid: &history.gid,
+            options: &options,
+        };
+        execution.replay(&f, history).await
     }
 
     /// Handles DTM's resume callback: the query names the workflow (`op`) and the gid, the

@@ -18,7 +18,7 @@ use futures_util::future::BoxFuture;
 use crate::record::RecordFormat;
 
 /// Where a gRPC workflow keeps a copy of its result (see [`Transport::submit_workflow`]).
-const RESULT_BRANCH: &str = "00";
+pub(crate) const RESULT_BRANCH: &str = "00";
 const RESULT_OP: &str = "result";
 
 /// The DTM connection of a workflow registry: any [`dtmcli::Transport`] (HTTP, gRPC, a
@@ -72,6 +72,43 @@ impl<T: DtmTransport> Dtm for T {
     }
 }
 
+/// The transport of a replay: there is no DTM to call.
+struct Offline(Limits);
+
+impl Offline {
+    fn refuse<T>(what: &str) -> BoxFuture<'static, Result<T>> {
+        let e = Error::invalid(format!("a replay has no DTM: {what} was not sent"));
+        Box::pin(async move { Err(e) })
+    }
+}
+
+impl Dtm for Offline {
+    fn debug(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Offline")
+    }
+    fn protocol(&self) -> &'static str {
+        "replay"
+    }
+    fn limits(&self) -> &Limits {
+        &self.0
+    }
+    fn server(&self) -> &str {
+        ""
+    }
+    fn query<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<QueryResult>> {
+        Self::refuse("query")
+    }
+    fn prepare<'a>(&'a self, _: &'a TransRequest) -> BoxFuture<'a, Result<WorkflowProgress>> {
+        Self::refuse("prepareWorkflow")
+    }
+    fn register<'a>(&'a self, _: &'a BranchRegistration) -> BoxFuture<'a, Result<()>> {
+        Self::refuse("registerBranch")
+    }
+    fn call_dtm(&self, op: DtmOp, _: TransRequest) -> BoxFuture<'_, Result<()>> {
+        Self::refuse(op.as_str())
+    }
+}
+
 /// One recorded step as DTM returns it.
 #[derive(Debug, Clone)]
 pub(crate) struct Step {
@@ -94,6 +131,11 @@ impl Transport {
     /// Wraps `dtm`.
     pub(crate) fn new<T: DtmTransport>(dtm: T) -> Self {
         Transport(Arc::new(dtm))
+    }
+
+    /// No DTM at all: every call fails (a replay of a recorded history sends nothing).
+    pub(crate) fn offline() -> Self {
+        Transport(Arc::new(Offline(Limits::default())))
     }
 
     pub(crate) fn protocol(&self) -> &'static str {
@@ -176,12 +218,16 @@ impl Transport {
     }
 
     /// `submit`: ends workflow `gid` as `succeed` with its result, or `failed` with the
-    /// error as its rollback reason.
+    /// error as its rollback reason. It carries the workflow's `custom_data` (its name and
+    /// input) too: DTM v1.19.0 ends a workflow by writing the submit's transaction in place
+    /// of the stored one on its boltdb and Redis stores (its SQL stores update the status
+    /// columns only), and without it a finished workflow would lose its name and input.
     pub(crate) async fn submit_workflow(
         &self,
         gid: &str,
         outcome: &Result<Vec<u8>>,
         format: RecordFormat,
+        custom_data: &str,
     ) -> Result<()> {
         let (status, reason, result) = match outcome {
             Ok(r) => ("succeed", String::new(), r.as_slice()),
@@ -197,6 +243,7 @@ impl Transport {
         }
         let mut req = TransRequest::new(gid, TransType::Workflow, &TransOptions::default());
         req.set_protocol(self.protocol());
+        req.set_custom_data(custom_data);
         req.set_req_extra("status", status);
         req.set_req_extra("rollback_reason", reason);
         req.set_req_extra(

@@ -88,7 +88,7 @@ impl Workflows {
 
 /// What is wrong with a JSON text, without quoting it: serde's messages repeat the
 /// offending value, and an input or record may carry a secret into an error or a log.
-fn json_error(e: &serde_json::Error) -> String {
+pub(crate) fn json_error(e: &serde_json::Error) -> String {
     format!(
         "{:?} error at line {} column {}",
         e.classify(),

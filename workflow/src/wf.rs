@@ -38,6 +38,8 @@ struct State {
     first_run: Option<bool>,
     /// The paths [`Wf::patched`] decided on this run, by change id.
     patches: HashMap<String, bool>,
+    /// A replay asked for a step its history has no record of.
+    beyond_history: bool,
 }
 
 /// What a run knows of itself when it starts.
@@ -48,6 +50,8 @@ pub(crate) struct Run {
     pub(crate) first: Option<bool>,
     /// What the workflow may still spend.
     pub(crate) budget: Budget,
+    /// A replay of a history: no step runs, every one must replay from its record.
+    pub(crate) replay: bool,
 }
 
 struct Inner {
@@ -59,6 +63,7 @@ struct Inner {
     progress: HashMap<String, Progress>,
     run_id: String,
     budget: Budget,
+    replay: bool,
     state: Mutex<State>,
 }
 
@@ -192,6 +197,7 @@ impl Wf {
             progress,
             run_id: run.id,
             budget: run.budget,
+            replay: run.replay,
             state: Mutex::new(State {
                 ids: BranchIdGen::new(""),
                 branch: String::new(),
@@ -204,6 +210,7 @@ impl Wf {
                 gave_up: None,
                 first_run: run.first,
                 patches: HashMap::new(),
+                beyond_history: false,
             }),
         });
         Wf { inner, bound: None }
@@ -266,6 +273,16 @@ impl Wf {
     /// True when DTM returned a record of `branch`'s `op` at the start of this run.
     pub(crate) fn has_step(&self, branch: &str, op: &str) -> bool {
         self.inner.progress.contains_key(&format!("{branch}-{op}"))
+    }
+
+    /// True for a replay of a history ([`crate::history`]).
+    pub(crate) fn is_replay(&self) -> bool {
+        self.inner.replay
+    }
+
+    /// True once a replay asked for a step its history has no record of.
+    pub(crate) fn beyond_history(&self) -> bool {
+        self.state().beyond_history
     }
 
     /// True inside the commit or rollback callbacks.
@@ -503,7 +520,8 @@ impl Wf {
             s.consumed.insert(key.clone());
             (branch, op, key)
         };
-        if op == Op::Action && !self.inner.progress.contains_key(&key) {
+        let recorded = self.inner.progress.contains_key(&key);
+        if op == Op::Action && !recorded {
             if let Some(reason) = self.inner.budget.refusal() {
                 // Not run, not recorded, and the branch keeps its rollback: an earlier run's
                 // attempt may have applied (see WfOptions::deadline).
@@ -511,6 +529,13 @@ impl Wf {
                 self.state().gave_up = Some(reason.clone());
                 return Err(Error::Failure(reason));
             }
+        }
+        if self.inner.replay && !recorded {
+            self.state().beyond_history = true;
+            return Err(Error::NonDeterministic(format!(
+                "replay of workflow {} gid {}: step {key} has no record in the history: the code takes a step the recorded run did not",
+                self.inner.name, self.inner.gid
+            )));
         }
         let span = tracing::info_span!(
             "dtm.workflow.step",

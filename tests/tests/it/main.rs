@@ -61,6 +61,7 @@ mod workflow_crash;
 mod workflow_go_records;
 mod workflow_grpc;
 mod workflow_http;
+mod workflow_replay;
 mod workflow_resume;
 mod workflow_typed;
 mod workflow_xa;
