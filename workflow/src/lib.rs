@@ -74,29 +74,88 @@
 //! then the outcome is submitted. Ongoing and other errors leave the transaction for DTM,
 //! which calls the callback route until the workflow finishes.
 //!
-//! ## Beyond the Go SDK
-//! - Step records name their kind and target; a replay that asks for another step than the
-//!   recorded one fails with [`dtmcli::Error::NonDeterministic`] instead of returning the
-//!   wrong result, and so does a run that skips recorded steps.
-//! - Typed workflows: [`Workflows::register_typed`] and [`Workflows::execute_typed`] take
-//!   and return serde types, and [`Wf::step`] records a step's value as JSON and replays it
-//!   typed; a record that no longer decodes into its step's type is
-//!   [`dtmcli::Error::RecordType`], naming the gid, the branch and the type.
-//! - Binary results are stored base64 so they survive DTM's JSON string field.
-//! - `tracing` spans `workflow_step` mark each step `replayed=true|false`.
-//! - A resume callback runs only a workflow DTM holds, with the name and input DTM stored
-//!   (DTM does not authenticate the call; the Go SDK runs the body it receives): a gid DTM
-//!   does not hold, another transaction, or a body other than the stored input is refused,
-//!   and nothing is run or created ([`Workflows::execute_callback`]).
-//! - Outcomes are what DTM stored: [`dtmcli::Error::Failure`] only for a workflow DTM holds
-//!   `failed`; a failing commit or rollback callback leaves it [`dtmcli::Error::NotFinal`].
-//! - A DTM callback for a gid that is still executing in this process (a step slower than
-//!   the retry interval) answers ONGOING instead of running the workflow a second time.
-//! - Every step record is written with `"sync":"1"`, so a default-configured v1.19.0
-//!   server (`UpdateBranchSync` off) keeps it; the Go SDK loses it there.
+//! ## Workflows: what this SDK adds to DTM's
+//!
+//! DTM's own workflow documentation stops at what its Go SDK does. Within DTM v1.19.0 as it
+//! is, this SDK adds typed steps, concurrent branches, deadlines and resume limits that roll
+//! back, versioning of workflows in flight, and replay tests:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use dtm_workflow::{Wf, WfOptions, Workflows};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct Order { id: u64, amount: i64 }
+//!
+//! fn register(wfs: &Workflows) -> dtmcli::Result<()> {
+//!     // Rolled back (compensations run, DTM stores `failed` and why) when it is still
+//!     // unfinished 10 minutes after DTM created it.
+//!     let options = WfOptions { deadline: Some(Duration::from_secs(600)), ..Default::default() };
+//!     wfs.register_typed("order", options, |wf: Wf, order: Order| async move {
+//!         // A typed step, recorded as JSON and replayed typed.
+//!         wf.new_branch()?;
+//!         let price: i64 = wf.step(|_info| async move { Ok(order.amount * 100) }).await?;
+//!         // Two branches at once: ids follow the calls (02, 03), not who finishes first.
+//!         let (stock, card) = (wf.branch()?, wf.branch()?);
+//!         stock.on_rollback(|_info| async { Ok(()) /* release the stock */ })?;
+//!         card.on_rollback(|_info| async { Ok(()) /* refund */ })?;
+//!         let (s, c) = futures_util::join!(
+//!             stock.do_(|_info| async { Ok(b"reserved".to_vec()) }),
+//!             card.do_(|_info| async move { Ok(price.to_string().into_bytes()) }),
+//!         );
+//!         let _ = (s?, c?);
+//!         // Added while orders were in flight: those replay the old path, new ones take this.
+//!         if wf.patched("fraud-check").await? {
+//!             wf.new_branch()?;
+//!             let _checked: bool = wf.step(|_info| async { Ok(true) }).await?;
+//!         }
+//!         Ok(price)
+//!     })
+//! }
+//! ```
+//!
+//! | feature | DTM's Go SDK | this SDK |
+//! |---|---|---|
+//! | records replayed after a crash | yes | yes; [`RecordFormat::Go`] writes the Go SDK's records, so Go and Rust services resume each other's workflows |
+//! | a record on a default-configured server | written asynchronously, lost (`UpdateBranchSync` off) | written with `"sync":"1"`, kept |
+//! | a replay that asks for another step than the recorded one | gets that record's bytes | [`dtmcli::Error::NonDeterministic`] naming the step ([`RecordFormat::Checked`], the default); so does a run that skips recorded steps |
+//! | inputs, step values, results | bytes | serde types ([`Workflows::register_typed`], [`Workflows::execute_typed`], [`Wf::step`]); a record of another type is [`dtmcli::Error::RecordType`] naming gid, branch and type |
+//! | binary results over HTTP | replaced by U+FFFD | kept (base64 in the record) |
+//! | concurrent branches | no: one current branch | [`Wf::branch`]: ids in call order, records and replay correct under SIGKILL, a rollback undoes exactly the branches whose actions completed |
+//! | deadline, retry limit | none: DTM calls an unfinished workflow back forever | [`WfOptions::deadline`] (from DTM's `create_time`) and [`WfOptions::resume_limit`]: rolled back, DTM's reason says why |
+//! | code changed while workflows are in flight | only the determinism check | [`Wf::patched`]: instances started by old code replay the old path |
+//! | replay tests | none | [`Workflows::export_history`], [`Workflows::replay`] (no DTM, no services), `dtm_testkit::history` for CI |
+//! | tests of workflows that retry for minutes | wait | `dtm_testkit::wait::fast_forward` (DTM's `resetNextCronTime`, on its SQL stores) |
+//! | transports | HTTP, gRPC | any [`dtmcli::Transport`]: HTTP, gRPC, a `Cluster` of either, your own ([`Workflows::with_transport`]) |
+//! | the resume callback (DTM does not authenticate it) | runs the body it receives | runs only what DTM holds: the stored name and input ([`Workflows::execute_callback`]) |
+//! | a callback while the workflow still runs here | runs it a second time | ONGOING: DTM asks again later |
+//! | outcomes | DTM's answers | what DTM stored: [`dtmcli::Error::Failure`] only for a workflow DTM holds `failed`; a failing commit or rollback callback leaves it [`dtmcli::Error::NotFinal`] |
+//! | a finished workflow on DTM's boltdb or Redis store | loses its name and input | the submit carries them back |
+//! | the result of a finished gRPC workflow | not returned (DTM's gRPC API) | kept as a record (`00/result`) when not empty |
+//! | tracing | none | a span per step (`dtm.workflow.step`, `replayed=true/false`); one OpenTelemetry trace across resumes |
+//!
+//! ### At their limits
+//! - **Deadline** ([`WfOptions::deadline`]): counted from DTM's `create_time` with this
+//!   host's clock, checked before each action and when a run ends unfinished. `ZERO`: no
+//!   action without a record runs; a new workflow rolls back in its first run. `MAX` (or
+//!   anything past year 9999): never, and nothing is asked of DTM. Over gRPC a finite one
+//!   reads `create_time` through the server's HTTP API (one `query` per run).
+//! - **Resume limit** ([`WfOptions::resume_limit`]): each run that ends unfinished is
+//!   recorded (`00/unfinished-<n>`, its error); the run that ends unfinished with the limit
+//!   spent records why it gave up and rolls back. `Some(0)`: the first unfinished run rolls
+//!   back. Runs stopped by [`dtmcli::Error::NonDeterministic`] or
+//!   [`dtmcli::Error::RecordType`] spend nothing.
+//! - **Past either**, the branch whose action was refused or had answered a retryable error
+//!   is rolled back too (it may have applied): guard its rollback with a barrier.
+//! - **[`Wf::patched`]**: decided by the instance's first run, which records
+//!   `00/patch-<id>` before anything after it runs; an instance without the marker takes
+//!   the old path, wherever the change is.
+//! - **[`Workflows::replay`]**: every step, then the commit or rollback callbacks as the
+//!   recorded run ended, replays from its record; the outcome and the result must match. A
+//!   history that was unfinished replays up to its last record.
 //!
 //! ## Working with Go services: the record format
-//! The first two points above come from this SDK's own record format,
+//! The determinism check and the binary results above come from this SDK's own record format,
 //! [`RecordFormat::Checked`], the default. A Go service cannot resume a workflow recorded
 //! that way. A registry built with
 //! `Workflows::http(..).with_record_format(RecordFormat::Go)` writes and reads records as
