@@ -794,10 +794,19 @@ impl Cluster<crate::DtmClient> {
     /// A cluster of DTM servers reached over HTTP (`http://host:36789/api/dtmsvr` each),
     /// sharing `client`'s settings (timeouts, bounds, HTTP stack); each member trusts the
     /// others, so branches may name any of them as their `dtm`.
-    pub fn http(client: &crate::DtmClient, servers: &[&str]) -> Result<Self> {
+    pub fn http<I>(client: &crate::DtmClient, servers: I) -> Result<Self>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let servers: Vec<String> = servers
+            .into_iter()
+            .map(|s| s.as_ref().to_string())
+            .collect();
+        let servers: Vec<&str> = servers.iter().map(String::as_str).collect();
         let mut members = Vec::with_capacity(servers.len());
-        for s in servers {
-            members.push(client.member(s, servers)?);
+        for s in &servers {
+            members.push(client.member(s, &servers)?);
         }
         Cluster::new(members)
     }
@@ -807,9 +816,17 @@ impl Cluster<WithQuery<crate::JsonRpcClient>> {
     /// A cluster of DTM servers reached over JSON-RPC (`http://host:36789/api/json-rpc`
     /// each), each queried through its HTTP API at the same address (`/api/dtmsvr`). Each
     /// member trusts the others.
-    pub fn json_rpc(servers: &[&str]) -> Result<Self> {
+    pub fn json_rpc<I>(servers: I) -> Result<Self>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let servers: Vec<String> = servers
+            .into_iter()
+            .map(|s| s.as_ref().to_string())
+            .collect();
         let mut members = Vec::with_capacity(servers.len());
-        for s in servers {
+        for s in &servers {
             let base = s.trim_end_matches('/');
             let Some(host) = base.strip_suffix("/api/json-rpc") else {
                 return Err(Error::invalid(format!(
@@ -817,7 +834,7 @@ impl Cluster<WithQuery<crate::JsonRpcClient>> {
                     crate::redact::redact_url(s)
                 )));
             };
-            let trusted = crate::TrustedServers::list(servers.iter().copied());
+            let trusted = crate::TrustedServers::list(servers.iter().map(String::as_str));
             let rpc = crate::DtmClient::builder(base)
                 .trusted_servers(trusted)
                 .build()?;
@@ -1082,5 +1099,21 @@ mod tests {
     fn an_empty_cluster_is_refused() {
         let none: Vec<crate::DtmClient> = Vec::new();
         assert!(matches!(Cluster::new(none), Err(Error::InvalidInput(_))));
+        let client = crate::DtmClient::new("http://127.0.0.1:1/api/dtmsvr").unwrap();
+        let no_servers: [&str; 0] = [];
+        assert!(Cluster::http(&client, no_servers).is_err());
+    }
+
+    #[test]
+    fn servers_come_as_any_list_of_strings() {
+        let client = crate::DtmClient::new("http://127.0.0.1:1/api/dtmsvr").unwrap();
+        // From configuration: owned strings, as a Vec or any iterator.
+        let from_config = vec![
+            "http://127.0.0.1:1/api/dtmsvr".to_string(),
+            "http://127.0.0.1:2/api/dtmsvr".to_string(),
+        ];
+        assert!(Cluster::http(&client, &from_config).is_ok());
+        assert!(Cluster::http(&client, from_config.iter().map(String::as_str)).is_ok());
+        assert!(Cluster::json_rpc(["http://127.0.0.1:1/api/json-rpc"]).is_ok());
     }
 }

@@ -49,6 +49,21 @@ pub fn redact_urls_in(text: &str) -> String {
     out
 }
 
+/// What is wrong with a JSON text or value, without quoting it: serde's messages repeat the
+/// offending value, and an input, a record or a branch's params may carry a secret into an
+/// error or a log. The category, and where in a text.
+#[doc(hidden)]
+pub fn json_error(e: &serde_json::Error) -> String {
+    match e.line() {
+        0 => format!("{:?} error", e.classify()),
+        line => format!(
+            "{:?} error at line {line} column {}",
+            e.classify(),
+            e.column()
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{redact_url, redact_urls_in};

@@ -189,9 +189,11 @@ pub enum IdentitySource {
     },
 }
 
-/// A tower layer for axum and tonic servers of branch handlers: each request runs in a
+/// A tower layer for axum and tonic servers of branch handlers: each branch call runs in a
 /// `dtm.branch` span (see the module docs), whose parent is the trace context the request
-/// carries (feature `opentelemetry`).
+/// carries (feature `opentelemetry`). Only requests that carry a branch call's identity get
+/// one (DTM's `gid` in the query or metadata, or a JSON-RPC `?method=`): on a whole router,
+/// its ordinary routes (`GET /balances`) pass through without a span.
 ///
 /// ```no_run
 /// # #[cfg(feature = "axum")]
@@ -253,6 +255,10 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let uri = req.uri();
+        if !is_branch_call(self.source, uri.query(), req.headers()) {
+            // An ordinary route of the same router (`GET /balances`): no branch span.
+            return self.inner.call(req).instrument(Span::none());
+        }
         let span = incoming_span(self.source, uri.path(), uri.query(), req.headers());
         let _entered = span.enter();
         let fut = self.inner.call(req);
@@ -261,9 +267,20 @@ where
     }
 }
 
+/// True when a request carries a branch call's identity: DTM's `gid` in the query (HTTP) or
+/// in the metadata (gRPC), or a JSON-RPC `method` in the query (DTM's JSON-RPC branch calls,
+/// whose identity is in the body).
+fn is_branch_call(source: IdentitySource, query: Option<&str>, headers: &http::HeaderMap) -> bool {
+    match source {
+        IdentitySource::Query => form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .any(|(k, v)| (k == "gid" || k == "method") && !v.is_empty()),
+        IdentitySource::Headers { gid, .. } => headers.get(gid).is_some_and(|v| !v.is_empty()),
+    }
+}
+
 /// The `dtm.branch` span of an incoming branch call to `path` (with `query`, and `headers`
 /// where gRPC metadata travels), a child of the trace context the headers carry (feature
-/// `opentelemetry`). [`BranchSpanLayer`] opens it for every request; a handler outside
+/// `opentelemetry`). [`BranchSpanLayer`] opens it for every branch call; a handler outside
 /// such a layer (a tonic service method) can open it itself.
 #[doc(hidden)]
 pub fn incoming_span(
@@ -381,6 +398,26 @@ mod otel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_requests_with_a_branch_identity_are_branch_calls() {
+        let q = IdentitySource::Query;
+        let none = http::HeaderMap::new();
+        assert!(is_branch_call(q, Some("gid=g1&op=action"), &none));
+        assert!(is_branch_call(q, Some("method=TransOut"), &none));
+        assert!(!is_branch_call(q, None, &none));
+        assert!(!is_branch_call(q, Some("x=1&gid="), &none));
+        let h = IdentitySource::Headers {
+            gid: "dtm-gid",
+            trans_type: "dtm-trans_type",
+            branch_id: "dtm-branch_id",
+            op: "dtm-op",
+        };
+        assert!(!is_branch_call(h, Some("gid=g1"), &none));
+        let mut md = http::HeaderMap::new();
+        md.insert("dtm-gid", "g1".parse().unwrap());
+        assert!(is_branch_call(h, None, &md));
+    }
 
     #[test]
     fn caps_peer_fields_on_char_boundaries() {

@@ -337,3 +337,34 @@ async fn workflow_steps_and_its_resumption_are_one_trace() {
     }
     server.abort();
 }
+
+/// `BranchSpanLayer` on a whole router: an ordinary request (no `gid` in its query) runs
+/// without a `dtm.branch` span; a branch call to the same route gets one.
+#[tokio::test]
+async fn an_ordinary_route_gets_no_branch_span() {
+    let _ = exporter();
+    let gid = gid("otel-plain");
+    let plain = format!("{}/Plain?x=1", env().base);
+    let branch = format!(
+        "{}/Plain?gid={gid}&trans_type=saga&branch_id=01&op=action",
+        env().base
+    );
+    on_env(async move {
+        let http = reqwest::Client::new();
+        for url in [plain, branch] {
+            http.post(url).body("{}").send().await.unwrap();
+        }
+    })
+    .await;
+    let spans = spans_until(&gid, |s| !branches(s, "Plain").is_empty()).await;
+    assert_eq!(branches(&spans, "Plain").len(), 1);
+    // The plain request came first and finished first: had it a span, it would be here.
+    let all = exporter().get_finished_spans().unwrap();
+    let plain: Vec<String> = all
+        .iter()
+        .filter(|s| attr(s, "url.path").is_some_and(|p| p.ends_with("/Plain")))
+        .filter(|s| attr(s, "dtm.gid").is_none())
+        .map(describe)
+        .collect();
+    assert!(plain.is_empty(), "{plain:?}");
+}

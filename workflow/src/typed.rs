@@ -86,15 +86,9 @@ impl Workflows {
     }
 }
 
-/// What is wrong with a JSON text, without quoting it: serde's messages repeat the
-/// offending value, and an input or record may carry a secret into an error or a log.
+/// What is wrong with a JSON text, without quoting it ([`dtmcli::redact::json_error`]).
 pub(crate) fn json_error(e: &serde_json::Error) -> String {
-    format!(
-        "{:?} error at line {} column {}",
-        e.classify(),
-        e.line(),
-        e.column()
-    )
+    dtmcli::redact::json_error(e)
 }
 
 /// `value` as JSON bytes.

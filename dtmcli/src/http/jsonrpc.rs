@@ -384,6 +384,28 @@ impl BranchCall {
             params,
         })
     }
+
+    /// The business params as a `T`, without the transaction info DTM adds to them (`gid`,
+    /// `trans_type`, `branch_id`, `op`, `dtm`): what the transaction's step was given. Params
+    /// that are not a `T` are [`Error::InvalidInput`], naming the type and where (never the
+    /// values).
+    pub fn body<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        const INFO: [&str; 5] = ["gid", "trans_type", "branch_id", "op", "dtm"];
+        let business: Map<String, Value> = self
+            .params
+            .iter()
+            .filter(|(k, _)| !INFO.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        serde_json::from_value(Value::Object(business)).map_err(|e| {
+            Error::invalid(format!(
+                "the params of JSON-RPC method {:?} are not a {}: {}",
+                self.method,
+                std::any::type_name::<T>(),
+                crate::redact::json_error(&e)
+            ))
+        })
+    }
 }
 
 /// The answer to a JSON-RPC branch call: `result` on success; an error object with
@@ -430,6 +452,29 @@ mod tests {
         assert!(matches!(e, Error::JsonRpc { code: -32601, .. }), "{e:?}");
         assert!(!e.to_string().contains("pw"), "{e}");
         assert!(matches!(r("<html>"), Err(Error::Decode { .. })));
+    }
+
+    #[test]
+    fn the_business_params_decode_without_the_transaction_info() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        #[serde(deny_unknown_fields)]
+        struct Transfer {
+            amount: i64,
+        }
+        let body = serde_json::json!({"jsonrpc": "2.0", "id": "1", "method": "TransIn",
+            "params": {"amount": 30, "gid": "g", "trans_type": "saga", "branch_id": "01",
+                       "op": "action", "dtm": "http://dtm"}});
+        let call = BranchCall::parse(body.to_string().as_bytes()).unwrap();
+        assert_eq!(call.body::<Transfer>().unwrap(), Transfer { amount: 30 });
+        // Params of another type: the type is named, the value is not.
+        let body = serde_json::json!({"jsonrpc": "2.0", "id": "1", "method": "TransIn",
+            "params": {"amount": "s3cret", "gid": "g", "trans_type": "saga",
+                       "branch_id": "01", "op": "action"}});
+        let call = BranchCall::parse(body.to_string().as_bytes()).unwrap();
+        let e = call.body::<Transfer>().unwrap_err();
+        assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains("Transfer") && !text.contains("s3cret"), "{text}");
     }
 
     #[test]
