@@ -58,6 +58,25 @@ for name in "$@"; do
   esac
 done
 need_root() { [[ "$(id -u)" == 0 ]] || die "must run as root to $1"; }
+
+# apt-get, waiting (bounded) while another apt-get or dpkg holds its locks (an unattended
+# upgrade on a fresh machine) instead of failing at once. apt waits itself for the dpkg lock
+# (DPkg::Lock::Timeout); the lists and archive locks of older apt versions are retried here.
+APT_LOCK_WAIT="${APT_LOCK_WAIT:-600}"
+apt_get() {  # $1 = log file, $2... = apt-get arguments
+  local logf="$1" waited=0
+  shift
+  while :; do
+    if apt-get -o DPkg::Lock::Timeout="$APT_LOCK_WAIT" "$@" >"$logf" 2>&1; then
+      return 0
+    fi
+    grep -q 'Could not get lock\|Unable to acquire the dpkg frontend lock\|Unable to lock' "$logf" || return 1
+    ((waited < APT_LOCK_WAIT)) || return 1
+    ((waited == 0)) && log "another apt-get or dpkg holds its lock: waiting (up to ${APT_LOCK_WAIT} s)"
+    sleep 5
+    waited=$((waited + 5))
+  done
+}
 for v in MYSQL_PORT PG_PORT REDIS_PORT MONGO_PORT; do
   if ! [[ "${!v}" =~ ^[1-9][0-9]{0,4}$ ]] || ((${!v} < 1 || ${!v} > 65535)); then
     die "$v='${!v}' is not a port number (1-65535)"
@@ -160,8 +179,10 @@ if ((${#missing[@]})); then
     policy_guard=1
     trap 'rm -f /usr/sbin/policy-rc.d' EXIT
   fi
-  apt-get update -qq || die "apt-get update failed"
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$DTM_TOOLS_DIR/apt-install.log" 2>&1 ||
+  mkdir -p "$DTM_TOOLS_DIR"
+  apt_get "$DTM_TOOLS_DIR/apt-update.log" update -qq ||
+    die_with_log "$DTM_TOOLS_DIR/apt-update.log" "apt-get update failed"
+  apt_get "$DTM_TOOLS_DIR/apt-install.log" install -y -qq --no-install-recommends "${missing[@]}" ||
     die_with_log "$DTM_TOOLS_DIR/apt-install.log" "apt-get install ${missing[*]} failed"
   if [[ -n "$policy_guard" ]]; then
     rm -f /usr/sbin/policy-rc.d
