@@ -171,7 +171,7 @@ impl<T: Transport> GlobalTx<T> {
         let timeout = self
             .transport
             .limits()
-            .call_timeout(self.options.request_timeout);
+            .branch_call_timeout(self.options.request_timeout);
         self.transport
             .call_branch_bytes(url, info, &self.options.branch_headers, Some(body), timeout)
             .await

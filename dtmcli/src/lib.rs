@@ -273,7 +273,7 @@ pub use options::{TransOptions, MAX_WIRE_DURATION};
 pub type Saga<T = DtmClient> = saga::Saga<T>;
 #[cfg(not(feature = "http"))]
 pub use saga::Saga;
-pub use transport::{BranchResponse, Encode, Json, Transport};
+pub use transport::{BranchResponse, Encode, Transport};
 pub use trust::TrustedServers;
 pub use types::{Op, TransInfo, TransType};
 pub use wire::{

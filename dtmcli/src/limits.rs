@@ -55,6 +55,8 @@ pub fn clamp_timeout(d: Duration) -> Duration {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     timeout: Duration,
+    /// The branch calls' own timeout; `None`: [`Limits::timeout`].
+    branch_timeout: Option<Duration>,
     connect_timeout: Duration,
     max_answer_bytes: usize,
     max_idle_per_host: usize,
@@ -64,6 +66,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             timeout: DEFAULT_TIMEOUT,
+            branch_timeout: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
             max_idle_per_host: DEFAULT_MAX_IDLE_PER_HOST,
@@ -73,13 +76,24 @@ impl Default for Limits {
 
 impl Limits {
     /// These bounds with this call timeout: the timeout of each call to DTM, and of each
-    /// branch call the SDK makes itself (TCC try, XA action, msg back-check), when the
-    /// transaction sets no `request_timeout` (default [`DEFAULT_TIMEOUT`], 30 s). Calls with
-    /// `wait_result` get this plus the transaction's own request timeout, since the server
-    /// runs branches inside them. Clamped to [`MAX_TIMEOUT`] (one day), so `Duration::MAX`
-    /// is accepted.
+    /// branch call the SDK makes itself (TCC try, XA action, msg back-check, workflow
+    /// steps) unless [`Limits::with_branch_timeout`] sets theirs, when the transaction sets
+    /// no `request_timeout` (default [`DEFAULT_TIMEOUT`], 30 s). Calls with `wait_result`
+    /// get this plus the transaction's own request timeout, since the server runs branches
+    /// inside them. Clamped to [`MAX_TIMEOUT`] (one day), so `Duration::MAX` is accepted.
     pub fn with_timeout(mut self, d: Duration) -> Self {
         self.set_timeout(d);
+        self
+    }
+
+    /// These bounds with a timeout of their own for the branch calls the SDK makes itself
+    /// (TCC try, XA action, msg back-check, a workflow's recorded HTTP and gRPC calls),
+    /// apart from the calls to DTM ([`Limits::with_timeout`]): a slow business service then
+    /// cannot hold a caller longer than this, while DTM's calls keep theirs. A transaction's
+    /// `request_timeout` still overrides it for that transaction, as DTM's own calls to the
+    /// branches do. Default: the call timeout (30 s). Clamped to [`MAX_TIMEOUT`].
+    pub fn with_branch_timeout(mut self, d: Duration) -> Self {
+        self.set_branch_timeout(d);
         self
     }
 
@@ -111,6 +125,17 @@ impl Limits {
     /// Sets the call timeout used when a transaction sets no `request_timeout`.
     pub fn set_timeout(&mut self, d: Duration) {
         self.timeout = clamp_timeout(d);
+    }
+
+    /// Sets the branch calls' own timeout ([`Limits::with_branch_timeout`]).
+    pub fn set_branch_timeout(&mut self, d: Duration) {
+        self.branch_timeout = Some(clamp_timeout(d));
+    }
+
+    /// The timeout of the branch calls the SDK makes itself when the transaction sets no
+    /// `request_timeout`: [`Limits::with_branch_timeout`], else the call timeout.
+    pub fn branch_timeout(&self) -> Duration {
+        self.branch_timeout.unwrap_or(self.timeout)
     }
 
     /// Sets the connect timeout.
@@ -148,12 +173,21 @@ impl Limits {
         self.max_answer_bytes
     }
 
-    /// The timeout of a call for a transaction: its `request_timeout` (clamped), else the
-    /// client's.
+    /// The timeout of a call to DTM for a transaction: its `request_timeout` (clamped),
+    /// else the client's.
     pub fn call_timeout(&self, request_timeout: Option<Duration>) -> Duration {
         match request_timeout {
             Some(d) if !d.is_zero() => clamp_timeout(d),
             _ => self.timeout,
+        }
+    }
+
+    /// The timeout of a branch call the SDK makes for a transaction: its `request_timeout`
+    /// (clamped), else [`Limits::branch_timeout`].
+    pub fn branch_call_timeout(&self, request_timeout: Option<Duration>) -> Duration {
+        match request_timeout {
+            Some(d) if !d.is_zero() => clamp_timeout(d),
+            _ => self.branch_timeout(),
         }
     }
 
@@ -195,5 +229,25 @@ mod tests {
         assert_eq!(d.dtm_call_timeout(5, false), Duration::from_secs(5));
         assert_eq!(d.dtm_call_timeout(5, true), Duration::from_secs(35));
         assert_eq!(d.dtm_call_timeout(0, true), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn branch_calls_have_a_bound_of_their_own() {
+        let d = Limits::default();
+        assert_eq!(d.branch_timeout(), DEFAULT_TIMEOUT);
+        let l = Limits::default()
+            .with_timeout(Duration::from_secs(30))
+            .with_branch_timeout(Duration::from_secs(2));
+        assert_eq!(l.branch_call_timeout(None), Duration::from_secs(2));
+        assert_eq!(l.call_timeout(None), Duration::from_secs(30));
+        // The transaction's request_timeout wins for both, as in DTM.
+        let own = Some(Duration::from_secs(5));
+        assert_eq!(l.branch_call_timeout(own), Duration::from_secs(5));
+        assert_eq!(l.dtm_call_timeout(5, false), Duration::from_secs(5));
+        // Clamped like every bound; a later call timeout does not move it.
+        let l = l
+            .with_branch_timeout(Duration::MAX)
+            .with_timeout(Duration::from_secs(1));
+        assert_eq!(l.branch_timeout(), MAX_TIMEOUT);
     }
 }

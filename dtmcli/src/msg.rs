@@ -240,7 +240,7 @@ impl<T: Transport> Msg<T> {
                 let timeout = self
                     .transport
                     .limits()
-                    .call_timeout(self.options.request_timeout);
+                    .branch_call_timeout(self.options.request_timeout);
                 self.transport
                     .call_branch_bytes(
                         query_prepared,

@@ -258,7 +258,7 @@ async fn extreme_durations_do_not_panic() {
     let req = DtmRequest::from(&c.saga("g1").with_options(o.clone()).request().unwrap());
     assert_eq!(c.timeout_for(&req), dtmcli::MAX_TIMEOUT);
     assert_eq!(
-        c.limits().call_timeout(o.request_timeout),
+        c.limits().branch_call_timeout(o.request_timeout),
         dtmcli::MAX_TIMEOUT
     );
     // A real call with these settings (wait_result: the timeout is summed).

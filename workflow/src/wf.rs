@@ -226,7 +226,7 @@ impl Wf {
         self.inner
             .transport
             .limits()
-            .call_timeout(self.inner.options.trans.request_timeout)
+            .branch_call_timeout(self.inner.options.trans.request_timeout)
     }
 
     /// What the workflow may still spend.

@@ -716,7 +716,8 @@ impl DtmClient {
     /// Calls a branch the way the SDK does for TCC try, XA action and msg back-checks:
     /// transaction info in the query, `branch_headers` as headers, the body as JSON text
     /// (POST) or nothing (GET). The answer is mapped with DTM's rules (see
-    /// [`crate::branch::http_result`]). The call gets the client's timeout; see
+    /// [`crate::branch::http_result`]). The call gets the client's branch timeout
+    /// ([`crate::Limits::branch_timeout`]); see
     /// [`DtmClient::call_branch_with_timeout`].
     pub async fn call_branch(
         &self,
@@ -725,7 +726,7 @@ impl DtmClient {
         headers: &BTreeMap<String, String>,
         body: Option<String>,
     ) -> Result<BranchResponse> {
-        self.call_branch_with_timeout(url, info, headers, body, self.limits.timeout())
+        self.call_branch_with_timeout(url, info, headers, body, self.limits.branch_timeout())
             .await
     }
 

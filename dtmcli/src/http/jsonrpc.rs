@@ -474,7 +474,10 @@ mod tests {
         let e = call.body::<Transfer>().unwrap_err();
         assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
         let text = e.to_string();
-        assert!(text.contains("Transfer") && !text.contains("s3cret"), "{text}");
+        assert!(
+            text.contains("Transfer") && !text.contains("s3cret"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -254,3 +254,51 @@ async fn workflow_grpc_recorder_times_out() {
     );
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
 }
+
+/// A timeout for branch calls apart from DTM's (`Limits::with_branch_timeout`): a TCC whose
+/// try goes to a branch that never answers gives up on it after the branch timeout (1 s),
+/// while calls to DTM keep theirs (30 s), and DTM, told to abort, holds the TCC `failed`.
+#[tokio::test]
+async fn branch_calls_have_a_timeout_of_their_own() {
+    let (silent, tries) = peer(None, false).await;
+    let limits = dtmcli::Limits::default()
+        .with_timeout(Duration::from_secs(30))
+        .with_branch_timeout(Duration::from_secs(1));
+    let dtm = DtmClient::builder(env().server.http_url())
+        .limits(limits)
+        .build()
+        .unwrap();
+    let gid = gid("branch-timeout");
+    let (d, g) = (dtm.clone(), gid.clone());
+    let started = std::time::Instant::now();
+    let r = on_env(async move {
+        d.tcc_global_transaction(&g, TransOptions::default(), |tcc| async move {
+            let try_url = format!("http://{silent}/TransOutTry");
+            tcc.call_branch(
+                &1,
+                &try_url,
+                &url("TransOutConfirm"),
+                &url("TransOutCancel"),
+            )
+            .await
+            .map(drop)
+        })
+        .await
+    })
+    .await;
+    let took = started.elapsed();
+    let e = r.unwrap_err();
+    assert!(e.is_transport(), "{e:?}");
+    assert_eq!(tries.load(Ordering::SeqCst), 1);
+    // The branch timeout, not the call timeout: far below 30 s.
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    let q = wait_status(&dtm, &gid, "failed").await;
+    assert!(
+        branch_rows(&q).contains(&"01/cancel=succeed".to_string()),
+        "{:?}",
+        branch_rows(&q)
+    );
+}

@@ -118,7 +118,7 @@ impl Via {
                 grpc_dtm().tcc_global_transaction(gid, o, f).await
             }
             _ => {
-                async fn one<T: dtmcli::Transport<Encoding = dtmcli::Json>>(
+                async fn one<T: dtmcli::Transport<Encoding = dtmcli::transport::Json>>(
                     tcc: dtmcli::global::Tcc<T>,
                     [t, c, x]: [&str; 3],
                 ) -> Result<()> {

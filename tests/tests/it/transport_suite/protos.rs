@@ -15,9 +15,9 @@ use dtm_testkit::{DtmServer, DtmServerConfig, Store};
 use dtm_workflow::Workflows;
 use dtmcli::cluster::Cluster;
 use dtmcli::transport::Encode;
-use dtmcli::transport::{BranchRegistration, BranchResponse, DtmOp};
+use dtmcli::transport::{BranchRegistration, BranchResponse, DtmOp, Json};
 use dtmcli::{
-    DtmClient, Json, JsonRpcClient, Limits, QueryResult, TransInfo, TransOptions, TransRequest,
+    DtmClient, JsonRpcClient, Limits, QueryResult, TransInfo, TransOptions, TransRequest,
     Transport, WorkflowProgress,
 };
 
