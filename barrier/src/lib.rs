@@ -78,6 +78,7 @@ pub mod mongo;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod reprocess;
+pub mod retention;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 pub mod sql;
 // Without a backend feature the traits have no implementors; compiled anyway, so that

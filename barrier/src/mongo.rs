@@ -97,6 +97,10 @@ fn barrier_database(table: &TableName) -> Result<&str> {
 }
 
 /// The barrier collection: the table name split into database and collection.
+pub(crate) fn collection(client: &Client, table: &TableName) -> Result<Collection<Document>> {
+    barrier_collection(client, table)
+}
+
 fn barrier_collection(client: &Client, table: &TableName) -> Result<Collection<Document>> {
     Ok(client
         .database(barrier_database(table)?)

@@ -144,14 +144,23 @@ pub type BarrierKey = (String, String, String, String);
 // - left to the table: a column narrower than the DDL's or a charset other than utf8mb4
 //   would still be truncated or converted by IGNORE on a first insert; the migration
 //   statement (`mysql_exact_collation_migration`) also restores sizes and charset.
+//
+// PostgreSQL rows get their `create_time` (the Go SDK's DDL leaves it NULL and its insert
+// does not set it), which barrier retention (`crate::retention`) reads their age from.
 fn insert_sql(kind: DbKind, table: &TableName, n: usize) -> String {
     let columns = "(trans_type, gid, branch_id, op, barrier_id, reason)";
-    let values = placeholders(kind, "(?,?,?,?,?,?)", n, ",");
     match kind {
-        DbKind::Mysql => format!("insert ignore into {table}{columns} values{values}"),
-        DbKind::Postgres => format!(
-            "insert into {table}{columns} values{values} on conflict ON CONSTRAINT uniq_barrier do nothing"
-        ),
+        DbKind::Mysql => {
+            let values = placeholders(kind, "(?,?,?,?,?,?)", n, ",");
+            format!("insert ignore into {table}{columns} values{values}")
+        }
+        DbKind::Postgres => {
+            let values = placeholders(kind, "(?,?,?,?,?,?,now())", n, ",");
+            let columns = "(trans_type, gid, branch_id, op, barrier_id, reason, create_time)";
+            format!(
+                "insert into {table}{columns} values{values} on conflict ON CONSTRAINT uniq_barrier do nothing"
+            )
+        }
     }
 }
 
@@ -607,9 +616,11 @@ mod tests {
             insert_sql(DbKind::Mysql, &t, 2),
             format!("insert ignore into {cols} values(?,?,?,?,?,?),(?,?,?,?,?,?)")
         );
+        let pg_cols =
+            "dtm_barrier.barrier(trans_type, gid, branch_id, op, barrier_id, reason, create_time)";
         assert_eq!(
             insert_sql(DbKind::Postgres, &t, 2),
-            format!("insert into {cols} values($1,$2,$3,$4,$5,$6),($7,$8,$9,$10,$11,$12) on conflict ON CONSTRAINT uniq_barrier do nothing")
+            format!("insert into {pg_cols} values($1,$2,$3,$4,$5,$6,now()),($7,$8,$9,$10,$11,$12,now()) on conflict ON CONSTRAINT uniq_barrier do nothing")
         );
         assert_eq!(
             holders_sql(DbKind::Mysql, &t, 2),

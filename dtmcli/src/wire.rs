@@ -346,6 +346,8 @@ pub struct TransGlobal {
     pub create_time: Option<String>,
     /// Finish time (RFC 3339).
     pub finish_time: Option<String>,
+    /// When it was rolled back (RFC 3339): the end of a `failed` transaction.
+    pub rollback_time: Option<String>,
     /// Next retry (RFC 3339).
     pub next_cron_time: Option<String>,
     /// Current retry interval in seconds.

@@ -507,6 +507,169 @@ pub async fn msg_query_prepared_answers_back_checks<S: Store>() {
     assert!(outcomes(&gid, "TransIn").is_empty());
 }
 
+// ---------------------------------------------------------------------------------------
+// Barrier retention (SQL and MongoDB; Redis keys expire by themselves), on a table of its
+// own (`service::RETENTION_TABLE`): a purge of the shared table would remove the rows the
+// other scenarios are checking.
+
+/// A saga of `t` on the retention table's handlers; waits until DTM stores `status`.
+async fn retention_saga<S: Store>(gid: &str, t: &Transfer, legs: [(&str, &str); 2], status: &str) {
+    let dtm = dtm();
+    legs.iter()
+        .fold(dtm.saga(gid).with_options(fast()), |saga, (a, u)| {
+            saga.add(&S::retention_url(a), &S::retention_url(u), t)
+        })
+        .submit()
+        .await
+        .unwrap();
+    wait_status(&dtm, gid, status).await;
+}
+
+/// Purges the retention table with `keep` (and `remove_unknown`), in batches of 3.
+async fn purge<S: Store>(
+    s: &S,
+    keep: Duration,
+    remove_unknown: bool,
+) -> dtm_barrier::retention::Purged {
+    let r = dtm_barrier::retention::Retention {
+        keep,
+        batch: 3,
+        remove_unknown,
+        table: dtm_barrier::TableName::new(service::RETENTION_TABLE).unwrap(),
+        ..Default::default()
+    };
+    s.purge(r).expect("a store with retention").await.unwrap()
+}
+
+/// Purges (keep 0) until `gids` have no rows left, within 20 s: a row written in the current
+/// second is not older than 0 s yet.
+async fn purge_until_gone<S: Store>(s: &S, gids: &[String]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        purge(s, Duration::ZERO, false).await;
+        let mut left = 0;
+        for g in gids {
+            left += s.retention_rows(g).await;
+        }
+        if left == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} rows left of {gids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Retention removes the rows of the transactions DTM finished and only those: a purge with
+/// a window of an hour removes nothing recent; with no window, the rows of a committed and a
+/// rolled-back saga go, those of a saga DTM still retries stay, and so do those of a gid
+/// DTM does not know (unless asked); purges running beside six transfers leave every one of
+/// them moving its money exactly once.
+pub async fn retention_removes_only_what_dtm_finished<S: Store>() {
+    let s = store::<S>().await;
+    if s.purge(dtm_barrier::retention::Retention::default())
+        .is_none()
+    {
+        return;
+    }
+    let (ok, t_ok) = transfer(&s, "ret-ok", 100, 0).await;
+    retention_saga::<S>(&ok, &t_ok, [OUT, IN], "succeed").await;
+    let (rb, t_rb) = transfer(&s, "ret-rb", 10, 5).await;
+    retention_saga::<S>(&rb, &t_rb, [IN, OUT], "failed").await;
+    // A saga DTM retries for ever: its second branch's handler does not exist (400).
+    let (open, t_open) = transfer(&s, "ret-open", 100, 0).await;
+    let dtm = dtm();
+    dtm.saga(&open)
+        .with_options(fast())
+        .add(
+            &S::retention_url("TransOut"),
+            &S::retention_url("TransOutRevert"),
+            &t_open,
+        )
+        .add(
+            &S::retention_url("Nowhere"),
+            &S::retention_url("NowhereRevert"),
+            &t_open,
+        )
+        .submit()
+        .await
+        .unwrap();
+    // A gid DTM never heard of, written straight to the branch.
+    let stray = gid(&format!("{}-ret-stray", S::NAME));
+    let t_stray = Transfer::new(&stray, 1);
+    s.open(&t_stray.from, 10).await.unwrap();
+    let info = TransInfo::new(&stray, TransType::Saga, "01", Op::Action);
+    let body = serde_json::to_string(&t_stray).unwrap();
+    dtm.call_branch(
+        &S::retention_url("TransOut"),
+        &info,
+        &BTreeMap::new(),
+        Some(body),
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while s.retention_rows(&open).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the open saga's first branch never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // An hour's window: everything here ended less than an hour ago.
+    let p = purge(&s, Duration::from_secs(3600), false).await;
+    assert_eq!(p.rows_deleted, 0, "{p:?}");
+    for g in [&ok, &rb] {
+        assert!(s.retention_rows(g).await > 0, "{g}");
+    }
+
+    // No window, while six transfers run.
+    let mut running: Vec<(String, Transfer)> = Vec::new();
+    for i in 0..6 {
+        running.push(transfer(&s, &format!("ret-run{i}"), 100, 0).await);
+    }
+    let transfers = futures_util::future::join_all(
+        running
+            .iter()
+            .map(|(g, t)| retention_saga::<S>(g, t, [OUT, IN], "succeed")),
+    );
+    let purges = async {
+        for _ in 0..5 {
+            purge(&s, Duration::ZERO, false).await;
+        }
+    };
+    futures_util::join!(transfers, purges);
+    for (_, t) in &running {
+        assert_eq!(balances(&s, t).await, (Some(70), Some(30)));
+    }
+    let mut finished: Vec<String> = running.iter().map(|(g, _)| g.clone()).collect();
+    finished.extend([ok.clone(), rb.clone()]);
+    purge_until_gone(&s, &finished).await;
+    // What DTM has not finished, and what it does not know, stays.
+    assert!(s.retention_rows(&open).await > 0);
+    assert!(s.retention_rows(&stray).await > 0);
+    let p = purge(&s, Duration::ZERO, false).await;
+    assert!(p.kept_unfinished >= 1 && p.kept_unknown >= 1, "{p:?}");
+    // The balances of the finished sagas are untouched by the purge.
+    assert_eq!(balances(&s, &t_ok).await, (Some(70), Some(30)));
+    assert_eq!(balances(&s, &t_rb).await, (Some(10), Some(5)));
+    // Unknown gids go only when asked, once their rows are older than the window.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while s.retention_rows(&stray).await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stray gid's rows stayed"
+        );
+        purge(&s, Duration::ZERO, true).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(s.retention_rows(&open).await > 0);
+    dtm.force_stop(&open).await.unwrap();
+}
+
 /// Every scenario but `business_error_rolls_back` runs on every store.
 macro_rules! every_store_scenario {
     ($store:ident: $ty:ty $(, $extra:ident)*) => {
@@ -522,6 +685,7 @@ macro_rules! every_store_scenario {
             msg_back_check_first,
             msg_error_after_commit_back_check_decides,
             msg_query_prepared_answers_back_checks,
+            retention_removes_only_what_dtm_finished,
             $($extra),*
         );
     };

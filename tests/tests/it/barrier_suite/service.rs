@@ -10,9 +10,15 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::routing::any;
 use axum::Json;
-use dtm_barrier::{BranchBarrier, Outcome};
+use dtm_barrier::{BarrierConfig, BranchBarrier, Outcome};
 pub use dtm_examples::kv_bank::{Balances, Transfer};
 use dtmcli::{Op, TransInfo};
+
+/// The barrier table of the retention scenario, apart from the one every other scenario
+/// shares (a purge there would remove their rows under their feet). In a schema of its own:
+/// on PostgreSQL the Go SDK's DDL names its unique constraint `uniq_barrier`, once per
+/// schema.
+pub const RETENTION_TABLE: &str = "dtm_barrier_retention.barrier";
 
 /// One handled request: gid, handler, op, and what the barrier said.
 #[derive(Debug, Clone)]
@@ -27,6 +33,8 @@ pub struct Rec {
 struct App<S> {
     store: S,
     log: Arc<Mutex<Vec<Rec>>>,
+    /// The barrier's table, when not the default one.
+    config: Option<BarrierConfig>,
 }
 
 /// What every guarded service of the binary recorded (one per store).
@@ -54,10 +62,21 @@ where
         let app = App {
             store: connect().await,
             log: app_log,
+            config: None,
         };
+        let retention = App {
+            config: Some(BarrierConfig::with_table(RETENTION_TABLE).unwrap()),
+            ..app.clone()
+        };
+        let path_retention = format!("{path}/retention/{{handler}}");
         let router = axum::Router::new()
             .route(&format!("{path}/{{handler}}"), any(handle::<S>))
-            .with_state(app);
+            .with_state(app)
+            .merge(
+                axum::Router::new()
+                    .route(&path_retention, any(handle::<S>))
+                    .with_state(retention),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}{path}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, router).await });
@@ -103,7 +122,10 @@ async fn handle<S: Balances>(
     info: TransInfo,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, dtmcli::Error> {
-    let bb = BranchBarrier::new(info.clone());
+    let bb = match &app.config {
+        Some(c) => BranchBarrier::with_config(info.clone(), c.clone()),
+        None => BranchBarrier::new(info.clone()),
+    };
     let t: Option<Transfer> = serde_json::from_slice(&body).ok();
     let result = run(&app.store, &bb, &handler, t).await;
     app.log.lock().unwrap().push(Rec {

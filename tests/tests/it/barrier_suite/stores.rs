@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use dtm_barrier::mongo::create_barrier_index;
 use dtm_barrier::redis::RedisStore;
+use dtm_barrier::retention::{Purged, Retention};
 use dtm_barrier::sql::create_barrier_table;
 use dtm_barrier::{BranchBarrier, Error, Outcome, TableName, TransactionalStore};
 use dtm_examples::bank::{mysql_url, pg_url};
@@ -57,6 +58,21 @@ pub trait Store: Balances + Send + Sync {
     fn url(handler: &str) -> String {
         service::url(Self::PATH, Self::connect, handler)
     }
+
+    /// [`Store::url`] of the handlers whose rows go to [`service::RETENTION_TABLE`].
+    fn retention_url(handler: &str) -> String {
+        Self::url(&format!("retention/{handler}"))
+    }
+
+    /// Barrier retention on this store with the shared DTM; `None` on Redis, whose keys
+    /// expire by themselves.
+    fn purge(
+        &self,
+        r: Retention,
+    ) -> Option<impl Future<Output = dtm_barrier::Result<Purged>> + Send>;
+
+    /// How many barrier rows of `gid` [`service::RETENTION_TABLE`] holds.
+    fn retention_rows(&self, gid: &str) -> impl Future<Output = usize> + Send;
 }
 
 /// `rows` expected of store `S`: `(trans_type, branch/op/barrier_id, reason)`, sorted.
@@ -99,7 +115,20 @@ macro_rules! transactional_store_items {
         fn is_transient(e: &Error) -> bool {
             <Self as TransactionalStore>::is_transient(e)
         }
+
+        fn purge(
+            &self,
+            r: Retention,
+        ) -> Option<impl Future<Output = dtm_barrier::Result<Purged>> + Send> {
+            let (store, dtm) = (self.clone(), crate::support::dtm());
+            Some(async move { dtm_barrier::retention::purge(&store, &dtm, &r).await })
+        }
     };
+}
+
+/// The retention table, as the fixtures create it.
+fn retention_table() -> TableName {
+    TableName::new(service::RETENTION_TABLE).expect("table name")
 }
 
 /// SQL rows as `(trans_type, branch_id, op, barrier_id, reason)`.
@@ -117,7 +146,7 @@ fn sql_rows(rows: Vec<SqlRow>) -> Vec<String> {
 /// [`Store`] on a SQL pool; the databases differ in their URL, pool options and how the
 /// rows are read.
 macro_rules! sql_store {
-    ($pool:ty, $options:ty, path: $path:literal, url: $url:expr, rows: $rows:expr) => {
+    ($pool:ty, $options:ty, path: $path:literal, url: $url:expr, rows: $rows:expr, count: $count:expr) => {
         impl Store for $pool {
             const PATH: &'static str = $path;
             const SERIALIZES_DUPLICATES: bool = true;
@@ -128,10 +157,21 @@ macro_rules! sql_store {
                     .connect(&$url)
                     .await
                     .expect("connect (scripts/start-dbs.sh starts the databases)");
-                create_barrier_table(&pool, &TableName::default())
-                    .await
-                    .expect("barrier table");
+                for table in [TableName::default(), retention_table()] {
+                    create_barrier_table(&pool, &table)
+                        .await
+                        .expect("barrier table");
+                }
                 pool
+            }
+
+            async fn retention_rows(&self, gid: &str) -> usize {
+                let n: i64 = sqlx::query_scalar($count)
+                    .bind(gid)
+                    .fetch_one(self)
+                    .await
+                    .expect("count rows");
+                n as usize
             }
 
             async fn rows(&self, gid: &str) -> Vec<String> {
@@ -150,9 +190,11 @@ macro_rules! sql_store {
 
 // MySQL's barrier columns are binary (exact identities): read them as text.
 sql_store!(MySqlPool, sqlx::mysql::MySqlPoolOptions, path: "/api/mysql-kv", url: mysql_url(),
-    rows: "select cast(trans_type as char), cast(branch_id as char), cast(op as char), cast(barrier_id as char), cast(reason as char) from dtm_barrier.barrier where gid = ?");
+    rows: "select cast(trans_type as char), cast(branch_id as char), cast(op as char), cast(barrier_id as char), cast(reason as char) from dtm_barrier.barrier where gid = ?",
+    count: "select count(*) from dtm_barrier_retention.barrier where gid = ?");
 sql_store!(PgPool, sqlx::postgres::PgPoolOptions, path: "/api/postgres-kv", url: pg_url(),
-    rows: "select trans_type, branch_id, op, barrier_id, reason from dtm_barrier.barrier where gid = $1");
+    rows: "select trans_type, branch_id, op, barrier_id, reason from dtm_barrier.barrier where gid = $1",
+    count: "select count(*) from dtm_barrier_retention.barrier where gid = $1");
 
 /// The MongoDB URL (`MONGO_URL`; a replica set, for transactions).
 pub fn mongo_url() -> String {
@@ -186,10 +228,21 @@ impl Store for mongodb::Client {
         let c = mongodb::Client::with_uri_str(mongo_url())
             .await
             .expect("mongo url");
-        create_barrier_index(&c, &TableName::default())
-            .await
-            .expect("create the barrier index (scripts/start-dbs.sh starts the server)");
+        for table in [TableName::default(), retention_table()] {
+            create_barrier_index(&c, &table)
+                .await
+                .expect("create the barrier index (scripts/start-dbs.sh starts the server)");
+        }
         c
+    }
+
+    async fn retention_rows(&self, gid: &str) -> usize {
+        let coll = self
+            .database("dtm_barrier_retention")
+            .collection::<Document>("barrier");
+        coll.count_documents(doc! {"gid": gid})
+            .await
+            .expect("count") as usize
     }
 
     async fn rows(&self, gid: &str) -> Vec<String> {
@@ -291,5 +344,16 @@ impl Store for RedisStore<MultiplexedConnection> {
 
     fn is_transient(_: &Error) -> bool {
         false
+    }
+
+    fn purge(
+        &self,
+        _: Retention,
+    ) -> Option<impl Future<Output = dtm_barrier::Result<Purged>> + Send> {
+        None::<std::future::Ready<dtm_barrier::Result<Purged>>>
+    }
+
+    async fn retention_rows(&self, _gid: &str) -> usize {
+        0
     }
 }
