@@ -393,12 +393,15 @@ impl BranchBarrier {
         }
         if origin.is_some() && origin_affected > 0 {
             tracing::info!(gid = %self.info().gid, branch_id = %self.info().branch_id, op, "null compensation: business skipped");
+            dtmcli::metrics::barrier_outcome("null_compensation");
             return Ok(Outcome::NullCompensation);
         }
         if current_affected == 0 {
             tracing::info!(gid = %self.info().gid, branch_id = %self.info().branch_id, op, "duplicate or hanging request: business skipped");
+            dtmcli::metrics::barrier_outcome("duplicate");
             return Ok(Outcome::Duplicate);
         }
+        dtmcli::metrics::barrier_outcome("executed");
         Ok(busi(conn).await.map(Outcome::Executed)?)
     }
 

@@ -497,6 +497,7 @@ impl<T: Query> Cluster<T> {
                 Delivery::Answered => return Err(e),
                 Delivery::NotSent => {
                     m.mark(true, cooldown);
+                    crate::metrics::cluster_failover(op);
                     last = Some(e);
                     continue;
                 }
@@ -522,7 +523,9 @@ impl<T: Query> Cluster<T> {
                     ))
                 }
             };
-            match resolve(what, &q) {
+            let resolution = resolve(what, &q);
+            crate::metrics::cluster_lost_answer(op, resolution.label());
+            match resolution {
                 Resolution::Done => {
                     if let Some(v) = done() {
                         tracing::info!(op, gid, error = %e, "answer lost, but DTM holds the call: done");

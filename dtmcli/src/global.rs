@@ -77,7 +77,8 @@ impl<T: Transport> GlobalTx<T> {
         Fut: Future<Output = Result<R>>,
     {
         let span = trace::transaction_span(trans_type.as_str(), gid, transport.protocol());
-        async move {
+        let protocol = transport.protocol();
+        let run = async move {
             crate::identity::check_gid(gid)?;
             let g = Arc::new(GlobalTx::new(
                 transport.clone(),
@@ -108,9 +109,10 @@ impl<T: Transport> GlobalTx<T> {
                 Ok(r) => r,
                 Err(panic) => std::panic::resume_unwind(panic),
             }
-        }
-        .instrument(span)
-        .await
+        };
+        crate::metrics::transaction(trans_type.as_str(), protocol, run)
+            .instrument(span)
+            .await
     }
 
     /// Rebuilds a TCC inside a try handler so that it can open sub-branches (`0201`,

@@ -97,6 +97,7 @@ pub mod identity;
 #[cfg(feature = "http")]
 pub use http::jsonrpc;
 pub mod limits;
+pub mod metrics;
 pub mod msg;
 mod options;
 pub mod outcome;

@@ -171,7 +171,10 @@ impl<T: Transport> Msg<T> {
     /// [`Error::Failure`] when it is `failed` (its back-check found the local transaction
     /// rolled back), [`Error::NotFinal`] while DTM still delivers it.
     pub async fn submit(&self) -> Result<()> {
-        self.submit_now().instrument(self.span()).await
+        let protocol = self.transport.protocol();
+        crate::metrics::transaction("msg", protocol, self.submit_now())
+            .instrument(self.span())
+            .await
     }
 
     /// The `dtm.transaction` span of this message's calls.
@@ -221,7 +224,8 @@ impl<T: Transport> Msg<T> {
         F: FnOnce(TransInfo) -> Fut,
         Fut: Future<Output = Result<()>>,
     {
-        self.do_and_submit_now(query_prepared, busi)
+        let run = self.do_and_submit_now(query_prepared, busi);
+        crate::metrics::transaction("msg", self.transport.protocol(), run)
             .instrument(self.span())
             .await
     }

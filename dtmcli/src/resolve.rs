@@ -51,6 +51,18 @@ pub enum Resolution {
     Unknown(String),
 }
 
+impl Resolution {
+    /// Its name in metrics: `done`, `resend`, `failed`, `unknown`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Resolution::Done => "done",
+            Resolution::Resend => "resend",
+            Resolution::Failed(_) => "failed",
+            Resolution::Unknown(_) => "unknown",
+        }
+    }
+}
+
 /// Decides what happened to `call` from DTM's answer `q` to `query` (the call's gid).
 pub fn resolve(call: StateCall<'_>, q: &QueryResult) -> Resolution {
     let status = q.transaction.as_ref().map(|t| t.status());

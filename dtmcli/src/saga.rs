@@ -155,15 +155,16 @@ impl<T: Transport> Saga<T> {
     ///   the same saga again is safe.
     pub async fn submit(&self) -> Result<()> {
         let span = trace::transaction_span("saga", &self.gid, self.transport.protocol());
-        async {
+        let run = async {
             let req = self.request()?;
             let wait = req.wait_result();
             let answer = self.transport.call_dtm(DtmOp::Submit, req).await;
             crate::outcome::submitted(&self.transport, &self.gid, TransType::Saga, wait, answer)
                 .await
-        }
-        .instrument(span)
-        .await
+        };
+        crate::metrics::transaction("saga", self.transport.protocol(), run)
+            .instrument(span)
+            .await
     }
 }
 

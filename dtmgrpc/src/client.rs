@@ -561,7 +561,7 @@ impl DtmGrpcClient {
         // Only errors name the method's full target: no formatting on the success path.
         let target = || format!("{}/dtmgimp.Dtm/{rpc}", self.target);
         let span = dtmcli::trace::call_span("grpc", rpc, gid, &self.target);
-        async move {
+        let call = async move {
             let limit = self.shared.limits.max_answer_bytes();
             let stub = DtmStub::with_interceptor(GrpcChannel::clone(&self.service), TraceContext)
                 .max_decoding_message_size(limit);
@@ -577,9 +577,10 @@ impl DtmGrpcClient {
                 }
                 Err(_) => Err(deadline_error(&target(), timeout)),
             }
-        }
-        .instrument(span)
-        .await
+        };
+        dtmcli::metrics::dtm_call(rpc, "grpc", call)
+            .instrument(span)
+            .await
     }
 
     /// The error of a call to `label` that ended with `status`. When the connection to
@@ -807,7 +808,7 @@ impl DtmGrpcClient {
     ) -> Result<Bytes> {
         let timeout = clamp_timeout(timeout);
         let span = dtmcli::trace::branch_call_span(info, url);
-        async move {
+        let call = async move {
             if is_http(url) {
                 return self
                     .call_http_branch(url, info, headers, body, timeout)
@@ -845,9 +846,10 @@ impl DtmGrpcClient {
             };
             tracing::debug!(ok = out.is_ok(), "branch answered");
             out
-        }
-        .instrument(span)
-        .await
+        };
+        dtmcli::metrics::branch_call("grpc", call)
+            .instrument(span)
+            .await
     }
 
     /// An `http(s)://` branch: POST when there is a body or the branch is XA (phase 2 is a

@@ -14,27 +14,50 @@ use dtm_examples::busi::Outcome;
 use dtm_examples::grpc_busi::pb::ReqGrpc;
 use dtm_workflow::{Wf, WorkflowMiddleware, Workflows};
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId, TracerProvider};
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use support::*;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 
-/// The exporter every span of this test binary goes to.
-fn exporter() -> &'static InMemorySpanExporter {
-    static EXPORTER: OnceLock<InMemorySpanExporter> = OnceLock::new();
-    EXPORTER.get_or_init(|| {
-        let exporter = InMemorySpanExporter::default();
+/// The exporters of this test binary: every span, and the SDK's metrics (feature
+/// `metrics`, through tracing-opentelemetry's `MetricsLayer`).
+struct Exporters {
+    spans: InMemorySpanExporter,
+    metrics: InMemoryMetricExporter,
+    meters: SdkMeterProvider,
+}
+
+fn exporters() -> &'static Exporters {
+    static EXPORTERS: OnceLock<Exporters> = OnceLock::new();
+    EXPORTERS.get_or_init(|| {
+        let spans = InMemorySpanExporter::default();
         let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter.clone())
+            .with_simple_exporter(spans.clone())
+            .build();
+        let metrics = InMemoryMetricExporter::default();
+        let meters = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(metrics.clone()).build())
             .build();
         let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("dtm-tests")));
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("dtm-tests")))
+            .with(tracing_opentelemetry::MetricsLayer::new(meters.clone()));
         tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
         // Kept for the process: dropping the provider would shut the exporter down.
         std::mem::forget(provider);
-        exporter
+        Exporters {
+            spans,
+            metrics,
+            meters,
+        }
     })
+}
+
+/// The exporter every span of this test binary goes to.
+fn exporter() -> &'static InMemorySpanExporter {
+    &exporters().spans
 }
 
 fn attr(s: &SpanData, key: &str) -> Option<String> {
@@ -367,4 +390,122 @@ async fn an_ordinary_route_gets_no_branch_span() {
         .map(describe)
         .collect();
     assert!(plain.is_empty(), "{plain:?}");
+}
+
+/// The sum of counter `name`'s points whose attributes include every one of `with`, as
+/// exported now.
+fn counter(name: &str, with: &[(&str, &str)]) -> u64 {
+    let e = exporters();
+    e.meters.force_flush().unwrap();
+    let mut total = 0;
+    let all = e.metrics.get_finished_metrics().unwrap();
+    // Each flush exports the cumulative sums: the last export holds them all.
+    let Some(last) = all.last() else { return 0 };
+    for scope in last.scope_metrics() {
+        for m in scope.metrics().filter(|m| m.name() == name) {
+            if let AggregatedMetrics::U64(MetricData::Sum(sum)) = m.data() {
+                for p in sum.data_points() {
+                    let has = |(k, v): &(&str, &str)| {
+                        p.attributes()
+                            .any(|kv| kv.key.as_str() == *k && kv.value.as_str() == *v)
+                    };
+                    if with.iter().all(has) {
+                        total += p.value();
+                    }
+                }
+            }
+        }
+    }
+    total
+}
+
+/// Feature `metrics`: a saga on the barrier-guarded bank and a TCC count as transactions by
+/// mode, protocol and outcome, with their calls to DTM (and their latency), the TCC's tries
+/// as branch calls, and the bank's barrier decisions.
+#[tokio::test]
+async fn metrics_count_transactions_calls_and_barrier_decisions() {
+    let _ = exporters();
+    let sagas = |o: &'static str| {
+        counter(
+            "dtm.transactions",
+            &[
+                ("dtm.mode", "saga"),
+                ("dtm.protocol", "http"),
+                ("dtm.outcome", o),
+            ],
+        )
+    };
+    let (sagas_before, tccs_before) = (
+        sagas("ok"),
+        counter("dtm.transactions", &[("dtm.mode", "tcc")]),
+    );
+    let submits_before = counter(
+        "dtm.client.calls",
+        &[("dtm.op", "submit"), ("dtm.outcome", "ok")],
+    );
+    let tries_before = counter("dtm.branch.calls", &[("dtm.protocol", "http")]);
+    let executed_before = counter(
+        "dtm.barrier.outcomes",
+        &[("dtm.barrier.outcome", "executed")],
+    );
+
+    // A saga whose two branches run through the bank's barrier.
+    let bank = format!("{}/mysql", bank_env().base);
+    let from = bank_account(dtm_examples::bank::Db::Mysql, 100).await;
+    let to = bank_account(dtm_examples::bank::Db::Mysql, 0).await;
+    let (saga_gid, tcc_gid) = (gid("otel-metrics"), gid("otel-metrics-tcc"));
+    let g = saga_gid.clone();
+    on_env(async move {
+        let body = dtm_examples::bank::BankReq::transfer(5, from, to, false);
+        let url = |h: &str| format!("{bank}/{h}");
+        dtm()
+            .saga(&g)
+            .add(&url("TransOut"), &url("TransOutCompensate"), &body)
+            .add(&url("TransIn"), &url("TransInCompensate"), &body)
+            .submit()
+            .await
+            .unwrap();
+    })
+    .await;
+    wait_status(&dtm(), &saga_gid, "succeed").await;
+    // A TCC whose try the SDK calls itself.
+    on_env(async move {
+        dtm()
+            .tcc_global_transaction(
+                &tcc_gid,
+                dtmcli::TransOptions::default(),
+                |tcc| async move {
+                    tcc.call_branch(
+                        &serde_json::json!({"amount": 1}),
+                        &url("TransOutTry"),
+                        &url("TransOutConfirm"),
+                        &url("TransOutCancel"),
+                    )
+                    .await
+                    .map(drop)
+                },
+            )
+            .await
+            .unwrap();
+    })
+    .await;
+
+    assert!(sagas("ok") > sagas_before, "dtm.transactions saga/http/ok");
+    assert!(counter("dtm.transactions", &[("dtm.mode", "tcc")]) > tccs_before);
+    assert!(
+        counter(
+            "dtm.client.calls",
+            &[("dtm.op", "submit"), ("dtm.outcome", "ok")]
+        ) >= submits_before + 2
+    );
+    assert!(counter("dtm.branch.calls", &[("dtm.protocol", "http")]) > tries_before);
+    // Both branches of the saga ran their business through the barrier.
+    let executed = counter(
+        "dtm.barrier.outcomes",
+        &[("dtm.barrier.outcome", "executed")],
+    );
+    assert!(
+        executed >= executed_before + 2,
+        "{executed_before} -> {executed}"
+    );
 }

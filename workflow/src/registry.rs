@@ -262,12 +262,13 @@ impl Workflows {
     pub async fn execute(&self, name: &str, gid: &str, input: &[u8]) -> Result<Vec<u8>> {
         use tracing::Instrument;
         let span = dtmcli::trace::transaction_span("workflow", gid, self.0.transport.protocol());
-        async {
+        let run = async {
             tracing::debug!(name, "workflow");
             self.execute_inner(name, gid, input).await
-        }
-        .instrument(span)
-        .await
+        };
+        dtmcli::metrics::transaction("workflow", self.0.transport.protocol(), run)
+            .instrument(span)
+            .await
     }
 
     async fn execute_inner(&self, name: &str, gid: &str, input: &[u8]) -> Result<Vec<u8>> {

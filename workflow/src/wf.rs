@@ -549,9 +549,11 @@ impl Wf {
         let result = async {
             if let Some(p) = self.inner.progress.get(&key) {
                 tracing::Span::current().record("dtm.step.replayed", true);
+                dtmcli::metrics::workflow_step(true);
                 return self.replay(&key, kind, label, p);
             }
             tracing::Span::current().record("dtm.step.replayed", false);
+            dtmcli::metrics::workflow_step(false);
             let outcome = step.await;
             let (status, payload, result) = match outcome {
                 StepOutcome::Ok(v) => ("succeed", v.clone(), Ok(v)),

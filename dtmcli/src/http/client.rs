@@ -376,7 +376,8 @@ impl DtmClient {
         keyword_check: bool,
     ) -> Result<Bytes> {
         let span = self.call_span(op, gid);
-        self.send_in(span, req, url, timeout, keyword_check).await
+        let send = self.send_in(span, req, url, timeout, keyword_check);
+        crate::metrics::dtm_call(op, self.rpc_system, send).await
     }
 
     /// The `dtm.call` span of a call to DTM.
@@ -486,11 +487,12 @@ impl DtmClient {
         let req = req.json(body);
         let timeout = self.timeout_for(body);
         let span = self.call_span(op, &body.gid);
-        async move {
+        let call = async move {
             let answer = self.send_in(span, req, &url, timeout, true).await?;
             Self::expect_success(&url, &answer)?;
             Ok(answer)
-        }
+        };
+        crate::metrics::dtm_call(op, self.rpc_system, call)
     }
 
     /// A POST to `<server>/<op>`: a parsed endpoint for the calls every transaction makes.
@@ -754,14 +756,15 @@ impl DtmClient {
         timeout: Duration,
     ) -> Result<BranchResponse> {
         let span = crate::trace::branch_call_span(info, url);
-        async move {
+        let call = async move {
             let (status, body) =
                 call_http_branch(&self.http, &self.limits, url, info, headers, body, timeout)
                     .await?;
             Ok(BranchResponse { status, body })
-        }
-        .instrument(span)
-        .await
+        };
+        crate::metrics::branch_call(self.rpc_system, call)
+            .instrument(span)
+            .await
     }
 
     /// The flat string map of `registerBranch` over HTTP.
