@@ -166,6 +166,9 @@ fi
 if [[ -n "$want_mongo" ]] && { ! [[ -x "$PY" ]] || ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; }; then
   missing+=(python3 python3-venv)
 fi
+# Prometheus: the metrics test (tests/tests/prometheus.rs) scrapes the SDK's metrics with a
+# real server, which it starts itself; only the binary is needed here.
+command -v prometheus >/dev/null || missing+=(prometheus)
 
 if ((${#missing[@]})); then
   need_root "install ${missing[*]} with apt-get"

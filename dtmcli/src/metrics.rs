@@ -18,7 +18,7 @@
 //! |---|---|---|---|
 //! | `dtm.transactions` | counter | `dtm.mode` (saga, msg, tcc, xa, workflow), `dtm.protocol`, `dtm.outcome` | global transactions started by this process, by what the caller was told |
 //! | `dtm.client.calls` | counter | `dtm.op` (prepare, submit, registerBranch, query...), `dtm.protocol`, `dtm.outcome` | calls to DTM |
-//! | `dtm.client.duration` | histogram (s) | `dtm.op`, `dtm.protocol`, `dtm.outcome` | their latency |
+//! | `dtm.client.duration.milliseconds` | histogram (ms: the default OpenTelemetry buckets, 5 ms to 10 s) | `dtm.op`, `dtm.protocol`, `dtm.outcome` | their latency |
 //! | `dtm.branch.calls` | counter | `dtm.protocol`, `dtm.outcome` | branch calls the SDK makes itself (TCC try, XA action, msg back-check) |
 //! | `dtm.barrier.outcomes` | counter | `dtm.barrier.outcome` (executed, duplicate, null_compensation, refused) | guarded calls, by what the barrier decided |
 //! | `dtm.cluster.failovers` | counter | `dtm.op` | calls a cluster sent to another server after one could not be reached |
@@ -27,7 +27,7 @@
 //!
 //! `dtm.outcome` is `ok`, or the error's kind: `failure`, `ongoing`, `not_final`,
 //! `duplicated`, `error`. Prometheus names them `dtm_transactions_total`,
-//! `dtm_client_duration_seconds`... (its exporter's conversion).
+//! `dtm_client_duration_milliseconds`... (its exporter's conversion).
 
 use std::future::Future;
 
@@ -73,9 +73,9 @@ pub async fn dtm_call<T>(
     let r = fut.await;
     #[cfg(feature = "metrics")]
     {
-        let (o, secs) = (outcome(&r), started.elapsed().as_secs_f64());
+        let (o, ms) = (outcome(&r), started.elapsed().as_secs_f64() * 1000.0);
         tracing::event!(target: "dtm::metrics", tracing::Level::INFO, monotonic_counter.dtm.client.calls = 1u64,
-            histogram.dtm.client.duration = secs, dtm.op = op, dtm.protocol = protocol, dtm.outcome = o);
+            histogram.dtm.client.duration.milliseconds = ms, dtm.op = op, dtm.protocol = protocol, dtm.outcome = o);
     }
     #[cfg(not(feature = "metrics"))]
     let _ = (op, protocol);

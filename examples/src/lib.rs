@@ -16,4 +16,6 @@ pub mod demo;
 pub mod founding;
 pub mod grpc_busi;
 pub mod kv_bank;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod scenarios;
