@@ -257,7 +257,7 @@ async fn grpc_resume_through_execute_callback() {
     );
     // A finished gRPC workflow executed again returns its result (DTM's gRPC API does not
     // return it; the SDK keeps a copy).
-    let r = execute(true, "resume", &gid, ReqGrpc::amount(1).encode_to_vec())
+    let r = settled(|| execute(true, "resume", &gid, ReqGrpc::amount(1).encode_to_vec()))
         .await
         .unwrap();
     assert_eq!(r, b"resumed result");
@@ -308,7 +308,7 @@ async fn mixed(over_grpc: bool, name: &str) {
     assert_eq!(grpc_busi().handlers(&gid), ["TransIn"]);
     // Executed again once finished: the stored result (the gRPC reply the workflow returned,
     // binary protobuf) comes back intact, and nothing is called.
-    let r = execute(over_grpc, "mixed", &gid, ReqGrpc::amount(3).encode_to_vec())
+    let r = settled(|| execute(over_grpc, "mixed", &gid, ReqGrpc::amount(3).encode_to_vec()))
         .await
         .unwrap();
     let reply = dtm_examples::grpc_busi::pb::BusiReply::decode(r.as_slice()).unwrap();

@@ -155,7 +155,7 @@ async fn typed_values_are_recorded_and_replayed() {
     let rows = branch_rows(&q);
     assert!(rows.contains(&"01/action=succeed".to_string()), "{rows:?}");
     // Executed again: the typed result DTM stored, and nothing runs.
-    let receipt: Receipt = execute("typed-transfer", &gid, Transfer { amount: 30 })
+    let receipt: Receipt = settled(|| execute("typed-transfer", &gid, Transfer { amount: 30 }))
         .await
         .unwrap();
     let quote = Quote {

@@ -197,6 +197,25 @@ pub fn bank_env() -> &'static BankEnv {
     })
 }
 
+/// Runs `f` again while it answers ONGOING, for up to 10 s: a workflow that DTM's callback
+/// finished is `succeed` or `failed` in DTM a moment before that run ends in this process,
+/// and an `execute` in that moment is told the run is still going.
+pub async fn settled<T, F, Fut>(mut f: F) -> dtmcli::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = dtmcli::Result<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match f().await {
+            Err(e) if e.is_ongoing() && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
+            r => return r,
+        }
+    }
+}
+
 /// A fresh account of the HTTP bank in `db` with `balance`.
 pub async fn bank_account(db: dtm_examples::bank::Db, balance: i64) -> i64 {
     // Apart from the other tests' ids (below 10^17, and the gRPC bank's from 7 * 10^18).

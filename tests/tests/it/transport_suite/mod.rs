@@ -1058,7 +1058,7 @@ pub async fn wf_resumed_by_dtm_replays_its_records<P: Proto>() {
         &[]
     };
     assert_eq!(copy, want);
-    let again = wf_execute::<P>("suite-wf", &gid, b"error-once").await;
+    let again = crate::support::settled(|| wf_execute::<P>("suite-wf", &gid, b"error-once")).await;
     assert_eq!(again.unwrap(), b"done");
     assert_eq!((wf_count(&gid, "01"), wf_count(&gid, "02")), (1, 2));
     assert_eq!(wf_count(&gid, "rollback-01"), 0);
