@@ -81,6 +81,8 @@ pub mod branch;
 mod branch_id;
 #[cfg(feature = "http")]
 pub mod cluster;
+#[cfg(feature = "http")]
+pub mod discovery;
 mod error;
 #[cfg(test)]
 mod fake;

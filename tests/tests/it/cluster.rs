@@ -903,3 +903,41 @@ async fn xa_branches_register_through_the_cluster_while_a_server_dies() {
         assert_eq!(balances, (70, 30), "{gid}");
     }
 }
+
+/// A cluster fed by DNS (`dtmcli::discovery::resolve_every`, as for a Kubernetes headless
+/// service): `localhost` resolves to the shared DTM server's addresses, and a saga runs
+/// through the cluster that list made.
+#[tokio::test]
+async fn a_cluster_found_through_dns_runs_a_saga() {
+    let port = env().server.http_port();
+    let gid = gid("dns-cluster");
+    let g = gid.clone();
+    on_env(async move {
+        let servers =
+            dtmcli::discovery::resolve_every("localhost", port, Duration::from_secs(1), |a| {
+                format!("http://{a}/api/dtmsvr")
+            })
+            .await
+            .unwrap();
+        let listed = servers.borrow().clone();
+        assert!(
+            !listed.is_empty() && listed.iter().all(|s| s.contains(&format!(":{port}/"))),
+            "{listed:?}"
+        );
+        let cluster = Cluster::discovered(
+            servers,
+            |s| DtmClient::new(s),
+            dtmcli::cluster::DEFAULT_COOLDOWN,
+        )
+        .unwrap();
+        cluster
+            .saga(&g)
+            .add(&url("TransOut"), &url("TransOutRevert"), &BusiReq::new(1))
+            .submit()
+            .await
+            .unwrap();
+    })
+    .await;
+    wait_status(&dtm(), &gid, "succeed").await;
+    assert_eq!(busi().handlers(&gid), ["TransOut"]);
+}
