@@ -215,6 +215,17 @@ impl DtmServer {
                 }
             }
             if version_ok(self.http_port) {
+                // Another process may have taken the port between `free_port` and DTM's
+                // bind, and be what answered: DTM logs the failed bind just after. A moment
+                // later, its log tells (and the start is made again on other ports).
+                std::thread::sleep(Duration::from_millis(300));
+                let log = self.log_tail();
+                if log.contains("address already in use") {
+                    return Err(Error::Exited {
+                        status: "a port taken".to_string(),
+                        log,
+                    });
+                }
                 return Ok(());
             }
             // DTM logs a port another process took between `free_port` and its bind, and
