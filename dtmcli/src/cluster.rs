@@ -793,6 +793,19 @@ impl Query for crate::DtmClient {
     }
 }
 
+/// The server addresses a cluster constructor was given, owned.
+#[cfg(feature = "http")]
+fn server_list<I>(servers: I) -> Vec<String>
+where
+    I: IntoIterator,
+    I::Item: AsRef<str>,
+{
+    servers
+        .into_iter()
+        .map(|s| s.as_ref().to_string())
+        .collect()
+}
+
 impl Cluster<crate::DtmClient> {
     /// A cluster of DTM servers reached over HTTP (`http://host:36789/api/dtmsvr` each),
     /// sharing `client`'s settings (timeouts, bounds, HTTP stack); each member trusts the
@@ -802,10 +815,7 @@ impl Cluster<crate::DtmClient> {
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        let servers: Vec<String> = servers
-            .into_iter()
-            .map(|s| s.as_ref().to_string())
-            .collect();
+        let servers = server_list(servers);
         let servers: Vec<&str> = servers.iter().map(String::as_str).collect();
         let mut members = Vec::with_capacity(servers.len());
         for s in &servers {
@@ -824,10 +834,7 @@ impl Cluster<WithQuery<crate::JsonRpcClient>> {
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        let servers: Vec<String> = servers
-            .into_iter()
-            .map(|s| s.as_ref().to_string())
-            .collect();
+        let servers = server_list(servers);
         let mut members = Vec::with_capacity(servers.len());
         for s in &servers {
             let base = s.trim_end_matches('/');

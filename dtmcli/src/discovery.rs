@@ -76,10 +76,21 @@ pub async fn resolve_every(
     Ok(rx)
 }
 
+/// The longest one resolution may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The servers `target` resolves to now, sorted and without repeats.
 async fn resolve(target: &str, url: &impl Fn(SocketAddr) -> String) -> Result<Vec<String>> {
-    let addrs = tokio::net::lookup_host(target)
+    // The system resolver has its own timeouts, but they add up over retries and
+    // servers: one resolution gets at most this long.
+    let lookup = tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host(target));
+    let addrs = lookup
         .await
+        .map_err(|_| {
+            Error::other(format!(
+                "resolving {target}: no answer within {LOOKUP_TIMEOUT:?}"
+            ))
+        })?
         .map_err(|e| Error::other(format!("resolving {target}: {e}")))?;
     let set: BTreeSet<String> = addrs.map(url).collect();
     Ok(set.into_iter().collect())
